@@ -1,0 +1,1 @@
+"""The four services, the launcher (`safe-procurement`) and the integration harness."""

@@ -1,0 +1,1 @@
+"""Applications service: owns the procurement case and its state machine."""

@@ -1,0 +1,46 @@
+"""Storage tables of the applications service (created by its Alembic migrations)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Field, SQLModel
+
+from shared.kit.tables import TS, utcnow
+
+
+class CaseRow(SQLModel, table=True):
+    __tablename__ = "cases"
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(unique=True)
+    reference: str = Field(unique=True)
+    status: str
+    lead_member_state: str
+    proposal_hash: str
+    proposal: str
+    financing_requested: bool
+    verification: str | None = None
+    verification_request_id: str | None = None
+    loan: str | None = None
+    status_since: datetime = Field(default_factory=utcnow, sa_type=TS)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=TS)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=TS)
+
+
+class CaseParticipant(SQLModel, table=True):
+    __tablename__ = "case_participants"
+    case_seq: int = Field(primary_key=True)
+    country: str = Field(primary_key=True)
+
+
+class TimelineRow(SQLModel, table=True):
+    __tablename__ = "timeline"
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str
+    type: str
+    at: datetime = Field(sa_type=TS)
+    recorded_at: datetime = Field(default_factory=utcnow, sa_type=TS)
+    event_id: str | None = None
+    causation_id: str | None = None
+    service: str
+    summary: str

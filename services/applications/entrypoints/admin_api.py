@@ -1,0 +1,241 @@
+"""HTTP entrypoints of the applications service."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from redis.exceptions import ResponseError
+from sqlmodel import col, select
+
+from services.applications.adapters.tables import CaseParticipant, CaseRow, TimelineRow
+from services.applications.domain.case import Status, TransitionRefused, is_final
+from services.applications.entrypoints import admin_schemas as schemas
+from services.applications.service_layer import handlers
+from shared import contracts
+from shared.contracts import countries, streams
+from shared.kit.app import runtime_of, validation_errors
+from shared.kit.auth import Principal, operator, reader
+from shared.kit.db import transaction
+from shared.kit.web import decode_cursor, encode_cursor
+
+router = APIRouter(tags=["procurements"])
+
+
+def _public(row: CaseRow) -> schemas.CasePublic:
+    return schemas.CasePublic(
+        id=row.id, reference=row.reference, status=row.status, proposal=json.loads(row.proposal),
+        verification=json.loads(row.verification) if row.verification else None,
+        loan=json.loads(row.loan) if row.loan else None, created_at=row.created_at, updated_at=row.updated_at,
+    )
+
+
+def _visible(row: CaseRow | None, who: Principal) -> CaseRow:
+    if row is None:
+        raise HTTPException(404, "no such procurement case")
+    if who.member_state is not None:
+        participants = json.loads(row.proposal).get("participants", [])
+        if not who.sees(participants):
+            raise HTTPException(404, "no such procurement case")
+    return row
+
+
+@router.post(
+    "/procurements",
+    status_code=201,
+    response_model=schemas.CaseCreated,
+    responses={200: {"model": schemas.CasePublic, "description": "Same reference, same proposal: the existing case"},
+               409: {"description": "Same reference, different proposal"},
+               422: {"description": "Invalid proposal: every offending field is listed"}},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/Proposal"}}}}},
+)
+async def create_procurement(request: Request, who: Principal = Depends(operator)) -> Any:
+    """Submit a proposal: validated, stored, and sent to origin verification."""
+    raw = await request.body()
+    try:
+        # parsed from the raw bytes so that JSON numbers become exact Decimals, never floats
+        proposal = contracts.Proposal.model_validate_json(raw)
+    except ValidationError as e:
+        return JSONResponse({"detail": validation_errors(e.errors(include_url=False))}, status_code=422)
+    rt = runtime_of(request)
+    assert rt.factory is not None
+    try:
+        async with transaction(rt.factory) as session:
+            row, created = await handlers.submit(session, proposal, via="HTTP")
+    except handlers.ReferenceConflict:
+        return JSONResponse(
+            {"detail": f"reference {proposal.reference!r} already exists with a different proposal"}, status_code=409
+        )
+    if not created:
+        return JSONResponse(json.loads(_public(row).model_dump_json()), status_code=200)
+    rt.wake_relay()
+    return schemas.CaseCreated(id=row.id, reference=row.reference, status=row.status)
+
+
+@router.get("/procurements", response_model=schemas.CasePage)
+async def list_procurements(
+    request: Request,
+    status: str | None = Query(default=None, max_length=30),
+    member_state: str | None = Query(default=None, min_length=2, max_length=2),
+    limit: int = Query(default=50, ge=1, le=500),
+    cursor: str | None = Query(default=None, max_length=100),
+    who: Principal = Depends(reader),
+) -> schemas.CasePage:
+    """Cases, newest first, filtered by status and participating Member State (keyset pagination)."""
+    if status is not None and status not in {s.value for s in Status}:
+        raise HTTPException(422, f"unknown status {status!r}")
+    after = decode_cursor(cursor)
+    if after is not None and not isinstance(after, int):
+        raise HTTPException(422, "invalid cursor")
+    rt = runtime_of(request)
+    assert rt.factory is not None
+    q = select(CaseRow.seq, CaseRow.id, CaseRow.reference, CaseRow.status, CaseRow.lead_member_state,
+               CaseRow.created_at, CaseRow.updated_at)
+    scopes = [countries.canonical(c) for c in (member_state, who.member_state) if c]
+    for i, country in enumerate(scopes):
+        if not countries.is_known(country):
+            raise HTTPException(422, f"unknown country {country!r}")
+        p = select(CaseParticipant.case_seq).where(CaseParticipant.country == country)
+        q = q.where(col(CaseRow.seq).in_(p))
+        del i
+    if status:
+        q = q.where(CaseRow.status == status)
+    if after is not None:
+        q = q.where(col(CaseRow.seq) < after)
+    q = q.order_by(col(CaseRow.seq).desc()).limit(limit + 1)
+    async with rt.factory() as session:
+        rows = (await session.exec(q)).all()
+    page = rows[:limit]
+    items = [schemas.CaseSummary(id=r[1], reference=r[2], status=r[3], lead_member_state=r[4], created_at=r[5],
+                                 updated_at=r[6]) for r in page]
+    return schemas.CasePage(items=items, next_cursor=encode_cursor(page[-1][0]) if len(rows) > limit else None)
+
+
+@router.get("/procurements/by-reference/{reference}", response_model=schemas.CasePublic)
+async def get_by_reference(reference: str, request: Request, who: Principal = Depends(reader)) -> schemas.CasePublic:
+    """The case with this business reference."""
+    rt = runtime_of(request)
+    assert rt.factory is not None
+    async with rt.factory() as session:
+        row = await handlers.by_reference(session, reference)
+    return _public(_visible(row, who))
+
+
+@router.get("/procurements/{case_id}", response_model=schemas.CasePublic)
+async def get_procurement(case_id: str, request: Request, who: Principal = Depends(reader)) -> schemas.CasePublic:
+    """The case: status, proposal, verification report and loan."""
+    rt = runtime_of(request)
+    assert rt.factory is not None
+    async with rt.factory() as session:
+        row = await handlers.by_id(session, case_id)
+    return _public(_visible(row, who))
+
+
+@router.get("/procurements/{case_id}/timeline", response_model=schemas.Timeline)
+async def get_timeline(case_id: str, request: Request, who: Principal = Depends(reader)) -> schemas.Timeline:
+    """Every event of the case, in the order it was recorded."""
+    rt = runtime_of(request)
+    assert rt.factory is not None
+    async with rt.factory() as session:
+        row = _visible(await handlers.by_id(session, case_id), who)
+        items = (await session.exec(
+            select(TimelineRow).where(TimelineRow.case_id == row.id).order_by(col(TimelineRow.id))
+        )).all()
+    return schemas.Timeline(case_id=row.id, items=[
+        schemas.TimelineItem(type=t.type, at=t.at, recorded_at=t.recorded_at, event_id=t.event_id,
+                             causation_id=t.causation_id, service=t.service, summary=t.summary) for t in items
+    ])
+
+
+@router.post("/procurements/{case_id}/withdraw", response_model=schemas.CasePublic)
+async def withdraw_procurement(
+    case_id: str, request: Request, body: schemas.ActionRequest | None = None, who: Principal = Depends(operator)
+) -> schemas.CasePublic:
+    """Withdraw the case (only before a loan is approved); any loan reservation is released."""
+    rt = runtime_of(request)
+    assert rt.factory is not None
+    try:
+        async with transaction(rt.factory) as session:
+            row = await handlers.withdraw(session, case_id, reason=(body.reason if body else "") or "withdrawn",
+                                          actor=who.name)
+    except handlers.NotFound:
+        raise HTTPException(404, "no such procurement case") from None
+    except TransitionRefused as e:
+        raise HTTPException(409, str(e)) from None
+    rt.wake_relay()
+    return _public(row)
+
+
+@router.post("/procurements/{case_id}/reverify", response_model=schemas.CasePublic)
+async def reverify_procurement(
+    case_id: str, request: Request, body: schemas.ActionRequest | None = None, who: Principal = Depends(operator)
+) -> schemas.CasePublic:
+    """Ask origin verification to decide the case again (e.g. after a registry correction); audited."""
+    rt = runtime_of(request)
+    assert rt.factory is not None
+    try:
+        async with transaction(rt.factory) as session:
+            row = await handlers.reverify(session, case_id, reason=(body.reason if body else "") or "re-verification",
+                                          actor=who.name)
+    except handlers.NotFound:
+        raise HTTPException(404, "no such procurement case") from None
+    except TransitionRefused as e:
+        raise HTTPException(409, str(e)) from None
+    rt.wake_relay()
+    return _public(row)
+
+
+_WAITING = {
+    Status.submitted: ("the outbox relay to hand the proposal to origin verification", "applications",
+                       streams.PROCUREMENT_SUBMITTED, "applications"),
+    Status.verifying: ("origin verification to decide the case", "origin_verification",
+                       streams.PROCUREMENT_SUBMITTED, "origin_verification"),
+    Status.loan_requested: ("loan disbursement to decide the loan request", "loan_disbursement",
+                            streams.LOAN_REQUESTED, "loan_disbursement"),
+    Status.needs_review: ("an operator: the verification could not decide (see verification.missing)", None, None, None),
+}
+
+
+@router.get("/procurements/{case_id}/explain", response_model=schemas.Explanation)
+async def explain_procurement(case_id: str, request: Request, who: Principal = Depends(reader)) -> schemas.Explanation:
+    """Why is this case where it is: what it waits for, since when, on which stream, and what an operator can do."""
+    rt = runtime_of(request)
+    assert rt.factory is not None
+    async with rt.factory() as session:
+        row = _visible(await handlers.by_id(session, case_id), who)
+        last = (await session.exec(
+            select(TimelineRow).where(TimelineRow.case_id == row.id).order_by(col(TimelineRow.id).desc()).limit(1)
+        )).first()
+    status = Status(row.status)
+    final = is_final(status, financing_requested=row.financing_requested)
+    waiting, service, stream, group = _WAITING.get(status, (None, None, None, None))
+    state: dict[str, Any] | None = None
+    if stream and group and rt.redis is not None:
+        state = {}
+        try:
+            for g in await rt.redis.xinfo_groups(streams.qualified(stream, rt.settings.stream_prefix)):
+                name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+                if name == group:
+                    state = {"group": name, "pending": g.get("pending"), "lag": g.get("lag"),
+                             "consumers": g.get("consumers")}
+            if not state:
+                state = {"group": group, "note": "the group does not exist yet: the service has never started"}
+        except ResponseError:
+            state = {"group": group, "note": "the stream does not exist"}
+    actions: list[str] = []
+    if not final:
+        actions.append(f"POST /procurements/{row.id}/withdraw")
+    if status in (Status.verifying, Status.needs_review, Status.origin_rejected, Status.origin_verified):
+        actions.append(f"POST /procurements/{row.id}/reverify")
+    if service and service != "applications":
+        actions.append(f"GET /dead-letters?correlation_id={row.id} on {service}")
+    return schemas.Explanation(
+        case_id=row.id, status=row.status, final=final, since=row.status_since,
+        waiting_for=None if final else waiting, service=None if final else service,
+        stream=None if final else stream, message_event_id=last.event_id if (last and not final) else None,
+        stream_state=None if final else state, operator_actions=actions,
+    )

@@ -1,0 +1,59 @@
+"""Composition of the applications service: settings → kit runtime → FastAPI app."""
+
+from __future__ import annotations
+
+
+
+from fastapi import FastAPI
+from sqlalchemy import func
+from sqlmodel import select
+
+from services.applications.adapters.tables import CaseRow
+from services.applications.config import Settings
+from services.applications.entrypoints import admin_api, subscribers
+from services.applications.service_layer import handlers
+from shared import contracts
+from shared.contracts import streams
+from shared.kit import db
+from shared.kit.app import Runtime, ServiceSpec, create_app
+
+PUBLISHES = {
+    streams.PROCUREMENT_SUBMITTED: contracts.ProcurementSubmitted,
+    streams.REVERIFICATION_REQUESTED: contracts.ReverificationRequested,
+    streams.LOAN_REQUESTED: contracts.LoanRequested,
+    streams.PROCUREMENT_WITHDRAWN: contracts.ProcurementWithdrawn,
+    streams.OPERATOR_ACTION_RECORDED["applications"]: contracts.OperatorActionRecorded,
+}
+
+
+async def _case_gauges(rt: Runtime) -> dict[str, dict[tuple[str, ...], float]]:
+    assert rt.factory is not None
+    async with rt.factory() as s:
+        rows = (await s.exec(select(CaseRow.status, func.count()).group_by(CaseRow.status))).all()
+    return {"safe_cases": {(status,): float(n) for status, n in rows}}
+
+
+async def _register_gauges(rt: Runtime) -> None:
+    rt.metrics.gauge("safe_cases", "Procurement cases per status", ("status",))
+
+
+def build_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    spec = ServiceSpec(
+        name="applications",
+        title="SAFE applications",
+        description="Owns the procurement case and its state machine; intake over HTTP and over a stream.",
+        settings=settings,
+        migrations=db.migrations_dir(__file__),
+        routers=[admin_api.router],
+        publishes=PUBLISHES,
+        on_startup=[_register_gauges],
+        after_publish=handlers.after_publish,
+        gauges=_case_gauges,
+        openapi_models=[contracts.Proposal],
+    )
+    return create_app(spec, messaging_setup=subscribers.register)
+
+
+
+

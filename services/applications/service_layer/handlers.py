@@ -1,0 +1,264 @@
+"""Applications handlers: load → decide (domain) → save → record events, inside the caller's transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.applications.adapters.tables import CaseParticipant, CaseRow, TimelineRow
+from services.applications.domain.case import CaseState, Status, TransitionRefused
+from shared import contracts
+from shared.contracts import streams
+from shared.kit import outbox
+from shared.kit.messaging import HandlerContext, Poison
+from shared.kit.tables import AuditEntry, OutboxRow, utcnow
+
+SERVICE = "applications"
+
+
+class ReferenceConflict(Exception):
+    """The reference is taken by a case with a different proposal."""
+
+
+class NotFound(Exception):
+    pass
+
+
+def proposal_hash(proposal: contracts.Proposal) -> str:
+    canonical = json.dumps(proposal.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _timeline(
+    session: AsyncSession, case_id: str, type_: str, summary: str, *, at: datetime | None = None,
+    event_id: Any = None, causation_id: Any = None, service: str = SERVICE,
+) -> None:
+    session.add(
+        TimelineRow(
+            case_id=case_id, type=type_, at=at or utcnow(), event_id=str(event_id) if event_id else None,
+            causation_id=str(causation_id) if causation_id else None, service=service, summary=summary[:2000],
+        )
+    )
+
+
+def _state(row: CaseRow) -> CaseState:
+    return CaseState(
+        status=Status(row.status), financing_requested=row.financing_requested,
+        verification_request_id=row.verification_request_id,
+    )
+
+
+def _apply(row: CaseRow, state: CaseState) -> None:
+    now = utcnow()
+    if row.status != state.status.value:
+        row.status = state.status.value
+        row.status_since = now
+    row.verification_request_id = state.verification_request_id
+    row.updated_at = now
+
+
+async def by_reference(session: AsyncSession, reference: str) -> CaseRow | None:
+    return (await session.exec(select(CaseRow).where(CaseRow.reference == reference))).first()
+
+
+async def by_id(session: AsyncSession, case_id: str) -> CaseRow | None:
+    return (await session.exec(select(CaseRow).where(CaseRow.id == case_id))).first()
+
+
+async def submit(
+    session: AsyncSession, proposal: contracts.Proposal, *, via: str, causation_id: Any = None
+) -> tuple[CaseRow, bool]:
+    """Create the case and emit ProcurementSubmitted; idempotent on `reference`."""
+    digest = proposal_hash(proposal)
+    existing = await by_reference(session, proposal.reference)
+    if existing is not None:
+        if existing.proposal_hash != digest:
+            raise ReferenceConflict(proposal.reference)
+        return existing, False
+    case_id = str(uuid.uuid4())
+    event = contracts.ProcurementSubmitted(
+        correlation_id=case_id, case_id=case_id, proposal=proposal, causation_id=causation_id
+    )
+    row = CaseRow(
+        id=case_id, reference=proposal.reference, status=Status.submitted.value,
+        lead_member_state=proposal.lead_member_state, proposal_hash=digest,
+        proposal=proposal.model_dump_json(), financing_requested=bool(proposal.financing),
+        verification_request_id=str(event.event_id),
+    )
+    try:
+        async with session.begin_nested():
+            session.add(row)
+            await session.flush()
+    except IntegrityError:  # a concurrent submission of the same reference won the race
+        existing = await by_reference(session, proposal.reference)
+        if existing is None:
+            raise
+        if existing.proposal_hash != digest:
+            raise ReferenceConflict(proposal.reference) from None
+        return existing, False
+    for country in sorted(set(proposal.participants)):
+        session.add(CaseParticipant(case_seq=row.seq or 0, country=country))
+    _timeline(session, case_id, event.event_type, f"proposal {proposal.reference} submitted via {via}",
+              at=event.occurred_at, event_id=event.event_id, causation_id=causation_id)
+    outbox.emit(session, streams.PROCUREMENT_SUBMITTED, event)
+    return row, True
+
+
+async def on_submit_command(ctx: HandlerContext, proposal: contracts.Proposal) -> None:
+    try:
+        await submit(ctx.session, proposal, via=f"stream entry {ctx.entry_id}")
+    except ReferenceConflict:
+        raise Poison("conflict", f"reference {proposal.reference!r} already exists with a different proposal") from None
+    ctx.emitted += 1
+
+
+async def after_publish(session: AsyncSession, rows: Sequence[OutboxRow]) -> None:
+    """A published verification request means the case is now with origin verification."""
+    ids = [r.correlation_id for r in rows if r.event_type in ("ProcurementSubmitted", "ReverificationRequested")]
+    if ids:
+        await session.execute(
+            update(CaseRow)
+            .where(col(CaseRow.id).in_(ids), CaseRow.status == Status.submitted.value)
+            .values(status=Status.verifying.value, status_since=utcnow(), updated_at=utcnow())
+        )
+
+
+async def on_verification_completed(ctx: HandlerContext, event: contracts.OriginVerificationCompleted) -> None:
+    session = ctx.session
+    row = await by_id(session, event.case_id)
+    if row is None:
+        raise LookupError(f"case {event.case_id} not (yet) known")
+    state = _state(row)
+    outcome = event.result.outcome
+    failed = [f.rule for f in event.result.findings if f.passed is False]
+    summary = f"origin verification: {outcome}" + (f" (failed: {', '.join(sorted(set(failed)))})" if failed else "")
+    new = state.on_verification(outcome, str(event.causation_id) if event.causation_id else None)
+    if new is None:
+        _timeline(session, row.id, event.event_type, summary + " — not applied: case moved on or result superseded",
+                  at=event.occurred_at, event_id=event.event_id, causation_id=event.causation_id,
+                  service=event.producer)
+        return
+    row.verification = event.result.model_dump_json()
+    _timeline(session, row.id, event.event_type, summary, at=event.occurred_at, event_id=event.event_id,
+              causation_id=event.causation_id, service=event.producer)
+    if new == Status.loan_requested:
+        proposal = contracts.Proposal.model_validate_json(row.proposal)
+        request = contracts.LoanRequested(
+            correlation_id=row.id, causation_id=event.event_id, case_id=row.id, reference=row.reference,
+            lead_member_state=proposal.lead_member_state, participants=proposal.participants,
+            categories=proposal.categories, contract_signed_on=proposal.contract_signed_on,
+            verification_outcome=outcome,
+            financing=[contracts.FinancingLine(member_state=f.member_state, amount_eur=f.amount_eur)
+                       for f in proposal.financing],
+        )
+        row.loan = json.dumps({
+            "status": "requested",
+            "requested": [{"member_state": f.member_state, "amount_eur": str(f.amount_eur)} for f in proposal.financing],
+            "loans": [], "reasons": [], "requested_at": request.occurred_at.isoformat(), "decided_at": None,
+        })
+        ctx.emit(streams.LOAN_REQUESTED, request)
+        total = sum((f.amount_eur for f in proposal.financing), start=Decimal(0))
+        _timeline(session, row.id, request.event_type,
+                  f"loan requested: {len(proposal.financing)} line(s), EUR {total}",
+                  at=request.occurred_at, event_id=request.event_id, causation_id=event.event_id)
+    _apply(row, state)
+    session.add(row)
+
+
+async def _on_loan(ctx: HandlerContext, event: contracts.LoanApproved | contracts.LoanRejected, approved: bool) -> None:
+    session = ctx.session
+    row = await by_id(session, event.case_id)
+    if row is None:
+        raise LookupError(f"case {event.case_id} not (yet) known")
+    state = _state(row)
+    if isinstance(event, contracts.LoanApproved):
+        summary = "loan approved: " + ", ".join(f"{loan.member_state} EUR {loan.amount_eur}" for loan in event.loans)
+    else:
+        summary = "loan rejected: " + "; ".join(f"{r.member_state} {r.rule}: {r.message}" for r in event.reasons)
+    new = state.on_loan_decision(approved)
+    if new is None:
+        _timeline(session, row.id, event.event_type, summary + f" — not applied: case is {row.status}",
+                  at=event.occurred_at, event_id=event.event_id, causation_id=event.causation_id,
+                  service=event.producer)
+        return
+    loan = json.loads(row.loan) if row.loan else {"requested": []}
+    loan["status"] = "approved" if approved else "rejected"
+    loan["decided_at"] = event.occurred_at.isoformat()
+    if isinstance(event, contracts.LoanApproved):
+        loan["loans"] = [json.loads(x.model_dump_json()) for x in event.loans]
+        loan["reasons"] = []
+    else:
+        loan["loans"] = []
+        loan["reasons"] = [json.loads(x.model_dump_json()) for x in event.reasons]
+    row.loan = json.dumps(loan)
+    _timeline(session, row.id, event.event_type, summary, at=event.occurred_at, event_id=event.event_id,
+              causation_id=event.causation_id, service=event.producer)
+    _apply(row, state)
+    session.add(row)
+
+
+async def on_loan_approved(ctx: HandlerContext, event: contracts.LoanApproved) -> None:
+    await _on_loan(ctx, event, True)
+
+
+async def on_loan_rejected(ctx: HandlerContext, event: contracts.LoanRejected) -> None:
+    await _on_loan(ctx, event, False)
+
+
+async def on_operator_action(ctx: HandlerContext, event: contracts.OperatorActionRecorded) -> None:
+    row = await by_id(ctx.session, event.case_id)
+    if row is None:
+        return  # not a case of ours (e.g. a registry entity); nothing to show
+    _timeline(ctx.session, row.id, event.event_type,
+              f"{event.actor} {event.action} on {event.target}" + (f": {event.reason}" if event.reason else ""),
+              at=event.occurred_at, event_id=event.event_id, causation_id=event.causation_id, service=event.producer)
+
+
+async def withdraw(session: AsyncSession, case_id: str, *, reason: str, actor: str) -> CaseRow:
+    row = await by_id(session, case_id)
+    if row is None:
+        raise NotFound(case_id)
+    state = _state(row)
+    state.withdraw()  # raises TransitionRefused
+    event = contracts.ProcurementWithdrawn(correlation_id=row.id, case_id=row.id, reason=reason)
+    outbox.emit(session, streams.PROCUREMENT_WITHDRAWN, event)
+    _timeline(session, row.id, event.event_type, f"withdrawn by {actor}: {reason}", at=event.occurred_at,
+              event_id=event.event_id)
+    session.add(AuditEntry(actor=actor, action="case.withdraw", target=f"procurements/{row.id}",
+                           correlation_id=row.id, reason=reason))
+    _apply(row, state)
+    session.add(row)
+    return row
+
+
+async def reverify(session: AsyncSession, case_id: str, *, reason: str, actor: str) -> CaseRow:
+    row = await by_id(session, case_id)
+    if row is None:
+        raise NotFound(case_id)
+    state = _state(row)
+    proposal = contracts.Proposal.model_validate_json(row.proposal)
+    event = contracts.ReverificationRequested(
+        correlation_id=row.id, case_id=row.id, proposal=proposal, requested_by=actor, reason=reason
+    )
+    state.request_reverification(str(event.event_id))  # raises TransitionRefused
+    outbox.emit(session, streams.REVERIFICATION_REQUESTED, event)
+    _timeline(session, row.id, event.event_type, f"re-verification requested by {actor}: {reason}",
+              at=event.occurred_at, event_id=event.event_id)
+    session.add(AuditEntry(actor=actor, action="case.reverify", target=f"procurements/{row.id}",
+                           correlation_id=row.id, reason=reason))
+    _apply(row, state)
+    session.add(row)
+    return row
+
+
+__all__ = ["NotFound", "ReferenceConflict", "TransitionRefused", "submit", "withdraw", "reverify"]

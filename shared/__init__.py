@@ -1,0 +1,1 @@
+"""The project's own shared code: wire contracts and the technical kit."""

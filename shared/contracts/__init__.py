@@ -1,0 +1,50 @@
+"""THE wire format: pydantic events, the proposal and stream names. No I/O, no tables."""
+
+from shared.contracts import streams
+from shared.contracts.events import (
+    ApprovedLoan,
+    CountryStatusChanged,
+    EndProductResult,
+    Event,
+    FinancingLine,
+    Finding,
+    GroupMembership,
+    LoanApproved,
+    LoanDecisionReason,
+    LoanRejected,
+    LoanRequested,
+    OperatorActionRecorded,
+    OriginVerificationCompleted,
+    PartnerAgreementRecorded,
+    ProcurementSubmitted,
+    ProcurementWithdrawn,
+    ReferenceDataPublished,
+    ReverificationRequested,
+    VerificationResult,
+)
+from shared.contracts.proposal import Category, Proposal
+
+__all__ = [
+    "ApprovedLoan",
+    "Category",
+    "CountryStatusChanged",
+    "EndProductResult",
+    "Event",
+    "FinancingLine",
+    "Finding",
+    "GroupMembership",
+    "LoanApproved",
+    "LoanDecisionReason",
+    "LoanRejected",
+    "LoanRequested",
+    "OperatorActionRecorded",
+    "OriginVerificationCompleted",
+    "PartnerAgreementRecorded",
+    "ProcurementSubmitted",
+    "ProcurementWithdrawn",
+    "Proposal",
+    "ReferenceDataPublished",
+    "ReverificationRequested",
+    "VerificationResult",
+    "streams",
+]

@@ -1,0 +1,1 @@
+"""Small technical helpers shared by every service: settings, database, broker, outbox, inbox, retries."""

@@ -1,0 +1,98 @@
+"""Bearer tokens and roles (CONTRACT.md "Auth"): operator, auditor, member-state-XX."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from fastapi import Depends, HTTPException, Request
+
+from shared.contracts import countries
+
+ROLES = ("operator", "auditor")
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    name: str
+
+    @property
+    def can_write(self) -> bool:
+        return self.role == "operator"
+
+    @property
+    def member_state(self) -> str | None:
+        if self.role.startswith("member-state-"):
+            return countries.canonical(self.role.removeprefix("member-state-"))
+        return None
+
+    def sees(self, participants: list[str] | set[str]) -> bool:
+        ms = self.member_state
+        return ms is None or ms in {countries.canonical(p) for p in participants}
+
+
+class TokenError(ValueError):
+    pass
+
+
+class TokenStore:
+    """Parsed `SAFE_TOKENS`; lookups compare every token in constant time."""
+
+    def __init__(self, spec: str | None, *, dev: bool) -> None:
+        self._tokens: list[tuple[bytes, str]] = []
+        if spec:
+            for i, pair in enumerate(p.strip() for p in spec.split(",")):
+                if not pair:
+                    continue
+                role, sep, token = pair.partition(":")
+                role, token = role.strip(), token.strip()
+                if not sep or not token:
+                    raise TokenError(f"SAFE_TOKENS entry {i + 1} is not role:token")
+                if role not in ROLES and not (
+                    role.startswith("member-state-") and countries.is_known(role.removeprefix("member-state-"))
+                ):
+                    raise TokenError(f"SAFE_TOKENS entry {i + 1}: unknown role {role!r}")
+                self._tokens.append((token.encode(), role))
+        elif dev:
+            self._tokens.append((b"dev-operator", "operator"))
+        else:
+            raise TokenError("SAFE_TOKENS is required outside SAFE_ENV=dev")
+
+    def lookup(self, token: str) -> Principal | None:
+        given = token.encode()
+        found: Principal | None = None
+        for known, role in self._tokens:
+            # compare against every token (no early exit) so timing says nothing about which matched
+            if hmac.compare_digest(known, given):
+                found = Principal(role=role, name=role)
+        return found
+
+
+def principal(request: Request) -> Principal:
+    store: TokenStore = request.app.state.tokens
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    p = store.lookup(token.strip())
+    if p is None:
+        raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
+    return p
+
+
+def reader(p: Principal = Depends(principal)) -> Principal:
+    return p
+
+
+def staff(p: Principal = Depends(principal)) -> Principal:
+    """Operators and auditors: the whole platform, read-only for auditors."""
+    if p.member_state is not None:
+        raise HTTPException(403, "this endpoint is for operators and auditors")
+    return p
+
+
+def operator(p: Principal = Depends(principal)) -> Principal:
+    if not p.can_write:
+        raise HTTPException(403, "operator role required")
+    return p

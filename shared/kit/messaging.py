@@ -1,0 +1,710 @@
+"""Reliable consumption on top of FastStream consumer groups.
+
+FastStream reads new entries (XREADGROUP, batched) for each subscription; everything after the read
+is ours, so that the guarantees hold whatever happens:
+- inbox: each event's `event_id` is recorded in the same transaction as its effect; duplicates are
+  acknowledged and skipped;
+- a batch commits once; each message runs in its own savepoint, so one failure does not undo the rest;
+- a failing message stays pending and is retried with exponential backoff up to `max_attempts`, then
+  goes to the dead-letter table with its stream, entry id, payload, error, attempts and times;
+- a message that fails validation (not JSON, wrong schema, unknown version) is dead-lettered at once;
+- entries left pending by a dead or stuck consumer are taken over with XAUTOCLAIM after `claim_idle_ms`;
+  on start a consumer first finishes its own pending entries (stable consumer name);
+- groups are created from the start of the stream (id 0), so nothing published before the first start
+  is missed, and re-created if Redis comes back empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from faststream import AckPolicy
+from faststream.redis import RedisBroker, StreamSub
+from faststream.redis.annotations import RedisBatchStreamMessage
+from faststream.redis.parser.binary import BinaryMessageFormatV1
+from pydantic import BaseModel, ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.contracts import streams
+from shared.contracts.events import Event, OperatorActionRecorded
+from shared.kit import outbox
+from shared.kit.db import transaction
+from shared.kit.tables import AuditEntry, DeadLetter, InboxRow, MessageFailure, utcnow
+
+log = logging.getLogger("safe.messaging")
+
+E = TypeVar("E", bound=BaseModel)
+
+
+class Poison(Exception):
+    """The entry can never be processed as it is (no payload, not JSON, wrong schema or version)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class HandlerContext:
+    """What a handler gets besides the event: its transaction and a way to emit events."""
+
+    session: AsyncSession
+    stream: str
+    entry_id: str
+    event: Any
+    emitted: int = 0
+
+    def emit(self, stream: str, event: Event) -> None:
+        outbox.emit(self.session, stream, event)
+        self.emitted += 1
+
+    def audit(self, actor: str, action: str, target: str, *, reason: str | None = None, details: Any = None) -> None:
+        self.session.add(
+            AuditEntry(
+                actor=actor,
+                action=action,
+                target=target,
+                correlation_id=getattr(self.event, "correlation_id", None),
+                reason=reason,
+                details=json.dumps(details, default=str) if details is not None else None,
+            )
+        )
+
+
+Handler = Callable[[HandlerContext, Any], Awaitable[None]]
+
+
+@dataclass
+class Subscription(Generic[E]):
+    stream: str
+    model: type[E]
+    handler: Handler
+    description: str = ""
+    max_attempts: int | None = None
+    key: Callable[[Any, str], str] | None = None
+    subscriber: Any = None
+    processed: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    duplicates: int = 0
+
+    def key_of(self, event: Any, entry_id: str) -> str:
+        """The inbox key: the event id, or for commands without one, a key the subscription derives."""
+        if self.key is not None:
+            return self.key(event, entry_id)
+        return str(event.event_id)
+
+
+@dataclass
+class Entry:
+    entry_id: str
+    fields: dict[bytes, bytes]
+
+
+@dataclass
+class _Outcome:
+    ack: list[str] = field(default_factory=list)
+    failures: list[tuple[Entry, str, str | None]] = field(default_factory=list)
+    emitted: int = 0
+
+
+def extract_payload(fields: dict[bytes, bytes]) -> bytes:
+    raw = fields.get(b"__data__")
+    if raw is None:
+        raise Poison("validation", "entry has no __data__ field")
+    if raw.startswith(BinaryMessageFormatV1.IDENTITY_HEADER):
+        data, _headers = BinaryMessageFormatV1.parse(raw)
+        return data
+    return raw
+
+
+def _text(raw: bytes | None) -> str:
+    if raw is None:
+        return ""
+    return raw.decode("utf-8", errors="replace")
+
+
+class Messaging:
+    """The subscriptions of one service and the machinery that makes them reliable."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        factory: async_sessionmaker[AsyncSession],
+        consumer_name: str,
+        prefix: str = "",
+        batch_size: int = 100,
+        poll_interval_ms: int = 100,
+        max_attempts: int = 5,
+        retry_backoff_ms: int = 500,
+        retry_backoff_max_ms: int = 30_000,
+        claim_idle_ms: int = 15_000,
+        reclaim_interval_ms: int = 1_000,
+        on_emitted: Callable[[], None] | None = None,
+    ) -> None:
+        self.service = service
+        self.group = service
+        self.factory = factory
+        self.consumer = consumer_name
+        self.prefix = prefix
+        self.batch_size = batch_size
+        self.poll_interval_ms = poll_interval_ms
+        self.max_attempts = max_attempts
+        self.retry_backoff_ms = retry_backoff_ms
+        self.retry_backoff_max_ms = retry_backoff_max_ms
+        self.claim_idle_ms = claim_idle_ms
+        self.reclaim_interval_ms = reclaim_interval_ms
+        self.on_emitted = on_emitted
+        self.subscriptions: dict[str, Subscription[Any]] = {}
+        self.redis: Redis | None = None
+        self.broker: RedisBroker | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._retry_tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.groups_ready = False
+        self._overdelivered: set[str] = set()
+
+    # --- declaration --------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        stream: str,
+        model: type[E],
+        *,
+        description: str = "",
+        max_attempts: int | None = None,
+        key: Callable[[Any, str], str] | None = None,
+    ) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            self.subscriptions[stream] = Subscription(
+                stream=stream,
+                model=model,
+                handler=fn,
+                description=description or (fn.__doc__ or "").strip(),
+                max_attempts=max_attempts,
+                key=key,
+            )
+            return fn
+
+        return register
+
+    def key(self, stream: str) -> str:
+        return streams.qualified(stream, self.prefix)
+
+    def attach(self, broker: RedisBroker) -> None:
+        """Declare one FastStream batch subscriber per subscription (consumer group, stable consumer)."""
+        self.broker = broker
+        for sub in self.subscriptions.values():
+            fs_sub = broker.subscriber(
+                stream=StreamSub(
+                    self.key(sub.stream),
+                    group=self.group,
+                    consumer=self.consumer,
+                    batch=True,
+                    max_records=self.batch_size,
+                    polling_interval=self.poll_interval_ms,
+                ),
+                ack_policy=AckPolicy.MANUAL,
+                title=f"{sub.stream}:{sub.handler.__name__}",
+                description=sub.description,
+            )
+            fs_sub(self._make_consumer(sub))
+            sub.subscriber = fs_sub
+
+    def _make_consumer(self, sub: Subscription[Any]) -> Callable[..., Awaitable[None]]:
+        async def consume(msg: RedisBatchStreamMessage) -> None:
+            raw = msg.raw_message
+            entries = [
+                Entry(mid.decode() if isinstance(mid, bytes) else str(mid), data)
+                for mid, data in zip(raw["message_ids"], raw["data"], strict=True)
+            ]
+            await self.process(sub, entries)
+
+        consume.__name__ = sub.handler.__name__
+        return consume
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def ensure_groups(self) -> None:
+        assert self.redis is not None
+        for sub in self.subscriptions.values():
+            try:
+                await self.redis.xgroup_create(self.key(sub.stream), self.group, id="0", mkstream=True)
+                log.info("consumer group created", extra={"stream": sub.stream, "group": self.group})
+            except ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+        self.groups_ready = True
+
+    async def start_background(self, redis: Redis) -> None:
+        """Before the broker starts: groups; after it: own pending entries, reclaimer, group keeper."""
+        self.redis = redis
+        self._tasks.append(asyncio.create_task(self._recover_own_pending(), name="recover-own-pending"))
+        self._tasks.append(asyncio.create_task(self._reclaim_loop(), name="reclaimer"))
+        self._tasks.append(asyncio.create_task(self._keeper_loop(), name="group-keeper"))
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        self._stopping = True
+        for t in [*self._tasks, *self._retry_tasks]:
+            t.cancel()
+        await asyncio.gather(*self._tasks, *self._retry_tasks, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=timeout)
+        except TimeoutError:
+            log.warning("in-flight messages did not finish in time; they stay pending for the next start")
+
+    # --- processing ---------------------------------------------------------------------------
+
+    async def process(self, sub: Subscription[Any], entries: Sequence[Entry]) -> None:
+        if not entries:
+            return
+        self._busy += 1
+        self._idle.clear()
+        try:
+            await self._process(sub, entries)
+        finally:
+            self._busy -= 1
+            if self._busy == 0:
+                self._idle.set()
+
+    async def _process(self, sub: Subscription[Any], entries: Sequence[Entry]) -> None:
+        parsed: list[tuple[Entry, Any]] = []
+        poison: list[tuple[Entry, Poison]] = []
+        for entry in entries:
+            try:
+                payload = extract_payload(entry.fields)
+                parsed.append((entry, sub.model.model_validate_json(payload)))
+            except Poison as p:
+                poison.append((entry, p))
+            except ValidationError as ve:
+                poison.append((entry, Poison("validation", _validation_text(ve))))
+            except Exception as ex:  # undecodable in some other way
+                poison.append((entry, Poison("validation", f"{type(ex).__name__}: {ex}")))
+
+        outcome = _Outcome()
+        try:
+            async with transaction(self.factory) as session:
+                ids = [sub.key_of(ev, e.entry_id) for e, ev in parsed]
+                seen: set[str] = set()
+                if ids:
+                    seen = set(
+                        (await session.exec(select(InboxRow.event_id).where(col(InboxRow.event_id).in_(ids)))).all()
+                    )
+                for entry, event in parsed:
+                    event_id = sub.key_of(event, entry.entry_id)
+                    if event_id in seen:
+                        sub.duplicates += 1
+                        outcome.ack.append(entry.entry_id)
+                        continue
+                    ctx = HandlerContext(session=session, stream=sub.stream, entry_id=entry.entry_id, event=event)
+                    try:
+                        async with session.begin_nested():
+                            await sub.handler(ctx, event)
+                            session.add(InboxRow(event_id=event_id, stream=sub.stream, entry_id=entry.entry_id))
+                            await session.flush()
+                    except IntegrityError as ie:
+                        if _is_inbox_conflict(ie):
+                            sub.duplicates += 1
+                            outcome.ack.append(entry.entry_id)
+                        else:
+                            outcome.failures.append((entry, _error_text(ie), event_id))
+                        continue
+                    except Poison as p:  # the handler says it can never succeed: dead letter now
+                        await self._dead_letter(session, sub, entry, str(p), p.kind, attempts=1)
+                        outcome.ack.append(entry.entry_id)
+                        continue
+                    except Exception as ex:
+                        outcome.failures.append((entry, _error_text(ex), event_id))
+                        continue
+                    seen.add(event_id)
+                    outcome.ack.append(entry.entry_id)
+                    outcome.emitted += ctx.emitted
+                    if logging.getLogger("safe.messages").isEnabledFor(logging.INFO):
+                        logging.getLogger("safe.messages").info(
+                            "handled",
+                            extra={
+                                "event_id": event_id,
+                                "correlation_id": getattr(event, "correlation_id", None),
+                                "stream": sub.stream,
+                            },
+                        )
+                for entry, p in poison:
+                    await self._dead_letter(session, sub, entry, str(p), p.kind, attempts=1)
+                    outcome.ack.append(entry.entry_id)
+        except Exception as ex:  # the batch transaction itself failed: nothing of it happened
+            log.exception("batch transaction failed", extra={"stream": sub.stream})
+            err = _error_text(ex)
+            outcome = _Outcome(
+                failures=[(e, err, sub.key_of(ev, e.entry_id)) for e, ev in parsed]
+                + [(e, err, None) for e, _ in poison]
+            )
+        sub.processed += len(outcome.ack)
+        if outcome.ack:
+            await self._ack(sub, outcome.ack)
+        if outcome.emitted and self.on_emitted is not None:
+            self.on_emitted()
+        for entry, err, event_id in outcome.failures:
+            await self._record_failure(sub, entry, err, event_id)
+
+    async def _ack(self, sub: Subscription[Any], entry_ids: list[str]) -> None:
+        assert self.redis is not None
+        try:
+            await self.redis.xack(self.key(sub.stream), self.group, *entry_ids)
+        except Exception:  # the entries stay pending; redelivery is harmless (inbox)
+            log.exception("XACK failed", extra={"stream": sub.stream})
+
+    async def _dead_letter(
+        self,
+        session: AsyncSession,
+        sub: Subscription[Any],
+        entry: Entry,
+        error: str,
+        kind: str,
+        *,
+        attempts: int,
+        first_failed_at: Any = None,
+    ) -> None:
+        raw = entry.fields.get(b"__data__")
+        payload = _text(raw) if raw is not None else json.dumps({k.decode(): _text(v) for k, v in entry.fields.items()})
+        event_id, correlation_id = _ids_from(payload)
+        exists = (
+            await session.exec(
+                select(DeadLetter.id).where(
+                    DeadLetter.stream == sub.stream,
+                    DeadLetter.group_name == self.group,
+                    DeadLetter.entry_id == entry.entry_id,
+                )
+            )
+        ).first()
+        if exists is not None:
+            return
+        now = utcnow()
+        session.add(
+            DeadLetter(
+                stream=sub.stream,
+                group_name=self.group,
+                entry_id=entry.entry_id,
+                event_id=event_id,
+                correlation_id=correlation_id,
+                payload=payload,
+                error=error[:8000],
+                error_kind=kind,
+                attempts=attempts,
+                first_failed_at=first_failed_at or now,
+                last_failed_at=now,
+            )
+        )
+        sub.dead_lettered += 1
+        log.error(
+            "message dead-lettered",
+            extra={"stream": sub.stream, "entry_id": entry.entry_id, "event_id": event_id, "kind": kind,
+                   "correlation_id": correlation_id, "error": error[:500]},
+        )
+
+    def _max_attempts(self, sub: Subscription[Any]) -> int:
+        return sub.max_attempts or self.max_attempts
+
+    def backoff_s(self, attempts: int) -> float:
+        ms = min(self.retry_backoff_ms * (2 ** max(attempts - 1, 0)), self.retry_backoff_max_ms)
+        return ms / 1000
+
+    async def _record_failure(self, sub: Subscription[Any], entry: Entry, error: str, event_id: str | None) -> None:
+        sub.failed += 1
+        dead = False
+        try:
+            async with transaction(self.factory) as session:
+                row = await session.get(MessageFailure, (sub.stream, entry.entry_id))
+                now = utcnow()
+                if row is None:
+                    row = MessageFailure(
+                        stream=sub.stream, entry_id=entry.entry_id, attempts=0, error="",
+                        first_failed_at=now, last_failed_at=now,
+                    )
+                row.attempts += 1
+                row.error = error[:8000]
+                row.last_failed_at = now
+                attempts = row.attempts
+                if attempts >= self._max_attempts(sub):
+                    await self._dead_letter(
+                        session, sub, entry, error, "handler", attempts=attempts, first_failed_at=row.first_failed_at
+                    )
+                    if row in session:
+                        session.expunge(row)
+                    await session.execute(
+                        delete(MessageFailure).where(
+                            col(MessageFailure.stream) == sub.stream, col(MessageFailure.entry_id) == entry.entry_id
+                        )
+                    )
+                    dead = True
+                else:
+                    session.add(row)
+        except Exception:
+            log.exception("could not record a failure; the entry stays pending and will be reclaimed")
+            return
+        log.warning(
+            "message failed",
+            extra={"stream": sub.stream, "entry_id": entry.entry_id, "event_id": event_id,
+                   "attempts": attempts, "error": error[:500]},
+        )
+        if dead:
+            await self._ack(sub, [entry.entry_id])
+            return
+        if not self._stopping:
+            task = asyncio.create_task(self._retry_later(sub, entry.entry_id, self.backoff_s(attempts)))
+            self._retry_tasks.add(task)
+            task.add_done_callback(self._retry_tasks.discard)
+
+    async def _retry_later(self, sub: Subscription[Any], entry_id: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        assert self.redis is not None
+        try:
+            claimed = await self.redis.xclaim(self.key(sub.stream), self.group, self.consumer, 0, [entry_id])
+        except Exception:
+            log.exception("retry claim failed; the reclaimer will pick the entry up")
+            return
+        entries = [Entry(_sid(mid), data) for mid, data in claimed if data is not None]
+        await self.process(sub, entries)
+
+    async def _recover_own_pending(self) -> None:
+        """After a restart, this consumer's unacknowledged entries are processed first."""
+        assert self.redis is not None
+        for sub in list(self.subscriptions.values()):
+            last = "0"
+            while not self._stopping:
+                try:
+                    resp = await self.redis.xreadgroup(
+                        self.group, self.consumer, {self.key(sub.stream): last}, count=self.batch_size
+                    )
+                except ResponseError:
+                    break
+                if not resp or not resp[0][1]:
+                    break
+                batch = resp[0][1]
+                last = _sid(batch[-1][0])
+                entries = [Entry(_sid(mid), data) for mid, data in batch if data]
+                gone = [_sid(mid) for mid, data in batch if not data]
+                if gone:
+                    await self._ack(sub, gone)
+                await self.process(sub, entries)
+
+    async def reclaim_once(self, sub: Subscription[Any]) -> int:
+        """Take over entries idle longer than `claim_idle_ms` in any consumer of the group."""
+        assert self.redis is not None
+        start = "0-0"
+        total = 0
+        while not self._stopping:
+            resp = await self.redis.xautoclaim(
+                self.key(sub.stream), self.group, self.consumer, self.claim_idle_ms, start_id=start,
+                count=self.batch_size,
+            )
+            next_id, claimed = resp[0], resp[1]
+            deleted = list(resp[2]) if len(resp) > 2 else []
+            if deleted:
+                await self._ack(sub, [_sid(d) for d in deleted])
+            entries = [Entry(_sid(mid), data) for mid, data in claimed if data]
+            if entries:
+                total += len(entries)
+                log.warning("reclaimed idle entries", extra={"stream": sub.stream, "count": len(entries)})
+                await self._dead_letter_overdelivered(sub, entries)
+                live = [e for e in entries if e.entry_id not in self._overdelivered]
+                await self.process(sub, live)
+                self._overdelivered.clear()
+            if _sid(next_id) == "0-0":
+                break
+            start = _sid(next_id)
+        return total
+
+    async def _dead_letter_overdelivered(self, sub: Subscription[Any], entries: list[Entry]) -> None:
+        """An entry delivered far more often than the cap never completes (it kills its consumer)."""
+        assert self.redis is not None
+        limit = self._max_attempts(sub) * 2 + 2
+        self._overdelivered = set()
+        pend = await self.redis.xpending_range(
+            self.key(sub.stream), self.group, min=entries[0].entry_id, max=entries[-1].entry_id,
+            count=len(entries) * 4,
+        )
+        counts = {_sid(p["message_id"]): int(p["times_delivered"]) for p in pend}
+        over = [e for e in entries if counts.get(e.entry_id, 0) > limit]
+        if not over:
+            return
+        async with transaction(self.factory) as session:
+            for e in over:
+                await self._dead_letter(
+                    session, sub, e, f"delivered {counts[e.entry_id]} times without completing (consumer crashed?)",
+                    "redelivery", attempts=counts[e.entry_id],
+                )
+        await self._ack(sub, [e.entry_id for e in over])
+        self._overdelivered = {e.entry_id for e in over}
+
+    async def _reclaim_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.reclaim_interval_ms / 1000)
+            for sub in list(self.subscriptions.values()):
+                try:
+                    await self.reclaim_once(sub)
+                except asyncio.CancelledError:
+                    raise
+                except ResponseError as e:
+                    if "NOGROUP" not in str(e):
+                        log.exception("reclaim failed", extra={"stream": sub.stream})
+                except Exception:
+                    log.exception("reclaim failed", extra={"stream": sub.stream})
+
+    async def _keeper_loop(self) -> None:
+        """Re-create groups and restart subscribers if Redis lost them (flush, failover to an empty replica)."""
+        while not self._stopping:
+            await asyncio.sleep(1.0)
+            try:
+                stopped = [s for s in self.subscriptions.values() if s.subscriber is not None and not s.subscriber.running]
+                missing = False
+                for sub in self.subscriptions.values():
+                    if not await self.redis.exists(self.key(sub.stream)):  # type: ignore[union-attr]
+                        missing = True
+                if missing or stopped:
+                    await self.ensure_groups()
+                for sub in stopped:
+                    if self._stopping:
+                        break
+                    log.warning("restarting subscriber after its group was lost", extra={"stream": sub.stream})
+                    await sub.subscriber.start()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("group keeper round failed")
+
+    # --- operator actions -----------------------------------------------------------------------
+
+    async def replay(self, dead_letter_id: int, actor: str, payload: str | None = None) -> DeadLetter | None:
+        """Put a dead letter back on its stream (optionally corrected); audited."""
+        assert self.redis is not None
+        async with transaction(self.factory) as session:
+            dl = await session.get(DeadLetter, dead_letter_id)
+            if dl is None or dl.status != "open":
+                return dl
+            body = payload if payload is not None else dl.payload
+            new_id = await self.redis.xadd(self.key(dl.stream), {"__data__": body})
+            dl.status = "replayed"
+            dl.resolved_at = utcnow()
+            dl.resolved_by = actor
+            dl.replay_entry_id = _sid(new_id)
+            dl.resolution = "replayed with a corrected payload" if payload is not None else "replayed"
+            session.add(dl)
+            session.add(
+                AuditEntry(actor=actor, action="dead_letter.replay", target=f"dead-letter/{dl.id}",
+                           correlation_id=dl.correlation_id, reason=dl.resolution,
+                           details=json.dumps({"stream": dl.stream, "entry_id": dl.entry_id, "new_entry_id": dl.replay_entry_id}))
+            )
+            self._announce(session, dl, "dead_letter.replay", actor, dl.resolution)
+        if self.on_emitted and dl.correlation_id:
+            self.on_emitted()
+        return dl
+
+    async def discard(self, dead_letter_id: int, actor: str, reason: str) -> DeadLetter | None:
+        async with transaction(self.factory) as session:
+            dl = await session.get(DeadLetter, dead_letter_id)
+            if dl is None or dl.status != "open":
+                return dl
+            dl.status = "discarded"
+            dl.resolved_at = utcnow()
+            dl.resolved_by = actor
+            dl.resolution = reason
+            session.add(dl)
+            session.add(
+                AuditEntry(actor=actor, action="dead_letter.discard", target=f"dead-letter/{dl.id}",
+                           correlation_id=dl.correlation_id, reason=reason,
+                           details=json.dumps({"stream": dl.stream, "entry_id": dl.entry_id}))
+            )
+            self._announce(session, dl, "dead_letter.discard", actor, reason)
+        if self.on_emitted and dl.correlation_id:
+            self.on_emitted()
+        return dl
+
+    def _announce(self, session: AsyncSession, dl: DeadLetter, action: str, actor: str, reason: str | None) -> None:
+        if not dl.correlation_id:
+            return
+        outbox.emit(
+            session,
+            streams.OPERATOR_ACTION_RECORDED[self.service],
+            OperatorActionRecorded(
+                correlation_id=dl.correlation_id, case_id=dl.correlation_id, producer=self.service,
+                action=action, actor=actor, reason=reason, target=f"{self.service}/dead-letters/{dl.id}",
+            ),
+        )
+
+    # --- health -------------------------------------------------------------------------------
+
+    async def stream_health(self) -> dict[str, dict[str, float]]:
+        """Pending count, lag and oldest pending age per subscribed stream (for /metrics and /explain)."""
+        assert self.redis is not None
+        out: dict[str, dict[str, float]] = {}
+        now_ms = time.time() * 1000
+        for sub in self.subscriptions.values():
+            key = self.key(sub.stream)
+            info = {"pending": 0.0, "lag": 0.0, "oldest_pending_age_seconds": 0.0, "length": 0.0}
+            try:
+                info["length"] = float(await self.redis.xlen(key))
+                for g in await self.redis.xinfo_groups(key):
+                    name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+                    if name == self.group:
+                        info["pending"] = float(g.get("pending") or 0)
+                        info["lag"] = float(g.get("lag") or 0)
+                if info["pending"]:
+                    summary = await self.redis.xpending(key, self.group)
+                    oldest = summary.get("min")
+                    if oldest:
+                        ms = int(_sid(oldest).split("-")[0])
+                        info["oldest_pending_age_seconds"] = max(0.0, (now_ms - ms) / 1000)
+            except ResponseError:
+                pass
+            out[sub.stream] = info
+        return out
+
+
+def _sid(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _ids_from(payload: str) -> tuple[str | None, str | None]:
+    try:
+        data = json.loads(payload)
+    except Exception:
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    ev, corr = data.get("event_id"), data.get("correlation_id") or data.get("case_id")
+    return (str(ev)[:100] if ev else None, str(corr)[:100] if corr else None)
+
+
+def _validation_text(ve: ValidationError) -> str:
+    parts = []
+    for err in ve.errors(include_url=False):
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "(payload)"
+        parts.append(f"{loc}: {err.get('msg')}")
+    return "validation failed: " + "; ".join(parts[:50])
+
+
+def _error_text(ex: BaseException) -> str:
+    tb = traceback.format_exception(type(ex), ex, ex.__traceback__, limit=6)
+    return f"{type(ex).__name__}: {ex}\n" + "".join(tb[-3:])
+
+
+def _is_inbox_conflict(ie: IntegrityError) -> bool:
+    text = str(ie.orig).lower() if ie.orig is not None else str(ie).lower()
+    return "inbox" in text

@@ -1,0 +1,123 @@
+"""Transactional outbox: events are rows written in the same transaction as the state change;
+a relay publishes them to Redis in order and marks them sent. A crash between XADD and the mark
+re-publishes the rows; consumers deduplicate on `event_id`, so that is harmless."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+
+from redis.asyncio import Redis
+from sqlalchemy import text, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.contracts import streams
+from shared.contracts.events import Event
+from shared.kit.db import transaction
+from shared.kit.tables import OutboxRow, utcnow
+
+log = logging.getLogger("safe.outbox")
+
+AfterPublish = Callable[[AsyncSession, Sequence[OutboxRow]], Awaitable[None]]
+
+
+def emit(session: AsyncSession, stream: str, event: Event) -> OutboxRow:
+    """Record an outgoing event in the caller's transaction."""
+    row = OutboxRow(
+        event_id=str(event.event_id),
+        stream=stream,
+        event_type=event.event_type,
+        correlation_id=event.correlation_id,
+        payload=event.model_dump_json(),
+    )
+    session.add(row)
+    return row
+
+
+class OutboxRelay:
+    """Publishes unsent outbox rows, oldest first, in pipelined batches."""
+
+    def __init__(
+        self,
+        factory: async_sessionmaker[AsyncSession],
+        redis: Redis,
+        *,
+        prefix: str = "",
+        interval_s: float = 0.2,
+        batch: int = 500,
+        after_publish: AfterPublish | None = None,
+        postgres: bool = False,
+    ) -> None:
+        self._factory = factory
+        self._redis = redis
+        self._prefix = prefix
+        self._interval = interval_s
+        self._batch = batch
+        self._after_publish = after_publish
+        self._postgres = postgres
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.published_total = 0
+        self.last_published_at: datetime | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                while await self.publish_once() >= self._batch:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis or DB down: keep the rows, try again on the next tick
+                log.exception("outbox relay round failed; rows stay unsent")
+                await asyncio.sleep(min(self._interval * 5, 2.0))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        try:
+            await self.publish_once()
+        except Exception:
+            log.exception("final outbox flush failed; rows stay unsent for the next start")
+
+    async def publish_once(self) -> int:
+        async with transaction(self._factory) as session:
+            if self._postgres:
+                # One relay at a time per database keeps the published order equal to the commit order.
+                locked = (await session.execute(text("SELECT pg_try_advisory_xact_lock(424242)"))).scalar()
+                if not locked:
+                    return 0
+            rows = (
+                await session.exec(
+                    select(OutboxRow)
+                    .where(col(OutboxRow.published_at).is_(None))
+                    .order_by(col(OutboxRow.id))
+                    .limit(self._batch)
+                )
+            ).all()
+            if not rows:
+                return 0
+            pipe = self._redis.pipeline(transaction=False)
+            for row in rows:
+                pipe.xadd(streams.qualified(row.stream, self._prefix), {"__data__": row.payload})
+            await pipe.execute()
+            now = utcnow()
+            await session.execute(
+                update(OutboxRow).where(col(OutboxRow.id).in_([r.id for r in rows])).values(published_at=now)
+            )
+            if self._after_publish is not None:
+                await self._after_publish(session, rows)
+        self.published_total += len(rows)
+        self.last_published_at = now
+        return len(rows)

@@ -1,0 +1,56 @@
+"""Settings base: the shared variables plus the per-service `<SERVICE>_*` ones."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Subclass per service with `env_prefix="<SERVICE>_"`, `service_name` and a default port."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_file=None)
+
+    service_name: str = "service"
+    # shared, unprefixed
+    redis_url: str = Field(default="redis://localhost:6379/0", validation_alias="REDIS_URL")
+    redis_mode: str = Field(
+        default="single", validation_alias="REDIS_MODE", description="single | sentinel | cluster"
+    )
+    redis_sentinel_master: str = Field(default="mymaster", validation_alias="REDIS_SENTINEL_MASTER")
+    safe_tokens: str | None = Field(default=None, validation_alias="SAFE_TOKENS")
+    safe_env: str = Field(default="dev", validation_alias="SAFE_ENV")
+    stream_prefix: str = Field(default="", validation_alias="SAFE_STREAM_PREFIX")
+    log_level: str = Field(default="INFO", validation_alias="SAFE_LOG_LEVEL")
+    log_messages: bool = Field(default=False, validation_alias="SAFE_LOG_MESSAGES")
+    # per service (prefixed)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = ""
+    consumer_name: str = ""
+    batch_size: int = 100
+    poll_interval_ms: int = 100
+    max_attempts: int = 5
+    retry_backoff_ms: int = 500
+    retry_backoff_max_ms: int = 30_000
+    claim_idle_ms: int = 15_000
+    reclaim_interval_ms: int = 1_000
+    relay_interval_ms: int = 200
+    shutdown_timeout_s: float = 10.0
+    max_body_bytes: int = 16 * 1024 * 1024
+
+    @model_validator(mode="after")
+    def _defaults(self) -> ServiceSettings:
+        if not self.database_url:
+            os.makedirs("var", exist_ok=True)
+            self.database_url = f"sqlite+aiosqlite:///./var/{self.service_name}.db"
+        if not self.consumer_name:
+            self.consumer_name = f"{socket.gethostname()}-{self.port}"
+        return self
+
+    @property
+    def is_dev(self) -> bool:
+        return self.safe_env == "dev"

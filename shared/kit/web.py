@@ -1,0 +1,287 @@
+"""Endpoints every service has: health, metrics, AsyncAPI, dead letters (CONTRACT.md)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from faststream.redis.prometheus import RedisPrometheusMiddleware
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from pydantic import BaseModel, Field
+from sqlalchemy import func, text
+from sqlmodel import col, select
+
+from shared.kit.auth import Principal, operator, reader
+from shared.kit.db import transaction
+from shared.kit.tables import DeadLetter, OutboxRow
+
+if TYPE_CHECKING:
+    from shared.kit.app import Runtime
+
+
+class Metrics:
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.registry = CollectorRegistry()
+        labels = ["service", "stream"]
+        self.pending = Gauge("safe_stream_pending", "Entries delivered but not acknowledged", labels, registry=self.registry)
+        self.lag = Gauge("safe_stream_lag", "Entries not yet delivered to the group", labels, registry=self.registry)
+        self.oldest = Gauge(
+            "safe_stream_oldest_pending_age_seconds", "Age of the oldest pending entry", labels, registry=self.registry
+        )
+        self.length = Gauge("safe_stream_length", "Entries in the stream", labels, registry=self.registry)
+        self.processed = Gauge("safe_messages_processed", "Messages handled (incl. duplicates)", labels, registry=self.registry)
+        self.failed = Gauge("safe_messages_failed", "Handler failures (before retry)", labels, registry=self.registry)
+        self.duplicates = Gauge("safe_messages_duplicates", "Duplicate deliveries skipped by the inbox", labels, registry=self.registry)
+        self.dead = Gauge("safe_dead_letters_open", "Open dead letters", ["service"], registry=self.registry)
+        self.outbox = Gauge("safe_outbox_unsent", "Outbox rows not yet published", ["service"], registry=self.registry)
+        self.custom: dict[str, Gauge] = {}
+
+    def faststream_middleware(self) -> RedisPrometheusMiddleware:
+        return RedisPrometheusMiddleware(registry=self.registry, app_name=self.service)
+
+    def gauge(self, name: str, doc: str, labels: tuple[str, ...]) -> Gauge:
+        if name not in self.custom:
+            self.custom[name] = Gauge(name, doc, ["service", *labels], registry=self.registry)
+        return self.custom[name]
+
+
+class DeadLetterPublic(BaseModel):
+    id: int
+    stream: str
+    group: str
+    entry_id: str
+    event_id: str | None
+    correlation_id: str | None
+    payload: Any = Field(description="The original payload (parsed JSON when it is JSON, else the raw text)")
+    error: str
+    error_kind: str = Field(description="validation | handler | redelivery")
+    attempts: int
+    first_failed_at: datetime
+    last_failed_at: datetime
+    status: str = Field(description="open | replayed | discarded")
+    resolved_at: datetime | None
+    resolved_by: str | None
+    resolution: str | None
+    replay_entry_id: str | None
+
+
+class DeadLetterPage(BaseModel):
+    items: list[DeadLetterPublic]
+    next_cursor: str | None
+
+
+class ReplayRequest(BaseModel):
+    payload: Any | None = Field(default=None, description="A corrected payload (JSON) to publish instead of the original")
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class DiscardRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=2000, description="Why the message is discarded")
+
+
+def _public(dl: DeadLetter) -> DeadLetterPublic:
+    try:
+        payload: Any = json.loads(dl.payload)
+    except Exception:
+        payload = dl.payload
+    return DeadLetterPublic(
+        id=dl.id or 0, stream=dl.stream, group=dl.group_name, entry_id=dl.entry_id, event_id=dl.event_id,
+        correlation_id=dl.correlation_id, payload=payload, error=dl.error, error_kind=dl.error_kind,
+        attempts=dl.attempts, first_failed_at=dl.first_failed_at, last_failed_at=dl.last_failed_at,
+        status=dl.status, resolved_at=dl.resolved_at, resolved_by=dl.resolved_by, resolution=dl.resolution,
+        replay_entry_id=dl.replay_entry_id,
+    )
+
+
+def _participants(payload: Any) -> set[str]:
+    if not isinstance(payload, dict):
+        return set()
+    found: set[str] = set()
+    for holder in (payload, payload.get("proposal") or {}):
+        if isinstance(holder, dict) and isinstance(holder.get("participants"), list):
+            found |= {str(p) for p in holder["participants"]}
+    return found
+
+
+def encode_cursor(value: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> Any:
+    if not cursor:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except Exception as e:
+        raise HTTPException(422, "invalid cursor") from e
+
+
+def ops_router(runtime: Runtime) -> APIRouter:
+    r = APIRouter()
+
+    @r.get("/health/live", tags=["health"])
+    async def live() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "alive", "service": runtime.spec.name}
+
+    @r.get("/health/ready", tags=["health"])
+    async def ready() -> JSONResponse:
+        """Database and Redis reachable, consumer groups declared, subscribers running."""
+        checks: dict[str, bool] = {}
+        try:
+            assert runtime.engine is not None
+            async with runtime.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            checks["database"] = True
+        except Exception:
+            checks["database"] = False
+        try:
+            assert runtime.redis is not None
+            checks["redis"] = bool(await runtime.redis.ping())
+        except Exception:
+            checks["redis"] = False
+        checks["consumer_groups"] = runtime.messaging.groups_ready
+        checks["subscribers"] = all(
+            s.subscriber is not None and s.subscriber.running for s in runtime.messaging.subscriptions.values()
+        )
+        for name, ok in runtime.state.get("ready_checks", {}).items():
+            checks[name] = bool(ok)
+        ok = all(checks.values())
+        return JSONResponse({"status": "ready" if ok else "not_ready", "service": runtime.spec.name, "checks": checks},
+                            status_code=200 if ok else 503)
+
+    @r.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        """Prometheus metrics: FastStream's, stream health, dead letters, outbox, service gauges."""
+        m = runtime.metrics
+        svc = runtime.spec.name
+        try:
+            for stream, info in (await runtime.messaging.stream_health()).items():
+                m.pending.labels(svc, stream).set(info["pending"])
+                m.lag.labels(svc, stream).set(info["lag"])
+                m.oldest.labels(svc, stream).set(info["oldest_pending_age_seconds"])
+                m.length.labels(svc, stream).set(info["length"])
+        except Exception:
+            pass
+        for sub in runtime.messaging.subscriptions.values():
+            m.processed.labels(svc, sub.stream).set(sub.processed)
+            m.failed.labels(svc, sub.stream).set(sub.failed)
+            m.duplicates.labels(svc, sub.stream).set(sub.duplicates)
+        if runtime.factory is not None:
+            async with runtime.factory() as s:
+                dead = (await s.exec(select(func.count()).select_from(DeadLetter).where(DeadLetter.status == "open"))).one()
+                unsent = (
+                    await s.exec(select(func.count()).select_from(OutboxRow).where(col(OutboxRow.published_at).is_(None)))
+                ).one()
+            m.dead.labels(svc).set(dead)
+            m.outbox.labels(svc).set(unsent)
+        if runtime.spec.gauges is not None:
+            for name, series in (await runtime.spec.gauges(runtime)).items():
+                for labels, value in series.items():
+                    g = m.custom.get(name)
+                    if g is not None:
+                        g.labels(svc, *labels).set(value)
+        return PlainTextResponse(generate_latest(m.registry).decode(), media_type=CONTENT_TYPE_LATEST)
+
+    @r.get("/asyncapi.json", tags=["docs"])
+    async def asyncapi() -> JSONResponse:
+        """This service's AsyncAPI 3.0 document: every stream it reads and writes, with payload schemas."""
+        return JSONResponse(asyncapi_document(runtime))
+
+    @r.get("/dead-letters", response_model=DeadLetterPage, tags=["dead letters"])
+    async def list_dead_letters(
+        request: Request,
+        status: str | None = Query(default=None, pattern="^(open|replayed|discarded)$"),
+        stream: str | None = Query(default=None, max_length=200),
+        correlation_id: str | None = Query(default=None, max_length=100),
+        limit: int = Query(default=50, ge=1, le=500),
+        cursor: str | None = Query(default=None, max_length=200),
+        who: Principal = Depends(reader),
+    ) -> DeadLetterPage:
+        """Dead letters, newest first, with filters."""
+        after = decode_cursor(cursor)
+        assert runtime.factory is not None
+        async with runtime.factory() as s:
+            q = select(DeadLetter).order_by(col(DeadLetter.id).desc())
+            if status:
+                q = q.where(DeadLetter.status == status)
+            if stream:
+                q = q.where(DeadLetter.stream == stream)
+            if correlation_id:
+                q = q.where(DeadLetter.correlation_id == correlation_id)
+            if isinstance(after, int):
+                q = q.where(col(DeadLetter.id) < after)
+            rows = (await s.exec(q.limit(limit + 1 if who.member_state is None else 2000))).all()
+        items = [_public(d) for d in rows]
+        if who.member_state is not None:
+            items = [i for i in items if who.sees(_participants(i.payload))]
+        page, more = items[:limit], len(items) > limit
+        return DeadLetterPage(items=page, next_cursor=encode_cursor(page[-1].id) if more and page else None)
+
+    async def _get(dl_id: int, who: Principal) -> DeadLetter:
+        assert runtime.factory is not None
+        async with runtime.factory() as s:
+            dl = await s.get(DeadLetter, dl_id)
+        if dl is None or (who.member_state is not None and not who.sees(_participants(_public(dl).payload))):
+            raise HTTPException(404, "no such dead letter")
+        return dl
+
+    @r.get("/dead-letters/{dl_id}", response_model=DeadLetterPublic, tags=["dead letters"])
+    async def get_dead_letter(dl_id: int, who: Principal = Depends(reader)) -> DeadLetterPublic:
+        """One dead letter with its payload and error."""
+        return _public(await _get(dl_id, who))
+
+    @r.post("/dead-letters/{dl_id}/replay", response_model=DeadLetterPublic, tags=["dead letters"])
+    async def replay(dl_id: int, body: ReplayRequest | None = None, who: Principal = Depends(operator)) -> DeadLetterPublic:
+        """Publish the message again on its stream (optionally a corrected payload); audited."""
+        dl = await _get(dl_id, who)
+        if dl.status != "open":
+            raise HTTPException(409, f"dead letter is already {dl.status}")
+        payload = None
+        if body is not None and body.payload is not None:
+            payload = body.payload if isinstance(body.payload, str) else json.dumps(body.payload)
+        done = await runtime.messaging.replay(dl_id, who.name, payload)
+        assert done is not None
+        return _public(done)
+
+    @r.post("/dead-letters/{dl_id}/discard", response_model=DeadLetterPublic, tags=["dead letters"])
+    async def discard(dl_id: int, body: DiscardRequest, who: Principal = Depends(operator)) -> DeadLetterPublic:
+        """Close the dead letter without replaying it, with a reason; audited."""
+        dl = await _get(dl_id, who)
+        if dl.status != "open":
+            raise HTTPException(409, f"dead letter is already {dl.status}")
+        done = await runtime.messaging.discard(dl_id, who.name, body.reason)
+        assert done is not None
+        return _public(done)
+
+    _ = transaction  # kept for services that import it from here
+    return r
+
+
+def asyncapi_document(runtime: Runtime) -> dict[str, Any]:
+    """FastStream's generated AsyncAPI, with each subscription's payload set to its contract schema
+    (the subscribers take raw batches so that one bad entry cannot fail the others)."""
+    from faststream.specification import AsyncAPI
+
+    spec = AsyncAPI(runtime.broker, title=f"{runtime.spec.title} (streams)", version="1.0.0",
+                    description=runtime.spec.description)
+    doc: dict[str, Any] = spec.to_specification().to_jsonable()
+    components = doc.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    messages = components.setdefault("messages", {})
+    for sub in runtime.messaging.subscriptions.values():
+        schema = sub.model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in schema.pop("$defs", {}).items():
+            schemas.setdefault(name, definition)
+        schemas[sub.model.__name__] = schema
+        for msg_name, msg in messages.items():
+            if msg_name.startswith(f"{runtime.messaging.key(sub.stream)}:") and msg_name.endswith("SubscribeMessage"):
+                msg["payload"] = {"$ref": f"#/components/schemas/{sub.model.__name__}"}
+                msg["title"] = sub.model.__name__
+                msg["summary"] = (sub.model.__doc__ or "").strip()
+    return doc
