@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-
-
 from fastapi import FastAPI
 from sqlalchemy import func
 from sqlmodel import select

@@ -57,6 +57,15 @@ class Poison(Exception):
         self.kind = kind
 
 
+class Defer(Exception):
+    """The handler cannot run yet (e.g. reference data not replicated): retry later without counting
+    an attempt. The entry stays pending, so a crash meanwhile loses nothing."""
+
+    def __init__(self, message: str, delay_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
 @dataclass
 class HandlerContext:
     """What a handler gets besides the event: its transaction and a way to emit events."""
@@ -118,6 +127,7 @@ class Entry:
 class _Outcome:
     ack: list[str] = field(default_factory=list)
     failures: list[tuple[Entry, str, str | None]] = field(default_factory=list)
+    deferred: list[tuple[Entry, float]] = field(default_factory=list)
     emitted: int = 0
 
 
@@ -326,6 +336,9 @@ class Messaging:
                         else:
                             outcome.failures.append((entry, _error_text(ie), event_id))
                         continue
+                    except Defer as d:
+                        outcome.deferred.append((entry, d.delay_s))
+                        continue
                     except Poison as p:  # the handler says it can never succeed: dead letter now
                         await self._dead_letter(session, sub, entry, str(p), p.kind, attempts=1)
                         outcome.ack.append(entry.entry_id)
@@ -362,6 +375,8 @@ class Messaging:
             self.on_emitted()
         for entry, err, event_id in outcome.failures:
             await self._record_failure(sub, entry, err, event_id)
+        for entry, delay in outcome.deferred:
+            self._schedule_retry(sub, entry.entry_id, delay)
 
     async def _ack(self, sub: Subscription[Any], entry_ids: list[str]) -> None:
         assert self.redis is not None
@@ -466,10 +481,14 @@ class Messaging:
         if dead:
             await self._ack(sub, [entry.entry_id])
             return
-        if not self._stopping:
-            task = asyncio.create_task(self._retry_later(sub, entry.entry_id, self.backoff_s(attempts)))
-            self._retry_tasks.add(task)
-            task.add_done_callback(self._retry_tasks.discard)
+        self._schedule_retry(sub, entry.entry_id, self.backoff_s(attempts))
+
+    def _schedule_retry(self, sub: Subscription[Any], entry_id: str, delay: float) -> None:
+        if self._stopping:
+            return
+        task = asyncio.create_task(self._retry_later(sub, entry_id, delay))
+        self._retry_tasks.add(task)
+        task.add_done_callback(self._retry_tasks.discard)
 
     async def _retry_later(self, sub: Subscription[Any], entry_id: str, delay: float) -> None:
         await asyncio.sleep(delay)

@@ -1,0 +1,1 @@
+"""Test harness for the platform: in-process apps, real-process stacks, typed clients, helpers."""
