@@ -11,7 +11,7 @@ import redis
 import redis.asyncio as aioredis
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
-PG_ADMIN_URL = os.environ.get("SAFE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get("SAFE_TEST_PG_URL", "postgresql://postgres:postgres@127.0.0.1:5432/postgres")
 
 
 @pytest.fixture(scope="session")
@@ -46,10 +46,6 @@ def sqlite_url(tmp_path) -> str:  # type: ignore[no-untyped-def]
 
 
 def _pg_available() -> bool:
-    try:
-        import psycopg  # type: ignore[import-not-found]  # noqa: F401
-    except Exception:
-        pass
     import asyncio
 
     import asyncpg

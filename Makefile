@@ -1,0 +1,52 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PY
+
+.PHONY: run test test-unit test-integration test-e2e test-pg bench chaos lint venv clean redis
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+run: venv  ## start Redis if needed, the four services, a live demo; Ctrl-C stops
+	infra/scripts/run.sh
+
+redis: venv
+	infra/scripts/ensure-redis.sh
+
+test: venv  ## the whole suite (unit, messaging, integration on real Redis + SQLite/PostgreSQL, e2e processes)
+	@infra/scripts/ensure-redis.sh
+	@if infra/scripts/ensure-postgres.sh; then export SAFE_REQUIRE_PG=1; fi; \
+	  $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest -q tests/unit tests/messaging
+
+test-integration: venv
+	@infra/scripts/ensure-redis.sh
+	$(PY) -m pytest -q tests/integration
+
+test-e2e: venv
+	@infra/scripts/ensure-redis.sh
+	$(PY) -m pytest -q tests/e2e
+
+bench: venv  ## throughput/latency figures against a raw redis-py baseline (writes bench-results/)
+	@infra/scripts/ensure-redis.sh
+	$(PY) -m tests.bench.run $(BENCH_ARGS)
+
+chaos: venv  ## kill -9 every service in turn under load; prints the figures
+	@infra/scripts/ensure-redis.sh
+	$(PY) -m tests.chaos.run $(CHAOS_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf var bench-results .pytest_cache

@@ -1,0 +1,182 @@
+"""pytest plugin shipped with the package: `safe_stack` starts the real services as processes.
+
+    def test_my_system_submits(safe_stack):
+        async with safe_stack.client() as client:
+            r = await client.submit(my_proposal)
+            case = await client.wait_for_status(r.json()["id"])
+
+Each stack gets its own ports, state directory (fresh SQLite databases, or PostgreSQL when
+`SAFE_STACK_PG_URL` names an admin URL), and stream prefix on the given Redis (`REDIS_URL`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.client import PlatformClient
+from services.launcher import SERVICES, env_name
+
+
+def _free_offset() -> int:
+    for _ in range(50):
+        offset = random.randrange(10_000, 40_000, 500)
+        ports = [p + offset + 100 * r for p in SERVICES.values() for r in range(3)]
+        ok = True
+        for port in ports:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return offset
+    raise RuntimeError("no free port range found")
+
+
+@dataclass
+class Stack:
+    """A running platform: the launcher process and its four (or more) service processes."""
+
+    var_dir: Path
+    prefix: str
+    port_offset: int
+    redis_url: str
+    env: dict[str, str]
+    replicas: dict[str, int] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {s: f"http://127.0.0.1:{p + self.port_offset}" for s, p in SERVICES.items()}
+
+    def client(self, token: str = "dev-operator") -> PlatformClient:
+        return PlatformClient(self.urls, token)
+
+    def start(self, timeout: float = 90.0) -> Stack:
+        args = [sys.executable, "-m", "services.cli", "--port-offset", str(self.port_offset), "up",
+                "--var", str(self.var_dir)]
+        for svc, n in self.replicas.items():
+            args += ["--replicas", f"{svc}={n}"]
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.var_dir / "launcher.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"launcher exited {self.proc.returncode}: {self.launcher_log()}")
+            if "all services ready" in self.launcher_log():
+                return self
+            time.sleep(0.2)
+        raise TimeoutError(f"stack not ready in {timeout}s: {self.launcher_log()}")
+
+    def launcher_log(self) -> str:
+        path = self.var_dir / "launcher.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def children(self) -> list[dict[str, Any]]:
+        return json.loads((self.var_dir / "launcher.json").read_text())["children"]  # type: ignore[no-any-return]
+
+    def pid(self, service: str, replica: int = 1) -> int:
+        for c in self.children():
+            if c["service"] == service and c["replica"] == replica:
+                return int(c["pid"])
+        raise KeyError(f"{service}#{replica}")
+
+    def kill(self, service: str, replica: int = 1, sig: int = signal.SIGKILL) -> int:
+        """Signal one service process (SIGKILL by default); the launcher restarts it."""
+        pid = self.pid(service, replica)
+        os.kill(pid, sig)
+        return pid
+
+    def wait_restarted(self, service: str, old_pid: int, replica: int = 1, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                pid = self.pid(service, replica)
+            except (KeyError, json.JSONDecodeError, FileNotFoundError):
+                pid = old_pid
+            if pid != old_pid:
+                port = SERVICES[service] + self.port_offset + 100 * (replica - 1)
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{service}#{replica} not back after {timeout}s")
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            for c in self.children():
+                try:
+                    os.kill(int(c["pid"]), signal.SIGKILL)
+                except (ProcessLookupError, TypeError):
+                    pass
+            return self.proc.wait()
+
+    def stream(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+
+def make_stack(var_dir: Path, *, redis_url: str | None = None, replicas: dict[str, int] | None = None,
+               database_urls: dict[str, str] | None = None, extra_env: dict[str, str] | None = None) -> Stack:
+    env = dict(os.environ)
+    env.update({
+        "REDIS_URL": redis_url or os.environ.get("REDIS_URL", "redis://localhost:6379/0"),
+        "SAFE_ENV": "dev",
+        "SAFE_STREAM_PREFIX": f"e2e{uuid.uuid4().hex[:8]}:",
+        # tests want recovery within seconds, not the production 15 s idle time
+        **{f"{env_name(s)}_CLAIM_IDLE_MS": "3000" for s in SERVICES},
+    })
+    env.pop("SAFE_TOKENS", None)
+    for svc, url in (database_urls or {}).items():
+        env[f"{env_name(svc)}_DATABASE_URL"] = url
+    env.update(extra_env or {})
+    return Stack(var_dir=var_dir, prefix=env["SAFE_STREAM_PREFIX"], port_offset=_free_offset(),
+                 redis_url=env["REDIS_URL"], env=env, replicas=replicas or {})
+
+
+@pytest.fixture(scope="session")
+def safe_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The platform's four services as real processes for the whole test session."""
+    stack = make_stack(tmp_path_factory.mktemp("safe-stack")).start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def safe_stack_factory(tmp_path: Path) -> Iterator[Any]:
+    """Build more stacks (replicas, PostgreSQL, chaos); each is stopped at the end of the test."""
+    stacks: list[Stack] = []
+
+    def factory(**kwargs: Any) -> Stack:
+        stack = make_stack(tmp_path / f"stack{len(stacks)}", **kwargs)
+        stacks.append(stack)
+        return stack.start()
+
+    yield factory
+    for s in stacks:
+        s.stop()
