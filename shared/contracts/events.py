@@ -160,9 +160,11 @@ class PartnerAgreementRecorded(Event):
     content_counts_as_eligible: bool
     max_content_share: Decimal | None = Field(description="Cap on the country's share of component cost; None = not configured")
     entities_eligible: bool
-    status: str = Field(default="in_force", description="in_force | none | negotiating | revoked")
+    status: str = Field(default="in_force", description="in_force | none | negotiating | revoked | superseded")
     source: str
     confidence: str = "secondary"
+    unconfirmed: bool = Field(default=False, description="A placeholder whose date/terms are assumed (say so in reports)")
+    note: str | None = Field(default=None, description="What is assumed or why the record changed")
 
 
 class ReferenceDataPublished(Event):

@@ -232,6 +232,8 @@ class Messaging:
                     polling_interval=self.poll_interval_ms,
                 ),
                 ack_policy=AckPolicy.MANUAL,
+                parser=_unparsed,
+                decoder=_undecoded,
                 title=f"{sub.stream}:{sub.handler.__name__}",
                 description=sub.description,
             )
@@ -694,6 +696,19 @@ class Messaging:
                 pass
             out[sub.stream] = info
         return out
+
+
+async def _unparsed(raw: Any) -> RedisBatchStreamMessage:
+    """FastStream's batch parser JSON-encodes every entry; one undecodable entry would fail them all."""
+    ids = raw.get("message_ids") or []
+    first = ids[0].decode() if ids and isinstance(ids[0], bytes) else None
+    return RedisBatchStreamMessage(raw_message=raw, body=b"", message_id=first)
+
+
+async def _undecoded(_msg: Any) -> None:
+    """FastStream must not decode payloads: a bad entry would fail the batch before our code sees it.
+    Each entry is decoded and validated on its own in `Messaging._process`."""
+    return None
 
 
 def _sid(v: Any) -> str:

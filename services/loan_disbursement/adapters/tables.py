@@ -1,0 +1,106 @@
+"""Storage tables of the loan disbursement service (created by its Alembic migrations).
+
+`ledger_entries` is append-only (database triggers refuse UPDATE and DELETE); every balance is derived
+from it. The other tables describe facilities, plans, decisions and loans."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from services.loan_disbursement.adapters.types import Money
+from shared.kit.tables import TS, utcnow
+
+
+class FacilityRow(SQLModel, table=True):
+    __tablename__ = "facilities"
+    member_state: str = Field(primary_key=True, max_length=2)
+    max_eur: Decimal = Field(sa_type=Money())
+    tentative_eur: Decimal | None = Field(default=None, sa_type=Money())
+    council_max_eur: Decimal | None = Field(default=None, sa_type=Money())
+    pre_financing_eur: Decimal | None = Field(default=None, sa_type=Money())
+    suspended: bool = False
+    suspended_reason: str | None = None
+    source: str = ""
+    confidence: str = "assumed"
+    notes: str = ""
+    supports_ukraine: bool = False
+    plan_source: str = ""
+    plan_version: int = 1
+    created_at: datetime = Field(default_factory=utcnow, sa_type=TS)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=TS)
+
+
+class PlanLineRow(SQLModel, table=True):
+    __tablename__ = "plan_lines"
+    member_state: str = Field(primary_key=True, foreign_key="facilities.member_state")
+    category: str = Field(primary_key=True)
+    amount_eur: Decimal = Field(sa_type=Money())
+
+
+class LoanRequestRow(SQLModel, table=True):
+    """One decision per case (the primary key): a second request for the case never decides again."""
+
+    __tablename__ = "loan_requests"
+    case_id: str = Field(primary_key=True)
+    event_id: str
+    reference: str
+    status: str  # approved | rejected
+    verification_outcome: str
+    requested: str  # JSON [{"member_state", "amount_eur"}]
+    categories: str  # JSON list
+    participants: str  # JSON list
+    reasons: str  # JSON [{"member_state", "rule", "message"}]
+    decided_at: datetime = Field(default_factory=utcnow, sa_type=TS)
+    withdrawn_at: datetime | None = Field(default=None, sa_type=TS)
+
+
+class LoanRow(SQLModel, table=True):
+    __tablename__ = "loans"
+    __table_args__ = (sa.UniqueConstraint("case_id", "member_state", name="uq_loans_case_member_state"),)
+    loan_id: str = Field(primary_key=True)
+    case_id: str = Field(foreign_key="loan_requests.case_id")
+    member_state: str = Field(foreign_key="facilities.member_state")
+    amount_eur: Decimal = Field(sa_type=Money())
+    status: str = "active"  # active | released
+    approved_at: datetime = Field(default_factory=utcnow, sa_type=TS)
+    released_at: datetime | None = Field(default=None, sa_type=TS)
+
+
+class PlanDrawRow(SQLModel, table=True):
+    """What an approved loan took from each line of its Member State's investment plan."""
+
+    __tablename__ = "plan_draws"
+    loan_id: str = Field(primary_key=True, foreign_key="loans.loan_id")
+    category: str = Field(primary_key=True)
+    member_state: str
+    amount_eur: Decimal = Field(sa_type=Money())
+
+
+class LedgerEntry(SQLModel, table=True):
+    __tablename__ = "ledger_entries"
+    id: int | None = Field(default=None, primary_key=True)
+    member_state: str = Field(foreign_key="facilities.member_state")
+    case_id: str | None = None
+    loan_id: str | None = Field(default=None, foreign_key="loans.loan_id")
+    kind: str  # reservation | release | pre_financing | instalment
+    amount: Decimal = Field(sa_type=Money())
+    at: datetime = Field(default_factory=utcnow, sa_type=TS)
+    reason: str = ""
+    requested_on: date | None = None
+    actor: str = "loan_disbursement"
+    event_id: str | None = None  # the event that caused the entry, if any
+
+
+class CaseWithdrawalRow(SQLModel, table=True):
+    """A withdrawn case: released exactly once; a later loan request for it is rejected."""
+
+    __tablename__ = "case_withdrawals"
+    case_id: str = Field(primary_key=True)
+    event_id: str
+    reason: str
+    withdrawn_at: datetime = Field(default_factory=utcnow, sa_type=TS)
+    released_eur: Decimal = Field(sa_type=Money())

@@ -1,0 +1,18 @@
+from datetime import date
+from decimal import Decimal
+
+from pydantic_settings import SettingsConfigDict
+
+from shared.kit.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="LOAN_DISBURSEMENT_", extra="ignore")
+    service_name: str = "loan_disbursement"
+    port: int = 8004
+    # L-4: the last day an instalment (or pre-financing) may be requested [secondary; configurable]
+    last_request_on: date = date(2030, 12, 31)
+    # L-3: pre-financing at most this share of the facility (Art. 11) [official]
+    pre_financing_share: Decimal = Decimal("0.15")
+    # the seed file of facilities and investment plans; empty = the package's data/facilities.yaml
+    facilities_file: str = ""

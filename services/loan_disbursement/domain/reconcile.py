@@ -1,0 +1,137 @@
+"""Reconciliation: the balances recomputed from the ledger, compared with the loans. Pure comparison."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from services.loan_disbursement.domain.money import ZERO
+from services.loan_disbursement.domain.rules import pre_financing_cap
+
+KINDS = ("reservation", "release", "pre_financing", "instalment")
+
+
+@dataclass(frozen=True)
+class FacilityBooks:
+    member_state: str
+    max_eur: Decimal
+    pre_financing_eur: Decimal | None
+    reserved: Decimal = ZERO
+    released: Decimal = ZERO
+    pre_financing: Decimal = ZERO
+    instalments: Decimal = ZERO
+    active_loans: Decimal = ZERO  # Σ amount of the loans with status "active"
+
+    @property
+    def approved(self) -> Decimal:
+        return self.reserved - self.released
+
+    @property
+    def disbursed(self) -> Decimal:
+        return self.pre_financing + self.instalments
+
+
+@dataclass(frozen=True)
+class LoanBooks:
+    loan_id: str
+    member_state: str
+    amount: Decimal
+    status: str
+    reservations: int = 0
+    reserved: Decimal = ZERO
+    releases: int = 0
+    released: Decimal = ZERO
+    instalments: Decimal = ZERO
+
+
+@dataclass(frozen=True)
+class Difference:
+    member_state: str
+    check: str
+    message: str
+    expected: str | None = None
+    actual: str | None = None
+
+
+@dataclass
+class Report:
+    checked_at: datetime
+    facilities: list[FacilityBooks] = field(default_factory=list)
+    differences: list[Difference] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checked_at": self.checked_at.isoformat(),
+            "facilities": [
+                {"member_state": f.member_state, "max_eur": str(f.max_eur), "reserved_eur": str(f.reserved),
+                 "released_eur": str(f.released), "approved_eur": str(f.approved),
+                 "active_loans_eur": str(f.active_loans), "pre_financing_paid_eur": str(f.pre_financing),
+                 "instalments_paid_eur": str(f.instalments), "disbursed_eur": str(f.disbursed),
+                 "available_eur": str(f.max_eur - f.approved)}
+                for f in self.facilities
+            ],
+            "differences": [d.__dict__ for d in self.differences],
+        }
+
+    def text(self) -> str:
+        lines = [f"ledger check at {self.checked_at.isoformat()}: {len(self.facilities)} facilities, "
+                 + ("no difference" if self.ok else f"{len(self.differences)} difference(s)")]
+        for d in self.differences:
+            extra = f" (expected {d.expected}, found {d.actual})" if d.expected is not None else ""
+            lines.append(f"  {d.member_state or '-'} {d.check}: {d.message}{extra}")
+        return "\n".join(lines)
+
+
+def compare(
+    *,
+    checked_at: datetime,
+    facilities: Sequence[FacilityBooks],
+    loans: Sequence[LoanBooks],
+    orphans: Sequence[Difference] = (),
+    pre_financing_share: Decimal = Decimal("0.15"),
+) -> Report:
+    """Every difference between the ledger and the loans, and every broken invariant (L-2, L-3)."""
+    out: list[Difference] = list(orphans)
+    for f in facilities:
+        ms = f.member_state
+        if f.active_loans != f.approved:
+            out.append(Difference(ms, "approved_matches_loans", "active approved loans differ from reservations − "
+                                  "releases in the ledger", str(f.active_loans), str(f.approved)))
+        if f.approved > f.max_eur:
+            out.append(Difference(ms, "approved_within_max", "approved loans exceed the facility maximum (L-2)",
+                                  f"<= {f.max_eur}", str(f.approved)))
+        if f.approved < 0:
+            out.append(Difference(ms, "approved_not_negative", "more released than reserved", ">= 0", str(f.approved)))
+        if f.instalments > f.approved:
+            out.append(Difference(ms, "disbursed_within_approved", "instalments paid exceed the approved loans (L-3)",
+                                  f"<= {f.approved}", str(f.instalments)))
+        cap = pre_financing_cap(f.max_eur, f.pre_financing_eur, pre_financing_share)
+        if f.pre_financing > cap:
+            out.append(Difference(ms, "pre_financing_within_cap", "pre-financing paid exceeds its cap (L-3)",
+                                  f"<= {cap}", str(f.pre_financing)))
+        if f.disbursed > f.max_eur:
+            out.append(Difference(ms, "disbursed_within_max", "pre-financing + instalments exceed the facility maximum",
+                                  f"<= {f.max_eur}", str(f.disbursed)))
+    for loan in loans:
+        ms = loan.member_state
+        if loan.reservations != 1 or loan.reserved != loan.amount:
+            out.append(Difference(ms, "loan_reserved_once", f"loan {loan.loan_id} must have exactly one reservation "
+                                  "of its amount", f"1 × {loan.amount}", f"{loan.reservations} × … = {loan.reserved}"))
+        expected_released = loan.amount if loan.status == "released" else ZERO
+        expected_count = 1 if loan.status == "released" else 0
+        if loan.releases != expected_count or loan.released != expected_released:
+            out.append(Difference(ms, "loan_released_once", f"loan {loan.loan_id} ({loan.status}) release entries "
+                                  "do not match its status", f"{expected_count} × {expected_released}",
+                                  f"{loan.releases} × … = {loan.released}"))
+        if loan.instalments > loan.amount:
+            out.append(Difference(ms, "loan_instalments_within_amount", f"loan {loan.loan_id}: instalments exceed "
+                                  "the loan (L-3)", f"<= {loan.amount}", str(loan.instalments)))
+    return Report(checked_at=checked_at, facilities=list(facilities), differences=out)

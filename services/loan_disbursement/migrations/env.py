@@ -1,0 +1,3 @@
+from shared.kit.migrations import run_env
+
+run_env()

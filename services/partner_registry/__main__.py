@@ -1,0 +1,6 @@
+from services.partner_registry.config import Settings
+from services.partner_registry.main import build_app
+from services.runner import serve
+
+if __name__ == "__main__":
+    serve(build_app, Settings())

@@ -1,0 +1,80 @@
+"""Composition of the partner registry: settings → kit runtime → FastAPI app; the seed loads on start."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import FastAPI
+
+from services.partner_registry.adapters import repository as repo
+from services.partner_registry.adapters import seed as seed_file
+from services.partner_registry.config import Settings
+from services.partner_registry.entrypoints import admin_api, admin_schemas, subscribers
+from services.partner_registry.service_layer import handlers
+from shared import contracts
+from shared.contracts import streams
+from shared.kit import db
+from shared.kit.app import Runtime, ServiceSpec, create_app
+from shared.kit.db import transaction
+
+log = logging.getLogger("safe.partner_registry")
+
+PUBLISHES = {
+    streams.COUNTRY_STATUS_CHANGED: contracts.CountryStatusChanged,
+    streams.PARTNER_AGREEMENT_RECORDED: contracts.PartnerAgreementRecorded,
+    streams.REFERENCE_DATA_PUBLISHED: contracts.ReferenceDataPublished,
+}
+
+
+def _seed_loader(settings: Settings):  # type: ignore[no-untyped-def]
+    async def load_seed(rt: Runtime) -> None:
+        """Publish whatever the seed file adds or changes (nothing on an unchanged seed)."""
+        if not settings.load_seed:
+            return
+        seed = await asyncio.to_thread(seed_file.load, settings.seed_path or None)
+        assert rt.factory is not None
+        async with transaction(rt.factory) as session:
+            published = await handlers.load_seed(session, seed)
+        if published is None:
+            log.info("seed unchanged; nothing published", extra={"seed_version": seed.version})
+            return
+        log.info("seed published", extra={"seed_version": seed.version, "registry_version": published.registry_version,
+                                          "countries": len(published.countries),
+                                          "agreements": len(published.agreements)})
+        rt.wake_relay()
+
+    return load_seed
+
+
+async def _register_gauges(rt: Runtime) -> None:
+    rt.metrics.gauge("safe_registry_version", "Registry publication counter", ())
+    rt.metrics.gauge("safe_registry_records", "Country and agreement records held", ("kind",))
+
+
+async def _gauges(rt: Runtime) -> dict[str, dict[tuple[str, ...], float]]:
+    assert rt.factory is not None
+    async with rt.factory() as s:
+        meta = await repo.meta(s)
+    return {
+        "safe_registry_version": {(): float(meta.registry_version)},
+        "safe_registry_records": {("country",): float(meta.countries), ("agreement",): float(meta.agreements)},
+    }
+
+
+def build_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    spec = ServiceSpec(
+        name="partner_registry",
+        title="SAFE partner registry",
+        description="The effective-dated source of truth about countries, partners and participation agreements; "
+                    "every change is versioned, sourced, audited and published on the registry streams.",
+        settings=settings,
+        migrations=db.migrations_dir(__file__),
+        routers=[admin_api.router],
+        publishes=PUBLISHES,
+        on_startup=[_register_gauges, _seed_loader(settings)],
+        gauges=_gauges,
+        openapi_models=[admin_schemas.AgreementCreate, admin_schemas.AgreementCorrection],
+    )
+    return create_app(spec, messaging_setup=subscribers.register)

@@ -1,0 +1,28 @@
+"""Helpers for integration tests: service settings for a test, stream I/O with a prefix."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+
+FAST = dict(retry_backoff_ms=50, retry_backoff_max_ms=200, claim_idle_ms=1500, reclaim_interval_ms=200,
+            relay_interval_ms=50, poll_interval_ms=50)
+
+
+async def xadd(r: aioredis.Redis, prefix: str, stream: str, payload: BaseModel | str | bytes | dict) -> str:
+    if isinstance(payload, BaseModel):
+        data: Any = payload.model_dump_json()
+    elif isinstance(payload, dict):
+        data = json.dumps(payload)
+    else:
+        data = payload
+    entry = await r.xadd(f"{prefix}{stream}", {"__data__": data})
+    return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+
+async def read_all(r: aioredis.Redis, prefix: str, stream: str) -> list[dict[str, Any]]:
+    entries = await r.xrange(f"{prefix}{stream}")
+    return [json.loads(fields[b"__data__"]) for _, fields in entries]

@@ -1,0 +1,81 @@
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from shared.contracts import Proposal
+
+SCENARIOS = Path(__file__).resolve().parents[2].parent / "shared" / "scenarios"
+DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
+
+
+def demo() -> dict:
+    return json.loads(DEMO.read_text())
+
+
+def errors(body) -> set[str]:
+    with pytest.raises(ValidationError) as e:
+        Proposal.model_validate_json(json.dumps(body))
+    return {".".join(str(p) for p in err["loc"]) for err in e.value.errors()}
+
+
+def test_the_contract_example_parses():
+    p = Proposal.model_validate_json(DEMO.read_text())
+    assert p.financing[0].amount_eur == Decimal("950000.00")
+
+
+def test_every_example_scenario_proposal_parses():
+    for f in sorted(SCENARIOS.glob("*.json")):
+        Proposal.model_validate(json.loads(f.read_text())["proposal"])
+
+
+def test_json_numbers_become_exact_decimals_not_floats():
+    raw = DEMO.read_text().replace('"950000.00"', "950000.10")
+    p = Proposal.model_validate_json(raw)
+    assert p.financing[0].amount_eur == Decimal("950000.10")
+    assert isinstance(p.financing[0].amount_eur, Decimal)
+
+
+def test_every_bad_field_is_reported_at_once():
+    body = demo()
+    body["participants"] = ["PL", "XX"]
+    body["contract_signed_on"] = "not a date"
+    body["end_products"][0]["components"][0]["cost_eur"] = "12.345"
+    body["end_products"][0]["category"] = "lasers"
+    del body["title"]
+    locs = errors(body)
+    assert {"participants.1", "contract_signed_on", "end_products.0.components.0.cost_eur",
+            "end_products.0.category", "title"} <= locs
+
+
+def test_negative_amounts_and_shares_above_one_are_refused():
+    body = demo()
+    body["financing"][0]["amount_eur"] = "-1.00"
+    body["subcontractors"] = [{"name": "s", "established_in": "US", "share_of_contract_value": "1.5"}]
+    locs = errors(body)
+    assert "financing.0.amount_eur" in locs
+    assert "subcontractors.0.share_of_contract_value" in locs
+
+
+def test_aliases_fold_to_one_canonical_code():
+    body = demo()
+    body["participants"] = ["PL", "GR"]
+    body["end_products"][0]["components"][0]["origin_country"] = "UK"
+    p = Proposal.model_validate(body)
+    assert p.participants == ["PL", "EL"]
+    assert p.end_products[0].components[0].origin_country == "GB"
+
+
+def test_the_lead_member_state_must_participate():
+    body = demo()
+    body["lead_member_state"] = "FR"
+    with pytest.raises(ValidationError, match="lead_member_state"):
+        Proposal.model_validate(body)
+
+
+def test_unknown_fields_are_refused_rather_than_silently_dropped():
+    body = demo()
+    body["financnig"] = []
+    assert "financnig" in errors(body)
