@@ -30,6 +30,11 @@ class Event(BaseModel):
     causation_id: uuid.UUID | None = Field(default=None, description="The event that caused this one")
     schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="Payload schema version")
     producer: str = Field(description="The producing service")
+    trace_context: dict[str, str] | None = Field(
+        default=None,
+        description="Optional W3C trace context (`traceparent`, `tracestate`) of the span that produced the event, "
+        "so that one OpenTelemetry trace follows a case across services; consumers may ignore it",
+    )
 
 
 # --- applications ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from faststream.redis import RedisBroker
@@ -20,7 +20,6 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
-from starlette.middleware.base import BaseHTTPMiddleware
 
 from shared.kit import db, logs
 from shared.kit.auth import TokenStore
@@ -48,6 +47,9 @@ class ServiceSpec:
     gauges: Callable[[Runtime], Awaitable[dict[str, dict[tuple[str, ...], float]]]] | None = None
     background: list[Callable[[Runtime], Awaitable[None]]] = field(default_factory=list)
     openapi_models: list[type[BaseModel]] = field(default_factory=list)
+    # Participants of a case this service knows (member-state scoping of dead letters whose payload does
+    # not name them); None when unknown.
+    participants_of: Callable[[Runtime, str], Awaitable[set[str] | None]] | None = None
 
 
 @dataclass
@@ -71,45 +73,186 @@ class Runtime:
             self.relay.wake()
 
 
+def _redis_nodes(url: str, default_port: int) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """`scheme://[user:pass@]h1:p1,h2:p2[/db]` (or a bare `h1:p1,h2:p2`) → the nodes and connection options.
+
+    Used for Sentinel (`redis+sentinel://s1:26379,s2:26379/0`: the nodes are the sentinels, the credentials
+    and db are the master's) and Cluster (`redis://n1:6379,n2:6379`: the nodes are startup nodes)."""
+    from urllib.parse import unquote
+
+    scheme, sep, rest = url.strip().partition("://")
+    if not sep:
+        scheme, rest = "", url.strip()
+    rest = rest.split("?", 1)[0].split("#", 1)[0]
+    hostlist, _, path = rest.partition("/")
+    userinfo, _, hostlist = hostlist.rpartition("@")
+    nodes: list[tuple[str, int]] = []
+    for item in hostlist.replace(";", ",").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if item.startswith("["):  # [ipv6]:port
+            host, _, tail = item[1:].partition("]")
+            port = tail.lstrip(":")
+        else:
+            host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+        nodes.append((host, int(port) if port else default_port))
+    if not nodes:
+        raise ValueError(f"no Redis host in REDIS_URL {url!r}")
+    options: dict[str, Any] = {}
+    if userinfo:
+        user, has_password, password = userinfo.partition(":")
+        if user:
+            options["username"] = unquote(user)
+        if has_password:
+            options["password"] = unquote(password)
+    db = path.strip("/")
+    if db.isdigit():
+        options["db"] = int(db)
+    if scheme.split("+")[0] == "rediss":
+        options["ssl"] = True
+    return nodes, options
+
+
 def make_broker(settings: ServiceSettings, metrics: Metrics) -> RedisBroker:
-    """FastStream broker for the configured Redis topology (single, sentinel or cluster)."""
-    middlewares = (metrics.faststream_middleware(),)
-    if settings.redis_mode == "sentinel":
-        from faststream.redis import RedisSentinelBroker  # type: ignore[attr-defined]
+    """FastStream broker for the configured Redis topology (single, sentinel or cluster). No I/O here.
 
-        return RedisSentinelBroker(  # pragma: no cover - needs a sentinel deployment
-            settings.redis_url, master_name=settings.redis_sentinel_master, middlewares=middlewares,
-            graceful_timeout=settings.shutdown_timeout_s, logger=None,
-        )
-    if settings.redis_mode == "cluster":
-        from faststream.redis import RedisClusterBroker  # type: ignore[attr-defined]
+    - single: `REDIS_URL` as is.
+    - sentinel: `REDIS_URL` lists the sentinels (`redis+sentinel://s1:26379,s2:26379/0` or `s1:26379,s2:26379`),
+      `REDIS_SENTINEL_MASTER` names the master group; the broker discovers the master and follows failovers.
+    - cluster: `REDIS_URL` lists one or more startup nodes (`redis://n1:6379,n2:6379`); the rest is discovered.
+    """
+    from faststream.redis.opentelemetry import RedisTelemetryMiddleware
 
-        return RedisClusterBroker(  # pragma: no cover - needs a cluster deployment
-            settings.redis_url, middlewares=middlewares, graceful_timeout=settings.shutdown_timeout_s, logger=None,
-        )
-    return RedisBroker(
-        settings.redis_url, middlewares=middlewares, graceful_timeout=settings.shutdown_timeout_s, logger=None
-    )
+    middlewares = (metrics.faststream_middleware(), RedisTelemetryMiddleware())
+    common: dict[str, Any] = {
+        "middlewares": middlewares, "graceful_timeout": settings.shutdown_timeout_s, "logger": None,
+    }
+    if settings.redis_mode in ("sentinel", "cluster"):
+        from faststream.redis import RedisClusterBroker, RedisSentinelBroker
+
+        sentinel = settings.redis_mode == "sentinel"
+        nodes, options = _redis_nodes(settings.redis_url, 26379 if sentinel else 6379)
+        scheme = "rediss" if options.get("ssl") else "redis"
+        auth = ""
+        if "username" in options or "password" in options:
+            from urllib.parse import quote
+
+            auth = quote(options.get("username", ""), safe="")
+            if "password" in options:
+                auth += ":" + quote(options["password"], safe="")
+            auth += "@"
+        db = f"/{options['db']}" if sentinel and "db" in options else ""
+        first_host, first_port = nodes[0]
+        host = f"[{first_host}]" if ":" in first_host else first_host
+        # For Sentinel the URL only carries the master's credentials and db (its host is not dialled); for
+        # Cluster it is the first startup node.
+        url = f"{scheme}://{auth}{host}:{first_port}{db}"
+        if sentinel:
+            return RedisSentinelBroker(
+                url, sentinels=nodes, sentinel_master_name=settings.redis_sentinel_master, **common,
+            )
+        return RedisClusterBroker(url, startup_nodes=nodes[1:], **common)
+    if settings.redis_mode != "single":
+        raise ValueError(f"REDIS_MODE must be single, sentinel or cluster, not {settings.redis_mode!r}")
+    return RedisBroker(settings.redis_url, **common)
 
 
 def make_redis(settings: ServiceSettings) -> Redis:
-    if settings.redis_mode == "cluster":
-        from redis.asyncio.cluster import RedisCluster
+    """The plain redis-py client (outbox relay, consumer groups, health) for the same topology. No I/O here."""
+    if settings.redis_mode == "sentinel":
+        from redis.asyncio.sentinel import Sentinel
 
-        return RedisCluster.from_url(settings.redis_url)  # type: ignore[return-value]
+        nodes, options = _redis_nodes(settings.redis_url, 26379)
+        # The options (credentials, db, TLS) are the master's; the sentinels are dialled with socket options only.
+        sentinel = Sentinel(nodes, health_check_interval=30, socket_keepalive=True, **options)
+        return sentinel.master_for(settings.redis_sentinel_master)
+    if settings.redis_mode == "cluster":
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        nodes, options = _redis_nodes(settings.redis_url, 6379)
+        options.pop("db", None)  # a cluster has only db 0
+        return RedisCluster(  # type: ignore[return-value]
+            startup_nodes=[ClusterNode(h, p) for h, p in nodes], health_check_interval=30, socket_keepalive=True,
+            **options,
+        )
+    if settings.redis_mode != "single":
+        raise ValueError(f"REDIS_MODE must be single, sentinel or cluster, not {settings.redis_mode!r}")
     return Redis.from_url(settings.redis_url, health_check_interval=30, socket_keepalive=True)
 
 
-class BodyLimit(BaseHTTPMiddleware):
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"body larger than {limit} bytes")
+
+
+class BodyLimit:
+    """413 for a body over the limit: at once when Content-Length says so, else (chunked transfer) as soon
+    as the bytes received pass the limit, so a body without a length cannot exhaust memory either."""
+
     def __init__(self, app: Any, limit: int) -> None:
-        super().__init__(app)
+        self.app = app
         self.limit = limit
 
-    async def dispatch(self, request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            return JSONResponse({"detail": f"body larger than {self.limit} bytes"}, status_code=413)
-        return await call_next(request)
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit
+        for name, value in scope.get("headers") or ():
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > limit:
+                    await JSONResponse({"detail": f"body larger than {limit} bytes"}, status_code=413)(scope, receive, send)
+                    return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await JSONResponse({"detail": f"body larger than {limit} bytes"}, status_code=413)(scope, receive, send)
+
+
+class Tracing:
+    """An OpenTelemetry server span per HTTP request (continues an incoming `traceparent`), so the events a
+    request writes to the outbox carry its trace context."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path", "").startswith(("/health", "/metrics")):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or ()
+                   if k in (b"traceparent", b"tracestate")}
+        with logs.server_span(scope.get("method", ""), scope.get("path", ""), headers) as span:
+            status: list[int] = []
+
+            async def send_status(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    status.append(message["status"])
+                    span.set_attribute("http.response.status_code", message["status"])
+                await send(message)
+
+            await self.app(scope, receive, send_status)
 
 
 def validation_errors(errors: Any) -> list[dict[str, Any]]:
@@ -151,6 +294,7 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logs.configure(spec.name, settings.log_level, per_message=settings.log_messages)
+        logs.configure_tracing(spec.name)
         app.state.tokens = TokenStore(settings.safe_tokens, dev=settings.is_dev)  # refuses to start without tokens
         await db.migrate(settings.database_url, spec.migrations)
         runtime.engine = db.make_engine(settings.database_url)
@@ -189,6 +333,7 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
     app.state.runtime = runtime
     app.state.settings = settings
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(Tracing)
 
     @app.exception_handler(RequestValidationError)
     async def _on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -198,24 +343,101 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
     for router in spec.routers:
         app.include_router(router)
 
-    if spec.openapi_models:
-        from fastapi.openapi.utils import get_openapi
+    from fastapi.openapi.utils import get_openapi
 
-        def openapi() -> dict[str, Any]:
-            if app.openapi_schema is None:
-                doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-                schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-                for model in spec.openapi_models:
-                    js = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                    for name, definition in js.pop("$defs", {}).items():
-                        schemas.setdefault(name, definition)
-                    schemas[model.__name__] = js
-                app.openapi_schema = doc
-            return app.openapi_schema
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+            for model in spec.openapi_models:
+                js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, definition in js.pop("$defs", {}).items():
+                    schemas.setdefault(name, definition)
+                schemas[model.__name__] = js
+            document_errors(app, doc)
+            app.openapi_schema = doc
+        return app.openapi_schema
 
-        app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
 def runtime_of(request: Request) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+OPEN_PATHS = frozenset({"/health/live", "/health/ready", "/metrics", "/asyncapi.json"})
+
+_PROBLEM = {
+    "title": "Problem", "type": "object", "required": ["detail"],
+    "properties": {"detail": {"type": "string", "description": "What went wrong, in words"}},
+    "description": "An error with a message",
+}
+_FIELD_ERROR = {
+    "title": "FieldError", "type": "object", "required": ["loc", "msg", "type"],
+    "properties": {
+        "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+                "description": "Where the error is (body, query, path… then the field path)"},
+        "field": {"type": "string", "description": "The offending field as a dotted path"},
+        "msg": {"type": "string", "description": "What is wrong with it"},
+        "type": {"type": "string", "description": "Error type"},
+    },
+    "description": "One offending field",
+}
+_VALIDATION_PROBLEM = {
+    "title": "ValidationProblem", "type": "object", "required": ["detail"],
+    "properties": {"detail": {"anyOf": [{"type": "string"},
+                                        {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"}}],
+                              "description": "Every offending field (or one message)"}},
+    "description": "Invalid input: every offending field is listed",
+}
+
+
+def _problem(description: str, ref: str = "Problem") -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+def document_errors(app: FastAPI, doc: dict[str, Any]) -> None:
+    """Complete the OpenAPI document with what the kit adds to every route: bearer auth (401/403), the
+    kit's 422 shape, 413 for bodies and 404 for resources by id."""
+    from fastapi.dependencies.utils import get_flat_dependant
+    from fastapi.routing import APIRoute
+
+    from shared.kit import auth
+
+    components = doc.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    schemas.update({"Problem": _PROBLEM, "FieldError": _FIELD_ERROR, "ValidationProblem": _VALIDATION_PROBLEM})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    components.setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http", "scheme": "bearer",
+        "description": "SAFE_TOKENS role:token; roles operator (read/write), auditor (read), member-state-XX (read, own cases)",
+    }
+    restricted: dict[tuple[str, str], str] = {}
+    for route in app.routes:
+        if isinstance(route, APIRoute):
+            calls = {d.call for d in get_flat_dependant(route.dependant).dependencies}
+            for method in route.methods:
+                if auth.operator in calls:
+                    restricted[(route.path_format, method.lower())] = "operator role required"
+                elif auth.staff in calls:
+                    restricted[(route.path_format, method.lower())] = "operators and auditors only"
+    for path, item in doc.get("paths", {}).items():
+        for method, op in item.items():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            responses = op["responses"]
+            if "422" in responses or op.get("parameters") or op.get("requestBody"):
+                responses["422"] = _problem("Invalid input: every offending field is listed", "ValidationProblem")
+            if op.get("requestBody"):
+                responses.setdefault("413", _problem("Body larger than the service accepts"))
+            if path in OPEN_PATHS:
+                continue
+            op["security"] = [{"bearer": []}]
+            responses.setdefault("401", _problem("Missing or unknown bearer token"))
+            if (path, method) in restricted:
+                responses.setdefault("403", _problem(f"Known token, wrong role: {restricted[(path, method)]}"))
+            if "{" in path:
+                responses.setdefault("404", _problem("No such resource (or not visible to this Member State)"))

@@ -1,12 +1,28 @@
-"""JSON logs with `service`, and `event_id` / `correlation_id` where a record has them."""
+"""JSON logs with `service`, and `event_id` / `correlation_id` where a record has them; trace context.
+
+Tracing: FastStream's `RedisTelemetryMiddleware` traces the broker's reads, but our outbox relay publishes
+with a raw XADD, so the W3C trace context travels inside the event (`Event.trace_context`): it is injected
+when the outbox row is written and extracted by the kit consumer, which starts one span per handled message
+as a child of the producer's span. One trace then follows a case across services."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+_tracer = trace.get_tracer("safe.kit")
+
+# per-message log lines ("handled", "published") go to this logger; off unless SAFE_LOG_MESSAGES=1
+MESSAGES = logging.getLogger("safe.messages")
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,6 +38,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            out["trace_id"] = format(span.trace_id, "032x")
+            out["span_id"] = format(span.span_id, "016x")
         for k, v in record.__dict__.items():
             if k not in _STD and not k.startswith("_"):
                 out[k] = v
@@ -37,6 +57,68 @@ def configure(service: str, level: str = "INFO", *, per_message: bool = False) -
     root.handlers[:] = [handler]
     root.setLevel(level)
     # per-message lines cost ~20 % of throughput: off unless asked for (SAFE_LOG_MESSAGES=1)
-    logging.getLogger("safe.messages").setLevel(logging.INFO if per_message else logging.WARNING)
+    MESSAGES.setLevel(logging.INFO if per_message else logging.WARNING)
     for noisy in ("uvicorn.access", "faststream", "faststream.access", "faststream.access.redis"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# --- tracing ----------------------------------------------------------------------------------------------
+
+
+def configure_tracing(service: str) -> None:
+    """Install the OpenTelemetry SDK tracer provider once per process (unless one is installed already, e.g.
+    by a test, or `OTEL_SDK_DISABLED=true`). Without an SDK provider nothing is recorded and no context
+    propagates. An exporter is optional: `OTEL_TRACES_EXPORTER=console` prints spans."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    if isinstance(trace.get_tracer_provider(), TracerProvider):
+        return
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    if os.environ.get("OTEL_TRACES_EXPORTER", "").lower() == "console":
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
+def current_trace_context() -> dict[str, str] | None:
+    """The W3C `traceparent` (and `tracestate`) of the current span, or None when nothing is traced."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return None
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier or None
+
+
+@asynccontextmanager
+async def consumer_span(service: str, stream: str, event: Any, event_id: str) -> AsyncIterator[trace.Span]:
+    """One span per handled message, child of the producer's span carried in `event.trace_context`."""
+    carrier = getattr(event, "trace_context", None)
+    parent = propagate.extract(carrier) if carrier else otel_context.get_current()
+    with _tracer.start_as_current_span(
+        f"{stream} handle",
+        context=parent,
+        kind=trace.SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "redis",
+            "messaging.destination.name": stream,
+            "messaging.message.id": event_id,
+            "messaging.message.conversation_id": str(getattr(event, "correlation_id", "") or ""),
+            "safe.service": service,
+        },
+    ) as span:
+        yield span
+
+
+@contextmanager
+def server_span(method: str, path: str, headers: dict[str, str]) -> Iterator[trace.Span]:
+    """A span per HTTP request, continuing the caller's trace when it sends `traceparent`."""
+    parent = propagate.extract(headers) if "traceparent" in headers else None
+    with _tracer.start_as_current_span(
+        f"{method} {path}", context=parent, kind=trace.SpanKind.SERVER,
+        attributes={"http.request.method": method, "url.path": path},
+    ) as span:
+        yield span

@@ -17,6 +17,7 @@ is ours, so that the guarantees hold whatever happens:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
@@ -40,7 +41,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.contracts import streams
 from shared.contracts.events import Event, OperatorActionRecorded
-from shared.kit import outbox
+from shared.kit import logs, outbox
 from shared.kit.db import transaction
 from shared.kit.tables import AuditEntry, DeadLetter, InboxRow, MessageFailure, utcnow
 
@@ -190,6 +191,7 @@ class Messaging:
         self._idle.set()
         self.groups_ready = False
         self._overdelivered: set[str] = set()
+        self._synthetic_ids = itertools.count(1)
 
     # --- declaration --------------------------------------------------------------------------
 
@@ -222,6 +224,7 @@ class Messaging:
         """Declare one FastStream batch subscriber per subscription (consumer group, stable consumer)."""
         self.broker = broker
         for sub in self.subscriptions.values():
+            holder: dict[str, Any] = {}
             fs_sub = broker.subscriber(
                 stream=StreamSub(
                     self.key(sub.stream),
@@ -232,21 +235,21 @@ class Messaging:
                     polling_interval=self.poll_interval_ms,
                 ),
                 ack_policy=AckPolicy.MANUAL,
-                parser=_unparsed,
+                parser=_unparsed_for(holder),
                 decoder=_undecoded,
                 title=f"{sub.stream}:{sub.handler.__name__}",
                 description=sub.description,
             )
             fs_sub(self._make_consumer(sub))
-            sub.subscriber = fs_sub
+            holder["subscriber"] = sub.subscriber = fs_sub
 
     def _make_consumer(self, sub: Subscription[Any]) -> Callable[..., Awaitable[None]]:
         async def consume(msg: RedisBatchStreamMessage) -> None:
             raw = msg.raw_message
-            entries = [
-                Entry(mid.decode() if isinstance(mid, bytes) else str(mid), data)
-                for mid, data in zip(raw["message_ids"], raw["data"], strict=True)
-            ]
+            ids = [_sid(mid) for mid in raw.get("message_ids") or []]
+            if len(ids) != len(raw["data"]):  # FastStream's in-memory test broker sends entries without ids
+                ids = [f"0-{next(self._synthetic_ids)}" for _ in raw["data"]]
+            entries = [Entry(mid, data) for mid, data in zip(ids, raw["data"], strict=True)]
             await self.process(sub, entries)
 
         consume.__name__ = sub.handler.__name__
@@ -327,7 +330,7 @@ class Messaging:
                         continue
                     ctx = HandlerContext(session=session, stream=sub.stream, entry_id=entry.entry_id, event=event)
                     try:
-                        async with session.begin_nested():
+                        async with logs.consumer_span(self.service, sub.stream, event, event_id), session.begin_nested():
                             await sub.handler(ctx, event)
                             session.add(InboxRow(event_id=event_id, stream=sub.stream, entry_id=entry.entry_id))
                             await session.flush()
@@ -698,11 +701,27 @@ class Messaging:
         return out
 
 
-async def _unparsed(raw: Any) -> RedisBatchStreamMessage:
-    """FastStream's batch parser JSON-encodes every entry; one undecodable entry would fail them all."""
-    ids = raw.get("message_ids") or []
-    first = ids[0].decode() if ids and isinstance(ids[0], bytes) else None
-    return RedisBatchStreamMessage(raw_message=raw, body=b"", message_id=first)
+def _unparsed_for(holder: dict[str, Any]) -> Callable[[Any], Awaitable[RedisBatchStreamMessage]]:
+    """A parser that leaves payloads alone: FastStream's batch parser JSON-encodes every entry, and one
+    undecodable entry would fail them all. Each entry is decoded on its own in `Messaging._process`."""
+
+    async def parse(raw: Any) -> RedisBatchStreamMessage:
+        fs_parser = getattr(holder.get("subscriber"), "parser", None)
+        ids = raw.get("message_ids") or []
+        correlation_id = None
+        data = raw.get("data") or []
+        first = data[0].get(b"__data__") if data else None
+        if first and first.startswith(BinaryMessageFormatV1.IDENTITY_HEADER):  # published by FastStream itself
+            try:
+                correlation_id = BinaryMessageFormatV1.parse(first)[1].get("correlation_id")
+            except Exception:
+                correlation_id = None
+        return RedisBatchStreamMessage(
+            raw_message=raw, body=b"", message_id=_sid(ids[0]) if ids else None, correlation_id=correlation_id,
+            consumer=getattr(fs_parser, "consumer", None), group=getattr(fs_parser, "group", None),
+        )
+
+    return parse
 
 
 async def _undecoded(_msg: Any) -> None:

@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.contracts import streams
 from shared.contracts.events import Event
+from shared.kit import logs
 from shared.kit.db import transaction
 from shared.kit.tables import OutboxRow, utcnow
 
@@ -26,7 +27,9 @@ AfterPublish = Callable[[AsyncSession, Sequence[OutboxRow]], Awaitable[None]]
 
 
 def emit(session: AsyncSession, stream: str, event: Event) -> OutboxRow:
-    """Record an outgoing event in the caller's transaction."""
+    """Record an outgoing event in the caller's transaction (with the current trace context, if traced)."""
+    if event.trace_context is None and (carrier := logs.current_trace_context()) is not None:
+        event = event.model_copy(update={"trace_context": carrier})
     row = OutboxRow(
         event_id=str(event.event_id),
         stream=stream,
@@ -112,6 +115,10 @@ class OutboxRelay:
             for row in rows:
                 pipe.xadd(streams.qualified(row.stream, self._prefix), {"__data__": row.payload})
             await pipe.execute()
+            if logs.MESSAGES.isEnabledFor(logging.INFO):
+                for row in rows:
+                    logs.MESSAGES.info("published", extra={"event_id": row.event_id, "correlation_id": row.correlation_id,
+                                                           "stream": row.stream, "event_type": row.event_type})
             now = utcnow()
             await session.execute(
                 update(OutboxRow).where(col(OutboxRow.id).in_([r.id for r in rows])).values(published_at=now)

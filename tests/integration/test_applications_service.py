@@ -233,7 +233,9 @@ async def test_the_list_pages_with_a_cursor_and_filters_by_member_state(app):
         assert [c["reference"] for c in ro] == ["LIST-RO"]
 
 
-async def test_a_message_from_a_dead_consumer_is_reclaimed_and_processed(app, redis_client, prefix):
+async def test_a_message_from_a_dead_consumer_is_reclaimed_and_processed(database_url, redis_client, prefix):
+    app = build_app(Settings(database_url=database_url, stream_prefix=prefix, consumer_name="t1",
+                             **{**FAST, "claim_idle_ms": 1000}))
     async with running(app) as (client, rt):
         body = proposal()
         key = f"{prefix}{streams.SUBMIT_PROCUREMENT}"

@@ -16,6 +16,9 @@ from sqlalchemy.types import TypeDecorator
 from services.loan_disbursement.domain.money import CENT
 
 
+_LIMIT = Decimal("10") ** 16  # EUR; 10^18 cents still fits SQLite's int64 (SAFE totals EUR 1.5 × 10^11)
+
+
 class Money(TypeDecorator[Decimal]):
     impl = sa.Numeric(20, 2, asdecimal=True)
     cache_ok = True
@@ -33,6 +36,8 @@ class Money(TypeDecorator[Decimal]):
         amount = Decimal(value)
         if not amount.is_finite() or amount != amount.quantize(CENT):
             raise ValueError(f"{value} is not an amount in whole cents")
+        if abs(amount) >= _LIMIT:
+            raise ValueError(f"{value} is beyond the supported EUR 10^16")
         if dialect.name == "sqlite":
             return int(amount.scaleb(2))
         return amount

@@ -120,7 +120,8 @@ def decide_loan_request(
             reasons.append(_suspended(f, "approves and pays"))
         exact(f.max_eur, "max_eur")
         total = exact(f.approved_eur, "approved_eur") + amount
-        if total > f.max_eur:
+        over_max = total > f.max_eur
+        if over_max:
             available = f.max_eur - f.approved_eur
             reasons.append(Reason(ms, L2, f"approved EUR {fmt(f.approved_eur)} + requested EUR {fmt(amount)} = "
                                           f"EUR {fmt(total)} exceeds the {ms} facility maximum EUR {fmt(f.max_eur)} "
@@ -134,7 +135,9 @@ def decide_loan_request(
                                             "an operator must amend the plan first"))
         else:
             got = plan_draws(f.plan, cats, amount)
-            if got is None:
+            if got is None and over_max:
+                pass  # the facility maximum is the binding limit: L-2 says it; the plan amount would only repeat it
+            elif got is None:
                 left = sum((f.plan[c] for c in cats), ZERO)
                 reasons.append(Reason(ms, PLAN, f"requested EUR {fmt(amount)} exceeds what the investment plan of {ms} "
                                                 f"has left for {', '.join(cats)}: EUR {fmt(left)}"))

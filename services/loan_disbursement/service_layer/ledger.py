@@ -17,7 +17,13 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.loan_disbursement.adapters.tables import FacilityRow, LedgerEntry, LoanRow, PlanDrawRow, PlanLineRow
+from services.loan_disbursement.adapters.tables import (
+    FacilityRow,
+    LedgerEntry,
+    LoanRow,
+    PlanDrawRow,
+    PlanLineRow,
+)
 from services.loan_disbursement.domain import reconcile as books
 from services.loan_disbursement.domain.money import ZERO
 from shared.kit.tables import utcnow

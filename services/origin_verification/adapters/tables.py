@@ -14,7 +14,7 @@ class ReportRow(SQLModel, table=True):
 
     __tablename__ = "verification_reports"
     id: int | None = Field(default=None, primary_key=True)
-    case_id: str = Field(index=True)
+    case_id: str
     request_event_id: str = Field(unique=True)
     request_type: str
     event_id: str  # the OriginVerificationCompleted that carried it

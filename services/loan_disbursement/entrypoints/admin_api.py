@@ -1,0 +1,342 @@
+"""HTTP entrypoints of the loan disbursement service.
+
+Status codes: 200 reads and updates; 201 a payment written to the ledger (the ledger entry); 404 no such
+facility / loan / decision; 422 either an invalid body (`detail` lists every field) or a request refused by a
+rule — L-2, L-3, L-4, L-5 — with `detail` in words and `reasons` [{member_state, rule, message}]. Refusals are
+recorded in the audit log. 401/403 as everywhere (operator writes, any reader reads)."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.loan_disbursement.adapters.tables import FacilityRow, LedgerEntry, LoanRequestRow, LoanRow
+from services.loan_disbursement.config import Settings
+from services.loan_disbursement.domain import rules
+from services.loan_disbursement.domain.money import ZERO, cents_floor
+from services.loan_disbursement.entrypoints import admin_schemas as schemas
+from services.loan_disbursement.service_layer import handlers, ledger
+from shared.contracts import Category, countries
+from shared.kit.app import Runtime, runtime_of
+from shared.kit.auth import Principal, operator, reader
+from shared.kit.db import transaction
+from shared.kit.web import decode_cursor, encode_cursor
+
+router = APIRouter()
+
+_REFUSAL = {422: {"model": schemas.Refusal, "description": "Invalid body, or refused by a rule (reasons in words)"}}
+
+
+def _body(model: type[Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+def _rt(request: Request) -> tuple[Runtime, Settings]:
+    rt = runtime_of(request)
+    assert rt.factory is not None
+    return rt, rt.settings  # type: ignore[return-value]
+
+
+def _ms(member_state: str) -> str:
+    return countries.canonical(member_state)
+
+
+def _refusal(reasons: list[rules.Reason]) -> JSONResponse:
+    body = schemas.Refusal(detail="; ".join(str(r) for r in reasons),
+                           reasons=[schemas.ReasonPublic(**r.__dict__) for r in reasons])
+    return JSONResponse(json.loads(body.model_dump_json()), status_code=422)
+
+
+async def _parse(request: Request, model: type[schemas.M]) -> schemas.M | JSONResponse:
+    try:
+        return schemas.parse_body(model, await request.body())
+    except schemas.BodyError as e:
+        return JSONResponse({"detail": e.detail}, status_code=422)
+
+
+def _facility(row: FacilityRow, bal: ledger.Balance, plan_categories: int, share: Decimal) -> schemas.FacilityPublic:
+    return schemas.FacilityPublic(
+        member_state=row.member_state, max_eur=row.max_eur, approved_eur=bal.approved, disbursed_eur=bal.disbursed,
+        available_eur=row.max_eur - bal.approved, pre_financing_eur=row.pre_financing_eur, suspended=row.suspended,
+        source=row.source, confidence=row.confidence, notes=row.notes, tentative_eur=row.tentative_eur,
+        council_max_eur=row.council_max_eur,
+        pre_financing_cap_eur=cents_floor(rules.pre_financing_cap(row.max_eur, row.pre_financing_eur, share)),
+        pre_financing_paid_eur=bal.pre_financing, instalments_paid_eur=bal.instalments,
+        suspended_reason=row.suspended_reason,
+        plan=schemas.PlanSummary(supports_ukraine=row.supports_ukraine, categories=plan_categories,
+                                 version=row.plan_version, source=row.plan_source),
+        updated_at=row.updated_at,
+    )
+
+
+async def _facilities(session: AsyncSession, share: Decimal, member_state: str | None = None) -> list[schemas.FacilityPublic]:
+    wanted = None if member_state is None else [member_state]
+    rows = await ledger.facilities(session, wanted)
+    bal = await ledger.balances(session, list(rows))
+    plans = await ledger.plan_lines(session, list(rows))
+    return [_facility(r, bal.get(ms, ledger.Balance()), len(plans.get(ms, {})), share) for ms, r in rows.items()]
+
+
+def _entry(e: LedgerEntry) -> schemas.LedgerEntryPublic:
+    return schemas.LedgerEntryPublic(
+        id=e.id or 0, member_state=e.member_state, case_id=e.case_id, loan_id=e.loan_id, kind=e.kind,
+        amount_eur=e.amount, at=e.at, reason=e.reason, requested_on=e.requested_on, actor=e.actor, event_id=e.event_id,
+    )
+
+
+async def _loan(session: AsyncSession, loan: LoanRow) -> schemas.LoanPublic:
+    paid = await ledger.instalments_paid(session, loan.loan_id)
+    return schemas.LoanPublic(
+        loan_id=loan.loan_id, case_id=loan.case_id, member_state=loan.member_state, amount_eur=loan.amount_eur,
+        status=loan.status, approved_at=loan.approved_at, released_at=loan.released_at, instalments_paid_eur=paid,
+        remaining_eur=(loan.amount_eur - paid) if loan.status == "active" else ZERO,
+    )
+
+
+async def _participants(session: AsyncSession, case_ids: set[str]) -> dict[str, list[str]]:
+    if not case_ids:
+        return {}
+    rows = (await session.exec(select(LoanRequestRow).where(col(LoanRequestRow.case_id).in_(sorted(case_ids))))).all()
+    return {r.case_id: json.loads(r.participants) for r in rows}
+
+
+# --- facilities -------------------------------------------------------------------------------------------
+
+
+@router.get("/facilities", response_model=schemas.FacilityList, tags=["facilities"])
+async def list_facilities(request: Request, _: Principal = Depends(reader)) -> schemas.FacilityList:
+    """Every Member State facility with its balances derived from the ledger."""
+    rt, settings = _rt(request)
+    async with rt.factory() as session:  # type: ignore[misc]
+        return schemas.FacilityList(items=await _facilities(session, settings.pre_financing_share))
+
+
+@router.get("/facilities/{member_state}", response_model=schemas.FacilityPublic, tags=["facilities"],
+            responses={404: {"description": "No SAFE facility for this Member State"}})
+async def get_facility(member_state: str, request: Request, _: Principal = Depends(reader)) -> schemas.FacilityPublic:
+    """One facility: maximum, approved, disbursed, available, pre-financing, suspension, source."""
+    rt, settings = _rt(request)
+    async with rt.factory() as session:  # type: ignore[misc]
+        found = await _facilities(session, settings.pre_financing_share, _ms(member_state))
+    if not found:
+        raise HTTPException(404, f"{_ms(member_state)} has no SAFE loan facility")
+    return found[0]
+
+
+@router.put("/facilities/{member_state}", response_model=schemas.FacilityPublic, tags=["facilities"],
+            responses={404: {"description": "No such facility"}, **_REFUSAL}, openapi_extra=_body(schemas.FacilityUpdate))
+async def update_facility(member_state: str, request: Request, who: Principal = Depends(operator)) -> Any:
+    """Set the Council maximum / pre-financing (≤ 15 % of the maximum) / suspension; audited with the reason."""
+    body = await _parse(request, schemas.FacilityUpdate)
+    if isinstance(body, JSONResponse):
+        return body
+    rt, settings = _rt(request)
+    ms = _ms(member_state)
+    changes = {k: getattr(body, k) for k in body.model_fields_set if k != "reason"}
+    try:
+        async with transaction(rt.factory) as session:  # type: ignore[arg-type]
+            outcome = await handlers.update_facility(session, ms, changes, reason=body.reason, actor=who.name,
+                                                     share=settings.pre_financing_share)
+    except handlers.NotFound:
+        raise HTTPException(404, f"{ms} has no SAFE loan facility") from None
+    if not outcome.ok:
+        return _refusal(outcome.reasons)
+    async with rt.factory() as session:  # type: ignore[misc]
+        return (await _facilities(session, settings.pre_financing_share, ms))[0]
+
+
+@router.post("/facilities/{member_state}/pre-financing", status_code=201, response_model=schemas.LedgerEntryPublic,
+             tags=["facilities"], responses={404: {"description": "No such facility"}, **_REFUSAL},
+             openapi_extra=_body(schemas.PaymentRequest))
+async def pay_pre_financing(member_state: str, request: Request, who: Principal = Depends(operator)) -> Any:
+    """Pay pre-financing: cumulative ≤ the Council figure and ≤ 15 % of the facility (L-3), dated ≤ the last
+    request date (L-4), never while suspended (L-5). 201 with the ledger entry; 422 with the reasons."""
+    body = await _parse(request, schemas.PaymentRequest)
+    if isinstance(body, JSONResponse):
+        return body
+    rt, settings = _rt(request)
+    ms = _ms(member_state)
+    try:
+        async with transaction(rt.factory) as session:  # type: ignore[arg-type]
+            outcome = await handlers.pay_pre_financing(
+                session, ms, body.amount_eur, body.requested_on, actor=who.name, note=body.note,
+                last_request_on=settings.last_request_on, share=settings.pre_financing_share,
+            )
+    except handlers.NotFound:
+        raise HTTPException(404, f"{ms} has no SAFE loan facility") from None
+    if not outcome.ok:
+        return _refusal(outcome.reasons)
+    assert outcome.entry is not None
+    return _entry(outcome.entry)
+
+
+@router.get("/facilities/{member_state}/ledger", response_model=schemas.LedgerPage, tags=["facilities"])
+async def facility_ledger(
+    member_state: str, request: Request, limit: int = Query(default=100, ge=1, le=1000),
+    cursor: str | None = Query(default=None, max_length=100), _: Principal = Depends(reader),
+) -> schemas.LedgerPage:
+    """The facility's ledger entries, oldest first (keyset pagination)."""
+    rt, _settings = _rt(request)
+    after = decode_cursor(cursor)
+    q = select(LedgerEntry).where(LedgerEntry.member_state == _ms(member_state))
+    if isinstance(after, int):
+        q = q.where(col(LedgerEntry.id) > after)
+    async with rt.factory() as session:  # type: ignore[misc]
+        if await session.get(FacilityRow, _ms(member_state)) is None:
+            raise HTTPException(404, f"{_ms(member_state)} has no SAFE loan facility")
+        rows = (await session.exec(q.order_by(col(LedgerEntry.id)).limit(limit + 1))).all()
+    page = rows[:limit]
+    return schemas.LedgerPage(items=[_entry(e) for e in page],
+                              next_cursor=encode_cursor(page[-1].id) if len(rows) > limit else None)
+
+
+# --- investment plans ---------------------------------------------------------------------------------------
+
+
+async def _plan(session: AsyncSession, ms: str) -> schemas.PlanPublic:
+    row = await session.get(FacilityRow, ms)
+    if row is None:
+        raise HTTPException(404, f"{ms} has no SAFE loan facility")
+    lines = (await ledger.plan_lines(session, [ms])).get(ms, {})
+    drawn = (await ledger.plan_drawn(session, [ms])).get(ms, {})
+    return schemas.PlanPublic(
+        member_state=ms, supports_ukraine=row.supports_ukraine, version=row.plan_version, source=row.plan_source,
+        lines=[schemas.PlanLinePublic(category=c, amount_eur=a, drawn_eur=drawn.get(c, ZERO),
+                                      remaining_eur=a - drawn.get(c, ZERO)) for c, a in sorted(lines.items())],
+        uncovered=[c.value for c in Category if c.value not in lines],
+    )
+
+
+@router.get("/facilities/{member_state}/plan", response_model=schemas.PlanPublic, tags=["investment plans"])
+async def get_plan(member_state: str, request: Request, _: Principal = Depends(reader)) -> schemas.PlanPublic:
+    """The Member State's investment plan: lines by category, what approved loans drew, what remains."""
+    rt, _settings = _rt(request)
+    async with rt.factory() as session:  # type: ignore[misc]
+        return await _plan(session, _ms(member_state))
+
+
+@router.put("/facilities/{member_state}/plan", response_model=schemas.PlanPublic, tags=["investment plans"],
+            responses={404: {"description": "No such facility"}, 422: {"description": "Invalid body"}},
+            openapi_extra=_body(schemas.PlanUpdate))
+async def put_plan(member_state: str, request: Request, who: Principal = Depends(operator)) -> Any:
+    """Replace (narrow or amend) the investment plan; audited with the reason. A loan request whose categories
+    the plan does not cover, or whose amount exceeds what their lines have left, is rejected with rule PLAN."""
+    body = await _parse(request, schemas.PlanUpdate)
+    if isinstance(body, JSONResponse):
+        return body
+    rt, _settings = _rt(request)
+    ms = _ms(member_state)
+    try:
+        async with transaction(rt.factory) as session:  # type: ignore[arg-type]
+            await handlers.amend_plan(session, ms, {line.category.value: line.amount_eur for line in body.lines},
+                                      supports_ukraine=body.supports_ukraine, source=body.source,
+                                      reason=body.reason, actor=who.name)
+    except handlers.NotFound:
+        raise HTTPException(404, f"{ms} has no SAFE loan facility") from None
+    async with rt.factory() as session:  # type: ignore[misc]
+        return await _plan(session, ms)
+
+
+# --- loans ----------------------------------------------------------------------------------------------
+
+
+@router.get("/loans", response_model=schemas.LoanList, tags=["loans"])
+async def list_loans(
+    request: Request,
+    case_id: str | None = Query(default=None, max_length=100),
+    member_state: str | None = Query(default=None, min_length=2, max_length=2),
+    status: str | None = Query(default=None, pattern="^(active|released)$"),
+    limit: int = Query(default=100, ge=1, le=1000),
+    who: Principal = Depends(reader),
+) -> schemas.LoanList:
+    """Approved loans, filtered by case, Member State and status."""
+    rt, _settings = _rt(request)
+    q = select(LoanRow)
+    if case_id:
+        q = q.where(LoanRow.case_id == case_id)
+    if member_state:
+        q = q.where(LoanRow.member_state == _ms(member_state))
+    if status:
+        q = q.where(LoanRow.status == status)
+    async with rt.factory() as session:  # type: ignore[misc]
+        rows = (await session.exec(q.order_by(col(LoanRow.approved_at), col(LoanRow.loan_id))
+                                   .limit(limit if who.member_state is None else 10_000))).all()
+        if who.member_state is not None:
+            parts = await _participants(session, {r.case_id for r in rows})
+            rows = [r for r in rows if who.sees(parts.get(r.case_id, []))][:limit]
+        return schemas.LoanList(items=[await _loan(session, r) for r in rows])
+
+
+@router.get("/loans/{loan_id}", response_model=schemas.LoanPublic, tags=["loans"])
+async def get_loan(loan_id: str, request: Request, who: Principal = Depends(reader)) -> schemas.LoanPublic:
+    """One loan: amount, status, instalments paid and what remains."""
+    rt, _settings = _rt(request)
+    async with rt.factory() as session:  # type: ignore[misc]
+        loan = await session.get(LoanRow, loan_id)
+        if loan is not None and who.member_state is not None:
+            if not who.sees((await _participants(session, {loan.case_id})).get(loan.case_id, [])):
+                loan = None
+        if loan is None:
+            raise HTTPException(404, "no such loan")
+        return await _loan(session, loan)
+
+
+@router.post("/loans/{loan_id}/instalments", status_code=201, response_model=schemas.LedgerEntryPublic,
+             tags=["loans"], responses={404: {"description": "No such loan"}, **_REFUSAL},
+             openapi_extra=_body(schemas.PaymentRequest))
+async def pay_instalment(loan_id: str, request: Request, who: Principal = Depends(operator)) -> Any:
+    """Pay an instalment: cumulative ≤ the approved loan (L-3), dated ≤ the last request date, 2030-12-31 by
+    default (L-4), never while the facility is suspended (L-5). 201 with the ledger entry; 422 with the reasons."""
+    body = await _parse(request, schemas.PaymentRequest)
+    if isinstance(body, JSONResponse):
+        return body
+    rt, settings = _rt(request)
+    try:
+        async with transaction(rt.factory) as session:  # type: ignore[arg-type]
+            outcome = await handlers.pay_instalment(session, loan_id, body.amount_eur, body.requested_on,
+                                                    actor=who.name, note=body.note,
+                                                    last_request_on=settings.last_request_on)
+    except handlers.NotFound:
+        raise HTTPException(404, "no such loan") from None
+    if not outcome.ok:
+        return _refusal(outcome.reasons)
+    assert outcome.entry is not None
+    return _entry(outcome.entry)
+
+
+@router.get("/loan-requests/{case_id}", response_model=schemas.LoanRequestPublic, tags=["loans"])
+async def get_loan_request(case_id: str, request: Request, who: Principal = Depends(reader)) -> schemas.LoanRequestPublic:
+    """The recorded decision for a case: approved or rejected, every reason, the loans."""
+    rt, _settings = _rt(request)
+    async with rt.factory() as session:  # type: ignore[misc]
+        row = await session.get(LoanRequestRow, case_id)
+        if row is None or not who.sees(json.loads(row.participants)):
+            raise HTTPException(404, "no loan decision for this case")
+        loans = (await session.exec(select(LoanRow).where(LoanRow.case_id == case_id)
+                                    .order_by(col(LoanRow.member_state)))).all()
+        return schemas.LoanRequestPublic(
+            case_id=row.case_id, reference=row.reference, status=row.status,
+            verification_outcome=row.verification_outcome, requested=json.loads(row.requested),
+            categories=json.loads(row.categories),
+            reasons=[schemas.ReasonPublic(**r) for r in json.loads(row.reasons)],
+            decided_at=row.decided_at, withdrawn_at=row.withdrawn_at, loans=[await _loan(session, x) for x in loans],
+        )
+
+
+# --- reconciliation ---------------------------------------------------------------------------------------
+
+
+@router.get("/ledger/check", tags=["ledger"])
+async def ledger_check(request: Request, _: Principal = Depends(reader)) -> dict[str, Any]:
+    """Reconcile: balances recomputed from the ledger vs. the approved loans; every difference listed."""
+    rt, settings = _rt(request)
+    async with transaction(rt.factory) as session:  # type: ignore[arg-type]
+        report = await ledger.reconcile(session, pre_financing_share=settings.pre_financing_share)
+    return report.as_dict()

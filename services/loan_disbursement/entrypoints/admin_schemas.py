@@ -1,0 +1,255 @@
+"""HTTP schemas of the loan disbursement service (never the tables, never the wire events).
+
+Request bodies are parsed with `parse_body`: the raw JSON is decoded with every number as an exact
+Decimal (json.loads(parse_float=Decimal)), then validated; a float never exists on the way in."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from shared.contracts import Category
+from shared.contracts.proposal import MAX_AMOUNT
+from shared.kit.app import validation_errors
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _no_float(value: Any) -> Any:
+    if isinstance(value, float):
+        raise ValueError("amounts are decimal strings (or exact JSON numbers), never floats")
+    return value
+
+
+def _money(value: Decimal) -> Decimal:
+    if not value.is_finite():
+        raise ValueError("must be a finite amount")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -2:
+        raise ValueError("at most 2 decimal places")
+    if value < 0:
+        raise ValueError("must not be negative")
+    if value > MAX_AMOUNT:
+        raise ValueError(f"must not exceed {MAX_AMOUNT}")
+    return value
+
+
+def _positive(value: Decimal) -> Decimal:
+    if value <= 0:
+        raise ValueError("must be greater than zero")
+    return value
+
+
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_no_float),
+    AfterValidator(_money),
+    Field(description="EUR amount as a decimal string (JSON numbers accepted), at most 2 decimal places"),
+]
+PositiveAmount = Annotated[Amount, AfterValidator(_positive)]
+Reason = Annotated[str, Field(min_length=1, max_length=2000, description="Why (recorded in the audit trail)")]
+
+
+class BodyError(Exception):
+    def __init__(self, detail: list[dict[str, Any]]) -> None:
+        super().__init__("invalid body")
+        self.detail = detail
+
+
+def _constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def parse_body(model: type[M], raw: bytes) -> M:
+    """The body as `model`, with JSON numbers decoded as exact Decimals; BodyError lists every problem."""
+    try:
+        data = json.loads(raw or b"", parse_float=Decimal, parse_constant=_constant)
+    except ValueError as e:
+        raise BodyError([{"loc": ["body"], "field": "body", "msg": f"invalid JSON: {e}", "type": "json_invalid"}]) from e
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise BodyError(validation_errors(e.errors(include_url=False))) from e
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+# --- requests ---------------------------------------------------------------------------------------------
+
+
+class FacilityUpdate(_Strict):
+    """Change a facility (PUT /facilities/{ms}); only the fields present change. `reason` is required."""
+
+    max_eur: PositiveAmount | None = Field(default=None, description="Council-decision maximum loan amount")
+    pre_financing_eur: Amount | None = Field(
+        default=None, description="Council pre-financing; ≤ 15 % of the maximum; explicit null = unconfirmed")
+    suspended: bool | None = Field(default=None, description="Suspend (true) or reinstate (false) the facility (L-5)")
+    source: str | None = Field(default=None, max_length=500, description="Where the new figures come from")
+    confidence: Literal["official", "secondary", "assumed"] | None = None
+    notes: str | None = Field(default=None, max_length=2000)
+    reason: Reason
+
+    @model_validator(mode="after")
+    def _something(self) -> FacilityUpdate:
+        if not (self.model_fields_set - {"reason"}):
+            raise ValueError("nothing to change: give max_eur, pre_financing_eur, suspended, source, confidence or notes")
+        if "max_eur" in self.model_fields_set and self.max_eur is None:
+            raise ValueError("max_eur cannot be null")
+        if "suspended" in self.model_fields_set and self.suspended is None:
+            raise ValueError("suspended cannot be null")
+        return self
+
+
+class PaymentRequest(_Strict):
+    """A pre-financing payment or an instalment request."""
+
+    amount_eur: PositiveAmount
+    requested_on: date = Field(description="Date of the payment request (L-4: at most the last request date)")
+    note: str | None = Field(default=None, max_length=2000, description="Recorded on the ledger entry")
+
+
+class PlanLineIn(_Strict):
+    category: Category
+    amount_eur: Amount
+
+
+class PlanUpdate(_Strict):
+    """The Member State's European Defence Industry Investment Plan, replacing the current one."""
+
+    lines: list[PlanLineIn] = Field(max_length=len(Category), description="Planned procurement lines; one per category")
+    supports_ukraine: bool = Field(description="Whether the plan supports Ukraine")
+    source: str | None = Field(default=None, max_length=500)
+    reason: Reason
+
+    @model_validator(mode="after")
+    def _unique(self) -> PlanUpdate:
+        cats = [line.category for line in self.lines]
+        if len(set(cats)) != len(cats):
+            raise ValueError("lines: one line per category")
+        return self
+
+
+# --- responses --------------------------------------------------------------------------------------------
+
+
+class PlanSummary(BaseModel):
+    supports_ukraine: bool
+    categories: int = Field(description="Number of categories the plan covers")
+    version: int
+    source: str
+
+
+class FacilityPublic(BaseModel):
+    member_state: str
+    max_eur: Decimal = Field(description="Maximum loan amount (Council decision, else tentative allocation)")
+    approved_eur: Decimal = Field(description="Reservations − releases in the ledger")
+    disbursed_eur: Decimal = Field(description="Pre-financing + instalments paid")
+    available_eur: Decimal = Field(description="max − approved")
+    pre_financing_eur: Decimal | None = Field(description="Council pre-financing; null = unconfirmed (cap 15 % of max)")
+    suspended: bool
+    source: str
+    confidence: str = Field(description="official | secondary | assumed")
+    notes: str
+    tentative_eur: Decimal | None
+    council_max_eur: Decimal | None
+    pre_financing_cap_eur: Decimal = Field(description="What pre-financing may total (whole cents)")
+    pre_financing_paid_eur: Decimal
+    instalments_paid_eur: Decimal
+    suspended_reason: str | None
+    plan: PlanSummary
+    updated_at: datetime
+
+
+class FacilityList(BaseModel):
+    items: list[FacilityPublic]
+
+
+class PlanLinePublic(BaseModel):
+    category: str
+    amount_eur: Decimal
+    drawn_eur: Decimal = Field(description="Taken by active approved loans")
+    remaining_eur: Decimal
+
+
+class PlanPublic(BaseModel):
+    member_state: str
+    supports_ukraine: bool
+    version: int
+    source: str
+    lines: list[PlanLinePublic]
+    uncovered: list[str] = Field(description="Categories the plan does not cover (loan requests for them: PLAN)")
+
+
+class LedgerEntryPublic(BaseModel):
+    id: int
+    member_state: str
+    case_id: str | None
+    loan_id: str | None
+    kind: str = Field(description="reservation | release | pre_financing | instalment")
+    amount_eur: Decimal
+    at: datetime
+    reason: str
+    requested_on: date | None
+    actor: str
+    event_id: str | None
+
+
+class LedgerPage(BaseModel):
+    items: list[LedgerEntryPublic]
+    next_cursor: str | None
+
+
+class LoanPublic(BaseModel):
+    loan_id: str
+    case_id: str
+    member_state: str
+    amount_eur: Decimal
+    status: str = Field(description="active | released (case withdrawn)")
+    approved_at: datetime
+    released_at: datetime | None
+    instalments_paid_eur: Decimal
+    remaining_eur: Decimal = Field(description="What instalments may still pay (0 once released)")
+
+
+class LoanList(BaseModel):
+    items: list[LoanPublic]
+
+
+class ReasonPublic(BaseModel):
+    member_state: str
+    rule: str = Field(description="L-1..L-5 or PLAN")
+    message: str
+
+
+class LoanRequestPublic(BaseModel):
+    case_id: str
+    reference: str
+    status: str = Field(description="approved | rejected")
+    verification_outcome: str
+    requested: list[dict[str, Any]]
+    categories: list[str]
+    reasons: list[ReasonPublic]
+    decided_at: datetime
+    withdrawn_at: datetime | None
+    loans: list[LoanPublic]
+
+
+class Refusal(BaseModel):
+    """A request refused by a rule: 422, every reason in words."""
+
+    detail: str
+    reasons: list[ReasonPublic]

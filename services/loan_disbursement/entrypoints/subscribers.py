@@ -1,0 +1,22 @@
+"""Stream entrypoints of the loan disbursement service: stream → handler, nothing else."""
+
+from __future__ import annotations
+
+from services.loan_disbursement.service_layer import handlers
+from shared import contracts
+from shared.contracts import streams
+from shared.kit.app import Runtime
+from shared.kit.messaging import HandlerContext, Messaging
+
+
+def register(m: Messaging, runtime: Runtime) -> None:
+    @m.subscribe(streams.LOAN_REQUESTED, contracts.LoanRequested)
+    async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested) -> None:
+        """Decide every financing line of the case (L-1, L-2, L-5, PLAN) in one transaction: all approved
+        and reserved in the ledger (LoanApproved), or nothing reserved (LoanRejected with every reason)."""
+        await handlers.on_loan_requested(ctx, event, runtime.state["reference"])
+
+    @m.subscribe(streams.PROCUREMENT_WITHDRAWN, contracts.ProcurementWithdrawn)
+    async def on_procurement_withdrawn(ctx: HandlerContext, event: contracts.ProcurementWithdrawn) -> None:
+        """Release the case's reservations once; a later loan request for the case is rejected."""
+        await handlers.on_procurement_withdrawn(ctx, event)

@@ -1,0 +1,61 @@
+"""Composition of the loan disbursement service: settings → kit runtime → FastAPI app."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from fastapi import FastAPI
+
+from services.loan_disbursement.config import Settings
+from services.loan_disbursement.domain import reference
+from services.loan_disbursement.entrypoints import admin_api, admin_schemas, subscribers
+from services.loan_disbursement.service_layer import handlers
+from shared import contracts
+from shared.contracts import streams
+from shared.kit import db
+from shared.kit.app import Runtime, ServiceSpec, create_app
+
+PUBLISHES = {
+    streams.LOAN_APPROVED: contracts.LoanApproved,
+    streams.LOAN_REJECTED: contracts.LoanRejected,
+    streams.OPERATOR_ACTION_RECORDED["loan_disbursement"]: contracts.OperatorActionRecorded,
+}
+DEFAULT_FACILITIES = Path(__file__).resolve().parent / "data" / "facilities.yaml"
+
+
+def load_reference(path: str | Path | None = None) -> reference.Reference:
+    """The facilities seed file (YAML or JSON), parsed and validated (amounts must be quoted strings)."""
+    p = Path(path) if path else DEFAULT_FACILITIES
+    raw = p.read_text(encoding="utf-8")
+    data: Any = json.loads(raw) if p.suffix == ".json" else yaml.safe_load(raw)
+    return reference.parse(data)
+
+
+async def _seed(rt: Runtime) -> None:
+    settings: Settings = rt.settings  # type: ignore[assignment]
+    ref = await asyncio.to_thread(load_reference, settings.facilities_file or None)
+    rt.state["reference"] = ref
+    assert rt.factory is not None
+    async with db.transaction(rt.factory) as session:
+        await handlers.seed(session, ref)
+
+
+def build_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    spec = ServiceSpec(
+        name="loan_disbursement",
+        title="SAFE loan disbursement",
+        description="Member State SAFE facilities and investment plans; decides loan requests (L-1..L-5, PLAN) "
+                    "against an append-only ledger, pays pre-financing and instalments, never over-commits.",
+        settings=settings,
+        migrations=db.migrations_dir(__file__),
+        routers=[admin_api.router],
+        publishes=PUBLISHES,
+        on_startup=[_seed],
+        openapi_models=[admin_schemas.FacilityUpdate, admin_schemas.PaymentRequest, admin_schemas.PlanUpdate],
+    )
+    return create_app(spec, messaging_setup=subscribers.register)

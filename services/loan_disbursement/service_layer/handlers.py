@@ -1,0 +1,312 @@
+"""Loan disbursement handlers: lock → load → decide (domain) → save ledger entries → record events,
+all inside the caller's transaction."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, text
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.loan_disbursement.adapters.tables import (
+    CaseWithdrawalRow,
+    FacilityRow,
+    LedgerEntry,
+    LoanRequestRow,
+    LoanRow,
+    PlanDrawRow,
+    PlanLineRow,
+)
+from services.loan_disbursement.domain import rules
+from services.loan_disbursement.domain.money import ZERO, fmt
+from services.loan_disbursement.domain.reference import Reference
+from services.loan_disbursement.service_layer import ledger
+from shared import contracts
+from shared.contracts import Category, countries, streams
+from shared.kit.messaging import HandlerContext
+from shared.kit.tables import AuditEntry, utcnow
+
+SERVICE = "loan_disbursement"
+log = logging.getLogger("safe.loan_disbursement")
+
+
+class NotFound(Exception):
+    pass
+
+
+@dataclass
+class Outcome:
+    """The result of an operator request: what was written, or every reason it was refused."""
+
+    reasons: list[rules.Reason] = field(default_factory=list)
+    entry: LedgerEntry | None = None
+    facility: FacilityRow | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.reasons
+
+
+def _reasons_json(reasons: Any) -> str:
+    return json.dumps([{"member_state": r.member_state, "rule": r.rule, "message": r.message} for r in reasons])
+
+
+# --- seeding ------------------------------------------------------------------------------------------
+
+
+async def seed(session: AsyncSession, reference: Reference) -> list[str]:
+    """Insert every facility (and its seeded plan) that is not there yet; never touches existing ones."""
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(727275)"))  # two replicas starting together
+    existing = set((await session.exec(select(FacilityRow.member_state))).all())
+    added = []
+    for f in reference.facilities:
+        if f.member_state in existing:
+            continue
+        session.add(FacilityRow(
+            member_state=f.member_state, max_eur=f.max_eur, tentative_eur=f.tentative_eur,
+            council_max_eur=f.council_max_eur, pre_financing_eur=f.pre_financing_eur, source=f.source,
+            confidence=f.confidence, notes=f.notes, supports_ukraine=reference.plan_supports_ukraine,
+            plan_source=reference.plan_source,
+        ))
+        await session.flush()
+        for cat in Category:
+            session.add(PlanLineRow(member_state=f.member_state, category=cat.value, amount_eur=f.max_eur))
+        session.add(AuditEntry(actor="system", action="facility.seed", target=f"facilities/{f.member_state}",
+                               reason=f"seeded from {reference.version}",
+                               details=json.dumps({"max_eur": str(f.max_eur), "source": f.source})))
+        added.append(f.member_state)
+    return added
+
+
+# --- loan decision ---------------------------------------------------------------------------------------
+
+
+async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested, reference: Reference) -> None:
+    """Decide the whole case in this transaction: every line approved and reserved, or nothing reserved."""
+    session = ctx.session
+    facility_rows = await ledger.lock_facilities(session)  # all of them, in member_state order
+    existing = await session.get(LoanRequestRow, event.case_id)
+    if existing is not None:
+        # a second request for a decided case (new event id): never decide or reserve again
+        ctx.audit(SERVICE, "loan_request.duplicate", f"loan-requests/{event.case_id}",
+                  reason=f"case already decided ({existing.status}) by event {existing.event_id}",
+                  details={"event_id": str(event.event_id)})
+        log.warning("duplicate loan request ignored", extra={"event_id": str(event.event_id),
+                                                             "correlation_id": event.case_id})
+        return
+    withdrawal = await session.get(CaseWithdrawalRow, event.case_id)
+    lines = [rules.RequestedLine(countries.canonical(f.member_state), f.amount_eur) for f in event.financing]
+    wanted = {line.member_state for line in lines} & set(facility_rows)
+    bal = await ledger.balances(session, wanted)
+    plans = await ledger.plan_remaining(session, wanted)
+    states = {
+        ms: rules.FacilityState(
+            member_state=ms, max_eur=facility_rows[ms].max_eur, approved_eur=bal[ms].approved,
+            suspended=facility_rows[ms].suspended, suspended_reason=facility_rows[ms].suspended_reason,
+            plan=plans.get(ms, {}),
+        )
+        for ms in wanted
+    }
+    decision = rules.decide_loan_request(
+        lines=lines, verification_outcome=event.verification_outcome, categories=event.categories,
+        facilities=states, eu_member_states=reference.eu_member_states,
+        withdrawn_reason=withdrawal.reason if withdrawal is not None else None,
+    )
+    now = utcnow()
+    session.add(LoanRequestRow(
+        case_id=event.case_id, event_id=str(event.event_id), reference=event.reference,
+        status="approved" if decision.approved else "rejected", verification_outcome=event.verification_outcome,
+        requested=json.dumps([{"member_state": x.member_state, "amount_eur": str(x.amount_eur)} for x in lines]),
+        categories=json.dumps(sorted(set(event.categories))), participants=json.dumps(event.participants),
+        reasons=_reasons_json(decision.reasons), decided_at=now,
+    ))
+    await session.flush()  # the case's decision row first: a concurrent second decision fails right here
+    if not decision.approved:
+        ctx.emit(streams.LOAN_REJECTED, contracts.LoanRejected(
+            correlation_id=event.case_id, causation_id=event.event_id, case_id=event.case_id,
+            reasons=[contracts.LoanDecisionReason(member_state=r.member_state, rule=r.rule, message=r.message)
+                     for r in decision.reasons],
+        ))
+        return
+    approved = []
+    for line in lines:
+        loan = LoanRow(loan_id=str(uuid.uuid4()), case_id=event.case_id, member_state=line.member_state,
+                       amount_eur=line.amount_eur, approved_at=now)
+        session.add(loan)
+        await session.flush()
+        session.add(LedgerEntry(member_state=line.member_state, case_id=event.case_id, loan_id=loan.loan_id,
+                                kind="reservation", amount=line.amount_eur, at=now, event_id=str(event.event_id),
+                                reason=f"loan approved for case {event.reference}"))
+        for cat, amount in decision.plan_draws[line.member_state].items():
+            session.add(PlanDrawRow(loan_id=loan.loan_id, category=cat, member_state=line.member_state,
+                                    amount_eur=amount))
+        approved.append(contracts.ApprovedLoan(loan_id=loan.loan_id, member_state=line.member_state,
+                                               amount_eur=line.amount_eur))
+    ctx.emit(streams.LOAN_APPROVED, contracts.LoanApproved(
+        correlation_id=event.case_id, causation_id=event.event_id, case_id=event.case_id, loans=approved,
+    ))
+
+
+async def on_procurement_withdrawn(ctx: HandlerContext, event: contracts.ProcurementWithdrawn) -> None:
+    """Release every reservation of the case, once; remember the withdrawal for a later loan request."""
+    session = ctx.session
+    await ledger.lock_facilities(session)
+    if await session.get(CaseWithdrawalRow, event.case_id) is not None:
+        return  # already released (a second withdrawal event for the case changes nothing)
+    now = utcnow()
+    loans = (await session.exec(
+        select(LoanRow).where(LoanRow.case_id == event.case_id, LoanRow.status == "active")
+        .order_by(col(LoanRow.member_state))
+    )).all()
+    released = ZERO
+    for loan in loans:
+        session.add(LedgerEntry(member_state=loan.member_state, case_id=loan.case_id, loan_id=loan.loan_id,
+                                kind="release", amount=loan.amount_eur, at=now, event_id=str(event.event_id),
+                                reason=f"case withdrawn: {event.reason}"))
+        loan.status = "released"
+        loan.released_at = now
+        session.add(loan)
+        released += loan.amount_eur
+    request = await session.get(LoanRequestRow, event.case_id)
+    if request is not None:
+        request.withdrawn_at = now
+        session.add(request)
+    session.add(CaseWithdrawalRow(case_id=event.case_id, event_id=str(event.event_id), reason=event.reason,
+                                  withdrawn_at=now, released_eur=released))
+    ctx.audit(SERVICE, "case.withdrawn", f"loan-requests/{event.case_id}", reason=event.reason,
+              details={"released_eur": str(released), "loans": [loan.loan_id for loan in loans]})
+
+
+# --- operator requests -----------------------------------------------------------------------------------
+
+
+async def _locked(session: AsyncSession, member_state: str) -> FacilityRow:
+    row = (await ledger.lock_facilities(session, [member_state])).get(member_state)
+    if row is None:
+        raise NotFound(member_state)
+    return row
+
+
+def _refused(session: AsyncSession, actor: str, action: str, target: str, reasons: list[rules.Reason],
+             details: dict[str, Any]) -> Outcome:
+    # a refusal is a decision too: recorded with its reasons (the transaction still commits)
+    session.add(AuditEntry(actor=actor, action=f"{action}.refused", target=target,
+                           reason="; ".join(str(r) for r in reasons), details=json.dumps(details, default=str)))
+    return Outcome(reasons=reasons)
+
+
+async def update_facility(
+    session: AsyncSession, member_state: str, changes: dict[str, Any], *, reason: str, actor: str,
+    share: Decimal,
+) -> Outcome:
+    """Set the maximum / pre-financing / suspension (and source, confidence); audited with the reason."""
+    row = await _locked(session, member_state)
+    bal = (await ledger.balances(session, [member_state]))[member_state]
+    new_max = changes.get("max_eur", row.max_eur)
+    new_pre = changes["pre_financing_eur"] if "pre_financing_eur" in changes else row.pre_financing_eur
+    target = f"facilities/{member_state}"
+    reasons = rules.check_facility_update(member_state=member_state, max_eur=new_max, pre_financing_eur=new_pre,
+                                          approved_eur=bal.approved, pre_financing_paid_eur=bal.pre_financing,
+                                          share=share)
+    if reasons:
+        return _refused(session, actor, "facility.update", target, reasons, {"changes": changes})
+    before = {"max_eur": row.max_eur, "pre_financing_eur": row.pre_financing_eur, "suspended": row.suspended,
+              "source": row.source, "confidence": row.confidence}
+    row.max_eur, row.pre_financing_eur = new_max, new_pre
+    if "suspended" in changes and changes["suspended"] is not None:
+        row.suspended = changes["suspended"]
+        row.suspended_reason = reason if row.suspended else None
+    for key in ("source", "confidence", "notes"):
+        if changes.get(key) is not None:
+            setattr(row, key, changes[key])
+    row.updated_at = utcnow()
+    session.add(row)
+    after = {k: getattr(row, k) for k in before}
+    session.add(AuditEntry(actor=actor, action="facility.update", target=target, reason=reason,
+                           details=json.dumps({"before": before, "after": after}, default=str)))
+    return Outcome(facility=row)
+
+
+async def amend_plan(
+    session: AsyncSession, member_state: str, lines: dict[str, Decimal], *, supports_ukraine: bool,
+    source: str | None, reason: str, actor: str,
+) -> FacilityRow:
+    """Replace the facility's investment plan (narrow or widen it); audited with the reason. Loans already
+    approved keep what they drew; the new lines govern later requests."""
+    row = await _locked(session, member_state)
+    before = await ledger.plan_lines(session, [member_state])
+    await session.execute(delete(PlanLineRow).where(col(PlanLineRow.member_state) == member_state))
+    for cat, amount in sorted(lines.items()):
+        session.add(PlanLineRow(member_state=member_state, category=cat, amount_eur=amount))
+    row.supports_ukraine = supports_ukraine
+    if source:
+        row.plan_source = source
+    row.plan_version += 1
+    row.updated_at = utcnow()
+    session.add(row)
+    session.add(AuditEntry(actor=actor, action="plan.amend", target=f"facilities/{member_state}/plan", reason=reason,
+                           details=json.dumps({"before": before.get(member_state, {}), "after": lines,
+                                               "supports_ukraine": supports_ukraine, "version": row.plan_version},
+                                              default=str)))
+    return row
+
+
+async def pay_pre_financing(
+    session: AsyncSession, member_state: str, amount: Decimal, requested_on: date, *, actor: str,
+    last_request_on: date, share: Decimal, note: str | None = None,
+) -> Outcome:
+    row = await _locked(session, member_state)
+    bal = (await ledger.balances(session, [member_state]))[member_state]
+    reasons = rules.check_pre_financing(
+        member_state=member_state, max_eur=row.max_eur, configured=row.pre_financing_eur, paid_eur=bal.pre_financing,
+        amount=amount, requested_on=requested_on, last_request_on=last_request_on, suspended=row.suspended,
+        suspended_reason=row.suspended_reason, share=share,
+    )
+    target = f"facilities/{member_state}/pre-financing"
+    if reasons:
+        return _refused(session, actor, "pre_financing.pay", target, reasons,
+                        {"amount_eur": amount, "requested_on": requested_on})
+    entry = LedgerEntry(member_state=member_state, kind="pre_financing", amount=amount, requested_on=requested_on,
+                        actor=actor, reason=note or f"pre-financing EUR {fmt(amount)}")
+    session.add(entry)
+    await session.flush()
+    session.add(AuditEntry(actor=actor, action="pre_financing.pay", target=target, reason=entry.reason,
+                           details=json.dumps({"ledger_entry": entry.id, "amount_eur": str(amount)})))
+    return Outcome(entry=entry, facility=row)
+
+
+async def pay_instalment(
+    session: AsyncSession, loan_id: str, amount: Decimal, requested_on: date, *, actor: str,
+    last_request_on: date, note: str | None = None,
+) -> Outcome:
+    loan = await session.get(LoanRow, loan_id)
+    if loan is None:
+        raise NotFound(loan_id)
+    row = await _locked(session, loan.member_state)
+    await session.refresh(loan)  # re-read under the facility lock (a withdrawal may just have released it)
+    paid = await ledger.instalments_paid(session, loan_id)
+    reasons = rules.check_instalment(
+        member_state=loan.member_state, loan_amount=loan.amount_eur, paid_eur=paid, amount=amount,
+        requested_on=requested_on, last_request_on=last_request_on, suspended=row.suspended,
+        suspended_reason=row.suspended_reason, loan_active=loan.status == "active",
+    )
+    target = f"loans/{loan_id}/instalments"
+    if reasons:
+        return _refused(session, actor, "instalment.pay", target, reasons,
+                        {"amount_eur": amount, "requested_on": requested_on})
+    entry = LedgerEntry(member_state=loan.member_state, case_id=loan.case_id, loan_id=loan_id, kind="instalment",
+                        amount=amount, requested_on=requested_on, actor=actor,
+                        reason=note or f"instalment EUR {fmt(amount)} on loan {loan_id}")
+    session.add(entry)
+    await session.flush()
+    session.add(AuditEntry(actor=actor, action="instalment.pay", target=target, correlation_id=loan.case_id,
+                           reason=entry.reason, details=json.dumps({"ledger_entry": entry.id, "amount_eur": str(amount)})))
+    return Outcome(entry=entry, facility=row)

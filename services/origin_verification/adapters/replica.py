@@ -1,0 +1,153 @@
+"""The partner-registry replica: upserts from the registry's events (highest version wins, history kept),
+its readiness, and the reference data the engine reads."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import date
+from decimal import Decimal
+
+from sqlalchemy import func
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.origin_verification.adapters.tables import (
+    ReplicaAgreement,
+    ReplicaAgreementVersion,
+    ReplicaCountry,
+    ReplicaCountryVersion,
+    ReplicaPublication,
+)
+from services.origin_verification.domain.reference import Agreement, CountryRecord, Membership, ReferenceData
+from shared import contracts
+from shared.contracts import countries as codes
+from shared.kit.tables import utcnow
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    reason: str
+    registry_version: int | None = None
+    seed_version: str | None = None
+    countries: int = 0
+    agreements: int = 0
+    expected_countries: int | None = None
+    expected_agreements: int | None = None
+
+    def public(self) -> dict[str, object]:
+        return asdict(self)
+
+
+async def upsert_country(session: AsyncSession, event: contracts.CountryStatusChanged) -> bool:
+    """Keep the highest version of the country record; every version goes to the history. True if applied."""
+    code = codes.canonical(event.country)
+    payload = event.model_dump_json()
+    if await session.get(ReplicaCountryVersion, (code, event.version)) is None:
+        session.add(ReplicaCountryVersion(country=code, version=event.version, payload=payload))
+    row = await session.get(ReplicaCountry, code)
+    if row is not None and row.version >= event.version:
+        return False
+    memberships = json.dumps([m.model_dump(mode="json") for m in event.memberships])
+    if row is None:
+        row = ReplicaCountry(country=code, name=event.name, memberships=memberships,
+                             partnership_level=event.partnership_level, version=event.version,
+                             event_id=str(event.event_id))
+    else:
+        row.name, row.memberships, row.partnership_level = event.name, memberships, event.partnership_level
+        row.version, row.event_id, row.updated_at = event.version, str(event.event_id), utcnow()
+    session.add(row)
+    await session.flush()
+    return True
+
+
+async def upsert_agreement(session: AsyncSession, event: contracts.PartnerAgreementRecorded) -> bool:
+    """Keep the highest version of the agreement; every version goes to the history. True if applied."""
+    if await session.get(ReplicaAgreementVersion, (event.agreement_id, event.version)) is None:
+        session.add(ReplicaAgreementVersion(agreement_id=event.agreement_id, version=event.version,
+                                            payload=event.model_dump_json()))
+    row = await session.get(ReplicaAgreement, event.agreement_id)
+    if row is not None and row.version >= event.version:
+        await session.flush()
+        return False
+    values = dict(
+        version=event.version, country=codes.canonical(event.country), kind=event.kind, status=event.status,
+        effective_from=event.effective_from, effective_to=event.effective_to,
+        content_counts_as_eligible=event.content_counts_as_eligible,
+        max_content_share=str(event.max_content_share) if event.max_content_share is not None else None,
+        entities_eligible=event.entities_eligible, source=event.source, confidence=event.confidence,
+        event_id=str(event.event_id), updated_at=utcnow(),
+    )
+    if row is None:
+        row = ReplicaAgreement(agreement_id=event.agreement_id, **values)
+    else:
+        for k, v in values.items():
+            setattr(row, k, v)
+    session.add(row)
+    await session.flush()
+    return True
+
+
+async def record_publication(session: AsyncSession, event: contracts.ReferenceDataPublished) -> bool:
+    if await session.get(ReplicaPublication, event.registry_version) is not None:
+        return False
+    session.add(ReplicaPublication(
+        registry_version=event.registry_version, seed_version=event.seed_version, countries=event.countries,
+        agreements=event.agreements, event_id=str(event.event_id), occurred_at=event.occurred_at,
+    ))
+    await session.flush()
+    return True
+
+
+async def readiness(session: AsyncSession) -> Readiness:
+    """Ready once a publication was processed and the replica holds at least as many records as it announced."""
+    pub = (await session.exec(
+        select(ReplicaPublication).order_by(col(ReplicaPublication.registry_version).desc()).limit(1)
+    )).first()
+    n_countries = (await session.exec(select(func.count()).select_from(ReplicaCountry))).one()
+    n_agreements = (await session.exec(select(func.count()).select_from(ReplicaAgreement))).one()
+    if pub is None:
+        return Readiness(False, "no ReferenceDataPublished received from the partner registry yet",
+                         countries=n_countries, agreements=n_agreements)
+    ok = n_countries >= pub.countries and n_agreements >= pub.agreements
+    reason = ("replica complete" if ok else
+              f"replica incomplete: {n_countries}/{pub.countries} countries, {n_agreements}/{pub.agreements} agreements")
+    return Readiness(ok, reason, pub.registry_version, pub.seed_version, n_countries, n_agreements, pub.countries,
+                     pub.agreements)
+
+
+def _membership(raw: dict[str, object]) -> Membership:
+    frm, to = raw.get("effective_from"), raw.get("effective_to")
+    return Membership(str(raw["group"]), date.fromisoformat(str(frm)) if frm else None,
+                      date.fromisoformat(str(to)) if to else None)
+
+
+async def load_reference(session: AsyncSession, registry_version: int | None = None) -> ReferenceData:
+    """The whole replica as domain reference data (a few hundred rows at most)."""
+    countries = {
+        r.country: CountryRecord(r.country, r.name, tuple(_membership(m) for m in json.loads(r.memberships)),
+                                 r.partnership_level, r.version)
+        for r in (await session.exec(select(ReplicaCountry))).all()
+    }
+    agreements = tuple(
+        Agreement(
+            agreement_id=a.agreement_id, country=a.country, status=a.status, effective_from=a.effective_from,
+            effective_to=a.effective_to, content_counts_as_eligible=a.content_counts_as_eligible,
+            max_content_share=Decimal(a.max_content_share) if a.max_content_share is not None else None,
+            entities_eligible=a.entities_eligible, kind=a.kind, version=a.version, source=a.source,
+            confidence=a.confidence,
+        )
+        for a in (await session.exec(select(ReplicaAgreement).order_by(col(ReplicaAgreement.agreement_id)))).all()
+    )
+    return ReferenceData(countries, agreements, registry_version)
+
+
+async def agreement_history(session: AsyncSession, country: str | None = None) -> list[dict[str, object]]:
+    q = select(ReplicaAgreementVersion).order_by(col(ReplicaAgreementVersion.agreement_id),
+                                                 col(ReplicaAgreementVersion.version))
+    rows = (await session.exec(q)).all()
+    out = [json.loads(r.payload) | {"recorded_at": r.recorded_at.isoformat()} for r in rows]
+    if country:
+        out = [r for r in out if codes.canonical(str(r.get("country", ""))) == codes.canonical(country)]
+    return out

@@ -1,0 +1,70 @@
+"""Composition of the origin verification service: settings → dependencies → kit runtime → FastAPI app."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from sqlalchemy import func
+from sqlmodel import select
+
+from services.origin_verification.adapters import replica
+from services.origin_verification.adapters.tables import ReportRow
+from services.origin_verification.bootstrap import Clock, bootstrap
+from services.origin_verification.config import Settings
+from services.origin_verification.domain.rulebook import RuleBook
+from services.origin_verification.entrypoints import admin_api, subscribers
+from services.origin_verification.service_layer import handlers
+from shared import contracts
+from shared.contracts import streams
+from shared.kit import db
+from shared.kit.app import Runtime, ServiceSpec, create_app
+from shared.kit.messaging import Messaging
+
+PUBLISHES = {
+    streams.ORIGIN_VERIFICATION_COMPLETED: contracts.OriginVerificationCompleted,
+    streams.OPERATOR_ACTION_RECORDED["origin_verification"]: contracts.OperatorActionRecorded,
+}
+
+
+async def _startup(rt: Runtime) -> None:
+    rt.metrics.gauge("safe_verification_reports", "Verification reports per outcome", ("outcome",))
+    rt.metrics.gauge("safe_registry_replica_ready", "1 when the registry replica is complete", ("registry",))
+    assert rt.factory is not None
+    async with rt.factory() as session:
+        handlers.note_readiness(rt.state, await replica.readiness(session))
+
+
+async def _gauges(rt: Runtime) -> dict[str, dict[tuple[str, ...], float]]:
+    assert rt.factory is not None
+    async with rt.factory() as s:
+        rows = (await s.exec(select(ReportRow.outcome, func.count()).group_by(ReportRow.outcome))).all()
+        status = await replica.readiness(s)
+    handlers.note_readiness(rt.state, status)
+    return {
+        "safe_verification_reports": {(outcome,): float(n) for outcome, n in rows},
+        "safe_registry_replica_ready": {("partner_registry",): 1.0 if status.ready else 0.0},
+    }
+
+
+def build_app(settings: Settings | None = None, *, clock: Clock | None = None, rules: RuleBook | None = None) -> FastAPI:
+    settings = settings or Settings()
+    deps = bootstrap(settings, clock=clock, rules=rules)
+
+    def setup(m: Messaging, rt: Runtime) -> None:
+        rt.state["deps"] = deps
+        rt.state.setdefault("ready_checks", {})[handlers.READY_CHECK] = False
+        subscribers.register(m, rt)
+
+    spec = ServiceSpec(
+        name="origin_verification",
+        title="SAFE origin verification",
+        description="Decides each proposal against the SAFE rules (participation, contractors, component origin, "
+                    "design authority) on its contract date, from a replica of the partner registry.",
+        settings=settings,
+        migrations=db.migrations_dir(__file__),
+        routers=[admin_api.router],
+        publishes=PUBLISHES,
+        on_startup=[_startup],
+        gauges=_gauges,
+        openapi_models=[contracts.Proposal],
+    )
+    return create_app(spec, messaging_setup=setup)

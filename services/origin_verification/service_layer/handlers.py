@@ -1,0 +1,107 @@
+"""Origin verification handlers: load → decide (domain) → save → record events, in the caller's transaction."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.origin_verification.adapters import mapping, replica
+from services.origin_verification.adapters.tables import ReportRow
+from services.origin_verification.bootstrap import Dependencies
+from services.origin_verification.domain import engine
+from shared import contracts
+from shared.contracts import streams
+from shared.kit.messaging import Defer, HandlerContext
+
+SERVICE = "origin_verification"
+READY_CHECK = "registry_replica"
+
+log = logging.getLogger("safe.origin_verification")
+
+VerificationRequest = contracts.ProcurementSubmitted | contracts.ReverificationRequested
+
+
+class ReplicaNotReady(Exception):
+    def __init__(self, status: replica.Readiness) -> None:
+        super().__init__(f"registry replica not ready: {status.reason}")
+        self.status = status
+
+
+def note_readiness(state: dict[str, Any], status: replica.Readiness) -> None:
+    """Expose the replica's readiness on /health/ready (runtime.state["ready_checks"])."""
+    state.setdefault("ready_checks", {})[READY_CHECK] = status.ready
+    state["registry_replica"] = status
+
+
+async def report_for_request(session: AsyncSession, request_event_id: str) -> ReportRow | None:
+    return (await session.exec(select(ReportRow).where(ReportRow.request_event_id == request_event_id))).first()
+
+
+async def reports_of(session: AsyncSession, case_id: str) -> list[ReportRow]:
+    q = select(ReportRow).where(ReportRow.case_id == case_id).order_by(col(ReportRow.id))
+    return list((await session.exec(q)).all())
+
+
+async def evaluate(
+    session: AsyncSession, proposal: contracts.Proposal, deps: Dependencies, state: dict[str, Any]
+) -> tuple[contracts.VerificationResult, replica.Readiness]:
+    """Verify against the replica as it stands; refuses (ReplicaNotReady) while reference data is incomplete."""
+    status = await replica.readiness(session)
+    note_readiness(state, status)
+    if not status.ready:
+        raise ReplicaNotReady(status)
+    reference = await replica.load_reference(session, status.registry_version)
+    rules = deps.rules.for_date(proposal.contract_signed_on)
+    verdict = engine.verify(proposal, reference, rules, checked_at=deps.clock())
+    return mapping.to_result(verdict), status
+
+
+async def on_verification_requested(
+    ctx: HandlerContext, event: VerificationRequest, deps: Dependencies, state: dict[str, Any]
+) -> None:
+    """Verify the proposal, keep the report (history per case), answer with OriginVerificationCompleted."""
+    session = ctx.session
+    if await report_for_request(session, str(event.event_id)) is not None:
+        return  # answered already (the inbox normally catches this first)
+    try:
+        result, status = await evaluate(session, event.proposal, deps, state)
+    except ReplicaNotReady as e:
+        raise Defer(f"registry replica not ready ({e.status.reason})", delay_s=deps.replica_retry_s) from None
+    out = contracts.OriginVerificationCompleted(
+        correlation_id=event.case_id, case_id=event.case_id, causation_id=event.event_id, result=result
+    )
+    session.add(ReportRow(
+        case_id=event.case_id, request_event_id=str(event.event_id), request_type=event.event_type,
+        event_id=str(out.event_id), outcome=result.outcome, rules_version=result.rules_version,
+        registry_version=status.registry_version, contract_signed_on=event.proposal.contract_signed_on,
+        participants=json.dumps(list(event.proposal.participants)), result=result.model_dump_json(),
+        proposal=event.proposal.model_dump_json(),
+    ))
+    ctx.emit(streams.ORIGIN_VERIFICATION_COMPLETED, out)
+    log.info("verified", extra={"event_id": str(out.event_id), "correlation_id": event.case_id, "service": SERVICE,
+                                "outcome": result.outcome, "causation_id": str(event.event_id)})
+
+
+async def on_country_status_changed(
+    ctx: HandlerContext, event: contracts.CountryStatusChanged, state: dict[str, Any]
+) -> None:
+    await replica.upsert_country(ctx.session, event)
+    note_readiness(state, await replica.readiness(ctx.session))
+
+
+async def on_partner_agreement_recorded(
+    ctx: HandlerContext, event: contracts.PartnerAgreementRecorded, state: dict[str, Any]
+) -> None:
+    await replica.upsert_agreement(ctx.session, event)
+    note_readiness(state, await replica.readiness(ctx.session))
+
+
+async def on_reference_data_published(
+    ctx: HandlerContext, event: contracts.ReferenceDataPublished, state: dict[str, Any]
+) -> None:
+    await replica.record_publication(ctx.session, event)
+    note_readiness(state, await replica.readiness(ctx.session))
