@@ -29,7 +29,8 @@ async def run(settings: Settings) -> Report:
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.loan_disbursement.reconcile", description=__doc__)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = parser.parse_args(argv)
+    # known args only: `safe-procurement ledger-check` calls main() with its own argv still in sys.argv
+    args, _rest = parser.parse_known_args(argv)
     try:
         report = asyncio.run(run(settings or Settings()))
     except Exception as e:

@@ -22,6 +22,7 @@ import json
 import logging
 import time
 import traceback
+from decimal import Decimal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -277,13 +278,16 @@ class Messaging:
 
     async def stop(self, timeout: float = 10.0) -> None:
         self._stopping = True
-        for t in [*self._tasks, *self._retry_tasks]:
-            t.cancel()
-        await asyncio.gather(*self._tasks, *self._retry_tasks, return_exceptions=True)
+        # Handlers already running on the retry, reclaim or recovery paths get the same grace as FastStream's:
+        # they may finish within the timeout; only then are the loops cancelled (a cancelled handler's
+        # transaction rolls back and its entry stays pending for the next start).
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=timeout)
         except TimeoutError:
             log.warning("in-flight messages did not finish in time; they stay pending for the next start")
+        for t in [*self._tasks, *self._retry_tasks]:
+            t.cancel()
+        await asyncio.gather(*self._tasks, *self._retry_tasks, return_exceptions=True)
 
     # --- processing ---------------------------------------------------------------------------
 
@@ -305,7 +309,7 @@ class Messaging:
         for entry in entries:
             try:
                 payload = extract_payload(entry.fields)
-                parsed.append((entry, sub.model.model_validate_json(payload)))
+                parsed.append((entry, sub.model.model_validate(_loads_exact(payload))))
             except Poison as p:
                 poison.append((entry, p))
             except ValidationError as ve:
@@ -381,7 +385,7 @@ class Messaging:
         for entry, err, event_id in outcome.failures:
             await self._record_failure(sub, entry, err, event_id)
         for entry, delay in outcome.deferred:
-            self._schedule_retry(sub, entry.entry_id, delay)
+            self._schedule_retry(sub, entry.entry_id, delay, count_delivery=False)
 
     async def _ack(self, sub: Subscription[Any], entry_ids: list[str]) -> None:
         assert self.redis is not None
@@ -488,18 +492,27 @@ class Messaging:
             return
         self._schedule_retry(sub, entry.entry_id, self.backoff_s(attempts))
 
-    def _schedule_retry(self, sub: Subscription[Any], entry_id: str, delay: float) -> None:
+    def _schedule_retry(self, sub: Subscription[Any], entry_id: str, delay: float, *, count_delivery: bool = True) -> None:
         if self._stopping:
             return
-        task = asyncio.create_task(self._retry_later(sub, entry_id, delay))
+        task = asyncio.create_task(self._retry_later(sub, entry_id, delay, count_delivery))
         self._retry_tasks.add(task)
         task.add_done_callback(self._retry_tasks.discard)
 
-    async def _retry_later(self, sub: Subscription[Any], entry_id: str, delay: float) -> None:
+    async def _retry_later(self, sub: Subscription[Any], entry_id: str, delay: float, count_delivery: bool = True) -> None:
         await asyncio.sleep(delay)
+        if self._stopping:
+            return
         assert self.redis is not None
+        key = self.key(sub.stream)
         try:
-            claimed = await self.redis.xclaim(self.key(sub.stream), self.group, self.consumer, 0, [entry_id])
+            if count_delivery:
+                claimed = await self.redis.xclaim(key, self.group, self.consumer, 0, [entry_id])
+            else:
+                # A deferral is not a delivery: JUSTID leaves the delivery counter alone (it only resets the
+                # idle time), so an entry deferred for long is not later taken for one that kills consumers.
+                ids = await self.redis.xclaim(key, self.group, self.consumer, 0, [entry_id], justid=True)
+                claimed = await self.redis.xrange(key, entry_id, entry_id) if ids else []
         except Exception:
             log.exception("retry claim failed; the reclaimer will pick the entry up")
             return
@@ -728,6 +741,14 @@ async def _undecoded(_msg: Any) -> None:
     """FastStream must not decode payloads: a bad entry would fail the batch before our code sees it.
     Each entry is decoded and validated on its own in `Messaging._process`."""
     return None
+
+
+def _loads_exact(payload: bytes) -> Any:
+    """JSON numbers become Decimals, never floats (pydantic's own JSON parser rounds 17-digit amounts)."""
+    try:
+        return json.loads(payload, parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise Poison("validation", f"validation failed: (payload): invalid JSON: {e}") from None
 
 
 def _sid(v: Any) -> str:

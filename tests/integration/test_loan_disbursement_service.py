@@ -333,3 +333,17 @@ async def test_thirty_requests_at_once_never_over_commit_the_danish_facility(dat
         assert sum(handled) == 30
         if replicas == 2:
             assert all(n > 0 for n in handled), f"both replicas should share the work: {handled}"
+
+
+async def test_the_service_documents_its_endpoints_and_streams(database_url, prefix, redis_client):
+    async with running(build_app(settings(database_url, prefix))) as (client, rt):
+        paths = (await client.get("/openapi.json")).json()["paths"]
+        assert {"/facilities", "/facilities/{member_state}", "/facilities/{member_state}/plan",
+                "/facilities/{member_state}/pre-financing", "/loans", "/loans/{loan_id}",
+                "/loans/{loan_id}/instalments", "/ledger/check"} <= set(paths)
+        doc = (await client.get("/asyncapi.json")).json()
+        text_doc = str(doc)
+        for stream in (streams.LOAN_REQUESTED, streams.PROCUREMENT_WITHDRAWN, streams.LOAN_APPROVED,
+                       streams.LOAN_REJECTED):
+            assert stream in text_doc
+        assert (await client.get("/health/ready")).status_code == 200

@@ -26,7 +26,6 @@ from shared.kit.tables import DeadLetter, MessageFailure
 from tests.integration.helpers import FAST, read_all, xadd
 from tests.unit.origin_verification.seed import seed_events
 
-SCENARIOS = Path("/work/shared/scenarios")
 FIXED_NOW = datetime(2031, 1, 1, 12, 0, tzinfo=UTC)
 
 
@@ -227,6 +226,10 @@ async def test_rules_and_replica_status_are_served_with_sources(app, redis_clien
         body = json.loads(_proposal().model_dump_json())
         preview = (await client.post("/verifications/preview", json=body)).json()
         assert preview["outcome"] == "eligible"
+        assert (await client.get("/openapi.json")).status_code == 200
+        asyncapi = (await client.get("/asyncapi.json")).json()
+        assert {"ProcurementSubmitted", "CountryStatusChanged", "OriginVerificationCompleted"} <= set(
+            asyncapi["components"]["schemas"])
 
 
 async def _replica_ready(client: Any) -> bool:

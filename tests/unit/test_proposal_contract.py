@@ -79,3 +79,9 @@ def test_unknown_fields_are_refused_rather_than_silently_dropped():
     body = demo()
     body["financnig"] = []
     assert "financnig" in errors(body)
+
+
+def test_a_seventeen_digit_json_number_keeps_every_digit_when_parsed_as_the_service_does():
+    raw = DEMO.read_text().replace('"950000.00"', "999999999999999.99")
+    p = Proposal.model_validate(json.loads(raw, parse_float=Decimal))
+    assert p.financing[0].amount_eur == Decimal("999999999999999.99")

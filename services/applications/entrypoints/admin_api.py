@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -23,6 +24,9 @@ from shared.kit.db import transaction
 from shared.kit.web import decode_cursor, encode_cursor
 
 router = APIRouter(tags=["procurements"])
+
+_PROBLEM = {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+_REFUSED = {409: {"description": "The case's status does not allow it", "content": _PROBLEM}}
 
 
 def _public(row: CaseRow) -> schemas.CasePublic:
@@ -48,7 +52,7 @@ def _visible(row: CaseRow | None, who: Principal) -> CaseRow:
     status_code=201,
     response_model=schemas.CaseCreated,
     responses={200: {"model": schemas.CasePublic, "description": "Same reference, same proposal: the existing case"},
-               409: {"description": "Same reference, different proposal"},
+               409: {"description": "Same reference, different proposal", "content": _PROBLEM},
                422: {"description": "Invalid proposal: every offending field is listed"}},
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"$ref": "#/components/schemas/Proposal"}}}}},
@@ -58,9 +62,12 @@ async def create_procurement(request: Request, who: Principal = Depends(operator
     raw = await request.body()
     try:
         # parsed from the raw bytes so that JSON numbers become exact Decimals, never floats
-        proposal = contracts.Proposal.model_validate_json(raw)
+        proposal = contracts.Proposal.model_validate(json.loads(raw, parse_float=Decimal))
     except ValidationError as e:
         return JSONResponse({"detail": validation_errors(e.errors(include_url=False))}, status_code=422)
+    except (ValueError, UnicodeDecodeError) as e:
+        return JSONResponse({"detail": [{"loc": ["body"], "field": "body", "msg": f"invalid JSON: {e}",
+                                         "type": "json_invalid"}]}, status_code=422)
     rt = runtime_of(request)
     assert rt.factory is not None
     try:
@@ -151,7 +158,7 @@ async def get_timeline(case_id: str, request: Request, who: Principal = Depends(
     ])
 
 
-@router.post("/procurements/{case_id}/withdraw", response_model=schemas.CasePublic)
+@router.post("/procurements/{case_id}/withdraw", response_model=schemas.CasePublic, responses=_REFUSED)
 async def withdraw_procurement(
     case_id: str, request: Request, body: schemas.ActionRequest | None = None, who: Principal = Depends(operator)
 ) -> schemas.CasePublic:
@@ -170,7 +177,7 @@ async def withdraw_procurement(
     return _public(row)
 
 
-@router.post("/procurements/{case_id}/reverify", response_model=schemas.CasePublic)
+@router.post("/procurements/{case_id}/reverify", response_model=schemas.CasePublic, responses=_REFUSED)
 async def reverify_procurement(
     case_id: str, request: Request, body: schemas.ActionRequest | None = None, who: Principal = Depends(operator)
 ) -> schemas.CasePublic:

@@ -15,7 +15,6 @@ from sqlalchemy.types import TypeDecorator
 
 from services.loan_disbursement.domain.money import CENT
 
-
 _LIMIT = Decimal("10") ** 16  # EUR; 10^18 cents still fits SQLite's int64 (SAFE totals EUR 1.5 × 10^11)
 
 

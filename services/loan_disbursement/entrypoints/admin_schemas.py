@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from services.loan_disbursement.domain.money import CENT
 from shared.contracts import Category
 from shared.contracts.proposal import MAX_AMOUNT
 from shared.kit.app import validation_errors
@@ -43,7 +44,7 @@ def _money(value: Decimal) -> Decimal:
         raise ValueError("must not be negative")
     if value > MAX_AMOUNT:
         raise ValueError(f"must not exceed {MAX_AMOUNT}")
-    return value
+    return value.quantize(CENT)  # exact: at most 2 places; 7019523.3 → 7019523.30
 
 
 def _positive(value: Decimal) -> Decimal:

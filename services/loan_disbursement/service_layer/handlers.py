@@ -25,7 +25,7 @@ from services.loan_disbursement.adapters.tables import (
     PlanLineRow,
 )
 from services.loan_disbursement.domain import rules
-from services.loan_disbursement.domain.money import ZERO, fmt
+from services.loan_disbursement.domain.money import CENT, ZERO, fmt, in_cents
 from services.loan_disbursement.domain.reference import Reference
 from services.loan_disbursement.service_layer import ledger
 from shared import contracts
@@ -56,6 +56,11 @@ class Outcome:
 
 def _reasons_json(reasons: Any) -> str:
     return json.dumps([{"member_state": r.member_state, "rule": r.rule, "message": r.message} for r in reasons])
+
+
+def _cents(amount: Decimal) -> Decimal:
+    # "5000000" → 5000000.00; a fraction of a cent stays as it is and is rejected by the rules
+    return amount.quantize(CENT) if amount.is_finite() and in_cents(amount) else amount
 
 
 # --- seeding ------------------------------------------------------------------------------------------
@@ -103,7 +108,7 @@ async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested,
                                                              "correlation_id": event.case_id})
         return
     withdrawal = await session.get(CaseWithdrawalRow, event.case_id)
-    lines = [rules.RequestedLine(countries.canonical(f.member_state), f.amount_eur) for f in event.financing]
+    lines = [rules.RequestedLine(countries.canonical(f.member_state), _cents(f.amount_eur)) for f in event.financing]
     wanted = {line.member_state for line in lines} & set(facility_rows)
     bal = await ledger.balances(session, wanted)
     plans = await ledger.plan_remaining(session, wanted)

@@ -44,9 +44,9 @@ def seed_agreements() -> list[dict[str, Any]]:
     return [
         {**base, "agreement_id": "GB-SAFE", "country": "GB", "status": "none", "effective_from": None,
          "source": "negotiations failed 2025-11-28"},
-        {**base, "agreement_id": "CA-SAFE", "country": "CA", "status": "in_force", "effective_from": None,
+        {**base, "agreement_id": "CA-SAFE", "country": "CA", "status": "in_force", "effective_from": date(2026, 2, 15),
          "content_counts_as_eligible": True, "entities_eligible": True, "confidence": "assumed",
-         "source": "concluded 2025-12-01; provisionally applied about mid-February 2026 (date and cap unconfirmed)"},
+         "source": "concluded 2025-12-01; provisionally applied about mid-February 2026 (date assumed, cap unconfirmed)"},
         {**base, "agreement_id": "TR-SAFE", "country": "TR", "status": "none", "effective_from": None,
          "source": "requested, blocked"},
         {**base, "agreement_id": "KR-SAFE", "country": "KR", "status": "none", "effective_from": None,

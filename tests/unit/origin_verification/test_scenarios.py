@@ -1,0 +1,38 @@
+"""The shared example scenarios without registry setup or financing, through the domain engine with
+reference data equivalent to the registry seed (SAFE_RULES.md §6)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.contracts import Proposal
+from tests.unit.origin_verification.support import failed, run
+
+SCENARIOS = Path("/work/shared/scenarios")
+
+
+def _cases() -> list[Any]:
+    out = []
+    for path in sorted(SCENARIOS.glob("*.json")):
+        s = json.loads(path.read_text())
+        if s.get("registry_setup") or s["proposal"].get("financing") or "rejected_at_intake" in s["expected_outcome"]:
+            continue
+        out.append(pytest.param(s, id=s["name"]))
+    return out
+
+
+CASES = _cases()
+
+
+@pytest.mark.skipif(not CASES, reason=f"no scenarios under {SCENARIOS}")
+@pytest.mark.parametrize("scenario", CASES)
+def test_the_scenario_gets_its_expected_outcome(scenario: dict[str, Any]) -> None:
+    v = run(Proposal.model_validate(scenario["proposal"]))
+    assert v.outcome in scenario["expected_outcome"], [f for f in v.findings if f.passed is not True]
+    expected_rules = scenario.get("failed_rules_include_one_of") or []
+    if v.outcome == "ineligible" and expected_rules:
+        assert failed(v) & set(expected_rules), failed(v)
