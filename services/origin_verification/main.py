@@ -52,6 +52,17 @@ def build_app(settings: Settings | None = None, *, clock: Clock | None = None, r
     def setup(m: Messaging, rt: Runtime) -> None:
         rt.state["deps"] = deps
         rt.state.setdefault("ready_checks", {})[handlers.READY_CHECK] = False
+
+        async def replica_probe() -> bool:
+            # read from the database: with several replicas, another one may have completed the replica
+            if rt.factory is None:
+                return False
+            async with rt.factory() as session:
+                status = await replica.readiness(session)
+            handlers.note_readiness(rt.state, status)
+            return status.ready
+
+        rt.state.setdefault("ready_probes", {})[handlers.READY_CHECK] = replica_probe
         subscribers.register(m, rt)
 
     spec = ServiceSpec(

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from faststream.redis.prometheus import RedisPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import func, text
 from sqlmodel import col, select
 
-from shared.kit.auth import Principal, operator, reader
+from shared.contracts.events import Event
+from shared.kit.auth import Principal, operator, reader, staff
 from shared.kit.db import transaction
-from shared.kit.tables import DeadLetter, OutboxRow
+from shared.kit.tables import AuditEntry, DeadLetter, OutboxRow
 
 if TYPE_CHECKING:
     from shared.kit.app import Runtime
@@ -50,6 +51,20 @@ class Metrics:
         return self.custom[name]
 
 
+_CONFLICT = {"description": "Already replayed or discarded",
+             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; every time the kit stores is UTC, and the API says so (RFC 3339)
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
 class DeadLetterPublic(BaseModel):
     id: int
     stream: str
@@ -61,10 +76,10 @@ class DeadLetterPublic(BaseModel):
     error: str
     error_kind: str = Field(description="validation | handler | redelivery")
     attempts: int
-    first_failed_at: datetime
-    last_failed_at: datetime
+    first_failed_at: UtcDateTime
+    last_failed_at: UtcDateTime
     status: str = Field(description="open | replayed | discarded")
-    resolved_at: datetime | None
+    resolved_at: UtcDateTime | None
     resolved_by: str | None
     resolution: str | None
     replay_entry_id: str | None
@@ -72,7 +87,23 @@ class DeadLetterPublic(BaseModel):
 
 class DeadLetterPage(BaseModel):
     items: list[DeadLetterPublic]
-    next_cursor: str | None
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")
+
+
+class AuditPublic(BaseModel):
+    id: int
+    at: UtcDateTime = Field(description="When the action was recorded (UTC)")
+    actor: str = Field(description="Who: the role of the token that acted")
+    action: str = Field(description="What: e.g. case.withdraw, case.reverify, dead_letter.replay, dead_letter.discard")
+    target: str = Field(description="What was acted on")
+    correlation_id: str | None = Field(description="The case (or registry entity) the action concerns")
+    reason: str | None = Field(description="Why, as given by the operator")
+    details: Any = Field(default=None, description="Further details (JSON)")
+
+
+class AuditPage(BaseModel):
+    items: list[AuditPublic]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")
 
 
 class ReplayRequest(BaseModel):
@@ -96,6 +127,15 @@ def _public(dl: DeadLetter) -> DeadLetterPublic:
         status=dl.status, resolved_at=dl.resolved_at, resolved_by=dl.resolved_by, resolution=dl.resolution,
         replay_entry_id=dl.replay_entry_id,
     )
+
+
+def _audit_public(a: AuditEntry) -> AuditPublic:
+    try:
+        details: Any = json.loads(a.details) if a.details else None
+    except Exception:
+        details = a.details
+    return AuditPublic(id=a.id or 0, at=a.at, actor=a.actor, action=a.action, target=a.target,
+                       correlation_id=a.correlation_id, reason=a.reason, details=details)
 
 
 def _participants(payload: Any) -> set[str]:
@@ -149,8 +189,13 @@ def ops_router(runtime: Runtime) -> APIRouter:
         checks["subscribers"] = all(
             s.subscriber is not None and s.subscriber.running for s in runtime.messaging.subscriptions.values()
         )
+        for name, probe in runtime.state.get("ready_probes", {}).items():
+            try:
+                checks[name] = bool(await probe())
+            except Exception:
+                checks[name] = False
         for name, ok in runtime.state.get("ready_checks", {}).items():
-            checks[name] = bool(ok)
+            checks.setdefault(name, bool(ok))
         ok = all(checks.values())
         return JSONResponse({"status": "ready" if ok else "not_ready", "service": runtime.spec.name, "checks": checks},
                             status_code=200 if ok else 503)
@@ -182,10 +227,12 @@ def ops_router(runtime: Runtime) -> APIRouter:
             m.outbox.labels(svc).set(unsent)
         if runtime.spec.gauges is not None:
             for name, series in (await runtime.spec.gauges(runtime)).items():
+                g = m.custom.get(name)
+                if g is None:
+                    continue
+                g.clear()  # a label set that is gone (no case left in a status) must not keep its old value
                 for labels, value in series.items():
-                    g = m.custom.get(name)
-                    if g is not None:
-                        g.labels(svc, *labels).set(value)
+                    g.labels(svc, *labels).set(value)
         return PlainTextResponse(generate_latest(m.registry).decode(), media_type=CONTENT_TYPE_LATEST)
 
     @r.get("/asyncapi.json", tags=["docs"])
@@ -219,15 +266,24 @@ def ops_router(runtime: Runtime) -> APIRouter:
             rows = (await s.exec(q.limit(limit + 1 if who.member_state is None else 2000))).all()
         items = [_public(d) for d in rows]
         if who.member_state is not None:
-            items = [i for i in items if who.sees(_participants(i.payload))]
+            items = [i for i in items if await _visible(i, who)]
         page, more = items[:limit], len(items) > limit
         return DeadLetterPage(items=page, next_cursor=encode_cursor(page[-1].id) if more and page else None)
+
+    async def _visible(item: DeadLetterPublic, who: Principal) -> bool:
+        """A Member State sees a dead letter only when it participates in the case it concerns."""
+        if who.member_state is None:
+            return True
+        found = _participants(item.payload)
+        if runtime.spec.participants_of is not None and item.correlation_id:
+            found |= await runtime.spec.participants_of(runtime, item.correlation_id) or set()
+        return who.sees(found) if found else False
 
     async def _get(dl_id: int, who: Principal) -> DeadLetter:
         assert runtime.factory is not None
         async with runtime.factory() as s:
             dl = await s.get(DeadLetter, dl_id)
-        if dl is None or (who.member_state is not None and not who.sees(_participants(_public(dl).payload))):
+        if dl is None or not await _visible(_public(dl), who):
             raise HTTPException(404, "no such dead letter")
         return dl
 
@@ -236,7 +292,8 @@ def ops_router(runtime: Runtime) -> APIRouter:
         """One dead letter with its payload and error."""
         return _public(await _get(dl_id, who))
 
-    @r.post("/dead-letters/{dl_id}/replay", response_model=DeadLetterPublic, tags=["dead letters"])
+    @r.post("/dead-letters/{dl_id}/replay", response_model=DeadLetterPublic, tags=["dead letters"],
+            responses={409: _CONFLICT})
     async def replay(dl_id: int, body: ReplayRequest | None = None, who: Principal = Depends(operator)) -> DeadLetterPublic:
         """Publish the message again on its stream (optionally a corrected payload); audited."""
         dl = await _get(dl_id, who)
@@ -249,7 +306,8 @@ def ops_router(runtime: Runtime) -> APIRouter:
         assert done is not None
         return _public(done)
 
-    @r.post("/dead-letters/{dl_id}/discard", response_model=DeadLetterPublic, tags=["dead letters"])
+    @r.post("/dead-letters/{dl_id}/discard", response_model=DeadLetterPublic, tags=["dead letters"],
+            responses={409: _CONFLICT})
     async def discard(dl_id: int, body: DiscardRequest, who: Principal = Depends(operator)) -> DeadLetterPublic:
         """Close the dead letter without replaying it, with a reason; audited."""
         dl = await _get(dl_id, who)
@@ -258,6 +316,32 @@ def ops_router(runtime: Runtime) -> APIRouter:
         done = await runtime.messaging.discard(dl_id, who.name, body.reason)
         assert done is not None
         return _public(done)
+
+    @r.get("/audit", response_model=AuditPage, tags=["audit"])
+    async def list_audit(
+        correlation_id: str | None = Query(default=None, max_length=100, description="Only actions on this case"),
+        action: str | None = Query(default=None, max_length=100, description="Only this action, e.g. case.withdraw"),
+        limit: int = Query(default=50, ge=1, le=500),
+        cursor: str | None = Query(default=None, max_length=200),
+        who: Principal = Depends(staff),
+    ) -> AuditPage:
+        """The audit trail of operator writes (who, when, what, why), newest first."""
+        after = decode_cursor(cursor)
+        if after is not None and not isinstance(after, int):
+            raise HTTPException(422, "invalid cursor")
+        assert runtime.factory is not None
+        async with runtime.factory() as s:
+            q = select(AuditEntry).order_by(col(AuditEntry.id).desc())
+            if correlation_id:
+                q = q.where(AuditEntry.correlation_id == correlation_id)
+            if action:
+                q = q.where(AuditEntry.action == action)
+            if after is not None:
+                q = q.where(col(AuditEntry.id) < after)
+            rows = (await s.exec(q.limit(limit + 1))).all()
+        page = rows[:limit]
+        return AuditPage(items=[_audit_public(a) for a in page],
+                         next_cursor=encode_cursor(page[-1].id) if len(rows) > limit and page else None)
 
     _ = transaction  # kept for services that import it from here
     return r
@@ -280,8 +364,25 @@ def asyncapi_document(runtime: Runtime) -> dict[str, Any]:
             schemas.setdefault(name, definition)
         schemas[sub.model.__name__] = schema
         for msg_name, msg in messages.items():
-            if msg_name.startswith(f"{runtime.messaging.key(sub.stream)}:") and msg_name.endswith("SubscribeMessage"):
+            # FastStream names a subscriber's message after its title, `<stream>:<handler>` (no prefix)
+            if msg_name.startswith(f"{sub.stream}:{sub.handler.__name__}:") and msg_name.endswith("SubscribeMessage"):
                 msg["payload"] = {"$ref": f"#/components/schemas/{sub.model.__name__}"}
                 msg["title"] = sub.model.__name__
                 msg["summary"] = (sub.model.__doc__ or "").strip()
+    for stream, model in runtime.spec.publishes.items():
+        for msg_name, msg in messages.items():
+            if msg_name.startswith(f"{stream}:publish:"):
+                msg["title"] = model.__name__
+                msg["summary"] = (model.__doc__ or "").strip()
+    # the envelope's field descriptions hold for every event (subclasses narrow the type, not the meaning)
+    envelope = Event.model_json_schema()["properties"]
+    for definition in schemas.values():
+        props = definition.get("properties") or {}
+        if "event_id" in props and "correlation_id" in props:
+            for name, prop in props.items():
+                if "description" not in prop and "description" in envelope.get(name, {}):
+                    prop["description"] = envelope[name]["description"]
+    used = json.dumps({k: v for k, v in doc.items() if k != "components"}) + json.dumps(messages)
+    if "EmptyPayload" in schemas and "#/components/schemas/EmptyPayload" not in used:
+        del schemas["EmptyPayload"]
     return doc
