@@ -38,7 +38,8 @@ def _stage_detail(case: dict[str, Any]) -> str:
 
 async def watch_case(client: PlatformClient, case_id: str, *, timeout: float = 60.0, out: Any = sys.stdout) -> dict:
     """Live progress: one line per stage as the case reaches it."""
-    seen: list[str] = []
+    seen: list[str] = ["submitted"]
+    print(f"  \u2713 {'submitted':<16} {0:7.0f} ms", file=out, flush=True)
     started = time.monotonic()
     case: dict[str, Any] = {}
     while time.monotonic() - started < timeout:
