@@ -20,12 +20,36 @@ def is_final(case: dict[str, Any]) -> bool:
     return status == "origin_verified" and not case.get("proposal", {}).get("financing")
 
 
+class _RetryingTransport(httpx.AsyncBaseTransport):
+    """Retries a request whose connection broke before an answer (e.g. a keep-alive connection the
+    server closed at the same moment). Safe here: reads are idempotent and so is POST /procurements,
+    keyed by its reference."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, attempts: int = 3) -> None:
+        self.inner = inner
+        self.attempts = attempts
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await self.inner.handle_async_request(request)
+            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError):
+                if attempt == self.attempts:
+                    raise
+                await asyncio.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 class PlatformClient:
     """HTTP access to the four services; `base_urls` maps service name → URL."""
 
     def __init__(self, base_urls: dict[str, str] | None = None, token: str = "dev-operator", timeout: float = 10.0):
         self.base_urls = base_urls or {s: f"http://127.0.0.1:{p}" for s, p in SERVICES.items()}
-        self.http = httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+        self.http = httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=timeout,
+                                      transport=_RetryingTransport(httpx.AsyncHTTPTransport(retries=2)))
 
     async def __aenter__(self) -> PlatformClient:
         return self

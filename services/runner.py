@@ -18,6 +18,7 @@ def serve(build: Callable[[Any], Any], settings: ServiceSettings) -> None:
         port=settings.port,
         log_level="warning",
         access_log=False,
+        timeout_keep_alive=75,  # longer than typical client/LB idle pools, so idle connections are not cut mid-reuse
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s) + 5,
         lifespan="on",
     )
