@@ -53,7 +53,7 @@ async def test_two_replicas_of_every_service_on_postgresql_lose_and_double_nothi
     async with stack.client() as client:
         before = (await client.facility("PL")).json()
         posted = await asyncio.gather(*(client.submit(proposal(i)) for i in range(60)))
-        assert all(r.status_code == 201 for r in posted), [r.text for r in posted if r.status_code != 201]
+        assert all(r.status_code in (200, 201) for r in posted), [r.text for r in posted if r.status_code >= 300]
         cases = await asyncio.gather(*(client.wait_for_status(r.json()["id"], timeout=90) for r in posted))
         by_status: dict[str, int] = {}
         for case in cases:
