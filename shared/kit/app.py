@@ -232,7 +232,7 @@ class BodyLimit:
 
 class Tracing:
     """An OpenTelemetry server span per HTTP request (continues an incoming `traceparent`), so the events a
-    request writes to the outbox carry its trace context."""
+    request writes to the outbox carry its trace context. Only for FastAPI versions without telemetry."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -312,7 +312,8 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
         await messaging.ensure_groups()
         await broker.start()
         await messaging.start_background(runtime.redis)
-        runtime.tasks.append(asyncio.create_task(runtime.relay.run(), name="outbox-relay"))
+        relay_task = asyncio.create_task(runtime.relay.run(), name="outbox-relay")
+        runtime.tasks.append(relay_task)
         for bg in spec.background:
             runtime.tasks.append(asyncio.create_task(bg(runtime), name=bg.__name__))
         log.info("service started", extra={"port": settings.port, "consumer": settings.consumer_name})
@@ -320,12 +321,16 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
             yield
         finally:
             log.info("service stopping")
+            messaging.begin_stop()  # before the broker stops, or the group keeper restarts its subscribers
             await broker.stop()  # waits up to graceful_timeout for in-flight handlers
             await messaging.stop(settings.shutdown_timeout_s)
-            for t in runtime.tasks:
+            others = [t for t in runtime.tasks if t is not relay_task]
+            for t in others:
                 t.cancel()
-            await asyncio.gather(*runtime.tasks, return_exceptions=True)
-            await runtime.relay.stop()
+            await asyncio.gather(*others, return_exceptions=True)
+            # The relay is not cancelled mid-transaction (on SQLite that leaves the write lock held by a
+            # connection nobody closes); it finishes its round, then the final flush runs.
+            await runtime.relay.stop(relay_task, timeout=settings.shutdown_timeout_s)
             await runtime.redis.aclose()
             await runtime.engine.dispose()
 
@@ -333,11 +338,19 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
     app.state.runtime = runtime
     app.state.settings = settings
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(Tracing)
+    try:  # FastAPI ≥ 0.16x opens a server span per request itself (continuing an incoming traceparent)
+        import fastapi.telemetry  # noqa: F401
+    except ImportError:
+        app.add_middleware(Tracing)
 
     @app.exception_handler(RequestValidationError)
     async def _on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": validation_errors(exc.errors())}, status_code=422)
+
+    @app.exception_handler(RecursionError)
+    async def _on_too_deep(_: Request, exc: RecursionError) -> JSONResponse:
+        # a JSON body nested deeper than the parser's recursion limit: bad input, not a server error
+        return JSONResponse({"detail": "JSON nested too deeply"}, status_code=422)
 
     app.include_router(ops_router(runtime))
     for router in spec.routers:
@@ -401,31 +414,13 @@ def _problem(description: str, ref: str = "Problem") -> dict[str, Any]:
 def document_errors(app: FastAPI, doc: dict[str, Any]) -> None:
     """Complete the OpenAPI document with what the kit adds to every route: bearer auth (401/403), the
     kit's 422 shape, 413 for bodies and 404 for resources by id."""
-    from fastapi.dependencies.utils import get_flat_dependant
-    from fastapi.routing import APIRoute
-
-    from shared.kit import auth
-
     components = doc.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     schemas.update({"Problem": _PROBLEM, "FieldError": _FIELD_ERROR, "ValidationProblem": _VALIDATION_PROBLEM})
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
-    components.setdefault("securitySchemes", {})["bearer"] = {
-        "type": "http", "scheme": "bearer",
-        "description": "SAFE_TOKENS role:token; roles operator (read/write), auditor (read), member-state-XX (read, own cases)",
-    }
-    restricted: dict[tuple[str, str], str] = {}
-    for route in app.routes:
-        if isinstance(route, APIRoute):
-            calls = {d.call for d in get_flat_dependant(route.dependant).dependencies}
-            for method in route.methods:
-                if auth.operator in calls:
-                    restricted[(route.path_format, method.lower())] = "operator role required"
-                elif auth.staff in calls:
-                    restricted[(route.path_format, method.lower())] = "operators and auditors only"
     for path, item in doc.get("paths", {}).items():
-        for method, op in item.items():
+        for _method, op in item.items():
             if not isinstance(op, dict) or "responses" not in op:
                 continue
             responses = op["responses"]
@@ -435,9 +430,10 @@ def document_errors(app: FastAPI, doc: dict[str, Any]) -> None:
                 responses.setdefault("413", _problem("Body larger than the service accepts"))
             if path in OPEN_PATHS:
                 continue
-            op["security"] = [{"bearer": []}]
+            op.setdefault("security", [{"bearer": []}])
             responses.setdefault("401", _problem("Missing or unknown bearer token"))
-            if (path, method) in restricted:
-                responses.setdefault("403", _problem(f"Known token, wrong role: {restricted[(path, method)]}"))
+            roles = sorted({r for req in op["security"] for scopes in req.values() for r in scopes})
+            if roles:
+                responses.setdefault("403", _problem(f"Known token, wrong role (needs {' or '.join(roles)})"))
             if "{" in path:
                 responses.setdefault("404", _problem("No such resource (or not visible to this Member State)"))

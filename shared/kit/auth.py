@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import HTTPBearer
 
 from shared.contracts import countries
 
@@ -81,7 +83,16 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
-def principal(request: Request) -> Principal:
+# Documents the scheme in OpenAPI (roles as the security requirement's scopes, as OpenAPI 3.1 allows);
+# the check itself is ours so that every failure answers 401 with the same shape.
+bearer = HTTPBearer(
+    auto_error=False, scheme_name="bearer",
+    description="SAFE_TOKENS role:token; roles operator (read and write), auditor (read), member-state-XX "
+    "(read, only cases where XX participates)",
+)
+
+
+def principal(request: Request, _: Any = Depends(bearer)) -> Principal:
     store: TokenStore = request.app.state.tokens
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -97,14 +108,14 @@ def reader(p: Principal = Depends(principal)) -> Principal:
     return p
 
 
-def staff(p: Principal = Depends(principal)) -> Principal:
+def staff(p: Principal = Security(principal, scopes=["operator", "auditor"])) -> Principal:
     """Operators and auditors: the whole platform, read-only for auditors."""
     if p.member_state is not None:
         raise HTTPException(403, "this endpoint is for operators and auditors")
     return p
 
 
-def operator(p: Principal = Depends(principal)) -> Principal:
+def operator(p: Principal = Security(principal, scopes=["operator"])) -> Principal:
     if not p.can_write:
         raise HTTPException(403, "operator role required")
     return p

@@ -106,8 +106,11 @@ async def list_procurements(
     for i, country in enumerate(scopes):
         if not countries.is_known(country):
             raise HTTPException(422, f"unknown country {country!r}")
-        p = select(CaseParticipant.case_seq).where(CaseParticipant.country == country)
-        q = q.where(col(CaseRow.seq).in_(p))
+        # EXISTS on the participants' primary key (case_seq, country): the newest-first scan stops after one
+        # page, where `seq IN (subquery)` first materialised every case of the country (200 ms at 100 000 cases)
+        p = select(CaseParticipant.case_seq).where(CaseParticipant.case_seq == CaseRow.seq,
+                                                   CaseParticipant.country == country)
+        q = q.where(p.exists())
         del i
     if status:
         q = q.where(CaseRow.status == status)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from shared.kit.web import UtcDateTime
 
 
 class CaseCreated(BaseModel):
@@ -22,8 +23,8 @@ class CasePublic(BaseModel):
     proposal: dict[str, Any]
     verification: dict[str, Any] | None = Field(description="The verification report; null until done")
     loan: dict[str, Any] | None = Field(description="The loan request and decision; null until requested")
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 class CaseSummary(BaseModel):
@@ -31,8 +32,8 @@ class CaseSummary(BaseModel):
     reference: str
     status: str
     lead_member_state: str
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 class CasePage(BaseModel):
@@ -42,8 +43,8 @@ class CasePage(BaseModel):
 
 class TimelineItem(BaseModel):
     type: str
-    at: datetime
-    recorded_at: datetime
+    at: UtcDateTime
+    recorded_at: UtcDateTime
     event_id: str | None
     causation_id: str | None
     service: str
@@ -63,7 +64,7 @@ class Explanation(BaseModel):
     case_id: str
     status: str
     final: bool
-    since: datetime
+    since: UtcDateTime
     waiting_for: str | None = Field(description="What the case waits for, in words")
     service: str | None = Field(description="The service expected to act next")
     stream: str | None = Field(description="The stream carrying the message it waits on")

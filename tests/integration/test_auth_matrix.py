@@ -1,0 +1,364 @@
+"""Auth as CONTRACT.md says: every role on every endpoint (a table), member-state scoping, constant-time
+token comparison, tokens never logged, and no start without tokens outside dev.
+
+The kit's own endpoints (dead letters, audit, health, docs) are checked on every service listed in
+`SERVICES`; a service whose package does not exist yet is skipped."""
+
+from __future__ import annotations
+
+import hmac
+import importlib
+import io
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.testing.inprocess import running
+from services.testing.waiting import wait_for
+from shared.contracts import streams
+from shared.kit import auth
+from shared.kit.logs import JsonFormatter
+from tests.integration.helpers import FAST, xadd
+
+DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
+
+TOKENS = {
+    "operator": "op-5e1f0c2a7b",
+    "auditor": "aud-9d3b77e104",
+    "member-state-PL": "pl-0a6c4f2e91",
+    "member-state-DE": "de-7b2d9e5c30",
+}
+SAFE_TOKENS = ",".join(f"{role}:{token}" for role, token in TOKENS.items())
+WHO = ["operator", "auditor", "member-state-PL", "member-state-DE", "none", "bad"]
+
+# service name → (module with build_app, module with Settings)
+SERVICES = {
+    "applications": ("services.applications.main", "services.applications.config"),
+    "origin_verification": ("services.origin_verification.main", "services.origin_verification.config"),
+    "partner_registry": ("services.partner_registry.main", "services.partner_registry.config"),
+    "loan_disbursement": ("services.loan_disbursement.main", "services.loan_disbursement.config"),
+}
+
+
+def headers(who: str) -> dict[str, str]:
+    if who == "none":
+        return {}
+    if who == "bad":
+        return {"Authorization": "Bearer not-a-known-token"}
+    return {"Authorization": f"Bearer {TOKENS[who]}"}
+
+
+def build(service: str, tmp_path: Path, prefix: str, **overrides: Any) -> Any:
+    main_mod, config_mod = SERVICES[service]
+    main = pytest.importorskip(main_mod, reason=f"{service} is not built yet")
+    config = importlib.import_module(config_mod)
+    options: dict[str, Any] = dict(
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/{service}.db", stream_prefix=prefix, consumer_name="t1",
+        safe_tokens=SAFE_TOKENS, safe_env="production", **FAST,
+    )
+    options.update(overrides)
+    return main.build_app(config.Settings(**options))
+
+
+def proposal(participants: list[str], **changes: Any) -> dict[str, Any]:
+    body = json.loads(DEMO.read_text())
+    body["reference"] = f"T-{uuid.uuid4().hex[:10]}"
+    body["participants"] = participants
+    body["lead_member_state"] = participants[0]
+    body["contractor"]["established_in"] = participants[0]
+    body["financing"] = []
+    body.update(changes)
+    return body
+
+
+# --- the kit: tokens ---------------------------------------------------------------------------------
+
+
+def test_every_configured_token_is_compared_in_constant_time_whichever_matches(monkeypatch):
+    calls: list[tuple[int, int]] = []
+    real = hmac.compare_digest
+
+    def counting(a: bytes, b: bytes) -> bool:
+        calls.append((len(a), len(b)))
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", counting)
+    store = auth.TokenStore(SAFE_TOKENS, dev=False)
+    for token, role in [(TOKENS["operator"], "operator"), (TOKENS["member-state-DE"], "member-state-DE"),
+                        ("unknown", None), ("x" * 5000, None), ("", None)]:
+        calls.clear()
+        found = store.lookup(token)
+        assert (found.role if found else None) == role
+        # once per configured token, never stopping at the first match, on equal-length digests
+        assert len(calls) == len(TOKENS), f"{len(calls)} comparisons for {role}"
+        assert {a for a, _ in calls} == {b for _, b in calls} == {32}
+
+
+def test_tokens_outside_dev_are_required_and_must_be_role_token_pairs():
+    with pytest.raises(auth.TokenError):
+        auth.TokenStore(None, dev=False)
+    with pytest.raises(auth.TokenError):
+        auth.TokenStore("operator", dev=False)
+    with pytest.raises(auth.TokenError):
+        auth.TokenStore("admin:secret", dev=False)
+    with pytest.raises(auth.TokenError):
+        auth.TokenStore("member-state-ZZ:secret", dev=False)
+    assert auth.TokenStore(None, dev=True).lookup("dev-operator").role == "operator"
+    # configured tokens replace the dev token, even in dev
+    assert auth.TokenStore("auditor:a1", dev=True).lookup("dev-operator") is None
+    assert "a1" not in repr(auth.TokenStore("auditor:a1", dev=True))
+
+
+def test_member_state_roles_accept_the_greek_and_british_aliases():
+    store = auth.TokenStore("member-state-EL:el,member-state-GR:gr", dev=False)
+    assert store.lookup("el").member_state == store.lookup("gr").member_state
+    assert store.lookup("el").sees(["GR", "PL"]) and not store.lookup("el").sees(["PL"])
+
+
+@pytest.mark.parametrize("service", list(SERVICES))
+async def test_a_service_refuses_to_start_outside_dev_without_tokens(service, tmp_path, prefix, redis_url):
+    app = build(service, tmp_path, prefix, safe_tokens=None, safe_env="production")
+    with pytest.raises(auth.TokenError, match="SAFE_TOKENS"):
+        async with app.router.lifespan_context(app):
+            pass
+
+
+async def test_the_comparison_runs_over_every_token_on_every_request(tmp_path, prefix, redis_url, monkeypatch):
+    app = build("applications", tmp_path, prefix)
+    async with running(app) as (client, _rt):
+        calls = 0
+        real = hmac.compare_digest
+
+        def counting(a: bytes, b: bytes) -> bool:
+            nonlocal calls
+            calls += 1
+            return real(a, b)
+
+        monkeypatch.setattr(auth.hmac, "compare_digest", counting)
+        for who in ("operator", "member-state-DE", "bad"):
+            calls = 0
+            await client.get("/procurements", headers=headers(who))
+            assert calls == len(TOKENS), who
+
+
+# --- the kit's endpoints, on every service ------------------------------------------------------------
+
+OPEN = ["/health/live", "/health/ready", "/metrics", "/asyncapi.json", "/docs", "/openapi.json"]
+
+# (method, path, body, {who: status}); {id} is a dead letter that does not exist
+KIT = [
+    ("GET", "/dead-letters", None, {"operator": 200, "auditor": 200, "member-state-PL": 200, "member-state-DE": 200}),
+    ("GET", "/dead-letters/999999", None, {"operator": 404, "auditor": 404, "member-state-PL": 404,
+                                           "member-state-DE": 404}),
+    ("POST", "/dead-letters/999999/replay", {}, {"operator": 404, "auditor": 403, "member-state-PL": 403,
+                                                 "member-state-DE": 403}),
+    ("POST", "/dead-letters/999999/discard", {"reason": "r"}, {"operator": 404, "auditor": 403,
+                                                               "member-state-PL": 403, "member-state-DE": 403}),
+    ("GET", "/audit", None, {"operator": 200, "auditor": 200, "member-state-PL": 403, "member-state-DE": 403}),
+]
+
+
+@pytest.mark.parametrize("service", list(SERVICES))
+async def test_the_kit_endpoints_answer_every_role_as_the_contract_says(service, tmp_path, prefix, redis_client):
+    app = build(service, tmp_path, prefix)
+    async with running(app) as (client, _rt):
+        failures = []
+        for path in OPEN:
+            for who in WHO:
+                r = await _call(client, "GET", path, None, who)
+                if r.status_code not in (200, 503):  # /health/ready may be 503 while a service waits for data
+                    failures.append((service, "GET", path, who, r.status_code))
+        for method, path, body, expected in KIT:
+            for who in WHO:
+                want = expected.get(who, 401)
+                r = await _call(client, method, path, body, who)
+                if r.status_code != want:
+                    failures.append((service, method, path, who, r.status_code, want))
+        assert not failures, failures
+
+
+async def _call(client: httpx.AsyncClient, method: str, path: str, body: Any, who: str) -> httpx.Response:
+    # the in-process client sends the dev-operator token by default: replace it (or remove it)
+    client.headers.pop("Authorization", None)
+    return await client.request(method, path, json=body, headers=headers(who))
+
+
+# --- applications: every endpoint × every role --------------------------------------------------------
+
+
+@dataclass
+class World:
+    pl_case: dict[str, Any]  # participants PL, LT
+    de_case: dict[str, Any]  # participants DE, FR
+    pl_letter: int
+    de_letter: int
+
+
+async def _letter_for(client: httpx.AsyncClient, reference: str) -> int:
+    async def probe() -> int | None:
+        r = await _call(client, "GET", "/dead-letters", None, "operator")
+        for item in r.json()["items"]:
+            if isinstance(item["payload"], dict) and item["payload"].get("reference") == reference:
+                return int(item["id"])
+        return None
+
+    return await wait_for(probe, message=f"dead letter of {reference}")
+
+
+async def _world(client: httpx.AsyncClient, redis_client: Any, prefix: str) -> World:
+    cases = []
+    for participants in (["PL", "LT"], ["DE", "FR"]):
+        body = proposal(participants)
+        r = await _call(client, "POST", "/procurements", body, "operator")
+        assert r.status_code == 201, r.text
+        cases.append(r.json())
+    letters = []
+    for participants in (["PL", "LT"], ["DE", "FR"]):
+        bad = proposal(participants)
+        bad["end_products"][0]["components"][0]["cost_eur"] = "1.001"  # invalid: dead-lettered at once
+        await xadd(redis_client, prefix, streams.SUBMIT_PROCUREMENT, bad)
+        letters.append(await _letter_for(client, bad["reference"]))
+    return World(pl_case=cases[0], de_case=cases[1], pl_letter=letters[0], de_letter=letters[1])
+
+
+READ = {"operator": 200, "auditor": 200, "member-state-PL": 200, "member-state-DE": 404}
+# operator: None = checked after the matrix (the write changes the case)
+WRITE_FORBIDDEN: dict[str, int | None] = {"operator": None, "auditor": 403, "member-state-PL": 403, "member-state-DE": 403}
+
+# (method, path, body, {who: status}) — {case}/{ref} is the PL-LT case, {dl} its dead letter.
+# Writes by the operator are listed separately (they change the case).
+APPLICATIONS = [
+    ("GET", "/procurements", None, {"operator": 200, "auditor": 200, "member-state-PL": 200, "member-state-DE": 200}),
+    ("GET", "/procurements/{case}", None, READ),
+    ("GET", "/procurements/by-reference/{ref}", None, READ),
+    ("GET", "/procurements/{case}/timeline", None, READ),
+    ("GET", "/procurements/{case}/explain", None, READ),
+    ("GET", "/procurements/no-such-case", None, {"operator": 404, "auditor": 404, "member-state-PL": 404,
+                                                 "member-state-DE": 404}),
+    ("POST", "/procurements", "NEW", WRITE_FORBIDDEN),
+    ("POST", "/procurements/{case}/withdraw", {"reason": "r"}, WRITE_FORBIDDEN),
+    ("POST", "/procurements/{case}/reverify", {"reason": "r"}, WRITE_FORBIDDEN),
+    ("GET", "/dead-letters", None, {"operator": 200, "auditor": 200, "member-state-PL": 200, "member-state-DE": 200}),
+    ("GET", "/dead-letters/{dl}", None, READ),
+    ("POST", "/dead-letters/{dl}/replay", {}, WRITE_FORBIDDEN),
+    ("POST", "/dead-letters/{dl}/discard", {"reason": "r"}, WRITE_FORBIDDEN),
+    ("GET", "/audit", None, {"operator": 200, "auditor": 200, "member-state-PL": 403, "member-state-DE": 403}),
+]
+
+
+async def test_every_applications_endpoint_answers_every_role_as_the_contract_says(tmp_path, prefix, redis_client):
+    app = build("applications", tmp_path, prefix)
+    async with running(app) as (client, _rt):
+        w = await _world(client, redis_client, prefix)
+        fill = {"case": w.pl_case["id"], "ref": w.pl_case["reference"], "dl": str(w.pl_letter)}
+        failures = []
+        for method, template, body, expected in APPLICATIONS:
+            path = template.format(**fill)
+            for who in WHO:
+                payload = proposal(["PL", "LT"]) if body == "NEW" else body
+                want = expected.get(who, 401)
+                if want is None:
+                    continue
+                r = await _call(client, method, path, payload, who)
+                if r.status_code != want:
+                    failures.append((method, path, who, r.status_code, want, r.text[:200]))
+                if r.status_code == 401:
+                    assert r.headers.get("www-authenticate") == "Bearer"
+        assert not failures, failures
+        # nothing of the refused writes happened
+        case = (await _call(client, "GET", f"/procurements/{w.pl_case['id']}", None, "operator")).json()
+        assert case["status"] in ("submitted", "verifying")
+        letter = (await _call(client, "GET", f"/dead-letters/{w.pl_letter}", None, "operator")).json()
+        assert letter["status"] == "open"
+
+        # and the operator may write
+        r = await _call(client, "POST", "/procurements", proposal(["PL", "LT"]), "operator")
+        assert r.status_code == 201
+        await wait_for(lambda: _has_status(client, w.pl_case["id"], "verifying"), message="verifying")
+        assert (await _call(client, "POST", f"/procurements/{w.pl_case['id']}/reverify", {"reason": "r"},
+                            "operator")).status_code == 200
+        assert (await _call(client, "POST", f"/procurements/{w.pl_case['id']}/withdraw", {"reason": "r"},
+                            "operator")).status_code == 200
+        assert (await _call(client, "POST", f"/dead-letters/{w.pl_letter}/discard", {"reason": "r"},
+                            "operator")).status_code == 200
+        fixed = proposal(["DE", "FR"])
+        assert (await _call(client, "POST", f"/dead-letters/{w.de_letter}/replay", {"payload": fixed},
+                            "operator")).status_code == 200
+
+
+async def _has_status(client: httpx.AsyncClient, case_id: str, status: str) -> bool:
+    r = await _call(client, "GET", f"/procurements/{case_id}", None, "operator")
+    return r.json()["status"] == status
+
+
+async def test_a_member_state_sees_only_cases_it_participates_in(tmp_path, prefix, redis_client):
+    app = build("applications", tmp_path, prefix)
+    async with running(app) as (client, _rt):
+        w = await _world(client, redis_client, prefix)
+        pl, de = w.pl_case["id"], w.de_case["id"]
+
+        async def listed(who: str, **params: Any) -> set[str]:
+            client.headers.pop("Authorization", None)
+            r = await client.get("/procurements", params=params, headers=headers(who))
+            assert r.status_code == 200
+            return {i["id"] for i in r.json()["items"]}
+
+        assert {pl, de} <= await listed("operator")
+        assert {pl, de} <= await listed("auditor")
+        assert await listed("member-state-PL") == {pl}
+        assert await listed("member-state-DE") == {de}
+        # a filter cannot widen the scope
+        assert await listed("member-state-PL", member_state="DE") == set()
+        assert await listed("member-state-PL", member_state="LT") == {pl}
+
+        for suffix in ("", "/timeline", "/explain"):
+            assert (await _call(client, "GET", f"/procurements/{pl}{suffix}", None, "member-state-PL")).status_code == 200
+            assert (await _call(client, "GET", f"/procurements/{pl}{suffix}", None, "member-state-DE")).status_code == 404
+            assert (await _call(client, "GET", f"/procurements/{de}{suffix}", None, "member-state-DE")).status_code == 200
+            assert (await _call(client, "GET", f"/procurements/{de}{suffix}", None, "member-state-PL")).status_code == 404
+        ref = w.de_case["reference"]
+        assert (await _call(client, "GET", f"/procurements/by-reference/{ref}", None, "member-state-PL")).status_code == 404
+
+        async def letters(who: str) -> set[int]:
+            r = await _call(client, "GET", "/dead-letters", None, who)
+            return {i["id"] for i in r.json()["items"]}
+
+        assert {w.pl_letter, w.de_letter} <= await letters("auditor")
+        assert await letters("member-state-PL") == {w.pl_letter}
+        assert await letters("member-state-DE") == {w.de_letter}
+        assert (await _call(client, "GET", f"/dead-letters/{w.de_letter}", None, "member-state-PL")).status_code == 404
+        assert (await _call(client, "GET", f"/dead-letters/{w.de_letter}", None, "member-state-DE")).status_code == 200
+
+
+async def test_tokens_never_appear_in_the_logs(tmp_path, prefix, redis_client):
+    app = build("applications", tmp_path, prefix, log_messages=True)
+    async with running(app) as (client, _rt):
+        out = io.StringIO()
+        handler = logging.StreamHandler(out)
+        handler.setFormatter(JsonFormatter("applications"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        level = root.level
+        root.setLevel(logging.DEBUG)
+        try:
+            await _world(client, redis_client, prefix)
+            for who in WHO:
+                for path in ("/procurements", "/dead-letters", "/audit", "/procurements/x/explain"):
+                    await _call(client, "GET", path, None, who)
+                await _call(client, "POST", "/procurements", {"bad": True}, who)
+            client.headers.pop("Authorization", None)
+            await client.get("/procurements", headers={"Authorization": f"Basic {TOKENS['operator']}"})
+            await client.get("/procurements", headers={"Authorization": f"Bearer {TOKENS['operator']}x"})
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(level)
+        text = out.getvalue()
+        assert text, "nothing was logged: the check would prove nothing"
+        for token in [*TOKENS.values(), "not-a-known-token"]:
+            assert token not in text
