@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from sqlalchemy import func
-from sqlmodel import select
+from sqlmodel import col, select
 
-from services.applications.adapters.tables import CaseRow
+from services.applications.adapters.tables import CaseParticipant, CaseRow
 from services.applications.config import Settings
 from services.applications.entrypoints import admin_api, subscribers
 from services.applications.service_layer import handlers
@@ -31,6 +31,17 @@ async def _case_gauges(rt: Runtime) -> dict[str, dict[tuple[str, ...], float]]:
     return {"safe_cases": {(status,): float(n) for status, n in rows}}
 
 
+async def _participants_of(rt: Runtime, case_id: str) -> set[str] | None:
+    """Who takes part in a case: lets member-state tokens see the dead letters of their own cases."""
+    assert rt.factory is not None
+    async with rt.factory() as s:
+        rows = (await s.exec(
+            select(CaseParticipant.country).join(CaseRow, col(CaseRow.seq) == col(CaseParticipant.case_seq))
+            .where(CaseRow.id == case_id)
+        )).all()
+    return set(rows) or None
+
+
 async def _register_gauges(rt: Runtime) -> None:
     rt.metrics.gauge("safe_cases", "Procurement cases per status", ("status",))
 
@@ -49,6 +60,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         after_publish=handlers.after_publish,
         gauges=_case_gauges,
         openapi_models=[contracts.Proposal],
+        participants_of=_participants_of,
     )
     return create_app(spec, messaging_setup=subscribers.register)
 
