@@ -76,6 +76,8 @@ class LoanRequested(Event):
 
 
 class FinancingLine(BaseModel):
+    """One requested loan."""
+
     member_state: str = Field(description="Borrowing Member State")
     amount_eur: Decimal = Field(description="Requested amount, decimal string")
 
@@ -101,20 +103,26 @@ class Finding(BaseModel):
 
 
 class EndProductResult(BaseModel):
-    name: str
-    component_cost_eur: Decimal
-    non_eligible_cost_eur: Decimal
+    """R-ORIG-1 for one end product."""
+
+    name: str = Field(description="End product name")
+    component_cost_eur: Decimal = Field(description="Sum of its components' estimated cost (the R-ORIG-2 base)")
+    non_eligible_cost_eur: Decimal = Field(description="Cost counted as non-eligible origin (after agreements)")
     non_eligible_share: Decimal = Field(description="non-eligible / component cost, 10 decimal places, display only")
-    cap: Decimal
-    passes: bool
+    cap: Decimal = Field(description="The cap in force on the contract date (0.35)")
+    passes: bool = Field(description="non-eligible cost <= cap x component cost, compared exactly")
 
 
 class VerificationResult(BaseModel):
-    outcome: Literal["eligible", "ineligible", "needs_review"]
-    checked_at: datetime
-    rules_version: str
-    end_products: list[EndProductResult]
-    findings: list[Finding]
+    """The verification report (CONTRACT.md "The verification result")."""
+
+    outcome: Literal["eligible", "ineligible", "needs_review"] = Field(
+        description="ineligible lists every failed rule; needs_review names what is missing"
+    )
+    checked_at: datetime = Field(description="When the verification ran (UTC); never used by the rules")
+    rules_version: str = Field(description="Version of the rules configuration applied")
+    end_products: list[EndProductResult] = Field(description="R-ORIG-1 per end product")
+    findings: list[Finding] = Field(description="One finding per rule checked, with the assumption it relied on")
     missing: list[str] = Field(default_factory=list, description="What a reviewer must supply (needs_review)")
     context: dict[str, object] = Field(default_factory=dict, description="Non-normative context (partnership levels…)")
 
@@ -194,15 +202,15 @@ GROUPS = ("eu_member_state", "eea_efta", "ukraine", "candidate", "potential_cand
 
 
 class ApprovedLoan(BaseModel):
-    loan_id: str
-    member_state: str
-    amount_eur: Decimal
+    loan_id: str = Field(description="Loan id (GET /loans/{id} on loan disbursement)")
+    member_state: str = Field(description="Borrowing Member State")
+    amount_eur: Decimal = Field(description="Approved and reserved amount, decimal string")
 
 
 class LoanDecisionReason(BaseModel):
-    member_state: str
+    member_state: str = Field(description="The financing line's Member State")
     rule: str = Field(description="L-1..L-5 or PLAN")
-    message: str
+    message: str = Field(description="Why, in words")
 
 
 class LoanApproved(Event):
@@ -210,8 +218,8 @@ class LoanApproved(Event):
 
     event_type: Literal["LoanApproved"] = "LoanApproved"
     producer: Literal["loan_disbursement"] = "loan_disbursement"
-    case_id: str
-    loans: list[ApprovedLoan]
+    case_id: str = Field(description="Case id")
+    loans: list[ApprovedLoan] = Field(description="One loan per financing line")
 
 
 class LoanRejected(Event):
@@ -219,8 +227,8 @@ class LoanRejected(Event):
 
     event_type: Literal["LoanRejected"] = "LoanRejected"
     producer: Literal["loan_disbursement"] = "loan_disbursement"
-    case_id: str
-    reasons: list[LoanDecisionReason]
+    case_id: str = Field(description="Case id")
+    reasons: list[LoanDecisionReason] = Field(description="Every reason, per financing line")
 
 
 # --- any service ------------------------------------------------------------------------------------
@@ -234,7 +242,7 @@ class OperatorActionRecorded(Event):
     case_id: str = Field(description="Case id")
     action: str = Field(description="e.g. dead_letter.replay, dead_letter.discard")
     actor: str = Field(description="Role of the operator")
-    reason: str | None = None
+    reason: str | None = Field(default=None, description="Why the operator acted")
     target: str = Field(description="What was acted on")
 
 

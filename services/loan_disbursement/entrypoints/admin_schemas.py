@@ -24,6 +24,7 @@ from services.loan_disbursement.domain.money import CENT
 from shared.contracts import Category
 from shared.contracts.proposal import MAX_AMOUNT
 from shared.kit.app import validation_errors
+from shared.kit.web import UtcDateTime
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -172,7 +173,7 @@ class FacilityPublic(BaseModel):
     instalments_paid_eur: Decimal
     suspended_reason: str | None
     plan: PlanSummary
-    updated_at: datetime
+    updated_at: UtcDateTime
 
 
 class FacilityList(BaseModel):
@@ -202,7 +203,7 @@ class LedgerEntryPublic(BaseModel):
     loan_id: str | None
     kind: str = Field(description="reservation | release | pre_financing | instalment")
     amount_eur: Decimal
-    at: datetime
+    at: UtcDateTime
     reason: str
     requested_on: date | None
     actor: str
@@ -220,7 +221,7 @@ class LoanPublic(BaseModel):
     member_state: str
     amount_eur: Decimal
     status: str = Field(description="active | released (case withdrawn)")
-    approved_at: datetime
+    approved_at: UtcDateTime
     released_at: datetime | None
     instalments_paid_eur: Decimal
     remaining_eur: Decimal = Field(description="What instalments may still pay (0 once released)")
@@ -244,7 +245,7 @@ class LoanRequestPublic(BaseModel):
     requested: list[dict[str, Any]]
     categories: list[str]
     reasons: list[ReasonPublic]
-    decided_at: datetime
+    decided_at: UtcDateTime
     withdrawn_at: datetime | None
     loans: list[LoanPublic]
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from shared import contracts
+from shared.kit.web import UtcDateTime
 
 
 class ReportPublic(BaseModel):
@@ -20,7 +21,7 @@ class ReportPublic(BaseModel):
     rules_version: str
     registry_version: int | None = Field(description="Registry publication the replica held when deciding")
     contract_signed_on: date
-    created_at: datetime
+    created_at: UtcDateTime
     result: contracts.VerificationResult
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from shared.contracts import countries
+from shared.kit.web import UtcDateTime
 
 
 def _country(value: str) -> str:
@@ -100,7 +101,7 @@ class AgreementPublic(BaseModel):
     origin: str = Field(description="seed | operator")
     supersedes: list[str] = Field(description="Placeholders this version superseded")
     recorded_by: str
-    recorded_at: datetime
+    recorded_at: UtcDateTime
     reason: str | None
 
 
@@ -146,7 +147,7 @@ class CountryPublic(BaseModel):
 
 
 class HistoryEntry(BaseModel):
-    at: datetime
+    at: UtcDateTime
     kind: Literal["country_version", "agreement_version", "audit"]
     actor: str
     action: str
