@@ -22,7 +22,14 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 60})
+        # One connection per process: SQLite has a single writer anyway, and every transaction here takes
+        # the write lock up front (BEGIN IMMEDIATE below). With several pooled connections, concurrent
+        # sessions of the same process queue inside SQLite's busy handler, which sleeps in steps of up to
+        # 100 ms; waiting for the one connection in the pool is an asyncio FIFO wait instead (measured by
+        # `make bench`: p99 at half load 2.6 s → 0.2 s, saturation +29 %). Other processes on the same
+        # file (replicas) still wait in the busy handler. `pool_timeout` matches `busy_timeout`.
+        engine = create_async_engine(url, connect_args={"timeout": 60}, pool_size=1, max_overflow=0,
+                                     pool_timeout=60)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]

@@ -22,9 +22,9 @@ import json
 import logging
 import time
 import traceback
-from decimal import Decimal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from faststream import AckPolicy
@@ -275,6 +275,11 @@ class Messaging:
         self._tasks.append(asyncio.create_task(self._recover_own_pending(), name="recover-own-pending"))
         self._tasks.append(asyncio.create_task(self._reclaim_loop(), name="reclaimer"))
         self._tasks.append(asyncio.create_task(self._keeper_loop(), name="group-keeper"))
+
+    def begin_stop(self) -> None:
+        """No new work from here on: the group keeper must not restart the subscribers the broker is about to
+        stop, and retries and reclaims are left pending for the next start."""
+        self._stopping = True
 
     async def stop(self, timeout: float = 10.0) -> None:
         self._stopping = True

@@ -86,9 +86,18 @@ class OutboxRelay:
                 log.exception("outbox relay round failed; rows stay unsent")
                 await asyncio.sleep(min(self._interval * 5, 2.0))
 
-    async def stop(self) -> None:
+    async def stop(self, task: asyncio.Task[None] | None = None, timeout: float = 10.0) -> None:
+        """Let the running relay (`task`) finish its round, then flush once more."""
         self._stopping = True
         self._wake.set()
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout=timeout)
+            except TimeoutError:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            except Exception:
+                log.exception("outbox relay ended with an error")
         try:
             await self.publish_once()
         except Exception:

@@ -32,7 +32,9 @@ class ServiceSettings(BaseSettings):
     database_url: str = ""
     consumer_name: str = ""
     batch_size: int = 100
-    poll_interval_ms: int = 100
+    # XREADGROUP BLOCK time: a read returns as soon as an entry arrives, so this only sets how often an idle
+    # subscriber re-polls (8 subscriptions at 100 ms cost ~5 % of a core per idle service; at 1 s ~3 %)
+    poll_interval_ms: int = 1000
     max_attempts: int = 5
     retry_backoff_ms: int = 500
     retry_backoff_max_ms: int = 30_000

@@ -1,6 +1,6 @@
-from services.applications.domain.case import CaseState, Status, TransitionRefused, is_final
-
 import pytest
+
+from services.applications.domain.case import CaseState, Status, TransitionRefused, is_final
 
 
 def test_an_eligible_case_without_financing_ends_origin_verified():

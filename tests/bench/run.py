@@ -1,0 +1,750 @@
+"""`make bench`: the platform's throughput and latency, measured honestly against a raw redis-py chain.
+
+One run measures, in this order:
+1. the baseline: a plain redis-py asyncio chain with as many hops as the platform's flow (4), between
+   separate processes, batched XREADGROUP/XACK and pipelined XADD (tests/bench/baseline.py);
+2. the platform: the four services started as real processes by the launcher (`make_stack`), SQLite by
+   default or PostgreSQL with `--pg`; N proposals with unique references pushed through the whole flow
+   (HTTP intake → origin verification → loan decision → final status):
+   - at saturation over HTTP (concurrent posts, bounded) → cases/s, CPU seconds per case per service;
+   - at saturation over the command stream (XADD applications.submit-procurement) → cases/s;
+   - at fixed offered rates (25/50/75 % of the HTTP saturation) → p50/p95/p99 end-to-end latency;
+   then checks that every case reached its final status exactly once (and LoanApproved events = approved
+   cases), and each service's peak RSS;
+3. one bill of materials of 10 000 components through the origin verification engine;
+4. listing cases with 100 000 stored: first page and a page ~50 000 deep (keyset cursor).
+
+Latency is measured from the moment a POST was due (open-loop schedule) to the case's `updated_at` when
+it reached its final status (the service's clock, same machine). Completion is detected from the
+applications service's `safe_cases` gauge (one GROUP BY per poll, never a request per case), then every
+case of the run is read back in pages of 500 from the list endpoint.
+
+Writes bench-results/<timestamp>.json, bench-results/latest.json and bench-results/latency.png."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import redis.asyncio as aioredis
+
+from services.launcher import SERVICES
+from services.testing.plugin import Stack, make_stack
+from shared.contracts import streams
+from tests.bench.baseline import run_baseline
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = json.loads((ROOT / "services" / "demo" / "proposal.json").read_text())
+FINAL = ("loan_approved", "loan_rejected", "origin_rejected", "withdrawn")
+TOKEN = {"Authorization": "Bearer dev-operator"}
+
+TARGETS = {
+    "cases_per_s": 1000.0,        # ≥
+    "p99_ms_at_50pct": 100.0,     # ≤
+    "rss_mb": 150.0,              # <
+    "bom_10k_ms": 100.0,          # <
+    "list_page_ms": 20.0,         # <
+}
+
+
+def proposal_bytes(reference: str) -> bytes:
+    body = dict(DEMO)
+    body["reference"] = reference
+    return json.dumps(body).encode()
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = (len(s) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def parse_ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+# --- the platform -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    name: str
+    refs: list[str]
+    due: dict[str, float] = field(default_factory=dict)  # reference → wall time the submission was due
+    started: float = 0.0
+    submitted_s: float = 0.0
+    errors: int = 0
+    finished: dict[str, tuple[str, float]] = field(default_factory=dict)  # reference → (status, updated_at)
+
+
+class Platform:
+    def __init__(self, stack: Stack, http: httpx.AsyncClient, redis: aioredis.Redis) -> None:
+        self.stack = stack
+        self.http = http
+        self.redis = redis
+        self.apps = stack.urls["applications"]
+        self.final_base = 0
+
+    async def final_count(self) -> int:
+        r = await self.http.get(f"{self.apps}/metrics")
+        total = 0
+        for m in re.finditer(r'^safe_cases\{[^}]*status="([a-z_]+)"[^}]*\} ([0-9.e+]+)$', r.text, re.M):
+            if m.group(1) in FINAL:
+                total += int(float(m.group(2)))
+        return total
+
+    async def wait_final(self, expected_total: int, timeout: float) -> float:
+        """Poll the applications gauge until `expected_total` cases are final; returns when it saw them."""
+        deadline = time.monotonic() + timeout
+        n = -1
+        while time.monotonic() < deadline:
+            n = await self.final_count()
+            if n >= expected_total:
+                return time.time()
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"only {n}/{expected_total} cases final after {timeout}s")
+
+    async def post(self, phase: Phase, ref: str, body: bytes) -> None:
+        try:
+            r = await self.http.post(f"{self.apps}/procurements", content=body,
+                                     headers={"content-type": "application/json"})
+            if r.status_code != 201:
+                phase.errors += 1
+        except httpx.HTTPError:
+            phase.errors += 1
+
+    async def http_saturation(self, phase: Phase, concurrency: int) -> None:
+        bodies = [(ref, proposal_bytes(ref)) for ref in phase.refs]
+        queue = iter(bodies)
+
+        async def worker() -> None:
+            for ref, body in queue:
+                phase.due[ref] = time.time()
+                await self.post(phase, ref, body)
+
+        phase.started = time.time()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        phase.submitted_s = time.time() - phase.started
+
+    async def stream_saturation(self, phase: Phase) -> None:
+        key = self.stack.stream(streams.SUBMIT_PROCUREMENT)
+        bodies = [(ref, proposal_bytes(ref)) for ref in phase.refs]
+        phase.started = time.time()
+        for start in range(0, len(bodies), 500):
+            pipe = self.redis.pipeline(transaction=False)
+            now = time.time()
+            for ref, body in bodies[start:start + 500]:
+                phase.due[ref] = now
+                pipe.xadd(key, {"__data__": body})
+            await pipe.execute()
+        phase.submitted_s = time.time() - phase.started
+
+    async def offered_rate(self, phase: Phase, rate: float, concurrency: int) -> None:
+        """Open loop: submission i is due at t0 + i/rate; latency counts from when it was due."""
+        sem = asyncio.Semaphore(concurrency)
+        bodies = [(ref, proposal_bytes(ref)) for ref in phase.refs]
+        tasks = []
+        t0 = time.time() + 0.05
+        phase.started = t0
+
+        async def one(ref: str, body: bytes) -> None:
+            async with sem:
+                await self.post(phase, ref, body)
+
+        for i, (ref, body) in enumerate(bodies):
+            due = t0 + i / rate
+            delay = due - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            phase.due[ref] = due
+            tasks.append(asyncio.create_task(one(ref, body)))
+        await asyncio.gather(*tasks)
+        phase.submitted_s = time.time() - t0
+
+    async def all_cases(self) -> dict[str, dict[str, Any]]:
+        """Every case, read in pages of 500 through the list endpoint (keyset cursor)."""
+        out: dict[str, dict[str, Any]] = {}
+        dup: list[str] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"limit": 500}
+            if cursor:
+                params["cursor"] = cursor
+            r = await self.http.get(f"{self.apps}/procurements", params=params)
+            r.raise_for_status()
+            page = r.json()
+            for item in page["items"]:
+                if item["reference"] in out:
+                    dup.append(item["reference"])
+                out[item["reference"]] = item
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+        if dup:
+            raise AssertionError(f"references listed twice: {dup[:5]}")
+        return out
+
+    async def run_phase(self, phase: Phase, submit: Any, timeout: float) -> dict[str, Any]:
+        expected = self.final_base + len(phase.refs)
+        await submit
+        await self.wait_final(expected - phase.errors, timeout)
+        self.final_base = expected - phase.errors
+        cases = await self.all_cases()
+        for ref in phase.refs:
+            c = cases.get(ref)
+            if c is not None and c["status"] in FINAL:
+                phase.finished[ref] = (c["status"], parse_ts(c["updated_at"]))
+        last = max((t for _, t in phase.finished.values()), default=phase.started)
+        elapsed = max(last - phase.started, 1e-9)
+        lat = [(t - phase.due[ref]) * 1000 for ref, (_, t) in phase.finished.items() if ref in phase.due]
+        statuses: dict[str, int] = {}
+        for s, _ in phase.finished.values():
+            statuses[s] = statuses.get(s, 0) + 1
+        return {
+            "cases": len(phase.refs), "final": len(phase.finished), "errors": phase.errors, "statuses": statuses,
+            "seconds": round(elapsed, 3), "submit_seconds": round(phase.submitted_s, 3),
+            "cases_per_s": round(len(phase.finished) / elapsed, 1),
+            "latency_ms": {"p50": round(pct(lat, 50), 1), "p95": round(pct(lat, 95), 1),
+                           "p99": round(pct(lat, 99), 1), "max": round(max(lat, default=float("nan")), 1)},
+        }
+
+
+class Sampler:
+    """CPU times and peak RSS of the service processes (psutil; VmHWM from /proc where available)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.procs = {s: psutil.Process(p) for s, p in pids.items()}
+        self.peak: dict[str, int] = dict.fromkeys(pids, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(0.25)
+
+    def sample(self) -> None:
+        for s, p in self.procs.items():
+            try:
+                self.peak[s] = max(self.peak[s], p.memory_info().rss, _vm_hwm(p.pid))
+            except psutil.Error:
+                pass
+
+    def cpu(self) -> dict[str, float]:
+        out = {}
+        for s, p in self.procs.items():
+            t = p.cpu_times()
+            out[s] = t.user + t.system
+        return out
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sample()
+
+
+def _vm_hwm(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class Profiler:
+    """py-spy record on every service for the duration of one phase (raw collapsed stacks)."""
+
+    def __init__(self, out: Path, pids: dict[str, int], tag: str) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        out.mkdir(parents=True, exist_ok=True)
+        exe = Path(sys.executable).with_name("py-spy")
+        for s, pid in pids.items():
+            self.procs.append(subprocess.Popen(
+                [str(exe), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--nonblocking",
+                 "-o", str(out / f"{tag}-{s}.txt")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.send_signal(signal.SIGINT)
+        for p in self.procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+async def _pg_databases(admin_url: str, run_id: str) -> tuple[dict[str, str], list[str]]:
+    import asyncpg
+
+    names = {s: f"safe_bench_{run_id}_{s}" for s in SERVICES}
+    conn = await asyncpg.connect(admin_url)
+    try:
+        for n in names.values():
+            await conn.execute(f'CREATE DATABASE "{n}"')
+    finally:
+        await conn.close()
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return {s: f"{base}/{n}" for s, n in names.items()}, list(names.values())
+
+
+async def _drop_pg(admin_url: str, names: list[str]) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url)
+    try:
+        for n in names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def _delete_prefix(redis: aioredis.Redis, prefix: str) -> None:
+    keys = [k async for k in redis.scan_iter(match=f"{prefix}*", count=1000)]
+    for i in range(0, len(keys), 500):
+        await redis.delete(*keys[i:i + 500])
+
+
+async def check_integrity(platform: Platform, phases: list[Phase]) -> dict[str, Any]:
+    """Every reference of the run listed exactly once and final; one LoanApproved per approved case."""
+    cases = await platform.all_cases()
+    refs = [r for p in phases for r in p.refs]
+    submitted = len(refs) - sum(p.errors for p in phases)
+    missing = [r for r in refs if r not in cases]
+    not_final = [r for r in refs if r in cases and cases[r]["status"] not in FINAL]
+    approved_ids = {cases[r]["id"] for r in refs if r in cases and cases[r]["status"] == "loan_approved"}
+    rejected_ids = {cases[r]["id"] for r in refs if r in cases and cases[r]["status"] == "loan_rejected"}
+    ours = {cases[r]["id"] for r in refs if r in cases}
+
+    async def case_ids(stream: str) -> list[str]:
+        out: list[str] = []
+        start = "-"
+        key = platform.stack.stream(stream)
+        while True:
+            batch = await platform.redis.xrange(key, min=start, max="+", count=2000)
+            if not batch:
+                break
+            for _mid, fields in batch:
+                data = json.loads(fields[b"__data__"])
+                out.append(data.get("case_id"))
+            start = "(" + (batch[-1][0].decode() if isinstance(batch[-1][0], bytes) else batch[-1][0])
+        return [c for c in out if c in ours]
+
+    approved_events = await case_ids(streams.LOAN_APPROVED)
+    rejected_events = await case_ids(streams.LOAN_REJECTED)
+    verified_events = await case_ids(streams.ORIGIN_VERIFICATION_COMPLETED)
+    doubled_events = (len(approved_events) - len(set(approved_events))) + (len(rejected_events) - len(set(rejected_events)))
+    ok = (not missing and not not_final and doubled_events == 0 and len(set(approved_events)) == len(approved_ids)
+          and set(approved_events) == approved_ids and set(rejected_events) == rejected_ids
+          and len(set(verified_events)) == len(ours))
+    return {
+        "submitted": submitted, "listed": len(refs) - len(missing), "lost": len(missing), "not_final": len(not_final),
+        "doubled": doubled_events + (len(verified_events) - len(set(verified_events))),
+        "approved_cases": len(approved_ids), "loan_approved_events": len(approved_events),
+        "rejected_cases": len(rejected_ids), "loan_rejected_events": len(rejected_events),
+        "verification_completed_events": len(verified_events), "ok": ok,
+    }
+
+
+async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> None:
+    run_id = uuid.uuid4().hex[:6]
+    var_dir = Path(tempfile.mkdtemp(prefix="safe-bench-"))
+    pg_names: list[str] = []
+    database_urls = None
+    if opts.pg:
+        database_urls, pg_names = await _pg_databases(opts.pg_url, run_id)
+    stack = make_stack(var_dir, database_urls=database_urls, extra_env=dict(opts.env))
+    t = time.perf_counter()
+    await asyncio.to_thread(stack.start, 120.0)
+    report["platform"] = {"database": "postgresql" if opts.pg else "sqlite", "startup_s": round(time.perf_counter() - t, 1),
+                          "var_dir": str(var_dir)}
+    pids = {c["service"]: int(c["pid"]) for c in stack.children()}
+    redis = aioredis.Redis.from_url(stack.redis_url)
+    limits = httpx.Limits(max_connections=opts.concurrency + 8, max_keepalive_connections=opts.concurrency + 8)
+    http = httpx.AsyncClient(headers=TOKEN, timeout=60.0, limits=limits)
+    sampler = Sampler(pids).start()
+    platform = Platform(stack, http, redis)
+    phases: list[Phase] = []
+    out = report["platform"]
+    try:
+        timeout = 120 + opts.cases / 20
+
+        def phase(name: str, n: int) -> Phase:
+            p = Phase(name, [f"BENCH-{run_id}-{name}-{i}" for i in range(n)])
+            phases.append(p)
+            return p
+
+        # warm-up: first requests compile queries, fill pools, open connections
+        warm = phase("warmup", min(50, opts.cases))
+        await platform.run_phase(warm, platform.http_saturation(warm, 8), timeout)
+
+        say(f"platform: {opts.cases} cases over HTTP at saturation (concurrency {opts.concurrency}) …")
+        p = phase("http", opts.cases)
+        cpu0 = sampler.cpu()
+        prof = Profiler(Path(opts.profile), pids, "http") if opts.profile else None
+        try:
+            out["http_saturation"] = await platform.run_phase(p, platform.http_saturation(p, opts.concurrency), timeout)
+        finally:
+            if prof:
+                prof.stop()
+        cpu1 = sampler.cpu()
+        n = max(len(p.finished), 1)
+        out["cpu_ms_per_case_http"] = {s: round((cpu1[s] - cpu0[s]) * 1000 / n, 3) for s in pids}
+        say(f"  {out['http_saturation']['cases_per_s']} cases/s")
+
+        say(f"platform: {opts.cases} cases over the command stream (XADD) at saturation …")
+        p = phase("xadd", opts.cases)
+        cpu0 = sampler.cpu()
+        prof = Profiler(Path(opts.profile), pids, "xadd") if opts.profile else None
+        try:
+            out["xadd_saturation"] = await platform.run_phase(p, platform.stream_saturation(p), timeout)
+        finally:
+            if prof:
+                prof.stop()
+        cpu1 = sampler.cpu()
+        n = max(len(p.finished), 1)
+        out["cpu_ms_per_case_xadd"] = {s: round((cpu1[s] - cpu0[s]) * 1000 / n, 3) for s in pids}
+        say(f"  {out['xadd_saturation']['cases_per_s']} cases/s")
+
+        sat = max(out["http_saturation"]["cases_per_s"], 1.0)
+        out["offered"] = []
+        for frac in opts.rates:
+            rate = sat * frac
+            n_cases = int(max(opts.min_rate_cases, min(opts.cases, rate * opts.rate_seconds)))
+            say(f"platform: {n_cases} cases offered at {rate:.0f}/s ({frac:.0%} of saturation) …")
+            p = phase(f"rate{int(frac * 100)}", n_cases)
+            res = await platform.run_phase(p, platform.offered_rate(p, rate, opts.concurrency * 4), timeout)
+            res.update({"fraction": frac, "offered_per_s": round(rate, 1)})
+            out["offered"].append(res)
+            say(f"  p50 {res['latency_ms']['p50']} ms  p95 {res['latency_ms']['p95']} ms  p99 {res['latency_ms']['p99']} ms")
+        out["integrity"] = await check_integrity(platform, phases)
+    finally:
+        sampler.stop()
+        out["peak_rss_mb"] = {s: round(v / 2**20, 1) for s, v in sampler.peak.items()}
+        await http.aclose()
+        await asyncio.to_thread(stack.stop)
+        await _delete_prefix(redis, stack.prefix)
+        await redis.aclose()
+        if pg_names:
+            await _drop_pg(opts.pg_url, pg_names)
+        if not opts.keep:
+            shutil.rmtree(var_dir, ignore_errors=True)
+
+
+# --- the domain and the read side ----------------------------------------------------------------------
+
+
+def bench_bom(components: int = 10_000, repeat: int = 5) -> dict[str, Any]:
+    """One bill of materials of `components` components through the origin verification engine."""
+    from services.origin_verification.domain.engine import verify
+    from tests.unit.origin_verification.seed import seed_reference
+    from tests.unit.origin_verification.support import proposal, rules
+
+    origins = ["DE", "FR", "PL", "US", "UA", "CN", "NO", "IT"]
+    comps = [{"name": f"c{i}", "origin_country": origins[i % len(origins)],
+              "cost_eur": f"{100 + i % 997}.{i % 100:02d}", "evidence_ref": f"d{i}"} for i in range(components)]
+    p = proposal(end_products=[{"name": "frigate", "category": "maritime", "components": comps}])
+    ref, rs = seed_reference(), rules()
+    timings = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        verdict = verify(p, ref, rs, checked_at=datetime(2026, 1, 1, tzinfo=UTC))
+        timings.append((time.perf_counter() - t0) * 1000)
+    return {"components": components, "outcome": verdict.outcome, "runs_ms": [round(t, 2) for t in timings],
+            "median_ms": round(statistics.median(timings), 2), "min_ms": round(min(timings), 2)}
+
+
+def _seed_cases(url: str, n: int) -> None:
+    """`n` cases straight into the applications tables (bulk INSERT, one transaction)."""
+    import sqlalchemy as sa
+
+    from services.applications.adapters.tables import CaseParticipant, CaseRow
+
+    engine = sa.create_engine(url.replace("+aiosqlite", ""))
+    statuses = ["loan_approved", "loan_rejected", "origin_rejected", "verifying", "loan_requested"]
+    states = ["PL", "LT", "DE", "FR", "IT", "ES", "NL", "BE"]
+    now = datetime.now(UTC)
+    proposal = json.dumps(DEMO)
+    with engine.begin() as conn:
+        for start in range(0, n, 10_000):
+            rows, parts = [], []
+            for i in range(start, min(n, start + 10_000)):
+                lead = states[i % len(states)]
+                rows.append({"seq": i + 1, "id": str(uuid.UUID(int=i + 1)), "reference": f"SEED-{i:07d}",
+                             "status": statuses[i % len(statuses)], "lead_member_state": lead,
+                             "proposal_hash": "0" * 64, "proposal": proposal, "financing_requested": True,
+                             "status_since": now, "created_at": now, "updated_at": now})
+                parts.append({"case_seq": i + 1, "country": lead})
+                parts.append({"case_seq": i + 1, "country": "LT" if lead != "LT" else "PL"})
+            conn.execute(sa.insert(CaseRow.__table__), rows)  # type: ignore[attr-defined]
+            conn.execute(sa.insert(CaseParticipant.__table__), parts)  # type: ignore[attr-defined]
+    engine.dispose()
+
+
+async def bench_list(cases: int, redis_url: str, repeat: int = 30) -> dict[str, Any]:
+    """GET /procurements?limit=50 with `cases` stored: the first page and a page half-way down."""
+    from services.applications.config import Settings
+    from services.applications.main import build_app
+    from services.testing.inprocess import running
+    from shared.kit import db
+    from shared.kit.web import encode_cursor
+
+    tmp = Path(tempfile.mkdtemp(prefix="safe-bench-list-"))
+    url = f"sqlite+aiosqlite:///{tmp}/applications.db"
+    prefix = f"benchlist{uuid.uuid4().hex[:8]}:"
+    t0 = time.perf_counter()
+    await db.migrate(url, db.migrations_dir(str(ROOT / "services" / "applications" / "main.py")))
+    await asyncio.to_thread(_seed_cases, url, cases)
+    seed_s = time.perf_counter() - t0
+    app = build_app(Settings(database_url=url, stream_prefix=prefix, redis_url=redis_url, log_level="WARNING"))
+    out: dict[str, Any] = {"cases": cases, "seed_s": round(seed_s, 1)}
+    deep_seq = cases // 2
+    queries = {
+        "first_page": {"limit": 50},
+        "deep_page": {"limit": 50, "cursor": encode_cursor(deep_seq + 1)},
+        "filtered_first_page": {"limit": 50, "status": "loan_approved", "member_state": "PL"},
+        "filtered_deep_page": {"limit": 50, "status": "loan_approved", "member_state": "PL",
+                               "cursor": encode_cursor(deep_seq + 1)},
+    }
+    try:
+        async with running(app) as (client, _rt):
+            for name, params in queries.items():
+                timings = []
+                for _ in range(repeat):
+                    t = time.perf_counter()
+                    r = await client.get("/procurements", params=params)
+                    timings.append((time.perf_counter() - t) * 1000)
+                    r.raise_for_status()
+                items = r.json()["items"]
+                if not name.startswith("filtered"):
+                    assert len(items) == 50, (name, len(items))
+                out[name] = {"median_ms": round(statistics.median(timings), 2), "p95_ms": round(pct(timings, 95), 2),
+                             "items": len(items), "first_reference": items[0]["reference"] if items else None}
+    finally:
+        redis = aioredis.Redis.from_url(redis_url)
+        await _delete_prefix(redis, prefix)
+        await redis.aclose()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+# --- report -------------------------------------------------------------------------------------------
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each met or not."""
+    p = report.get("platform", {})
+    at50 = next((o for o in p.get("offered", []) if abs(o["fraction"] - 0.5) < 1e-6), None)
+    rows = [
+        ("cases/s at saturation (HTTP)", p.get("http_saturation", {}).get("cases_per_s"), "≥", TARGETS["cases_per_s"]),
+        ("cases/s at saturation (XADD)", p.get("xadd_saturation", {}).get("cases_per_s"), "≥", TARGETS["cases_per_s"]),
+        ("p99 ms at 50 % of saturation", at50["latency_ms"]["p99"] if at50 else None, "≤", TARGETS["p99_ms_at_50pct"]),
+    ]
+    for s, mb in p.get("peak_rss_mb", {}).items():
+        rows.append((f"peak RSS MB {s}", mb, "<", TARGETS["rss_mb"]))
+    rows.append(("10k-component BOM ms (median)", report.get("bom", {}).get("median_ms"), "<", TARGETS["bom_10k_ms"]))
+    lst = report.get("list", {})
+    rows.append(("list first page ms (median)", lst.get("first_page", {}).get("median_ms"), "<", TARGETS["list_page_ms"]))
+    rows.append(("list deep page ms (median)", lst.get("deep_page", {}).get("median_ms"), "<", TARGETS["list_page_ms"]))
+    rows.append(("no case lost or doubled", 1.0 if p.get("integrity", {}).get("ok") else 0.0, "=", 1.0))
+    out = []
+    for name, value, op, target in rows:
+        met = None
+        if value is not None:
+            met = {"≥": value >= target, "≤": value <= target, "<": value < target, "=": value == target}[op]
+        out.append({"target": name, "value": value, "op": op, "goal": target, "met": met})
+    return out
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = []
+    b = report["baseline"]
+    p = report.get("platform", {})
+    base = b["messages_per_s"]
+    lines.append("")
+    lines.append(f"SAFE procurement bench — {report['started_at']}  ({report['database']}, {os.cpu_count()} cores, "
+                 f"{report['options']['cases']} cases)")
+    lines.append("=" * 100)
+    lines.append(f"{'baseline: raw redis-py chain, ' + str(b['hops']) + ' hops, batch ' + str(b['batch']):<58}"
+                 f"{base:>12,.0f} msgs/s  ({b['messages']} messages)")
+    for key, label in (("http_saturation", "platform: HTTP intake at saturation"),
+                       ("xadd_saturation", "platform: stream intake (XADD) at saturation")):
+        s = p.get(key)
+        if s:
+            lines.append(f"{label:<58}{s['cases_per_s']:>12,.1f} cases/s  = {s['cases_per_s'] / base:6.1%} of baseline"
+                         f"  ({s['final']}/{s['cases']} final in {s['seconds']} s)")
+    for o in p.get("offered", []):
+        lat = o["latency_ms"]
+        lines.append(f"{'latency at ' + format(o['fraction'], '.0%') + ' (' + str(o['offered_per_s']) + '/s offered)':<58}"
+                     f"p50 {lat['p50']:>8.1f} ms  p95 {lat['p95']:>8.1f} ms  p99 {lat['p99']:>8.1f} ms  "
+                     f"({o['final']} cases, {o['cases_per_s']}/s carried)")
+    if p.get("cpu_ms_per_case_http"):
+        lines.append("")
+        lines.append(f"{'service':<22}{'CPU ms/case HTTP':>18}{'CPU ms/case XADD':>18}{'peak RSS MB':>14}")
+        for s in SERVICES:
+            lines.append(f"{s:<22}{p['cpu_ms_per_case_http'].get(s, 0):>18.3f}{p.get('cpu_ms_per_case_xadd', {}).get(s, 0):>18.3f}"
+                         f"{p.get('peak_rss_mb', {}).get(s, 0):>14.1f}")
+        total = sum(p["cpu_ms_per_case_http"].values())
+        lines.append(f"{'all four':<22}{total:>18.3f}{sum(p.get('cpu_ms_per_case_xadd', {}).values()):>18.3f}")
+        lines.append(f"  baseline CPU budget: 2 cores / {base:,.0f} msgs/s = {2000 / base:.3f} ms per message through 4 hops")
+    if p.get("integrity"):
+        i = p["integrity"]
+        lines.append("")
+        lines.append(f"integrity: {i['submitted']} submitted, {i['lost']} lost, {i['not_final']} not final, {i['doubled']} doubled; "
+                     f"{i['approved_cases']} approved cases / {i['loan_approved_events']} LoanApproved events, "
+                     f"{i['rejected_cases']} rejected / {i['loan_rejected_events']} LoanRejected → {'OK' if i['ok'] else 'FAILED'}")
+    if report.get("bom"):
+        bo = report["bom"]
+        lines.append(f"BOM of {bo['components']} components: median {bo['median_ms']} ms (min {bo['min_ms']} ms), {bo['outcome']}")
+    if report.get("list"):
+        li = report["list"]
+        lines.append(f"list with {li['cases']:,} cases: first page {li['first_page']['median_ms']} ms, deep page "
+                     f"{li['deep_page']['median_ms']} ms, filtered {li['filtered_first_page']['median_ms']} / "
+                     f"{li['filtered_deep_page']['median_ms']} ms (median of 30, in-process ASGI)")
+    lines.append("")
+    lines.append("targets")
+    for t in report["targets"]:
+        mark = "met" if t["met"] else ("NOT MET" if t["met"] is not None else "n/a")
+        lines.append(f"  {t['target']:<38} {str(t['value']):>10} {t['op']} {t['goal']:<8} {mark}")
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    offered = report.get("platform", {}).get("offered", [])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [o["offered_per_s"] for o in offered]
+    for key, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-")):
+        ax.plot(xs, [o["latency_ms"][key] for o in offered], style, label=key)
+    ax.axhline(TARGETS["p99_ms_at_50pct"], color="grey", linestyle="--", linewidth=1, label="p99 target")
+    sat = report.get("platform", {}).get("http_saturation", {}).get("cases_per_s")
+    if sat:
+        ax.axvline(sat, color="red", linestyle=":", linewidth=1, label=f"saturation {sat:.0f}/s")
+    ax.set_xlabel("offered load (cases/s, HTTP)")
+    ax.set_ylabel("end-to-end latency (ms)")
+    ax.set_title(f"SAFE platform latency vs offered load ({report['database']})")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --- main ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__.split("\n")[0])
+    ap.add_argument("--cases", type=int, default=2000, help="cases per saturation run (default 2000)")
+    ap.add_argument("--pg", action="store_true", help="PostgreSQL (fresh databases per service) instead of SQLite")
+    ap.add_argument("--pg-url", default=os.environ.get("SAFE_TEST_PG_URL", "postgresql://postgres:postgres@127.0.0.1:5432/postgres"))
+    ap.add_argument("--quick", action="store_true", help="a tiny run (50 cases, small baseline, 5 000 listed cases)")
+    ap.add_argument("--concurrency", type=int, default=32, help="concurrent HTTP posts at saturation")
+    ap.add_argument("--rates", default="0.25,0.5,0.75", help="offered loads as fractions of the HTTP saturation")
+    ap.add_argument("--rate-seconds", type=float, default=6.0, help="length of each offered-rate run")
+    ap.add_argument("--baseline-messages", type=int, default=None)
+    ap.add_argument("--list-cases", type=int, default=None, help="cases stored for the list timing (default 100 000)")
+    ap.add_argument("--out", default="bench-results")
+    ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the stack's state directory (databases, logs)")
+    ap.add_argument("--only", default="baseline,platform,bom,list", help="comma-separated parts to run")
+    ap.add_argument("--profile", default=None, help="directory for py-spy raw profiles of the saturation phases")
+    ap.add_argument("--env", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
+                    help="extra VAR=value for the services (repeatable)")
+    opts = ap.parse_args(argv)
+    opts.rates = [float(x) for x in opts.rates.split(",") if x]
+    if opts.quick:
+        if "--cases" not in (argv or sys.argv):
+            opts.cases = 50
+        opts.rate_seconds = min(opts.rate_seconds, 2.0)
+        opts.baseline_messages = opts.baseline_messages or 3000
+        opts.list_cases = opts.list_cases or 5000
+    opts.baseline_messages = opts.baseline_messages or 20_000
+    opts.list_cases = opts.list_cases or 100_000
+    opts.min_rate_cases = 20 if opts.quick else 100
+    opts.only = set(opts.only.split(","))
+    return opts
+
+
+async def main_async(opts: argparse.Namespace) -> dict[str, Any]:
+    redis_url = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+    started = datetime.now(UTC)
+    report: dict[str, Any] = {"started_at": started.isoformat(timespec="seconds"), "database": "postgresql" if opts.pg else "sqlite",
+                              "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+                              "options": {"cases": opts.cases, "quick": opts.quick, "concurrency": opts.concurrency,
+                                          "rates": opts.rates, "env": dict(opts.env)}}
+    if "baseline" in opts.only:
+        say(f"baseline: {opts.baseline_messages} messages through a 4-hop raw redis-py chain …")
+        report["baseline"] = await run_baseline(redis_url, messages=opts.baseline_messages,
+                                                payload=proposal_bytes("BASELINE"))
+        say(f"  {report['baseline']['messages_per_s']:,.0f} msgs/s")
+    if "platform" in opts.only:
+        await bench_platform(opts, report)
+    if "bom" in opts.only:
+        say("origin verification: one bill of materials of 10 000 components …")
+        report["bom"] = bench_bom()
+    if "list" in opts.only:
+        say(f"list: seeding {opts.list_cases:,} cases, timing the first and a deep page …")
+        report["list"] = await bench_list(opts.list_cases, redis_url)
+    report["targets"] = evaluate(report)
+    base = report.get("baseline", {}).get("messages_per_s")
+    p = report.get("platform", {})
+    if base:
+        report["ratios"] = {k: round(p[k]["cases_per_s"] / base, 4) for k in ("http_saturation", "xadd_saturation") if k in p}
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    opts = parse_args(argv)
+    report = asyncio.run(main_async(opts))
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = report["started_at"].replace(":", "").replace("-", "").replace("+0000", "Z")
+    if "baseline" in report:
+        say(render(report))
+    if not opts.no_plot and report.get("platform", {}).get("offered"):
+        plot(report, out / "latency.png")
+        report["plot"] = str(out / "latency.png")
+    text = json.dumps(report, indent=2, default=str)
+    (out / f"{stamp}.json").write_text(text)
+    (out / "latest.json").write_text(text)
+    say(f"\nwrote {out / (stamp + '.json')}, {out / 'latest.json'}" + (f", {report['plot']}" if "plot" in report else ""))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""`make bench` in miniature: the benchmark runs end to end and reports every figure. It asserts no speed
+(this machine is shared); it does assert that no case was lost or doubled under load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.launcher import SERVICES
+from tests.bench import run as bench
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_bench_reports_every_figure_and_loses_no_case(tmp_path, redis_url, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    report = bench.main(["--quick", "--cases", "20", "--rates", "0.5", "--rate-seconds", "1", "--baseline-messages", "500",
+                         "--list-cases", "1000", "--out", str(tmp_path)])
+
+    assert report["baseline"]["messages_per_s"] > 0 and report["baseline"]["hops"] == 4
+    p = report["platform"]
+    for phase in ("http_saturation", "xadd_saturation"):
+        assert p[phase]["final"] == p[phase]["cases"] == 20, p[phase]
+        assert p[phase]["cases_per_s"] > 0
+        assert p[phase]["errors"] == 0
+    assert set(report["ratios"]) == {"http_saturation", "xadd_saturation"}
+    [at50] = p["offered"]
+    assert at50["fraction"] == 0.5 and at50["final"] == at50["cases"]
+    assert all(at50["latency_ms"][k] > 0 for k in ("p50", "p95", "p99"))
+    assert set(p["cpu_ms_per_case_http"]) == set(SERVICES) == set(p["cpu_ms_per_case_xadd"]) == set(p["peak_rss_mb"])
+    assert all(v > 0 for v in p["peak_rss_mb"].values())
+
+    integrity = p["integrity"]
+    assert integrity["ok"], integrity
+    assert integrity["lost"] == integrity["not_final"] == integrity["doubled"] == 0
+    assert integrity["approved_cases"] == integrity["loan_approved_events"]
+
+    assert report["bom"]["components"] == 10_000 and report["bom"]["median_ms"] > 0
+    assert report["list"]["first_page"]["median_ms"] > 0 and report["list"]["deep_page"]["median_ms"] > 0
+    assert {t["target"] for t in report["targets"]} >= {"cases/s at saturation (HTTP)", "p99 ms at 50 % of saturation",
+                                                        "10k-component BOM ms (median)", "list deep page ms (median)"}
+    saved = json.loads((tmp_path / "latest.json").read_text())
+    assert saved["platform"]["integrity"]["ok"]
+    assert (tmp_path / "latency.png").stat().st_size > 0
