@@ -178,6 +178,8 @@ async def test_a_replica_killed_in_the_middle_of_a_handler_has_its_entries_taken
                            for c in r.xinfo_consumers(key, "loan_disbursement"))
 
             await wait_for(held_by_replica_2, timeout=30, interval=0.1, message="the request in flight in replica 2")
+            # hold the launcher so that replica 2 stays dead: its restart would finish its own pending entry
+            os.kill(stack.proc.pid, signal.SIGSTOP)
             stack.kill("loan_disbursement", 2, signal.SIGKILL)
             db.execute("ROLLBACK")
             os.kill(first, signal.SIGCONT)
@@ -191,6 +193,7 @@ async def test_a_replica_killed_in_the_middle_of_a_handler_has_its_entries_taken
         assert "reclaimed idle entries" in log
         assert r.xpending(key, "loan_disbursement")["pending"] == 0
     finally:
+        os.kill(stack.proc.pid, signal.SIGCONT)
         try:
             os.kill(first, signal.SIGCONT)
         except ProcessLookupError:
