@@ -131,6 +131,11 @@ class _Outcome:
     failures: list[tuple[Entry, str, str | None]] = field(default_factory=list)
     deferred: list[tuple[Entry, float]] = field(default_factory=list)
     emitted: int = 0
+    duplicates: int = 0
+
+
+class _Isolate(Exception):
+    """The optimistic whole-batch run hit a failure; the batch is redone message by message."""
 
 
 def extract_payload(fields: dict[bytes, bytes]) -> bytes:
@@ -322,6 +327,40 @@ class Messaging:
             except Exception as ex:  # undecodable in some other way
                 poison.append((entry, Poison("validation", f"{type(ex).__name__}: {ex}")))
 
+        try:
+            try:
+                # common case first: the whole batch in one transaction, no savepoint per message
+                outcome = await self._run_batch(sub, parsed, poison, isolate=False)
+            except _Isolate:
+                # a message failed (or the commit did): do the batch again, each message in its own
+                # savepoint, so that one failure cannot undo the others
+                outcome = await self._run_batch(sub, parsed, poison, isolate=True)
+        except Exception as ex:  # the batch transaction itself failed: nothing of it happened
+            log.exception("batch transaction failed", extra={"stream": sub.stream})
+            err = _error_text(ex)
+            outcome = _Outcome(
+                failures=[(e, err, sub.key_of(ev, e.entry_id)) for e, ev in parsed]
+                + [(e, err, None) for e, _ in poison]
+            )
+        sub.duplicates += outcome.duplicates
+        sub.processed += len(outcome.ack)
+        if outcome.ack:
+            await self._ack(sub, outcome.ack)
+        if outcome.emitted and self.on_emitted is not None:
+            self.on_emitted()
+        for entry, err, event_id in outcome.failures:
+            await self._record_failure(sub, entry, err, event_id)
+        for entry, delay in outcome.deferred:
+            self._schedule_retry(sub, entry.entry_id, delay, count_delivery=False)
+
+    async def _run_batch(
+        self,
+        sub: Subscription[Any],
+        parsed: list[tuple[Entry, Any]],
+        poison: list[tuple[Entry, Poison]],
+        *,
+        isolate: bool,
+    ) -> _Outcome:
         outcome = _Outcome()
         try:
             async with transaction(self.factory) as session:
@@ -334,32 +373,43 @@ class Messaging:
                 for entry, event in parsed:
                     event_id = sub.key_of(event, entry.entry_id)
                     if event_id in seen:
-                        sub.duplicates += 1
+                        outcome.duplicates += 1
                         outcome.ack.append(entry.entry_id)
                         continue
                     ctx = HandlerContext(session=session, stream=sub.stream, entry_id=entry.entry_id, event=event)
-                    try:
-                        async with logs.consumer_span(self.service, sub.stream, event, event_id), session.begin_nested():
-                            await sub.handler(ctx, event)
-                            session.add(InboxRow(event_id=event_id, stream=sub.stream, entry_id=entry.entry_id))
-                            await session.flush()
-                    except IntegrityError as ie:
-                        if _is_inbox_conflict(ie):
-                            sub.duplicates += 1
+                    if not isolate:
+                        try:
+                            async with logs.consumer_span(self.service, sub.stream, event, event_id):
+                                await sub.handler(ctx, event)
+                                session.add(InboxRow(event_id=event_id, stream=sub.stream, entry_id=entry.entry_id))
+                        except Exception as ex:
+                            raise _Isolate() from ex
+                    else:
+                        try:
+                            async with (
+                                logs.consumer_span(self.service, sub.stream, event, event_id),
+                                session.begin_nested(),
+                            ):
+                                await sub.handler(ctx, event)
+                                session.add(InboxRow(event_id=event_id, stream=sub.stream, entry_id=entry.entry_id))
+                                await session.flush()
+                        except IntegrityError as ie:
+                            if _is_inbox_conflict(ie):
+                                outcome.duplicates += 1
+                                outcome.ack.append(entry.entry_id)
+                            else:
+                                outcome.failures.append((entry, _error_text(ie), event_id))
+                            continue
+                        except Defer as d:
+                            outcome.deferred.append((entry, d.delay_s))
+                            continue
+                        except Poison as p:  # the handler says it can never succeed: dead letter now
+                            await self._dead_letter(session, sub, entry, str(p), p.kind, attempts=1)
                             outcome.ack.append(entry.entry_id)
-                        else:
-                            outcome.failures.append((entry, _error_text(ie), event_id))
-                        continue
-                    except Defer as d:
-                        outcome.deferred.append((entry, d.delay_s))
-                        continue
-                    except Poison as p:  # the handler says it can never succeed: dead letter now
-                        await self._dead_letter(session, sub, entry, str(p), p.kind, attempts=1)
-                        outcome.ack.append(entry.entry_id)
-                        continue
-                    except Exception as ex:
-                        outcome.failures.append((entry, _error_text(ex), event_id))
-                        continue
+                            continue
+                        except Exception as ex:
+                            outcome.failures.append((entry, _error_text(ex), event_id))
+                            continue
                     seen.add(event_id)
                     outcome.ack.append(entry.entry_id)
                     outcome.emitted += ctx.emitted
@@ -375,22 +425,13 @@ class Messaging:
                 for entry, p in poison:
                     await self._dead_letter(session, sub, entry, str(p), p.kind, attempts=1)
                     outcome.ack.append(entry.entry_id)
-        except Exception as ex:  # the batch transaction itself failed: nothing of it happened
-            log.exception("batch transaction failed", extra={"stream": sub.stream})
-            err = _error_text(ex)
-            outcome = _Outcome(
-                failures=[(e, err, sub.key_of(ev, e.entry_id)) for e, ev in parsed]
-                + [(e, err, None) for e, _ in poison]
-            )
-        sub.processed += len(outcome.ack)
-        if outcome.ack:
-            await self._ack(sub, outcome.ack)
-        if outcome.emitted and self.on_emitted is not None:
-            self.on_emitted()
-        for entry, err, event_id in outcome.failures:
-            await self._record_failure(sub, entry, err, event_id)
-        for entry, delay in outcome.deferred:
-            self._schedule_retry(sub, entry.entry_id, delay, count_delivery=False)
+        except _Isolate:
+            raise
+        except Exception as ex:
+            if not isolate:  # e.g. a concurrent replica committed the same inbox key first
+                raise _Isolate() from ex
+            raise
+        return outcome
 
     async def _ack(self, sub: Subscription[Any], entry_ids: list[str]) -> None:
         assert self.redis is not None

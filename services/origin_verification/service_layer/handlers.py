@@ -82,7 +82,7 @@ async def on_verification_requested(
         proposal=event.proposal.model_dump_json(),
     ))
     ctx.emit(streams.ORIGIN_VERIFICATION_COMPLETED, out)
-    log.info("verified", extra={"event_id": str(out.event_id), "correlation_id": event.case_id, "service": SERVICE,
+    log.debug("verified", extra={"event_id": str(out.event_id), "correlation_id": event.case_id, "service": SERVICE,
                                 "outcome": result.outcome, "causation_id": str(event.event_id)})
 
 
