@@ -138,6 +138,29 @@ class Stack:
     def stream(self, name: str) -> str:
         return f"{self.prefix}{name}"
 
+    async def inject(self, stream: str, payload: Any) -> str:
+        """Put a message on one of the platform's streams (a pydantic event, a dict, or raw text/bytes),
+        exactly as another service or an external system would: `XADD <stream> * __data__ <payload>`."""
+        import redis.asyncio as aioredis
+
+        if hasattr(payload, "model_dump_json"):
+            data: Any = payload.model_dump_json()
+        elif isinstance(payload, dict | list):
+            data = json.dumps(payload)
+        else:
+            data = payload
+        client = aioredis.Redis.from_url(self.redis_url)
+        try:
+            entry = await client.xadd(self.stream(stream), {"__data__": data})
+        finally:
+            await client.aclose()
+        return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+    async def dead_letters(self, service: str, **filters: Any) -> list[dict[str, Any]]:
+        """The dead letters of one service (filters: status, stream, correlation_id)."""
+        async with self.client() as client:
+            return await client.dead_letters(service, **filters)
+
 
 def make_stack(var_dir: Path, *, redis_url: str | None = None, replicas: dict[str, int] | None = None,
                database_urls: dict[str, str] | None = None, extra_env: dict[str, str] | None = None) -> Stack:

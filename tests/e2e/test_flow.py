@@ -7,7 +7,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
 from services.testing import scenarios
 from services.testing.waiting import wait_for
@@ -52,16 +51,16 @@ async def test_the_example_scenarios_reach_their_expected_outcome(safe_stack, pa
 
 async def test_a_proposal_added_to_the_stream_appears_under_its_reference(safe_stack):
     body = demo()
-    r = aioredis.Redis.from_url(safe_stack.redis_url)
-    try:
-        await r.xadd(safe_stack.stream(streams.SUBMIT_PROCUREMENT), {"__data__": json.dumps(body)})
-    finally:
-        await r.aclose()
+    await safe_stack.inject(streams.SUBMIT_PROCUREMENT, json.dumps(body))
+    await safe_stack.inject(streams.SUBMIT_PROCUREMENT, "{not json")
     async with safe_stack.client() as client:
         case = await wait_for(lambda: client.case_by_reference(body["reference"]), timeout=30,
                               message="case from the stream")
         case = await client.wait_for_status(case["id"], timeout=60)
         assert case["status"] == "loan_approved"
+    letters = await wait_for(lambda: safe_stack.dead_letters("applications", stream=streams.SUBMIT_PROCUREMENT),
+                             timeout=30, message="the malformed submission dead-lettered")
+    assert any("invalid JSON" in dl["error"] for dl in letters)
 
 
 async def test_germany_cannot_borrow_and_says_why(safe_stack):
