@@ -24,7 +24,8 @@ def _country(value: str) -> str:
     return countries.canonical(value)
 
 
-def _money(value: Decimal) -> Decimal:
+def validate_money(value: Decimal) -> Decimal:
+    """A finite, non-negative EUR amount with at most 2 decimal places, at most `MAX_AMOUNT`."""
     if not value.is_finite():
         raise ValueError("must be a finite amount")
     exponent = value.as_tuple().exponent
@@ -54,7 +55,7 @@ CountryCode = Annotated[
 Money = Annotated[
     Decimal,
     Field(description="EUR amount as a decimal string (JSON numbers accepted), at most 2 decimal places"),
-    AfterValidator(_money),
+    AfterValidator(validate_money),
 ]
 Share = Annotated[Decimal, Field(description="A share as a decimal string between 0 and 1"), AfterValidator(_share)]
 Name = Annotated[str, Field(min_length=1, max_length=300)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -161,23 +162,29 @@ async def get_timeline(case_id: str, request: Request, who: Principal = Depends(
     ])
 
 
-@router.post("/procurements/{case_id}/withdraw", response_model=schemas.CasePublic, responses=_REFUSED)
-async def withdraw_procurement(
-    case_id: str, request: Request, body: schemas.ActionRequest | None = None, who: Principal = Depends(operator)
+async def _operator_action(
+    request: Request, case_id: str, action: Callable[..., Awaitable[CaseRow]], reason: str, who: Principal
 ) -> schemas.CasePublic:
-    """Withdraw the case (only before a loan is approved); any loan reservation is released."""
     rt = runtime_of(request)
     assert rt.factory is not None
     try:
         async with transaction(rt.factory) as session:
-            row = await handlers.withdraw(session, case_id, reason=(body.reason if body else "") or "withdrawn",
-                                          actor=who.name)
+            row = await action(session, case_id, reason=reason, actor=who.name)
     except handlers.NotFound:
         raise HTTPException(404, "no such procurement case") from None
     except TransitionRefused as e:
         raise HTTPException(409, str(e)) from None
     rt.wake_relay()
     return _public(row)
+
+
+@router.post("/procurements/{case_id}/withdraw", response_model=schemas.CasePublic, responses=_REFUSED)
+async def withdraw_procurement(
+    case_id: str, request: Request, body: schemas.ActionRequest | None = None, who: Principal = Depends(operator)
+) -> schemas.CasePublic:
+    """Withdraw the case (only before a loan is approved); any loan reservation is released."""
+    reason = (body.reason if body else "") or "withdrawn"
+    return await _operator_action(request, case_id, handlers.withdraw, reason, who)
 
 
 @router.post("/procurements/{case_id}/reverify", response_model=schemas.CasePublic, responses=_REFUSED)
@@ -185,18 +192,8 @@ async def reverify_procurement(
     case_id: str, request: Request, body: schemas.ActionRequest | None = None, who: Principal = Depends(operator)
 ) -> schemas.CasePublic:
     """Ask origin verification to decide the case again (e.g. after a registry correction); audited."""
-    rt = runtime_of(request)
-    assert rt.factory is not None
-    try:
-        async with transaction(rt.factory) as session:
-            row = await handlers.reverify(session, case_id, reason=(body.reason if body else "") or "re-verification",
-                                          actor=who.name)
-    except handlers.NotFound:
-        raise HTTPException(404, "no such procurement case") from None
-    except TransitionRefused as e:
-        raise HTTPException(409, str(e)) from None
-    rt.wake_relay()
-    return _public(row)
+    reason = (body.reason if body else "") or "re-verification"
+    return await _operator_action(request, case_id, handlers.reverify, reason, who)
 
 
 _WAITING = {

@@ -22,7 +22,7 @@ from pydantic import (
 
 from services.loan_disbursement.domain.money import CENT
 from shared.contracts import Category
-from shared.contracts.proposal import MAX_AMOUNT
+from shared.contracts.proposal import validate_money
 from shared.kit.app import validation_errors
 from shared.kit.web import UtcDateTime
 
@@ -36,15 +36,7 @@ def _no_float(value: Any) -> Any:
 
 
 def _money(value: Decimal) -> Decimal:
-    if not value.is_finite():
-        raise ValueError("must be a finite amount")
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -2:
-        raise ValueError("at most 2 decimal places")
-    if value < 0:
-        raise ValueError("must not be negative")
-    if value > MAX_AMOUNT:
-        raise ValueError(f"must not exceed {MAX_AMOUNT}")
+    validate_money(value)
     return value.quantize(CENT)  # exact: at most 2 places; 7019523.3 → 7019523.30
 
 
