@@ -11,6 +11,7 @@ import importlib
 import io
 import json
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -362,3 +363,58 @@ async def test_tokens_never_appear_in_the_logs(tmp_path, prefix, redis_client):
         assert text, "nothing was logged: the check would prove nothing"
         for token in [*TOKENS.values(), "not-a-known-token"]:
             assert token not in text
+
+
+# --- the other services: every endpoint of their OpenAPI × every role ---------------------------------
+
+_SAMPLE = {"member_state": "PL", "ms": "PL", "code": "PL", "country": "PL", "case_id": "no-such-case",
+           "loan_id": "no-such-loan", "agreement_id": "no-such-agreement", "id": "no-such-id"}
+_OPEN_PATHS = {"/health/live", "/health/ready", "/metrics", "/asyncapi.json"}
+_READ_ONLY_POSTS = {"/verifications/preview"}  # computes a verdict, stores and publishes nothing
+
+
+def _operations(app: Any) -> list[tuple[str, str]]:
+    ops = []
+    for path, item in app.openapi()["paths"].items():
+        if path in _OPEN_PATHS:
+            continue
+        for method in item:
+            if method in {"get", "post", "put", "patch", "delete"}:
+                ops.append((method.upper(), path))
+    return ops
+
+
+def _fill(path: str) -> str:
+    for name, value in _SAMPLE.items():
+        path = path.replace("{" + name + "}", value)
+    return re.sub(r"\{[^}]+\}", "999999", path)
+
+
+@pytest.mark.parametrize("service", ["origin_verification", "partner_registry", "loan_disbursement"])
+async def test_every_endpoint_of_the_other_services_answers_every_role_as_the_contract_says(
+    service, tmp_path, prefix, redis_client
+):
+    """No token or an unknown one: 401. Writes: only operators (auditors and member states: 403).
+    Reads: auditors are never refused; nobody gets a 5xx."""
+    app = build(service, tmp_path, prefix)
+    async with running(app) as (client, _rt):
+        failures = []
+        ops = _operations(app)
+        assert len(ops) >= 5, ops
+        for method, template in ops:
+            path = _fill(template)
+            write = method != "GET" and template not in _READ_ONLY_POSTS
+            for who in WHO:
+                r = await _call(client, method, path, {} if write else None, who)
+                code = r.status_code
+                if who in ("none", "bad"):
+                    ok = code == 401
+                elif write and who != "operator":
+                    ok = code == 403
+                elif who == "auditor" or who == "operator":
+                    ok = code not in (401, 403) and code < 500
+                else:  # member states read what concerns them; some staff-only reads answer 403
+                    ok = code != 401 and code < 500
+                if not ok:
+                    failures.append(f"{method} {path} as {who}: {code} {r.text[:200]}")
+        assert not failures, "\n".join(failures)
