@@ -21,10 +21,21 @@ run: venv  ## start Redis if needed, the four services, a live demo; Ctrl-C stop
 redis: venv
 	infra/scripts/ensure-redis.sh
 
+# Tests already parametrized over SQLite and PostgreSQL need no second pass.
+BOTH_DB_TESTS := tests/integration/test_applications_service.py tests/integration/test_origin_verification_service.py \
+	tests/integration/test_loan_disbursement_service.py
+
 test: venv  ## the whole suite (unit, messaging, integration on real Redis + SQLite/PostgreSQL, e2e processes)
 	@infra/scripts/ensure-redis.sh
-	@if infra/scripts/ensure-postgres.sh; then export SAFE_REQUIRE_PG=1; fi; \
-	  $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	@if infra/scripts/ensure-postgres.sh; then \
+	  export SAFE_REQUIRE_PG=1; \
+	  $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) && \
+	  echo "--- the database-backed layers again, on PostgreSQL (SAFE_TEST_DB=postgres) ---" && \
+	  SAFE_TEST_DB=postgres $(PY) -m pytest -q -p no:cacheprovider tests/messaging tests/integration \
+	    $(foreach t,$(BOTH_DB_TESTS),--deselect $(t)); \
+	else \
+	  $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); \
+	fi
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit tests/messaging

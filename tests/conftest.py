@@ -10,6 +10,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from tests import dbs
+
 REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
 PG_ADMIN_URL = os.environ.get("SAFE_TEST_PG_URL", "postgresql://postgres:postgres@127.0.0.1:5432/postgres")
 
@@ -42,7 +44,15 @@ async def redis_client(redis_url: str, prefix: str) -> AsyncIterator[aioredis.Re
 
 @pytest.fixture
 def sqlite_url(tmp_path) -> str:  # type: ignore[no-untyped-def]
-    return f"sqlite+aiosqlite:///{tmp_path}/db.sqlite"
+    """The test's database: a SQLite file, or a fresh PostgreSQL database under SAFE_TEST_DB=postgres."""
+    return dbs.url(tmp_path, "db")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_databases() -> Iterator[None]:
+    yield
+    if dbs.on_postgres():
+        dbs.drop_all()
 
 
 def _pg_available() -> bool:

@@ -199,6 +199,10 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self.limit
+        if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b"") \
+                or b"\x00" in scope.get("query_string", b""):
+            await JSONResponse(_NUL_DETAIL, status_code=422)(scope, receive, send)
+            return
         for name, value in scope.get("headers") or ():
             if name == b"content-length":
                 if not value.isdigit() or int(value) > limit:
@@ -207,13 +211,21 @@ class BodyLimit:
         received = 0
         started = False
 
+        tail = b""
+
         async def limited_receive() -> Any:
-            nonlocal received
+            nonlocal received, tail
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                received += len(chunk)
                 if received > limit:
                     raise BodyTooLarge(limit)
+                # NUL cannot be stored in PostgreSQL text: refuse it up front (a chunk may split "\u0000")
+                window = tail + chunk
+                if b"\\u0000" in window or b"\x00" in window:
+                    raise NulInBody()
+                tail = window[-5:]
             return message
 
         async def tracking_send(message: Any) -> None:
@@ -228,6 +240,18 @@ class BodyLimit:
             if started:
                 raise
             await JSONResponse({"detail": f"body larger than {limit} bytes"}, status_code=413)(scope, receive, send)
+        except NulInBody:
+            if started:
+                raise
+            await JSONResponse(_NUL_DETAIL, status_code=422)(scope, receive, send)
+
+
+class NulInBody(Exception):
+    pass
+
+
+_NUL_DETAIL = {"detail": [{"loc": ["body"], "field": "body", "type": "nul_character",
+                           "msg": "NUL characters (\\u0000) are not accepted in any field"}]}
 
 
 class Tracing:

@@ -452,7 +452,15 @@ class Messaging:
         first_failed_at: Any = None,
     ) -> None:
         raw = entry.fields.get(b"__data__")
-        payload = _text(raw) if raw is not None else json.dumps({k.decode(): _text(v) for k, v in entry.fields.items()})
+        if raw is not None:
+            try:
+                payload = _text(extract_payload(entry.fields))
+            except Exception:
+                payload = _text(raw)
+        else:
+            payload = json.dumps({k.decode(errors="replace"): _text(v) for k, v in entry.fields.items()})
+        # PostgreSQL text cannot hold NUL: keep it visible, escaped, rather than fail to record the letter
+        payload, error = payload.replace("\x00", "\\u0000"), error.replace("\x00", "\\u0000")
         event_id, correlation_id = _ids_from(payload)
         exists = (
             await session.exec(

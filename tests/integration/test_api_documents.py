@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from services.testing.inprocess import running
+from tests import dbs
 from tests.integration.helpers import FAST
 from tests.integration.test_auth_matrix import SERVICES, build
 
@@ -120,7 +121,7 @@ def served_applications(tmp_path, prefix, redis_url) -> Iterator[str]:
     from services.applications.config import Settings
     from services.applications.main import build_app
 
-    app = build_app(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/apps.db", stream_prefix=prefix,
+    app = build_app(Settings(database_url=dbs.url(tmp_path, "apps"), stream_prefix=prefix,
                              consumer_name="t1", **FAST))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
@@ -234,7 +235,7 @@ def served_service(request, tmp_path, prefix, redis_url) -> Iterator[str]:
 
     main = importlib.import_module(f"services.{request.param}.main")
     config = importlib.import_module(f"services.{request.param}.config")
-    app = main.build_app(config.Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/{request.param}.db",
+    app = main.build_app(config.Settings(database_url=dbs.url(tmp_path, request.param),
                                          stream_prefix=prefix, consumer_name="t1", **FAST))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))

@@ -14,6 +14,7 @@ from services.applications.main import build_app
 from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared.contracts import streams
+from tests import dbs
 from tests.integration.helpers import FAST, xadd
 
 DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
@@ -29,7 +30,7 @@ def proposal(**changes: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def app(tmp_path, prefix, redis_url):
-    return build_app(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/apps.db", stream_prefix=prefix,
+    return build_app(Settings(database_url=dbs.url(tmp_path, "apps"), stream_prefix=prefix,
                               consumer_name="t1", safe_tokens="operator:dev-operator,auditor:aud-1", **FAST))
 
 

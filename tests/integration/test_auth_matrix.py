@@ -25,6 +25,7 @@ from services.testing.waiting import wait_for
 from shared.contracts import streams
 from shared.kit import auth
 from shared.kit.logs import JsonFormatter
+from tests import dbs
 from tests.integration.helpers import FAST, xadd
 
 DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
@@ -60,7 +61,7 @@ def build(service: str, tmp_path: Path, prefix: str, **overrides: Any) -> Any:
     main = pytest.importorskip(main_mod, reason=f"{service} is not built yet")
     config = importlib.import_module(config_mod)
     options: dict[str, Any] = dict(
-        database_url=f"sqlite+aiosqlite:///{tmp_path}/{service}.db", stream_prefix=prefix, consumer_name="t1",
+        database_url=dbs.url(tmp_path, service), stream_prefix=prefix, consumer_name="t1",
         safe_tokens=SAFE_TOKENS, safe_env="production", **FAST,
     )
     options.update(overrides)

@@ -16,6 +16,7 @@ from services.applications.config import Settings
 from services.applications.main import build_app
 from services.testing.inprocess import running
 from shared.contracts import proposal as limits
+from tests import dbs
 from tests.integration.helpers import FAST
 
 DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
@@ -31,7 +32,7 @@ def proposal(**changes: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def app(tmp_path, prefix, redis_url):
-    return build_app(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/apps.db", stream_prefix=prefix,
+    return build_app(Settings(database_url=dbs.url(tmp_path, "apps"), stream_prefix=prefix,
                               consumer_name="t1", max_body_bytes=LIMIT, **FAST))
 
 

@@ -30,6 +30,7 @@ from shared.kit.app import ServiceSpec, create_app
 from shared.kit.logs import JsonFormatter
 from shared.kit.messaging import HandlerContext, Messaging
 from shared.kit.settings import ServiceSettings
+from tests import dbs
 from tests.integration.helpers import FAST, read_all, xadd
 
 DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
@@ -44,7 +45,7 @@ def proposal(**changes: Any) -> dict[str, Any]:
 
 
 def applications(tmp_path: Path, prefix: str, **overrides: Any) -> Any:
-    return build_app(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/apps.db", stream_prefix=prefix,
+    return build_app(Settings(database_url=dbs.url(tmp_path, "apps"), stream_prefix=prefix,
                               consumer_name="t1", **(FAST | overrides)))
 
 
@@ -155,7 +156,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 def probe_service(tmp_path: Path, prefix: str, seen: list[dict[str, Any]]) -> Any:
     """A second service: another Messaging instance reading ProcurementSubmitted in its own group."""
-    settings = ServiceSettings(service_name="probe", database_url=f"sqlite+aiosqlite:///{tmp_path}/probe.db",
+    settings = ServiceSettings(service_name="probe", database_url=dbs.url(tmp_path, "probe"),
                                stream_prefix=prefix, consumer_name="p1", **FAST)
 
     def setup(m: Messaging, _rt: Any) -> None:

@@ -23,6 +23,7 @@ from shared import contracts
 from shared.contracts import streams
 from shared.kit import outbox as kit_outbox
 from shared.kit.tables import DeadLetter, InboxRow, OutboxRow
+from tests import dbs
 from tests.integration.helpers import FAST, read_all, xadd
 
 DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
@@ -126,7 +127,7 @@ def apps_app(tmp_path, prefix, redis_url):
     from services.applications.config import Settings
     from services.applications.main import build_app
 
-    return build_app(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/apps.db", stream_prefix=prefix,
+    return build_app(Settings(database_url=dbs.url(tmp_path, "apps"), stream_prefix=prefix,
                               consumer_name="rel-apps", **FAST))
 
 
@@ -322,7 +323,7 @@ def ov_app(tmp_path, prefix, redis_url):
     ov = pytest.importorskip("services.origin_verification.main")
     from services.origin_verification.config import Settings
 
-    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/ov.db", stream_prefix=prefix,
+    settings = Settings(database_url=dbs.url(tmp_path, "ov"), stream_prefix=prefix,
                         consumer_name="rel-ov", replica_retry_s=0.1, **FAST)
     return ov.build_app(settings, clock=lambda: NOW)
 
@@ -429,7 +430,7 @@ async def test_origin_verification_every_event_type_delivered_twice_changes_noth
 def _loan_settings(tmp_path: Path, prefix: str, consumer: str = "rel-loans", **changes: Any) -> Any:
     from services.loan_disbursement.config import Settings
 
-    return Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/loans.db", stream_prefix=prefix,
+    return Settings(database_url=dbs.url(tmp_path, "loans"), stream_prefix=prefix,
                     consumer_name=consumer, **{**FAST, **changes})
 
 
@@ -658,7 +659,7 @@ async def test_a_long_deferred_entry_taken_over_from_a_dead_consumer_is_not_dead
         await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, event)
         await wait_for(lambda: _true(len(deferrals) >= 20), message="20 deferrals")
     # that consumer is gone; another replica with a short claim idle time takes its entry over
-    other = build_app(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/ov.db", stream_prefix=prefix,
+    other = build_app(Settings(database_url=dbs.url(tmp_path, "ov"), stream_prefix=prefix,
                                consumer_name="rel-ov-other", replica_retry_s=0.05, **{**FAST, "claim_idle_ms": 200}),
                       clock=lambda: NOW)
     async with running(other) as (client, rt):

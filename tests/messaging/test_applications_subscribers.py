@@ -17,6 +17,7 @@ from services.applications.main import build_app
 from shared.contracts import streams
 from shared.kit import db
 from shared.kit.tables import DeadLetter, OutboxRow
+from tests import dbs
 
 DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
 
@@ -34,7 +35,7 @@ class RecordingRedis:
 
 @pytest.fixture
 async def wired(tmp_path):
-    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/a.db", consumer_name="t")
+    settings = Settings(database_url=dbs.url(tmp_path, "a"), consumer_name="t")
     app = build_app(settings)
     rt = app.state.runtime
     await db.migrate(settings.database_url, rt.spec.migrations)
