@@ -198,6 +198,7 @@ class Messaging:
         self.groups_ready = False
         self._overdelivered: set[str] = set()
         self._synthetic_ids = itertools.count(1)
+        self._in_flight: dict[str, set[str]] = {}
 
     # --- declaration --------------------------------------------------------------------------
 
@@ -302,13 +303,20 @@ class Messaging:
     # --- processing ---------------------------------------------------------------------------
 
     async def process(self, sub: Subscription[Any], entries: Sequence[Entry]) -> None:
+        # an entry this process is already handling (e.g. taken back by its own reclaimer while a slow
+        # handler still runs) is not handled a second time in parallel
+        in_flight = self._in_flight.setdefault(sub.stream, set())
+        entries = [e for e in entries if e.entry_id not in in_flight]
         if not entries:
             return
+        ids = {e.entry_id for e in entries}
+        in_flight |= ids
         self._busy += 1
         self._idle.clear()
         try:
             await self._process(sub, entries)
         finally:
+            in_flight -= ids
             self._busy -= 1
             if self._busy == 0:
                 self._idle.set()

@@ -146,3 +146,17 @@ async def test_long_strings_and_oversized_or_over_precise_amounts_are_refused_wi
 
         assert (await client.get("/procurements")).json()["items"] == []  # nothing of it was stored
         await healthy(client)
+
+
+async def test_nul_characters_anywhere_are_refused_with_422_and_nothing_is_stored(app):
+    """PostgreSQL text cannot hold NUL: refused up front on every service, whatever the database."""
+    async with running(app) as (client, rt):
+        r = await client.post("/procurements", json=proposal(title="shells\u0000"))
+        assert r.status_code == 422 and "NUL" in r.text
+        r = await client.get("/procurements/by-reference/x%00y")
+        assert r.status_code == 422
+        r = await client.get("/procurements", params={"status": "sub\x00mitted"})
+        assert r.status_code == 422
+        assert (await client.get("/procurements")).json()["items"] == []
+        await healthy(client)
+        assert (await client.post("/procurements", json=proposal())).status_code == 201
