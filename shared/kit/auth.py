@@ -92,7 +92,7 @@ bearer = HTTPBearer(
 )
 
 
-def principal(request: Request, _: Any = Depends(bearer)) -> Principal:
+async def principal(request: Request, _: Any = Depends(bearer)) -> Principal:
     store: TokenStore = request.app.state.tokens
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -104,18 +104,18 @@ def principal(request: Request, _: Any = Depends(bearer)) -> Principal:
     return p
 
 
-def reader(p: Principal = Depends(principal)) -> Principal:
+async def reader(p: Principal = Depends(principal)) -> Principal:
     return p
 
 
-def staff(p: Principal = Security(principal, scopes=["operator", "auditor"])) -> Principal:
+async def staff(p: Principal = Security(principal, scopes=["operator", "auditor"])) -> Principal:
     """Operators and auditors: the whole platform, read-only for auditors."""
     if p.member_state is not None:
         raise HTTPException(403, "this endpoint is for operators and auditors")
     return p
 
 
-def operator(p: Principal = Security(principal, scopes=["operator"])) -> Principal:
+async def operator(p: Principal = Security(principal, scopes=["operator"])) -> Principal:
     if not p.can_write:
         raise HTTPException(403, "operator role required")
     return p
