@@ -35,9 +35,13 @@ class Readiness:
     agreements: int = 0
     expected_countries: int | None = None
     expected_agreements: int | None = None
+    # changes whenever the replica does (versions only grow): the key under which its data may be cached
+    fingerprint: tuple[object, ...] = ()
 
     def public(self) -> dict[str, object]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("fingerprint", None)
+        return out
 
 
 async def upsert_country(session: AsyncSession, event: contracts.CountryStatusChanged) -> bool:
@@ -105,8 +109,12 @@ async def readiness(session: AsyncSession) -> Readiness:
     pub = (await session.exec(
         select(ReplicaPublication).order_by(col(ReplicaPublication.registry_version).desc()).limit(1)
     )).first()
-    n_countries = (await session.exec(select(func.count()).select_from(ReplicaCountry))).one()
-    n_agreements = (await session.exec(select(func.count()).select_from(ReplicaAgreement))).one()
+    n_countries, country_versions = (await session.exec(
+        select(func.count(), func.coalesce(func.sum(col(ReplicaCountry.version)), 0)).select_from(ReplicaCountry)
+    )).one()
+    n_agreements, agreement_versions = (await session.exec(
+        select(func.count(), func.coalesce(func.sum(col(ReplicaAgreement.version)), 0)).select_from(ReplicaAgreement)
+    )).one()
     if pub is None:
         return Readiness(False, "no ReferenceDataPublished received from the partner registry yet",
                          countries=n_countries, agreements=n_agreements)
@@ -114,7 +122,8 @@ async def readiness(session: AsyncSession) -> Readiness:
     reason = ("replica complete" if ok else
               f"replica incomplete: {n_countries}/{pub.countries} countries, {n_agreements}/{pub.agreements} agreements")
     return Readiness(ok, reason, pub.registry_version, pub.seed_version, n_countries, n_agreements, pub.countries,
-                     pub.agreements)
+                     pub.agreements, fingerprint=(pub.registry_version, n_countries, int(country_versions),
+                                                  n_agreements, int(agreement_versions)))
 
 
 def _membership(raw: dict[str, object]) -> Membership:

@@ -54,7 +54,12 @@ async def evaluate(
     note_readiness(state, status)
     if not status.ready:
         raise ReplicaNotReady(status)
-    reference = await replica.load_reference(session, status.registry_version)
+    cached = state.get("reference_cache")
+    if cached is not None and cached[0] == status.fingerprint:
+        reference = cached[1]
+    else:  # the replica changed (or first use): load it once, reuse it until it changes again
+        reference = await replica.load_reference(session, status.registry_version)
+        state["reference_cache"] = (status.fingerprint, reference)
     rules = deps.rules.for_date(proposal.contract_signed_on)
     verdict = engine.verify(proposal, reference, rules, checked_at=deps.clock())
     return mapping.to_result(verdict), status
