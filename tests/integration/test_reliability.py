@@ -301,7 +301,12 @@ async def test_a_crash_between_xadd_and_marking_the_row_sent_republishes_and_con
         published = await wait_for(lambda: _at_least(read_all(redis_client, prefix, streams.PROCUREMENT_SUBMITTED), 2),
                                    message="the event published twice (before and after the crash)")
         assert crashed and len({e["event_id"] for e in published}) == 1
-        assert await count(rt, OutboxRow, OutboxRow.published_at.is_(None)) == 0  # type: ignore[union-attr]
+        # the relay marks the rows sent in the same transaction as its XADD round: wait for its commit
+        # (on PostgreSQL a reader can see the entries on the stream before that commit)
+        async def all_marked_sent() -> bool:
+            return await count(rt, OutboxRow, OutboxRow.published_at.is_(None)) == 0  # type: ignore[union-attr]
+
+        await wait_for(all_marked_sent, message="outbox rows marked sent after the re-publish")
         await wait_for(lambda: _status_is(client, case_id, "verifying"), message="verifying")
         # a consumer of the stream (origin verification's inbox) processes it once: answer twice-published
         # request with one result, delivered twice too — one transition, one loan request
