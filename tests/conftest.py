@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from tests import dbs
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
-PG_ADMIN_URL = os.environ.get("SAFE_TEST_PG_URL", "postgresql://postgres:postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = dbs.PG_ADMIN_URL
 
 
 @pytest.fixture(scope="session")
@@ -83,20 +83,5 @@ def pg_admin_url() -> str:
 @pytest.fixture
 def pg_url(pg_admin_url: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for this test (dropped afterwards)."""
-    import asyncio
-
-    import asyncpg
-
-    name = f"safe_test_{uuid.uuid4().hex[:12]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(pg_admin_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    base = pg_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    yield f"{base}/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with dbs.pg_databases(["db"], label="test") as urls:
+        yield urls["db"]

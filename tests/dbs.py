@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 PG_ADMIN_URL = os.environ.get("SAFE_TEST_PG_URL", "postgresql://postgres:postgres@127.0.0.1:5432/postgres")
@@ -68,3 +70,17 @@ def drop_all() -> None:
     for full in list(_created.values()):
         _admin(f'DROP DATABASE IF EXISTS "{full.rsplit("/", 1)[1]}" WITH (FORCE)')
     _created.clear()
+
+
+@contextmanager
+def pg_databases(services: Iterable[str], label: str = "e2e") -> Iterator[dict[str, str]]:
+    """One fresh PostgreSQL database per service (name → URL), dropped afterwards."""
+    names = {svc: f"safe_{label}_{svc}_{uuid.uuid4().hex[:8]}" for svc in services}
+    for name in names.values():
+        _admin(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    try:
+        yield {svc: f"{base}/{name}" for svc, name in names.items()}
+    finally:
+        for name in names.values():
+            _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

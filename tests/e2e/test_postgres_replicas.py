@@ -9,10 +9,10 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from services.launcher import SERVICES
+from tests import dbs
 
 pytestmark = pytest.mark.e2e
 
@@ -21,20 +21,8 @@ DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.jso
 
 @pytest.fixture
 def pg_databases(pg_admin_url):
-    names = {svc: f"safe_e2e_{svc}_{uuid.uuid4().hex[:8]}" for svc in SERVICES}
-
-    async def admin(statements):
-        conn = await asyncpg.connect(pg_admin_url)
-        try:
-            for sql in statements:
-                await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin([f'CREATE DATABASE "{n}"' for n in names.values()]))
-    base = pg_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    yield {svc: f"{base}/{n}" for svc, n in names.items()}
-    asyncio.run(admin([f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in names.values()]))
+    with dbs.pg_databases(SERVICES, label="repl") as urls:
+        yield urls
 
 
 def proposal(i: int) -> dict:

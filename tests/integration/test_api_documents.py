@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -113,30 +115,38 @@ def _free_port() -> int:
     raise RuntimeError("no free port in 18500-18599")
 
 
-@pytest.fixture
-def served_applications(tmp_path, prefix, redis_url) -> Iterator[str]:
-    """The applications service on a real local port (uvicorn in a thread, lifespan included)."""
+@contextmanager
+def _served(service: str, tmp_path, prefix: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A service on a real local port (uvicorn in a thread, lifespan included); yields its base URL."""
     import uvicorn
 
-    from services.applications.config import Settings
-    from services.applications.main import build_app
-
-    app = build_app(Settings(database_url=dbs.url(tmp_path, "apps"), stream_prefix=prefix,
-                             consumer_name="t1", **FAST))
+    main = importlib.import_module(f"services.{service}.main")
+    config = importlib.import_module(f"services.{service}.config")
+    app = main.build_app(config.Settings(database_url=dbs.url(tmp_path, service), stream_prefix=prefix,
+                                         consumer_name="t1", **FAST))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, name="uvicorn-applications", daemon=True)
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{service}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the applications service did not start")
+            raise RuntimeError(f"{service} did not start")
         time.sleep(0.05)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture
+def served_applications(tmp_path, prefix, redis_url) -> Iterator[str]:
+    """The applications service on a real local port; its streams are deleted afterwards."""
+    try:
+        with _served("applications", tmp_path, prefix) as base:
+            yield base
+    finally:
         client = redis.Redis.from_url(redis_url)
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         if keys:
@@ -228,29 +238,9 @@ def _fuzz(base: str, seeded: dict[str, str], *, examples_per_operation: int) -> 
 
 @pytest.fixture(params=["origin_verification", "partner_registry", "loan_disbursement"])
 def served_service(request, tmp_path, prefix, redis_url) -> Iterator[str]:
-    """Another service on a real local port (uvicorn in a thread, lifespan included)."""
-    import importlib
-
-    import uvicorn
-
-    main = importlib.import_module(f"services.{request.param}.main")
-    config = importlib.import_module(f"services.{request.param}.config")
-    app = main.build_app(config.Settings(database_url=dbs.url(tmp_path, request.param),
-                                         stream_prefix=prefix, consumer_name="t1", **FAST))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{request.param}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError(f"{request.param} did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    """Another service on a real local port."""
+    with _served(request.param, tmp_path, prefix) as base:
+        yield base
 
 
 def test_schemathesis_finds_no_server_error_on_the_other_services_admin_endpoints(served_service):
