@@ -672,10 +672,9 @@ class Messaging:
             await asyncio.sleep(1.0)
             try:
                 stopped = [s for s in self.subscriptions.values() if s.subscriber is not None and not s.subscriber.running]
-                missing = False
-                for sub in self.subscriptions.values():
-                    if not await self.redis.exists(self.key(sub.stream)):  # type: ignore[union-attr]
-                        missing = True
+                keys = [self.key(sub.stream) for sub in self.subscriptions.values()]
+                # one round trip for all streams: EXISTS counts the keys that exist
+                missing = bool(keys) and await self.redis.exists(*keys) < len(keys)  # type: ignore[union-attr]
                 if missing or stopped:
                     await self.ensure_groups()
                 for sub in stopped:
