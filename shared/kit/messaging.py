@@ -96,6 +96,14 @@ class HandlerContext:
 
 
 Handler = Callable[[HandlerContext, Any], Awaitable[None]]
+# Loads what a whole batch's handlers will need with one query per kind (e.g. the cases named by the events)
+# into `session.info`, so that handlers do not query, and so do not flush, once per message.
+Prefetch = Callable[[AsyncSession, list[Any]], Awaitable[None]]
+
+# `session.info[BATCH]` is True while handlers run together in one optimistic batch transaction: a handler may
+# then skip per-message savepoints and flushes, because any failure redoes the batch message by message
+# (each in its own savepoint, with BATCH False and nothing prefetched).
+BATCH = "safe.batch"
 
 
 @dataclass
@@ -106,6 +114,7 @@ class Subscription(Generic[E]):
     description: str = ""
     max_attempts: int | None = None
     key: Callable[[Any, str], str] | None = None
+    prefetch: Prefetch | None = None
     subscriber: Any = None
     processed: int = 0
     failed: int = 0
@@ -210,6 +219,7 @@ class Messaging:
         description: str = "",
         max_attempts: int | None = None,
         key: Callable[[Any, str], str] | None = None,
+        prefetch: Prefetch | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
             self.subscriptions[stream] = Subscription(
@@ -219,6 +229,7 @@ class Messaging:
                 description=description or (fn.__doc__ or "").strip(),
                 max_attempts=max_attempts,
                 key=key,
+                prefetch=prefetch,
             )
             return fn
 
@@ -378,6 +389,11 @@ class Messaging:
                     seen = set(
                         (await session.exec(select(InboxRow.event_id).where(col(InboxRow.event_id).in_(ids)))).all()
                     )
+                session.info[BATCH] = not isolate
+                if not isolate and sub.prefetch is not None:
+                    fresh = [ev for e, ev in parsed if sub.key_of(ev, e.entry_id) not in seen]
+                    if fresh:
+                        await sub.prefetch(session, fresh)
                 for entry, event in parsed:
                     event_id = sub.key_of(event, entry.entry_id)
                     if event_id in seen:

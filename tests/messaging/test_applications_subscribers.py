@@ -11,7 +11,7 @@ from faststream.redis import TestRedisBroker
 from sqlalchemy import func
 from sqlmodel import select
 
-from services.applications.adapters.tables import CaseRow
+from services.applications.adapters.tables import CaseParticipant, CaseRow
 from services.applications.config import Settings
 from services.applications.main import build_app
 from shared.contracts import streams
@@ -67,6 +67,26 @@ async def test_a_proposal_published_on_the_submit_stream_creates_one_case_and_on
         rows = (await s.exec(select(OutboxRow))).all()
     assert [r.stream for r in rows] == [streams.PROCUREMENT_SUBMITTED]
     assert len(wired.messaging.redis.acked) == 2
+
+
+async def test_a_batch_of_submissions_stores_each_case_with_its_own_participants(wired):
+    """The batch path adds cases without a flush each; the participant rows still get their case's seq."""
+    bodies = []
+    for i, parts in enumerate((["PL", "DE"], ["FR", "IT", "ES"], ["PL", "DE"])):
+        body = proposal()
+        body.update(lead_member_state=parts[0], participants=parts, reference=f"TB-BATCH-{uuid.uuid4().hex[:6]}-{i}")
+        bodies.append(body)
+    async with TestRedisBroker(wired.broker) as br:
+        for body in [*bodies, bodies[0]]:  # the repeated reference in the same run stays one case
+            await br.publish(body, stream=streams.SUBMIT_PROCUREMENT)
+    async with wired.factory() as s:
+        cases = {c.reference: c for c in (await s.exec(select(CaseRow))).all()}
+        parts = (await s.exec(select(CaseParticipant))).all()
+    assert set(cases) == {b["reference"] for b in bodies}
+    by_seq: dict[int, set[str]] = {}
+    for p in parts:
+        by_seq.setdefault(p.case_seq, set()).add(p.country)
+    assert {cases[b["reference"]].seq: set(b["participants"]) for b in bodies} == by_seq
 
 
 async def test_an_invalid_proposal_on_the_stream_is_dead_lettered_not_dropped(wired):

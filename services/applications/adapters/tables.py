@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy.orm import foreign, relationship
 from sqlmodel import Field, SQLModel
 
 from shared.kit.tables import TS, utcnow
@@ -29,8 +30,15 @@ class CaseRow(SQLModel, table=True):
 
 class CaseParticipant(SQLModel, table=True):
     __tablename__ = "case_participants"
-    case_seq: int = Field(primary_key=True)
+    case_seq: int | None = Field(default=None, primary_key=True)
     country: str = Field(primary_key=True)
+
+
+# Write-only (never loaded: lazy="raise"): a new case gets its participant rows in the same flush, which fills
+# in the case's seq, so adding a case needs no flush of its own.
+CaseRow.__mapper__.add_property("participants", relationship(
+    CaseParticipant, primaryjoin=CaseRow.seq == foreign(CaseParticipant.case_seq), lazy="raise", uselist=True,
+    cascade="save-update", passive_deletes=True))
 
 
 class TimelineRow(SQLModel, table=True):

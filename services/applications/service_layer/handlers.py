@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_attribute
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -20,7 +21,7 @@ from services.applications.domain.case import CaseState, Status, TransitionRefus
 from shared import contracts
 from shared.contracts import streams
 from shared.kit import outbox
-from shared.kit.messaging import HandlerContext, Poison
+from shared.kit.messaging import BATCH, HandlerContext, Poison
 from shared.kit.tables import AuditEntry, OutboxRow, utcnow
 
 SERVICE = "applications"
@@ -67,11 +68,37 @@ def _apply(row: CaseRow, state: CaseState) -> None:
     row.updated_at = now
 
 
+# Per-batch caches in `session.info`, filled by the prefetch functions below (one query per batch instead of
+# one per message, and so no autoflush per message). Only present in an optimistic batch transaction.
+_BY_ID = "applications.cases_by_id"
+_BY_REFERENCE = "applications.cases_by_reference"
+
+
+async def prefetch_cases(session: AsyncSession, events: list[Any]) -> None:
+    """The cases a batch of events names (`case_id`), loaded with one query."""
+    ids = sorted({str(e.case_id) for e in events})
+    rows = (await session.exec(select(CaseRow).where(col(CaseRow.id).in_(ids)))).all()
+    session.info.setdefault(_BY_ID, {}).update({r.id: r for r in rows})
+
+
+async def prefetch_references(session: AsyncSession, proposals: list[Any]) -> None:
+    """The cases, or their absence, of a batch of submitted proposals' references, with one query."""
+    refs = sorted({p.reference for p in proposals})
+    found = {r.reference: r for r in (await session.exec(select(CaseRow).where(col(CaseRow.reference).in_(refs)))).all()}
+    session.info.setdefault(_BY_REFERENCE, {}).update({ref: found.get(ref) for ref in refs})
+
+
 async def by_reference(session: AsyncSession, reference: str) -> CaseRow | None:
+    cache = session.info.get(_BY_REFERENCE)
+    if cache is not None and reference in cache:
+        return cache[reference]  # type: ignore[no-any-return]
     return (await session.exec(select(CaseRow).where(CaseRow.reference == reference))).first()
 
 
 async def by_id(session: AsyncSession, case_id: str) -> CaseRow | None:
+    cache = session.info.get(_BY_ID)
+    if cache is not None and case_id in cache:
+        return cache[case_id]  # type: ignore[no-any-return]
     return (await session.exec(select(CaseRow).where(CaseRow.id == case_id))).first()
 
 
@@ -95,19 +122,25 @@ async def submit(
         proposal=proposal.model_dump_json(), financing_requested=bool(proposal.financing),
         verification_request_id=str(event.event_id),
     )
-    try:
-        async with session.begin_nested():
-            session.add(row)
-            await session.flush()
-    except IntegrityError:  # a concurrent submission of the same reference won the race
-        existing = await by_reference(session, proposal.reference)
-        if existing is None:
-            raise
-        if existing.proposal_hash != digest:
-            raise ReferenceConflict(proposal.reference) from None
-        return existing, False
-    for country in sorted(set(proposal.participants)):
-        session.add(CaseParticipant(case_seq=row.seq or 0, country=country))
+    # the participants get the case's seq when the unit of work inserts the case (relationship)
+    set_attribute(row, "participants", [CaseParticipant(country=c) for c in sorted(set(proposal.participants))])
+    if session.info.get(BATCH):
+        # one batch transaction: no savepoint and no flush here; a concurrent insert of the same reference
+        # fails the batch's commit, and the kit redoes the batch message by message (the branch below)
+        session.add(row)
+        session.info.setdefault(_BY_REFERENCE, {})[proposal.reference] = row
+    else:
+        try:
+            async with session.begin_nested():
+                session.add(row)
+                await session.flush()
+        except IntegrityError:  # a concurrent submission of the same reference won the race
+            existing = await by_reference(session, proposal.reference)
+            if existing is None:
+                raise
+            if existing.proposal_hash != digest:
+                raise ReferenceConflict(proposal.reference) from None
+            return existing, False
     _timeline(session, case_id, event.event_type, f"proposal {proposal.reference} submitted via {via}",
               at=event.occurred_at, event_id=event.event_id, causation_id=causation_id)
     outbox.emit(session, streams.PROCUREMENT_SUBMITTED, event)

@@ -16,12 +16,13 @@ def register(m: Messaging, runtime: Runtime) -> None:
     def deps() -> Dependencies:
         return state["deps"]  # type: ignore[no-any-return]
 
-    @m.subscribe(streams.PROCUREMENT_SUBMITTED, contracts.ProcurementSubmitted)
+    @m.subscribe(streams.PROCUREMENT_SUBMITTED, contracts.ProcurementSubmitted, prefetch=handlers.prefetch_reports)
     async def on_procurement_submitted(ctx: HandlerContext, event: contracts.ProcurementSubmitted) -> None:
         """Verify a newly submitted proposal (deferred until the registry replica is complete)."""
         await handlers.on_verification_requested(ctx, event, deps(), state)
 
-    @m.subscribe(streams.REVERIFICATION_REQUESTED, contracts.ReverificationRequested)
+    @m.subscribe(streams.REVERIFICATION_REQUESTED, contracts.ReverificationRequested,
+                 prefetch=handlers.prefetch_reports)
     async def on_reverification_requested(ctx: HandlerContext, event: contracts.ReverificationRequested) -> None:
         """Verify a case again (e.g. after a registry correction); a new report, the old one stays."""
         await handlers.on_verification_requested(ctx, event, deps(), state)

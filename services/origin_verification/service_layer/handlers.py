@@ -37,6 +37,24 @@ def note_readiness(state: dict[str, Any], status: replica.Readiness) -> None:
     state["registry_replica"] = status
 
 
+_ANSWERED = "origin_verification.answered_requests"  # per-batch cache in session.info (prefetch_reports)
+_READINESS = "origin_verification.readiness"
+
+
+async def prefetch_reports(session: AsyncSession, events: list[Any]) -> None:
+    """Which requests of a batch were answered already, with one query (instead of one per message)."""
+    ids = sorted({str(e.event_id) for e in events})
+    answered = (await session.exec(select(ReportRow.request_event_id).where(col(ReportRow.request_event_id).in_(ids)))).all()
+    session.info[_ANSWERED] = (set(ids), set(answered))
+
+
+async def already_answered(session: AsyncSession, request_event_id: str) -> bool:
+    cached = session.info.get(_ANSWERED)
+    if cached is not None and request_event_id in cached[0]:
+        return request_event_id in cached[1]
+    return await report_for_request(session, request_event_id) is not None
+
+
 async def report_for_request(session: AsyncSession, request_event_id: str) -> ReportRow | None:
     return (await session.exec(select(ReportRow).where(ReportRow.request_event_id == request_event_id))).first()
 
@@ -50,7 +68,10 @@ async def evaluate(
     session: AsyncSession, proposal: contracts.Proposal, deps: Dependencies, state: dict[str, Any]
 ) -> tuple[contracts.VerificationResult, replica.Readiness]:
     """Verify against the replica as it stands; refuses (ReplicaNotReady) while reference data is incomplete."""
-    status = await replica.readiness(session)
+    # once per transaction: a batch of requests is verified against one state of the replica
+    status = session.info.get(_READINESS)
+    if status is None:
+        status = session.info[_READINESS] = await replica.readiness(session)
     note_readiness(state, status)
     if not status.ready:
         raise ReplicaNotReady(status)
@@ -70,7 +91,7 @@ async def on_verification_requested(
 ) -> None:
     """Verify the proposal, keep the report (history per case), answer with OriginVerificationCompleted."""
     session = ctx.session
-    if await report_for_request(session, str(event.event_id)) is not None:
+    if await already_answered(session, str(event.event_id)):
         return  # answered already (the inbox normally catches this first)
     try:
         result, status = await evaluate(session, event.proposal, deps, state)
@@ -86,6 +107,8 @@ async def on_verification_requested(
         participants=json.dumps(list(event.proposal.participants)), result=result.model_dump_json(),
         proposal=event.proposal.model_dump_json(),
     ))
+    if (answered := session.info.get(_ANSWERED)) is not None:
+        answered[1].add(str(event.event_id))
     ctx.emit(streams.ORIGIN_VERIFICATION_COMPLETED, out)
     log.debug("verified", extra={"event_id": str(out.event_id), "correlation_id": event.case_id, "service": SERVICE,
                                 "outcome": result.outcome, "causation_id": str(event.event_id)})
