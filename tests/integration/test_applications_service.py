@@ -244,3 +244,61 @@ async def test_a_message_from_a_dead_consumer_is_reclaimed_and_processed(databas
         await redis_client.xreadgroup("applications", "crashed-replica", {key: ">"}, count=10)
         await wait_for(lambda: _by_ref(client, body["reference"]), timeout=20, message="reclaimed after idle time")
         assert await count(rt, DeadLetter) == 0
+
+
+async def test_concurrent_posts_share_transactions_and_each_gets_its_own_answer(app, redis_client, prefix):
+    """Group commit: 60 concurrent POSTs (40 new references, 10 repeats, 10 conflicting) are answered one by
+    one — 201 for each new case, 200 with the same case for a repeat, 409 for a different proposal under a
+    taken reference — and fewer transactions than requests carried them."""
+    import asyncio
+
+    async with running(app) as (client, rt):
+        taken = proposal(f"T-TAKEN-{uuid.uuid4().hex[:6]}")
+        assert (await client.post("/procurements", json=taken)).status_code == 201
+        new = [proposal() for _ in range(40)]
+        conflicting = [dict(taken, contractor=dict(taken["contractor"], name=f"Other {i}")) for i in range(10)]
+        bodies = new + new[:10] + conflicting
+        answers = await asyncio.gather(*(client.post("/procurements", json=b) for b in bodies))
+        codes = [a.status_code for a in answers]
+        assert sorted(codes[:40] + codes[40:50]).count(201) + sorted(codes[:40] + codes[40:50]).count(200) == 50
+        assert codes[50:] == [409] * 10
+        ids = {}
+        for body, a in zip(bodies[:50], answers[:50], strict=True):
+            ids.setdefault(body["reference"], set()).add(a.json()["id"])
+        assert len(ids) == 40 and all(len(v) == 1 for v in ids.values())  # a repeat names the same case
+        assert await count(rt, CaseRow) == 41
+        batcher = rt.state["intake"]
+        assert batcher.batches < 51 and batcher.fallbacks == 0
+
+        async def all_published():
+            xs = await read_all(redis_client, prefix, streams.PROCUREMENT_SUBMITTED)
+            return xs if len(xs) >= 41 else None
+
+        published = await wait_for(all_published, message="one ProcurementSubmitted per case")
+        assert len(published) == 41
+        assert len({e["case_id"] for e in published}) == 41
+
+
+async def test_when_a_shared_intake_transaction_fails_each_request_is_redone_alone(app, monkeypatch):
+    """E.g. a replica committed one of the references first: the batch's commit fails; every request still
+    gets its own answer from the single-request path."""
+    import asyncio
+
+    from services.applications.service_layer import handlers
+
+    real = handlers.prefetch_references
+    calls = {"n": 0}
+
+    async def fail_once(session, proposals):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("simulated failure of the shared transaction")
+        await real(session, proposals)
+
+    monkeypatch.setattr(handlers, "prefetch_references", fail_once)
+    async with running(app) as (client, rt):
+        bodies = [proposal() for _ in range(5)]
+        answers = await asyncio.gather(*(client.post("/procurements", json=b) for b in bodies))
+        assert [a.status_code for a in answers] == [201] * 5
+        assert await count(rt, CaseRow) == 5
+        assert rt.state["intake"].fallbacks == 1

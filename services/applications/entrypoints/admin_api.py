@@ -16,7 +16,7 @@ from sqlmodel import col, select
 from services.applications.adapters.tables import CaseParticipant, CaseRow, TimelineRow
 from services.applications.domain.case import Status, TransitionRefused, is_final
 from services.applications.entrypoints import admin_schemas as schemas
-from services.applications.service_layer import handlers
+from services.applications.service_layer import handlers, intake
 from shared import contracts
 from shared.contracts import countries, streams
 from shared.kit.app import runtime_of, validation_errors
@@ -71,16 +71,17 @@ async def create_procurement(request: Request, who: Principal = Depends(operator
                                          "type": "json_invalid"}]}, status_code=422)
     rt = runtime_of(request)
     assert rt.factory is not None
+    batcher = rt.state.get("intake")
+    if batcher is None:
+        batcher = rt.state["intake"] = intake.SubmitBatcher(rt.factory, on_committed=rt.wake_relay)
     try:
-        async with transaction(rt.factory) as session:
-            row, created = await handlers.submit(session, proposal, via="HTTP")
+        row, created = await batcher.submit(proposal)
     except handlers.ReferenceConflict:
         return JSONResponse(
             {"detail": f"reference {proposal.reference!r} already exists with a different proposal"}, status_code=409
         )
     if not created:
         return JSONResponse(json.loads(_public(row).model_dump_json()), status_code=200)
-    rt.wake_relay()
     return schemas.CaseCreated(id=row.id, reference=row.reference, status=row.status)
 
 
