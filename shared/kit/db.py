@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
-from sqlalchemy import event
+from sqlalchemy import event, insert
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -127,11 +127,62 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
+# `session.info[BATCH]` is True while many messages (or HTTP submissions) run together in one optimistic
+# transaction that is redone one by one, each in its own savepoint, if anything in it fails. Such a transaction
+# may skip per-message savepoints and flushes, and queues its append-only rows (outbox, inbox, timeline) for
+# one executemany INSERT per table just before the commit (`add_row`), instead of one ORM object each.
+BATCH = "safe.batch"
+_DEFERRED = "safe.deferred_rows"
+_COLUMNS: dict[type, tuple[list[str], list[tuple[str, Any]]]] = {}
+
+
+def _columns_of(model: type) -> tuple[list[str], list[tuple[str, Any]]]:
+    """The columns an INSERT of `model` names (all but an autoincrement key), and the model's defaults."""
+    if model not in _COLUMNS:
+        table = model.__table__  # type: ignore[attr-defined]
+        auto = table.autoincrement_column
+        names = [c.name for c in table.columns if auto is None or c.name != auto.name]
+        defaults = []
+        for name in names:
+            f = model.model_fields.get(name)  # type: ignore[attr-defined]
+            if f is not None and f.default_factory is not None:
+                defaults.append((name, f.default_factory))
+            elif f is not None and not f.is_required():
+                defaults.append((name, (lambda v: lambda: v)(f.default)))
+        _COLUMNS[model] = (names, defaults)
+    return _COLUMNS[model]
+
+
+def add_row(session: AsyncSession, model: type, **values: Any) -> None:
+    """Add an append-only row: queued for a bulk INSERT in a BATCH transaction, an ORM object otherwise."""
+    if not session.info.get(BATCH):
+        session.add(model(**values))
+        return
+    names, defaults = _columns_of(model)
+    for name, factory in defaults:
+        if name not in values:
+            values[name] = factory()
+    if len(values) != len(names):
+        missing = sorted(set(names) - set(values))
+        raise TypeError(f"{model.__name__}: no value for {missing}")
+    session.info.setdefault(_DEFERRED, {}).setdefault(model, []).append(values)
+
+
+async def flush_deferred(session: AsyncSession) -> None:
+    """Insert the rows `add_row` queued, one executemany per table, in the order the tables were first used."""
+    queued = session.info.pop(_DEFERRED, None)
+    if not queued:
+        return
+    for model, rows in queued.items():
+        await session.execute(insert(model.__table__), rows)
+
+
 @asynccontextmanager
 async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """One unit of work: commit on success, roll back on error."""
+    """One unit of work: commit on success, roll back on error (rows queued by `add_row` go in first)."""
     async with factory() as session, session.begin():
         yield session
+        await flush_deferred(session)
 
 
 def run_migrations(url: str, script_location: str) -> None:

@@ -43,7 +43,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.contracts import streams
 from shared.contracts.events import Event, OperatorActionRecorded
 from shared.kit import logs, outbox
-from shared.kit.db import transaction
+from shared.kit.db import BATCH, add_row, transaction
 from shared.kit.tables import AuditEntry, DeadLetter, InboxRow, MessageFailure, utcnow
 
 log = logging.getLogger("safe.messaging")
@@ -100,10 +100,8 @@ Handler = Callable[[HandlerContext, Any], Awaitable[None]]
 # into `session.info`, so that handlers do not query, and so do not flush, once per message.
 Prefetch = Callable[[AsyncSession, list[Any]], Awaitable[None]]
 
-# `session.info[BATCH]` is True while handlers run together in one optimistic batch transaction: a handler may
-# then skip per-message savepoints and flushes, because any failure redoes the batch message by message
-# (each in its own savepoint, with BATCH False and nothing prefetched).
-BATCH = "safe.batch"
+# BATCH (shared.kit.db) is set while handlers run together in one optimistic batch transaction: any failure
+# redoes the batch message by message, each in its own savepoint, with BATCH False and nothing prefetched.
 
 
 @dataclass
@@ -405,7 +403,7 @@ class Messaging:
                         try:
                             async with logs.consumer_span(self.service, sub.stream, event, event_id):
                                 await sub.handler(ctx, event)
-                                session.add(InboxRow(event_id=event_id, stream=sub.stream, entry_id=entry.entry_id))
+                                add_row(session, InboxRow, event_id=event_id, stream=sub.stream, entry_id=entry.entry_id)
                         except Exception as ex:
                             raise _Isolate() from ex
                     else:

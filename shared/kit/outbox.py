@@ -18,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.contracts import streams
 from shared.contracts.events import Event
 from shared.kit import logs
-from shared.kit.db import transaction
+from shared.kit.db import add_row, transaction
 from shared.kit.tables import OutboxRow, utcnow
 
 log = logging.getLogger("safe.outbox")
@@ -26,19 +26,12 @@ log = logging.getLogger("safe.outbox")
 AfterPublish = Callable[[AsyncSession, Sequence[OutboxRow]], Awaitable[None]]
 
 
-def emit(session: AsyncSession, stream: str, event: Event) -> OutboxRow:
+def emit(session: AsyncSession, stream: str, event: Event) -> None:
     """Record an outgoing event in the caller's transaction (with the current trace context, if traced)."""
     if event.trace_context is None and (carrier := logs.current_trace_context()) is not None:
         event = event.model_copy(update={"trace_context": carrier})
-    row = OutboxRow(
-        event_id=str(event.event_id),
-        stream=stream,
-        event_type=event.event_type,
-        correlation_id=event.correlation_id,
-        payload=event.model_dump_json(),
-    )
-    session.add(row)
-    return row
+    add_row(session, OutboxRow, event_id=str(event.event_id), stream=stream, event_type=event.event_type,
+            correlation_id=event.correlation_id, payload=event.model_dump_json())
 
 
 class OutboxRelay:

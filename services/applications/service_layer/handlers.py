@@ -21,6 +21,7 @@ from services.applications.domain.case import CaseState, Status, TransitionRefus
 from shared import contracts
 from shared.contracts import streams
 from shared.kit import outbox
+from shared.kit.db import add_row
 from shared.kit.messaging import BATCH, HandlerContext, Poison
 from shared.kit.tables import AuditEntry, OutboxRow, utcnow
 
@@ -44,12 +45,9 @@ def _timeline(
     session: AsyncSession, case_id: str, type_: str, summary: str, *, at: datetime | None = None,
     event_id: Any = None, causation_id: Any = None, service: str = SERVICE,
 ) -> None:
-    session.add(
-        TimelineRow(
-            case_id=case_id, type=type_, at=at or utcnow(), event_id=str(event_id) if event_id else None,
-            causation_id=str(causation_id) if causation_id else None, service=service, summary=summary[:2000],
-        )
-    )
+    add_row(session, TimelineRow, case_id=case_id, type=type_, at=at or utcnow(),
+            event_id=str(event_id) if event_id else None, causation_id=str(causation_id) if causation_id else None,
+            service=service, summary=summary[:2000])
 
 
 def _state(row: CaseRow) -> CaseState:

@@ -1,0 +1,77 @@
+"""`add_row`: append-only rows of a batch transaction go in with one INSERT per table, and only if it commits."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func
+from sqlmodel import select
+
+from services.applications import main as applications_main
+from shared.kit import db
+from shared.kit.tables import InboxRow, OutboxRow
+from tests import dbs
+
+
+@pytest.fixture
+async def factory(tmp_path):
+    url = dbs.url(tmp_path, "deferred")
+    await db.migrate(url, db.migrations_dir(applications_main.__file__))  # a service's tables include the kit's
+    engine = db.make_engine(url)
+    yield db.session_factory(engine)
+    await engine.dispose()
+
+
+async def _count(factory, model) -> int:
+    async with factory() as s:
+        return (await s.exec(select(func.count()).select_from(model))).one()
+
+
+async def test_a_batch_transaction_inserts_its_queued_rows_in_order_at_commit(factory):
+    async with db.transaction(factory) as s:
+        s.info[db.BATCH] = True
+        for i in range(5):
+            db.add_row(s, OutboxRow, event_id=f"e{i}", stream="x", event_type="T", correlation_id="c", payload="{}")
+            db.add_row(s, InboxRow, event_id=f"in{i}", stream="y", entry_id=f"1-{i}")
+        assert await _count(factory, OutboxRow) == 0  # nothing written before the commit
+    async with factory() as s:
+        rows = (await s.exec(select(OutboxRow).order_by(OutboxRow.id))).all()
+    assert [r.event_id for r in rows] == [f"e{i}" for i in range(5)]
+    assert all(r.created_at is not None and r.published_at is None for r in rows)
+    assert await _count(factory, InboxRow) == 5
+
+
+async def test_queued_rows_of_a_failed_transaction_are_never_written(factory):
+    with pytest.raises(RuntimeError):
+        async with db.transaction(factory) as s:
+            s.info[db.BATCH] = True
+            db.add_row(s, OutboxRow, event_id="lost", stream="x", event_type="T", correlation_id="c", payload="{}")
+            raise RuntimeError("handler failed")
+    assert await _count(factory, OutboxRow) == 0
+
+
+async def test_a_duplicate_inbox_key_fails_the_whole_batch_commit(factory):
+    """What makes the kit redo a batch one message at a time: the duplicate is found at commit."""
+    async with db.transaction(factory) as s:
+        s.info[db.BATCH] = True
+        db.add_row(s, InboxRow, event_id="dup", stream="y", entry_id="1-1")
+    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+        async with db.transaction(factory) as s:
+            s.info[db.BATCH] = True
+            db.add_row(s, OutboxRow, event_id="e", stream="x", event_type="T", correlation_id="c", payload="{}")
+            db.add_row(s, InboxRow, event_id="dup", stream="y", entry_id="1-2")
+    assert await _count(factory, OutboxRow) == 0
+
+
+async def test_outside_a_batch_rows_are_plain_orm_objects(factory):
+    async with db.transaction(factory) as s:
+        db.add_row(s, InboxRow, event_id="orm", stream="y", entry_id="1-1")
+        assert len(s.new) == 1
+    assert await _count(factory, InboxRow) == 1
+
+
+def test_a_missing_required_value_is_refused_at_once():
+    class FakeSession:
+        info = {db.BATCH: True}
+
+    with pytest.raises(TypeError, match="payload"):
+        db.add_row(FakeSession(), OutboxRow, event_id="e", stream="x", event_type="T", correlation_id="c")  # type: ignore[arg-type]
