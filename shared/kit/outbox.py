@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy import text, update
@@ -23,7 +24,9 @@ from shared.kit.tables import OutboxRow, utcnow
 
 log = logging.getLogger("safe.outbox")
 
-AfterPublish = Callable[[AsyncSession, Sequence[OutboxRow]], Awaitable[None]]
+# called in the relay's transaction with the rows just published (id, event_id, stream, event_type,
+# correlation_id, payload)
+AfterPublish = Callable[[AsyncSession, Sequence[Any]], Awaitable[None]]
 
 
 def emit(session: AsyncSession, stream: str, event: Event) -> None:
@@ -103,9 +106,11 @@ class OutboxRelay:
                 locked = (await session.execute(text("SELECT pg_try_advisory_xact_lock(424242)"))).scalar()
                 if not locked:
                     return 0
+            # plain rows, not ORM objects: the relay only reads them (attribute access stays the same)
             rows = (
-                await session.exec(
-                    select(OutboxRow)
+                await session.execute(
+                    select(OutboxRow.id, OutboxRow.event_id, OutboxRow.stream, OutboxRow.event_type,
+                           OutboxRow.correlation_id, OutboxRow.payload)
                     .where(col(OutboxRow.published_at).is_(None))
                     .order_by(col(OutboxRow.id))
                     .limit(self._batch)

@@ -23,7 +23,7 @@ from shared.contracts import streams
 from shared.kit import outbox
 from shared.kit.db import add_row
 from shared.kit.messaging import BATCH, HandlerContext, Poison
-from shared.kit.tables import AuditEntry, OutboxRow, utcnow
+from shared.kit.tables import AuditEntry, utcnow
 
 SERVICE = "applications"
 
@@ -153,7 +153,7 @@ async def on_submit_command(ctx: HandlerContext, proposal: contracts.Proposal) -
     ctx.emitted += 1
 
 
-async def after_publish(session: AsyncSession, rows: Sequence[OutboxRow]) -> None:
+async def after_publish(session: AsyncSession, rows: Sequence[Any]) -> None:
     """A published verification request means the case is now with origin verification."""
     ids = [r.correlation_id for r in rows if r.event_type in ("ProcurementSubmitted", "ReverificationRequested")]
     if ids:
