@@ -173,8 +173,9 @@ async def flush_deferred(session: AsyncSession) -> None:
     queued = session.info.pop(_DEFERRED, None)
     if not queued:
         return
+    conn = await session.connection()  # Core executemany, without the ORM session's per-statement work
     for model, rows in queued.items():
-        await session.execute(insert(model.__table__), rows)
+        await conn.execute(insert(model.__table__), rows)
 
 
 @asynccontextmanager

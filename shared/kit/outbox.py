@@ -13,7 +13,7 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.contracts import streams
@@ -101,21 +101,24 @@ class OutboxRelay:
 
     async def publish_once(self) -> int:
         async with transaction(self._factory) as session:
+            conn = await session.connection()  # Core statements: no ORM session machinery per round
             if self._postgres:
                 # One relay at a time per database keeps the published order equal to the commit order.
-                locked = (await session.execute(text("SELECT pg_try_advisory_xact_lock(424242)"))).scalar()
+                locked = (await conn.execute(text("SELECT pg_try_advisory_xact_lock(424242)"))).scalar()
                 if not locked:
                     return 0
-            # plain rows, not ORM objects: the relay only reads them (attribute access stays the same)
-            rows = (
-                await session.execute(
-                    select(OutboxRow.id, OutboxRow.event_id, OutboxRow.stream, OutboxRow.event_type,
-                           OutboxRow.correlation_id, OutboxRow.payload)
-                    .where(col(OutboxRow.published_at).is_(None))
-                    .order_by(col(OutboxRow.id))
-                    .limit(self._batch)
-                )
-            ).all()
+            # Mark and read the oldest unsent rows in one statement. The mark is only committed after every XADD
+            # went through: if publishing fails, the transaction rolls back and the rows stay unsent.
+            now = utcnow()
+            t = OutboxRow.__table__  # type: ignore[attr-defined]
+            oldest = select(t.c.id).where(t.c.published_at.is_(None)).order_by(t.c.id).limit(self._batch)
+            rows = sorted(
+                (await conn.execute(
+                    update(t).where(t.c.id.in_(oldest.scalar_subquery())).values(published_at=now)
+                    .returning(t.c.id, t.c.event_id, t.c.stream, t.c.event_type, t.c.correlation_id, t.c.payload)
+                )).all(),
+                key=lambda r: r.id,  # RETURNING promises no order; the stream order is the commit order
+            )
             if not rows:
                 return 0
             pipe = self._redis.pipeline(transaction=False)
@@ -126,10 +129,6 @@ class OutboxRelay:
                 for row in rows:
                     logs.MESSAGES.info("published", extra={"event_id": row.event_id, "correlation_id": row.correlation_id,
                                                            "stream": row.stream, "event_type": row.event_type})
-            now = utcnow()
-            await session.execute(
-                update(OutboxRow).where(col(OutboxRow.id).in_([r.id for r in rows])).values(published_at=now)
-            )
             if self._after_publish is not None:
                 await self._after_publish(session, rows)
         self.published_total += len(rows)

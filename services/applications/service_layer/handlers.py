@@ -157,7 +157,7 @@ async def after_publish(session: AsyncSession, rows: Sequence[Any]) -> None:
     """A published verification request means the case is now with origin verification."""
     ids = [r.correlation_id for r in rows if r.event_type in ("ProcurementSubmitted", "ReverificationRequested")]
     if ids:
-        await session.execute(
+        await (await session.connection()).execute(
             update(CaseRow)
             .where(col(CaseRow.id).in_(ids), CaseRow.status == Status.submitted.value)
             .values(status=Status.verifying.value, status_since=utcnow(), updated_at=utcnow())

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import col, select
@@ -106,24 +107,31 @@ async def record_publication(session: AsyncSession, event: contracts.ReferenceDa
 
 async def readiness(session: AsyncSession) -> Readiness:
     """Ready once a publication was processed and the replica holds at least as many records as it announced."""
-    pub = (await session.exec(
-        select(ReplicaPublication).order_by(col(ReplicaPublication.registry_version).desc()).limit(1)
-    )).first()
-    n_countries, country_versions = (await session.exec(
-        select(func.count(), func.coalesce(func.sum(col(ReplicaCountry.version)), 0)).select_from(ReplicaCountry)
-    )).one()
-    n_agreements, agreement_versions = (await session.exec(
-        select(func.count(), func.coalesce(func.sum(col(ReplicaAgreement.version)), 0)).select_from(ReplicaAgreement)
-    )).one()
-    if pub is None:
+    # one round trip: the latest publication and the replica's counts and version sums
+
+    def latest(column: Any) -> Any:
+        return (select(column).order_by(col(ReplicaPublication.registry_version).desc()).limit(1)
+                .scalar_subquery())
+
+    (registry_version, seed_version, announced_countries, announced_agreements, n_countries, country_versions,
+     n_agreements, agreement_versions) = (await session.exec(select(  # type: ignore[call-overload]
+        latest(ReplicaPublication.registry_version), latest(ReplicaPublication.seed_version),
+        latest(ReplicaPublication.countries), latest(ReplicaPublication.agreements),
+        select(func.count()).select_from(ReplicaCountry).scalar_subquery(),
+        select(func.coalesce(func.sum(col(ReplicaCountry.version)), 0)).scalar_subquery(),
+        select(func.count()).select_from(ReplicaAgreement).scalar_subquery(),
+        select(func.coalesce(func.sum(col(ReplicaAgreement.version)), 0)).scalar_subquery(),
+    ))).one()
+    if registry_version is None:
         return Readiness(False, "no ReferenceDataPublished received from the partner registry yet",
                          countries=n_countries, agreements=n_agreements)
-    ok = n_countries >= pub.countries and n_agreements >= pub.agreements
+    ok = n_countries >= announced_countries and n_agreements >= announced_agreements
     reason = ("replica complete" if ok else
-              f"replica incomplete: {n_countries}/{pub.countries} countries, {n_agreements}/{pub.agreements} agreements")
-    return Readiness(ok, reason, pub.registry_version, pub.seed_version, n_countries, n_agreements, pub.countries,
-                     pub.agreements, fingerprint=(pub.registry_version, n_countries, int(country_versions),
-                                                  n_agreements, int(agreement_versions)))
+              f"replica incomplete: {n_countries}/{announced_countries} countries, "
+              f"{n_agreements}/{announced_agreements} agreements")
+    return Readiness(ok, reason, registry_version, seed_version, n_countries, n_agreements, announced_countries,
+                     announced_agreements, fingerprint=(registry_version, n_countries, int(country_versions),
+                                                        n_agreements, int(agreement_versions)))
 
 
 def _membership(raw: dict[str, object]) -> Membership:
