@@ -6,7 +6,9 @@ FastAPI lifespan starts, so tests can build apps freely."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -340,6 +342,9 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
         runtime.tasks.append(relay_task)
         for bg in spec.background:
             runtime.tasks.append(asyncio.create_task(bg(runtime), name=bg.__name__))
+        if os.environ.get("SAFE_GC_FREEZE") == "1":  # set by services.runner.tune_gc in a service process
+            gc.collect()
+            gc.freeze()
         log.info("service started", extra={"port": settings.port, "consumer": settings.consumer_name})
         try:
             yield
