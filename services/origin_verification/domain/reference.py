@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from functools import cached_property
 
 IN_FORCE = "in_force"
 SAFE_PARTICIPATION = "safe_participation"
@@ -85,8 +86,17 @@ class ReferenceData:
         record = self.countries.get(code)
         return record.partnership_level if record is not None else None
 
+    @cached_property
+    def _participation_by_country(self) -> dict[str, list[Agreement]]:
+        # built once per reference data (which is cached per replica state), not scanned per component
+        out: dict[str, list[Agreement]] = {}
+        for a in self.agreements:
+            if a.kind == SAFE_PARTICIPATION:
+                out.setdefault(a.country, []).append(a)
+        return out
+
     def agreements_of(self, code: str) -> list[Agreement]:
-        return [a for a in self.agreements if a.country == code and a.kind == SAFE_PARTICIPATION]
+        return list(self._participation_by_country.get(code, ()))
 
     def agreement_on(self, code: str, on: date) -> Agreement | None:
         """The agreement that governs `code` on `on`: one in force, else one possibly in force (date
