@@ -15,6 +15,7 @@ from services.origin_verification.bootstrap import Dependencies
 from services.origin_verification.domain import engine
 from shared import contracts
 from shared.contracts import streams
+from shared.kit.db import add_row
 from shared.kit.messaging import Defer, HandlerContext
 
 SERVICE = "origin_verification"
@@ -100,13 +101,14 @@ async def on_verification_requested(
     out = contracts.OriginVerificationCompleted(
         correlation_id=event.case_id, case_id=event.case_id, causation_id=event.event_id, result=result
     )
-    session.add(ReportRow(
+    add_row(  # a bulk INSERT per batch (an ORM object outside one)
+        session, ReportRow,
         case_id=event.case_id, request_event_id=str(event.event_id), request_type=event.event_type,
         event_id=str(out.event_id), outcome=result.outcome, rules_version=result.rules_version,
         registry_version=status.registry_version, contract_signed_on=event.proposal.contract_signed_on,
         participants=json.dumps(list(event.proposal.participants)), result=result.model_dump_json(),
         proposal=event.proposal.model_dump_json(),
-    ))
+    )
     if (answered := session.info.get(_ANSWERED)) is not None:
         answered[1].add(str(event.event_id))
     ctx.emit(streams.ORIGIN_VERIFICATION_COMPLETED, out)
