@@ -21,7 +21,6 @@ from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
-from shared.kit import outbox as kit_outbox
 from shared.kit.tables import DeadLetter, InboxRow, OutboxRow
 from tests import dbs
 from tests.integration.helpers import FAST, read_all, xadd

@@ -1,7 +1,12 @@
 """Storage tables of the loan disbursement service (created by its Alembic migrations).
 
 `ledger_entries` is append-only (database triggers refuse UPDATE and DELETE); every balance is derived
-from it. The other tables describe facilities, plans, decisions and loans."""
+from it. The other tables describe facilities, plans, decisions and loans.
+
+Running totals (migration 0002): `facilities.reserved_eur` … `instalments_paid_eur` (Σ of each kind of ledger
+entry of the facility) and `plan_draw_totals` (Σ of what active loans drew from each plan line) are kept by
+database triggers, in the transaction that writes the entry, draw or loan status; the application only reads
+them (a decision reads a few rows instead of aggregating the ledger). The reconciliation checks them."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from services.loan_disbursement.adapters.types import Money
+from services.loan_disbursement.domain.money import ZERO
 from shared.kit.tables import TS, utcnow
 
 
@@ -32,6 +38,12 @@ class FacilityRow(SQLModel, table=True):
     plan_version: int = 1
     created_at: datetime = Field(default_factory=utcnow, sa_type=TS)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=TS)
+    # running totals of the facility's ledger entries, by kind: written by triggers only (never by the ORM, which
+    # updates just the attributes it changed); read them under the facility lock, from a fresh SELECT
+    reserved_eur: Decimal = Field(default=ZERO, sa_type=Money())
+    released_eur: Decimal = Field(default=ZERO, sa_type=Money())
+    pre_financing_paid_eur: Decimal = Field(default=ZERO, sa_type=Money())
+    instalments_paid_eur: Decimal = Field(default=ZERO, sa_type=Money())
 
 
 class PlanLineRow(SQLModel, table=True):
@@ -78,6 +90,16 @@ class PlanDrawRow(SQLModel, table=True):
     category: str = Field(primary_key=True)
     member_state: str
     amount_eur: Decimal = Field(sa_type=Money())
+
+
+class PlanDrawTotalRow(SQLModel, table=True):
+    """Running total per (Member State, category): Σ plan_draws of the loans that are active. Written by
+    triggers only (on plan_draws, and on loans when a status changes); rows stay when they reach zero."""
+
+    __tablename__ = "plan_draw_totals"
+    member_state: str = Field(primary_key=True)
+    category: str = Field(primary_key=True)
+    drawn_eur: Decimal = Field(default=ZERO, sa_type=Money())
 
 
 class LedgerEntry(SQLModel, table=True):

@@ -1,4 +1,5 @@
-"""Reconciliation: the balances recomputed from the ledger, compared with the loans. Pure comparison."""
+"""Reconciliation: the balances recomputed from the ledger, compared with the loans and with the running
+totals the database keeps (facility balances, plan lines drawn). Pure comparison."""
 
 from __future__ import annotations
 
@@ -15,6 +16,16 @@ KINDS = ("reservation", "release", "pre_financing", "instalment")
 
 
 @dataclass(frozen=True)
+class RunningTotals:
+    """A facility's running totals as stored (kept by triggers), one per kind of ledger entry."""
+
+    reserved: Decimal = ZERO
+    released: Decimal = ZERO
+    pre_financing: Decimal = ZERO
+    instalments: Decimal = ZERO
+
+
+@dataclass(frozen=True)
 class FacilityBooks:
     member_state: str
     max_eur: Decimal
@@ -24,6 +35,7 @@ class FacilityBooks:
     pre_financing: Decimal = ZERO
     instalments: Decimal = ZERO
     active_loans: Decimal = ZERO  # Σ amount of the loans with status "active"
+    totals: RunningTotals | None = None  # the stored running totals; None: not checked
 
     @property
     def approved(self) -> Decimal:
@@ -32,6 +44,16 @@ class FacilityBooks:
     @property
     def disbursed(self) -> Decimal:
         return self.pre_financing + self.instalments
+
+
+@dataclass(frozen=True)
+class PlanLineBooks:
+    """One (Member State, category): Σ of what active loans drew (plan_draws) vs. the stored running total."""
+
+    member_state: str
+    category: str
+    drawn: Decimal = ZERO
+    total: Decimal = ZERO
 
 
 @dataclass(frozen=True)
@@ -97,11 +119,23 @@ def compare(
     loans: Sequence[LoanBooks],
     orphans: Sequence[Difference] = (),
     pre_financing_share: Decimal = Decimal("0.15"),
+    plan_lines: Sequence[PlanLineBooks] = (),
 ) -> Report:
-    """Every difference between the ledger and the loans, and every broken invariant (L-2, L-3)."""
+    """Every difference between the ledger and the loans, between the ledger and the running totals, and every
+    broken invariant (L-2, L-3)."""
     out: list[Difference] = list(orphans)
     for f in facilities:
         ms = f.member_state
+        if f.totals is not None:
+            for name, kind, summed, stored in (
+                ("reserved", "reservation", f.reserved, f.totals.reserved),
+                ("released", "release", f.released, f.totals.released),
+                ("pre_financing", "pre_financing", f.pre_financing, f.totals.pre_financing),
+                ("instalments", "instalment", f.instalments, f.totals.instalments),
+            ):
+                if stored != summed:
+                    out.append(Difference(ms, "running_total_matches_ledger", f"the running total {name} differs "
+                                          f"from the sum of the {kind} entries in the ledger", str(summed), str(stored)))
         if f.active_loans != f.approved:
             out.append(Difference(ms, "approved_matches_loans", "active approved loans differ from reservations − "
                                   "releases in the ledger", str(f.active_loans), str(f.approved)))
@@ -134,4 +168,9 @@ def compare(
         if loan.instalments > loan.amount:
             out.append(Difference(ms, "loan_instalments_within_amount", f"loan {loan.loan_id}: instalments exceed "
                                   "the loan (L-3)", f"<= {loan.amount}", str(loan.instalments)))
+    for line in plan_lines:
+        if line.total != line.drawn:
+            out.append(Difference(line.member_state, "plan_drawn_total_matches_draws", f"the running total drawn "
+                                  f"from the {line.category} plan line differs from the sum of the active loans' "
+                                  "draws", str(line.drawn), str(line.total)))
     return Report(checked_at=checked_at, facilities=list(facilities), differences=out)

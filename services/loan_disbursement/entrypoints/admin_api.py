@@ -79,9 +79,9 @@ def _facility(row: FacilityRow, bal: ledger.Balance, plan_categories: int, share
 async def _facilities(session: AsyncSession, share: Decimal, member_state: str | None = None) -> list[schemas.FacilityPublic]:
     wanted = None if member_state is None else [member_state]
     rows = await ledger.facilities(session, wanted)
-    bal = await ledger.balances(session, list(rows))
     plans = await ledger.plan_lines(session, list(rows))
-    return [_facility(r, bal.get(ms, ledger.Balance()), len(plans.get(ms, {})), share) for ms, r in rows.items()]
+    # balances: the running totals on the facility rows (kept with every ledger entry)
+    return [_facility(r, ledger.Balance.of(r), len(plans.get(ms, {})), share) for ms, r in rows.items()]
 
 
 def _entry(e: LedgerEntry) -> schemas.LedgerEntryPublic:
@@ -112,7 +112,7 @@ async def _participants(session: AsyncSession, case_ids: set[str]) -> dict[str, 
 
 @router.get("/facilities", response_model=schemas.FacilityList, tags=["facilities"])
 async def list_facilities(request: Request, _: Principal = Depends(reader)) -> schemas.FacilityList:
-    """Every Member State facility with its balances derived from the ledger."""
+    """Every Member State facility with its balances (the ledger's running totals)."""
     rt, settings = _rt(request)
     async with rt.factory() as session:  # type: ignore[misc]
         return schemas.FacilityList(items=await _facilities(session, settings.pre_financing_share))

@@ -1,5 +1,6 @@
 """Loan disbursement handlers: lock → load → decide (domain) → save ledger entries → record events,
-all inside the caller's transaction."""
+all inside the caller's transaction. Balances come from the running totals the database keeps with every
+ledger entry (see service_layer/ledger.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, text
+from sqlalchemy import delete, insert, text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -94,46 +95,54 @@ async def seed(session: AsyncSession, reference: Reference) -> list[str]:
 # --- loan decision ---------------------------------------------------------------------------------------
 
 
+# The decision's rows are written with Core INSERTs on the session's connection, in foreign-key order: each runs at
+# once in the caller's transaction (or savepoint), so nothing waits for a flush and a later query sees it. The
+# ORM's unit of work would order them by class name instead, and building and flushing ORM objects per case
+# costs more than the decision itself.
+_REQUESTS, _LOANS, _LEDGER, _DRAWS = (t.__table__ for t in (LoanRequestRow, LoanRow, LedgerEntry, PlanDrawRow))
+
+
 async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested, reference: Reference) -> None:
-    """Decide the whole case in this transaction: every line approved and reserved, or nothing reserved."""
+    """Decide the whole case in this transaction: every line approved and reserved, or nothing reserved.
+
+    Reads O(1) rows whatever the size of the ledger: the facilities (locked and read once per transaction, so a
+    batch of requests shares them), the case's earlier decision, and the running totals of the plan lines."""
     session = ctx.session
-    facility_rows = await ledger.lock_facilities(session)  # all of them, in member_state order
-    existing = await session.get(LoanRequestRow, event.case_id)
+    state = await ledger.decisions(session)  # every facility locked, in member_state order
+    existing, withdrawn_reason = await state.earlier_decision(event.case_id)
     if existing is not None:
         # a second request for a decided case (new event id): never decide or reserve again
+        status, decided_by = existing
         ctx.audit(SERVICE, "loan_request.duplicate", f"loan-requests/{event.case_id}",
-                  reason=f"case already decided ({existing.status}) by event {existing.event_id}",
+                  reason=f"case already decided ({status}) by event {decided_by}",
                   details={"event_id": str(event.event_id)})
         log.warning("duplicate loan request ignored", extra={"event_id": str(event.event_id),
                                                              "correlation_id": event.case_id})
         return
-    withdrawal = await session.get(CaseWithdrawalRow, event.case_id)
     lines = [rules.RequestedLine(countries.canonical(f.member_state), _cents(f.amount_eur)) for f in event.financing]
-    wanted = {line.member_state for line in lines} & set(facility_rows)
-    bal = await ledger.balances(session, wanted)
-    plans = await ledger.plan_remaining(session, wanted)
+    wanted = {line.member_state for line in lines} & state.facilities.keys()
+    plans = await state.plan_remaining(wanted)
     states = {
         ms: rules.FacilityState(
-            member_state=ms, max_eur=facility_rows[ms].max_eur, approved_eur=bal[ms].approved,
-            suspended=facility_rows[ms].suspended, suspended_reason=facility_rows[ms].suspended_reason,
-            plan=plans.get(ms, {}),
+            member_state=ms, max_eur=f.max_eur, approved_eur=f.approved, suspended=f.suspended,
+            suspended_reason=f.suspended_reason, plan=plans.get(ms, {}),
         )
         for ms in wanted
+        for f in (state.facilities[ms],)
     }
     decision = rules.decide_loan_request(
         lines=lines, verification_outcome=event.verification_outcome, categories=event.categories,
-        facilities=states, eu_member_states=reference.eu_member_states,
-        withdrawn_reason=withdrawal.reason if withdrawal is not None else None,
+        facilities=states, eu_member_states=reference.eu_member_states, withdrawn_reason=withdrawn_reason,
     )
-    now = utcnow()
-    session.add(LoanRequestRow(
-        case_id=event.case_id, event_id=str(event.event_id), reference=event.reference,
-        status="approved" if decision.approved else "rejected", verification_outcome=event.verification_outcome,
-        requested=json.dumps([{"member_state": x.member_state, "amount_eur": str(x.amount_eur)} for x in lines]),
-        categories=json.dumps(sorted(set(event.categories))), participants=json.dumps(event.participants),
-        reasons=_reasons_json(decision.reasons), decided_at=now,
-    ))
-    await session.flush()  # the case's decision row first: a concurrent second decision fails right here
+    now, event_id, conn = utcnow(), str(event.event_id), state.conn
+    # the case's decision row first: a concurrent second decision fails right here (primary key on the case)
+    await conn.execute(insert(_REQUESTS), {
+        "case_id": event.case_id, "event_id": event_id, "reference": event.reference,
+        "status": "approved" if decision.approved else "rejected", "verification_outcome": event.verification_outcome,
+        "requested": json.dumps([{"member_state": x.member_state, "amount_eur": str(x.amount_eur)} for x in lines]),
+        "categories": json.dumps(sorted(set(event.categories))), "participants": json.dumps(event.participants),
+        "reasons": _reasons_json(decision.reasons), "decided_at": now, "withdrawn_at": None,
+    })
     if not decision.approved:
         ctx.emit(streams.LOAN_REJECTED, contracts.LoanRejected(
             correlation_id=event.case_id, causation_id=event.event_id, case_id=event.case_id,
@@ -141,31 +150,36 @@ async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested,
                      for r in decision.reasons],
         ))
         return
-    approved = []
-    for line in lines:
-        loan = LoanRow(loan_id=str(uuid.uuid4()), case_id=event.case_id, member_state=line.member_state,
-                       amount_eur=line.amount_eur, approved_at=now)
-        session.add(loan)
-        await session.flush()
-        session.add(LedgerEntry(member_state=line.member_state, case_id=event.case_id, loan_id=loan.loan_id,
-                                kind="reservation", amount=line.amount_eur, at=now, event_id=str(event.event_id),
-                                reason=f"loan approved for case {event.reference}"))
-        for cat, amount in decision.plan_draws[line.member_state].items():
-            session.add(PlanDrawRow(loan_id=loan.loan_id, category=cat, member_state=line.member_state,
-                                    amount_eur=amount))
-        approved.append(contracts.ApprovedLoan(loan_id=loan.loan_id, member_state=line.member_state,
-                                               amount_eur=line.amount_eur))
+    loans = [{"loan_id": str(uuid.uuid4()), "case_id": event.case_id, "member_state": line.member_state,
+              "amount_eur": line.amount_eur, "status": "active", "approved_at": now, "released_at": None}
+             for line in lines]
+    await conn.execute(insert(_LOANS), loans)
+    await conn.execute(insert(_LEDGER), [
+        {"member_state": loan["member_state"], "case_id": event.case_id, "loan_id": loan["loan_id"],
+         "kind": "reservation", "amount": loan["amount_eur"], "at": now, "event_id": event_id,
+         "reason": f"loan approved for case {event.reference}", "requested_on": None, "actor": SERVICE}
+        for loan in loans
+    ])
+    draws = [{"loan_id": loan["loan_id"], "category": cat, "member_state": loan["member_state"], "amount_eur": amount}
+             for loan in loans for cat, amount in decision.plan_draws[loan["member_state"]].items()]
+    if draws:
+        await conn.execute(insert(_DRAWS), draws)
+    for loan in loans:  # what the triggers just added to the running totals
+        state.record_approval(loan["member_state"], loan["amount_eur"], decision.plan_draws[loan["member_state"]])
     ctx.emit(streams.LOAN_APPROVED, contracts.LoanApproved(
-        correlation_id=event.case_id, causation_id=event.event_id, case_id=event.case_id, loans=approved,
+        correlation_id=event.case_id, causation_id=event.event_id, case_id=event.case_id,
+        loans=[contracts.ApprovedLoan(loan_id=loan["loan_id"], member_state=loan["member_state"],
+                                      amount_eur=loan["amount_eur"]) for loan in loans],
     ))
 
 
 async def on_procurement_withdrawn(ctx: HandlerContext, event: contracts.ProcurementWithdrawn) -> None:
     """Release every reservation of the case, once; remember the withdrawal for a later loan request."""
     session = ctx.session
-    await ledger.lock_facilities(session)
+    await ledger.decisions(session)  # every facility locked, in member_state order (as a loan decision does)
     if await session.get(CaseWithdrawalRow, event.case_id) is not None:
         return  # already released (a second withdrawal event for the case changes nothing)
+    ledger.forget(session)  # releases change the balances and plan remainders a later decision would reuse
     now = utcnow()
     loans = (await session.exec(
         select(LoanRow).where(LoanRow.case_id == event.case_id, LoanRow.status == "active")
@@ -214,7 +228,7 @@ async def update_facility(
 ) -> Outcome:
     """Set the maximum / pre-financing / suspension (and source, confidence); audited with the reason."""
     row = await _locked(session, member_state)
-    bal = (await ledger.balances(session, [member_state]))[member_state]
+    bal = ledger.Balance.of(row)  # the running totals, just read under the lock
     new_max = changes.get("max_eur", row.max_eur)
     new_pre = changes["pre_financing_eur"] if "pre_financing_eur" in changes else row.pre_financing_eur
     target = f"facilities/{member_state}"
@@ -269,7 +283,7 @@ async def pay_pre_financing(
     last_request_on: date, share: Decimal, note: str | None = None,
 ) -> Outcome:
     row = await _locked(session, member_state)
-    bal = (await ledger.balances(session, [member_state]))[member_state]
+    bal = ledger.Balance.of(row)  # the running totals, just read under the lock
     reasons = rules.check_pre_financing(
         member_state=member_state, max_eur=row.max_eur, configured=row.pre_financing_eur, paid_eur=bal.pre_financing,
         amount=amount, requested_on=requested_on, last_request_on=last_request_on, suspended=row.suspended,

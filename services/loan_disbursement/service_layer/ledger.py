@@ -1,19 +1,28 @@
-"""Reading the ledger: facility locks, balances derived from the entries, plan remainders, reconciliation.
+"""Reading the ledger: facility locks, balances, plan remainders, the state of one transaction's loan
+decisions, reconciliation.
+
+Balances and plan remainders are read from the running totals the database keeps with every ledger entry, plan
+draw and loan status (triggers of migration 0002): a few rows, however long the ledger. `reconcile` still sums
+the ledger itself (the source of truth) and reports any running total that differs.
 
 Concurrency: every writer of money (loan decisions, withdrawals, payments, facility and plan changes) first
 locks facility rows with SELECT … FOR UPDATE, always in member_state order, and only then reads balances.
 On PostgreSQL that serializes writers per facility across replicas (READ COMMITTED: each statement after the
 lock sees every earlier commit); message handlers lock *all* facilities so that one batch transaction that
-handles several cases still acquires its locks in one global order (no deadlock). On SQLite the kit's
+handles several cases still acquires its locks in one global order (no deadlock), once per transaction (or
+per savepoint when the kit redoes a batch message by message: see `Decisions`). On SQLite the kit's
 BEGIN IMMEDIATE makes every transaction a writer holding the database lock; FOR UPDATE is not emitted there."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -22,6 +31,7 @@ from services.loan_disbursement.adapters.tables import (
     LedgerEntry,
     LoanRow,
     PlanDrawRow,
+    PlanDrawTotalRow,
     PlanLineRow,
 )
 from services.loan_disbursement.domain import reconcile as books
@@ -44,9 +54,17 @@ class Balance:
     def disbursed(self) -> Decimal:
         return self.pre_financing + self.instalments
 
+    @classmethod
+    def of(cls, row: FacilityRow) -> Balance:
+        """The running totals on a facility row (read them under its lock, from a fresh SELECT)."""
+        return cls(reserved=row.reserved_eur, released=row.released_eur, pre_financing=row.pre_financing_paid_eur,
+                   instalments=row.instalments_paid_eur)
+
 
 async def lock_facilities(session: AsyncSession, member_states: Iterable[str] | None = None) -> dict[str, FacilityRow]:
-    """Lock (FOR UPDATE) the given facilities, or all of them, in member_state order; return them by code."""
+    """Lock (FOR UPDATE) the given facilities, or all of them, in member_state order; return them by code, freshly
+    read (running totals included). For writers other than the loan decision: drops the transaction's `Decisions`."""
+    forget(session)
     q = select(FacilityRow).order_by(col(FacilityRow.member_state)).with_for_update()
     if member_states is not None:
         q = q.where(col(FacilityRow.member_state).in_(sorted(set(member_states))))
@@ -62,20 +80,28 @@ async def facilities(session: AsyncSession, member_states: Iterable[str] | None 
 
 
 async def balances(session: AsyncSession, member_states: Iterable[str] | None = None) -> dict[str, Balance]:
-    """Per facility: Σ of each kind of ledger entry (missing facilities have all zeros)."""
-    q = select(LedgerEntry.member_state, LedgerEntry.kind, func.sum(LedgerEntry.amount)).group_by(
-        col(LedgerEntry.member_state), col(LedgerEntry.kind)
-    )
+    """Per facility: its running totals (Σ of each kind of ledger entry); missing facilities have all zeros."""
+    q = select(FacilityRow.member_state, FacilityRow.reserved_eur, FacilityRow.released_eur,
+               FacilityRow.pre_financing_paid_eur, FacilityRow.instalments_paid_eur)
     wanted = None if member_states is None else sorted(set(member_states))
     if wanted is not None:
-        q = q.where(col(LedgerEntry.member_state).in_(wanted))
-    sums: dict[str, dict[str, Decimal]] = {}
-    for ms, kind, total in (await session.exec(q)).all():
-        sums.setdefault(ms, {})[kind] = total or ZERO
-    out = {ms: Balance(**{_FIELD[k]: v for k, v in kinds.items() if k in _FIELD}) for ms, kinds in sums.items()}
+        q = q.where(col(FacilityRow.member_state).in_(wanted))
+    out = {ms: Balance(r, x, p, i) for ms, r, x, p, i in (await session.exec(q)).all()}
     for ms in wanted or []:
         out.setdefault(ms, Balance())
     return out
+
+
+async def ledger_balances(session: AsyncSession) -> dict[str, Balance]:
+    """Per Member State in the ledger: Σ of each kind of entry, summed from the entries themselves (for the
+    reconciliation; O(ledger))."""
+    q = select(LedgerEntry.member_state, LedgerEntry.kind, func.sum(LedgerEntry.amount)).group_by(
+        col(LedgerEntry.member_state), col(LedgerEntry.kind)
+    )
+    sums: dict[str, dict[str, Decimal]] = {}
+    for ms, kind, total in (await session.exec(q)).all():
+        sums.setdefault(ms, {})[kind] = total or ZERO
+    return {ms: Balance(**{_FIELD[k]: v for k, v in kinds.items() if k in _FIELD}) for ms, kinds in sums.items()}
 
 
 _FIELD = {"reservation": "reserved", "release": "released", "pre_financing": "pre_financing", "instalment": "instalments"}
@@ -92,26 +118,142 @@ async def plan_lines(session: AsyncSession, member_states: Iterable[str]) -> dic
 
 
 async def plan_drawn(session: AsyncSession, member_states: Iterable[str]) -> dict[str, dict[str, Decimal]]:
-    """What active (not released) loans drew from each plan line."""
-    q = (
-        select(PlanDrawRow.member_state, PlanDrawRow.category, func.sum(PlanDrawRow.amount_eur))
-        .join(LoanRow, col(LoanRow.loan_id) == col(PlanDrawRow.loan_id))
-        .where(col(PlanDrawRow.member_state).in_(sorted(set(member_states))), LoanRow.status == "active")
-        .group_by(col(PlanDrawRow.member_state), col(PlanDrawRow.category))
-    )
+    """What active (not released) loans drew from each plan line: the running totals."""
+    q = select(PlanDrawTotalRow.member_state, PlanDrawTotalRow.category, PlanDrawTotalRow.drawn_eur).where(
+        col(PlanDrawTotalRow.member_state).in_(sorted(set(member_states))))
     out: dict[str, dict[str, Decimal]] = {}
     for ms, cat, total in (await session.exec(q)).all():
-        out.setdefault(ms, {})[cat] = total or ZERO
+        out.setdefault(ms, {})[cat] = total
     return out
 
 
-async def plan_remaining(session: AsyncSession, member_states: Iterable[str]) -> dict[str, dict[str, Decimal]]:
-    wanted = sorted(set(member_states))
-    lines, drawn = await plan_lines(session, wanted), await plan_drawn(session, wanted)
-    return {
-        ms: {cat: amount - drawn.get(ms, {}).get(cat, ZERO) for cat, amount in lines.get(ms, {}).items()}
-        for ms in wanted
-    }
+async def draws_of_active_loans(session: AsyncSession) -> dict[tuple[str, str], Decimal]:
+    """(Member State, category) → Σ plan_draws of the active loans, summed from the draws (reconciliation)."""
+    q = (
+        select(PlanDrawRow.member_state, PlanDrawRow.category, func.sum(PlanDrawRow.amount_eur))
+        .join(LoanRow, col(LoanRow.loan_id) == col(PlanDrawRow.loan_id))
+        .where(LoanRow.status == "active")
+        .group_by(col(PlanDrawRow.member_state), col(PlanDrawRow.category))
+    )
+    return {(ms, cat): total or ZERO for ms, cat, total in (await session.exec(q)).all()}
+
+
+# Prebuilt Core statements of the decision path (built and compiled once, not per message)
+_FACILITY, _LINE, _DRAWN = FacilityRow.__table__.c, PlanLineRow.__table__.c, PlanDrawTotalRow.__table__.c
+_LOCK_ALL = (
+    sa.select(_FACILITY.member_state, _FACILITY.max_eur, _FACILITY.reserved_eur, _FACILITY.released_eur,
+              _FACILITY.suspended, _FACILITY.suspended_reason)
+    .order_by(_FACILITY.member_state)
+    .with_for_update()
+)
+_PLAN_REMAINING = (
+    sa.select(_LINE.member_state, _LINE.category, _LINE.amount_eur, _DRAWN.drawn_eur)
+    .select_from(PlanLineRow.__table__.outerjoin(
+        PlanDrawTotalRow.__table__,
+        sa.and_(_DRAWN.member_state == _LINE.member_state, _DRAWN.category == _LINE.category)))
+    .where(_LINE.member_state.in_(sa.bindparam("member_states", expanding=True)))
+)
+_EARLIER = sa.text(
+    "SELECT (SELECT status FROM loan_requests WHERE case_id = :case_id), "
+    "(SELECT event_id FROM loan_requests WHERE case_id = :case_id), "
+    "(SELECT reason FROM case_withdrawals WHERE case_id = :case_id)"
+)
+
+
+async def _plan_remaining(conn: AsyncConnection, member_states: list[str]) -> dict[str, dict[str, Decimal]]:
+    out: dict[str, dict[str, Decimal]] = {ms: {} for ms in member_states}
+    for ms, cat, amount, drawn in (await conn.execute(_PLAN_REMAINING, {"member_states": member_states})).all():
+        out[ms][cat] = amount - (drawn if drawn is not None else ZERO)
+    return out
+
+
+# --- one transaction's loan decisions ---------------------------------------------------------------------
+
+
+@dataclass
+class FacilityValues:
+    """What a loan decision needs of a facility, read under its lock: plain values, never an ORM object (a
+    savepoint rollback expires ORM objects, and an expired attribute cannot be loaded lazily in async code)."""
+
+    member_state: str
+    max_eur: Decimal
+    approved: Decimal
+    suspended: bool
+    suspended_reason: str | None
+
+
+@dataclass
+class Decisions:
+    """The loan decisions of one transaction, or of one savepoint: the facility locks it holds, the values read
+    under them, each plan's remainder.
+
+    The message kit handles a batch of LoanRequested in one transaction, so the locks are taken and the
+    facilities read once per batch rather than once per message. The values stay exact because nobody else can
+    change them while the locks are held, and because `record_approval` applies to them what the triggers apply
+    to the running totals (the decision's rows are Core inserts, executed at once). The state belongs to the
+    innermost transaction that was active when it was built; in any other (the kit's per-message savepoints,
+    whose rollback also releases PostgreSQL row locks taken inside them) it is built afresh. A writer of anything
+    it holds other than the loan decision itself calls `forget`.
+
+    Its queries run on the transaction's connection without autoflush: the decisions are written at once, and
+    everything else was flushed when the state was built."""
+
+    scope: Any
+    conn: AsyncConnection
+    facilities: dict[str, FacilityValues]
+    plans: dict[str, dict[str, Decimal]] = field(default_factory=dict)  # Member State → category → remaining
+
+    async def plan_remaining(self, member_states: Iterable[str]) -> dict[str, dict[str, Decimal]]:
+        wanted = sorted(set(member_states))
+        missing = [ms for ms in wanted if ms not in self.plans]
+        if missing:
+            self.plans.update(await _plan_remaining(self.conn, missing))
+        return {ms: self.plans[ms] for ms in wanted}
+
+    async def earlier_decision(self, case_id: str) -> tuple[tuple[str, str] | None, str | None]:
+        """The case's decision so far ((status, event id) or None) and its withdrawal reason (or None)."""
+        status, event_id, withdrawn = (await self.conn.execute(_EARLIER, {"case_id": case_id})).one()
+        return ((status, event_id) if status is not None else None), withdrawn
+
+    def record_approval(self, member_state: str, amount: Decimal, draws: Mapping[str, Decimal]) -> None:
+        """A loan reserved `amount` and drew `draws` from the plan (what the triggers add to the totals)."""
+        self.facilities[member_state].approved += amount
+        plan = self.plans.get(member_state)
+        if plan is not None:
+            for cat, drawn in draws.items():
+                plan[cat] = plan.get(cat, ZERO) - drawn
+
+
+_DECISIONS = "loan_disbursement.decisions"
+
+
+def _scope(session: AsyncSession) -> Any:
+    sync = session.sync_session
+    return sync.get_nested_transaction() or sync.get_transaction()
+
+
+async def decisions(session: AsyncSession) -> Decisions:
+    """This transaction's loan decision state: on first use in a transaction (or savepoint), every facility is
+    locked FOR UPDATE in member_state order and read; afterwards the same state is returned, no query."""
+    scope = _scope(session)
+    held = session.info.get(_DECISIONS)
+    if held is not None and scope is not None and held.scope is scope and scope.is_active:
+        return held  # type: ignore[no-any-return]
+    if session.new or session.dirty or session.deleted:
+        await session.flush()  # so that the triggers have run and the queries without autoflush see every write
+    conn = await session.connection()
+    rows = (await conn.execute(_LOCK_ALL)).all()
+    held = Decisions(scope=_scope(session), conn=conn, facilities={
+        ms: FacilityValues(ms, max_eur, reserved - released, suspended, reason)
+        for ms, max_eur, reserved, released, suspended, reason in rows
+    })
+    session.info[_DECISIONS] = held
+    return held
+
+
+def forget(session: AsyncSession) -> None:
+    """Drop the transaction's decision state (after writing something it holds other than a loan decision)."""
+    session.info.pop(_DECISIONS, None)
 
 
 async def instalments_paid(session: AsyncSession, loan_id: str) -> Decimal:
@@ -120,15 +262,17 @@ async def instalments_paid(session: AsyncSession, loan_id: str) -> Decimal:
 
 
 async def reconcile(session: AsyncSession, *, pre_financing_share: Decimal = Decimal("0.15")) -> books.Report:
-    """Recompute every facility's balances from the ledger and compare them with the approved loans.
+    """Recompute every facility's balances from the ledger and compare them with the approved loans and with the
+    running totals (facility balances, plan lines drawn).
 
     Takes a share lock on every facility first (PostgreSQL), so no money writer commits in between and the
     report describes one consistent state."""
     facility_rows = (await session.exec(
         select(FacilityRow).order_by(col(FacilityRow.member_state)).with_for_update(read=True)
+        .execution_options(populate_existing=True)
     )).all()
     known = {f.member_state for f in facility_rows}
-    bal = await balances(session)
+    bal = await ledger_balances(session)
     active = dict((await session.exec(
         select(LoanRow.member_state, func.sum(LoanRow.amount_eur)).where(LoanRow.status == "active")
         .group_by(col(LoanRow.member_state))
@@ -161,9 +305,15 @@ async def reconcile(session: AsyncSession, *, pre_financing_share: Decimal = Dec
             pre_financing=bal.get(f.member_state, Balance()).pre_financing,
             instalments=bal.get(f.member_state, Balance()).instalments,
             active_loans=active.get(f.member_state) or ZERO,
+            totals=books.RunningTotals(reserved=f.reserved_eur, released=f.released_eur,
+                                       pre_financing=f.pre_financing_paid_eur, instalments=f.instalments_paid_eur),
         )
         for f in facility_rows
     ]
+    drawn = await draws_of_active_loans(session)
+    stored = {(t.member_state, t.category): t.drawn_eur for t in (await session.exec(select(PlanDrawTotalRow))).all()}
+    plan_books = [books.PlanLineBooks(ms, cat, drawn.get((ms, cat), ZERO), stored.get((ms, cat), ZERO))
+                  for ms, cat in sorted(drawn.keys() | stored.keys())]
     loan_books = []
     for loan in sorted(loans.values(), key=lambda x: x.loan_id):
         kinds = per_loan.get(loan.loan_id, {})
@@ -175,4 +325,4 @@ async def reconcile(session: AsyncSession, *, pre_financing_share: Decimal = Dec
             instalments=kinds.get("instalment", (0, ZERO))[1],
         ))
     return books.compare(checked_at=utcnow(), facilities=facility_books, loans=loan_books, orphans=orphans,
-                         pre_financing_share=pre_financing_share)
+                         pre_financing_share=pre_financing_share, plan_lines=plan_books)
