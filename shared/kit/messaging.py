@@ -260,7 +260,14 @@ class Messaging:
             holder["subscriber"] = sub.subscriber = fs_sub
 
     def _make_consumer(self, sub: Subscription[Any]) -> Callable[..., Awaitable[None]]:
-        async def consume(msg: RedisBatchStreamMessage) -> None:
+        assert self.broker is not None
+        context = self.broker.context
+
+        async def consume() -> None:
+            # The message comes from FastStream's context, not as an injected argument: FastDepends resolves a
+            # `RedisBatchStreamMessage` argument with a synchronous call on a worker thread (anyio.to_thread), a
+            # thread hop per batch that `make bench` showed in every consumer's profile.
+            msg: RedisBatchStreamMessage = context.get_local("message")
             raw = msg.raw_message
             ids = [_sid(mid) for mid in raw.get("message_ids") or []]
             if len(ids) != len(raw["data"]):  # FastStream's in-memory test broker sends entries without ids
