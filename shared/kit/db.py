@@ -168,14 +168,23 @@ def add_row(session: AsyncSession, model: type, **values: Any) -> None:
     session.info.setdefault(_DEFERRED, {}).setdefault(model, []).append(values)
 
 
+def defer_rows(session: AsyncSession, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Queue complete rows (every column but an autoincrement key) of a Core `table` for the batch's bulk INSERT.
+    Tables are inserted in the order they were first queued, so queue a parent table's rows before its
+    children's. Only in a BATCH transaction (callers outside one execute their INSERT at once)."""
+    assert session.info.get(BATCH), "defer_rows outside a batch transaction"
+    session.info.setdefault(_DEFERRED, {}).setdefault(table, []).extend(rows)
+
+
 async def flush_deferred(session: AsyncSession) -> None:
-    """Insert the rows `add_row` queued, one executemany per table, in the order the tables were first used."""
+    """Insert the rows `add_row` / `defer_rows` queued, one executemany per table, in the order the tables were
+    first used."""
     queued = session.info.pop(_DEFERRED, None)
     if not queued:
         return
     conn = await session.connection()  # Core executemany, without the ORM session's per-statement work
-    for model, rows in queued.items():
-        await conn.execute(insert(model.__table__), rows)
+    for key, rows in queued.items():
+        await conn.execute(insert(getattr(key, "__table__", key)), rows)
 
 
 @asynccontextmanager

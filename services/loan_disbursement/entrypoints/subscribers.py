@@ -10,7 +10,7 @@ from shared.kit.messaging import HandlerContext, Messaging
 
 
 def register(m: Messaging, runtime: Runtime) -> None:
-    @m.subscribe(streams.LOAN_REQUESTED, contracts.LoanRequested)
+    @m.subscribe(streams.LOAN_REQUESTED, contracts.LoanRequested, prefetch=handlers.note_batch)
     async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested) -> None:
         """Decide every financing line of the case (L-1, L-2, L-5, PLAN) in one transaction: all approved
         and reserved in the ledger (LoanApproved), or nothing reserved (LoanRejected with every reason)."""

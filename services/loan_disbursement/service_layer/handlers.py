@@ -31,6 +31,8 @@ from services.loan_disbursement.domain.reference import Reference
 from services.loan_disbursement.service_layer import ledger
 from shared import contracts
 from shared.contracts import Category, countries, streams
+from shared.kit import db
+from shared.kit.db import BATCH
 from shared.kit.messaging import HandlerContext
 from shared.kit.tables import AuditEntry, utcnow
 
@@ -102,6 +104,22 @@ async def seed(session: AsyncSession, reference: Reference) -> list[str]:
 _REQUESTS, _LOANS, _LEDGER, _DRAWS = (t.__table__ for t in (LoanRequestRow, LoanRow, LedgerEntry, PlanDrawRow))
 
 
+BATCH_CASES = "loan_disbursement.batch_cases"
+
+
+async def note_batch(session: AsyncSession, events: list[Any]) -> None:
+    """Prefetch hook: the cases of a batch, so that their earlier decisions are read with one query (under the
+    facility locks, by the first decision of the batch)."""
+    session.info[BATCH_CASES] = [e.case_id for e in events]
+
+
+async def _insert(session: AsyncSession, state: ledger.Decisions, table: Any, rows: list[dict[str, Any]]) -> None:
+    if session.info.get(BATCH):
+        db.defer_rows(session, table, rows)  # with the batch's bulk INSERT, at commit
+    else:
+        await state.conn.execute(insert(table), rows)
+
+
 async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested, reference: Reference) -> None:
     """Decide the whole case in this transaction: every line approved and reserved, or nothing reserved.
 
@@ -109,7 +127,7 @@ async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested,
     batch of requests shares them), the case's earlier decision, and the running totals of the plan lines."""
     session = ctx.session
     state = await ledger.decisions(session)  # every facility locked, in member_state order
-    existing, withdrawn_reason = await state.earlier_decision(event.case_id)
+    existing, withdrawn_reason = await state.earlier_decision(event.case_id, session.info.get(BATCH_CASES, ()))
     if existing is not None:
         # a second request for a decided case (new event id): never decide or reserve again
         status, decided_by = existing
@@ -134,15 +152,18 @@ async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested,
         lines=lines, verification_outcome=event.verification_outcome, categories=event.categories,
         facilities=states, eu_member_states=reference.eu_member_states, withdrawn_reason=withdrawn_reason,
     )
-    now, event_id, conn = utcnow(), str(event.event_id), state.conn
-    # the case's decision row first: a concurrent second decision fails right here (primary key on the case)
-    await conn.execute(insert(_REQUESTS), {
+    now, event_id = utcnow(), str(event.event_id)
+    # the case's decision row first (in a batch its rows go in with the batch's bulk INSERT, parents first): a
+    # concurrent second decision of the case fails on its primary key, at once or at the batch's commit (the kit
+    # then redoes the batch message by message)
+    await _insert(session, state, _REQUESTS, [{
         "case_id": event.case_id, "event_id": event_id, "reference": event.reference,
         "status": "approved" if decision.approved else "rejected", "verification_outcome": event.verification_outcome,
         "requested": json.dumps([{"member_state": x.member_state, "amount_eur": str(x.amount_eur)} for x in lines]),
         "categories": json.dumps(sorted(set(event.categories))), "participants": json.dumps(event.participants),
         "reasons": _reasons_json(decision.reasons), "decided_at": now, "withdrawn_at": None,
-    })
+    }])
+    state.record_decision(event.case_id, "approved" if decision.approved else "rejected", event_id)
     if not decision.approved:
         ctx.emit(streams.LOAN_REJECTED, contracts.LoanRejected(
             correlation_id=event.case_id, causation_id=event.event_id, case_id=event.case_id,
@@ -153,8 +174,8 @@ async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested,
     loans = [{"loan_id": str(uuid.uuid4()), "case_id": event.case_id, "member_state": line.member_state,
               "amount_eur": line.amount_eur, "status": "active", "approved_at": now, "released_at": None}
              for line in lines]
-    await conn.execute(insert(_LOANS), loans)
-    await conn.execute(insert(_LEDGER), [
+    await _insert(session, state, _LOANS, loans)
+    await _insert(session, state, _LEDGER, [
         {"member_state": loan["member_state"], "case_id": event.case_id, "loan_id": loan["loan_id"],
          "kind": "reservation", "amount": loan["amount_eur"], "at": now, "event_id": event_id,
          "reason": f"loan approved for case {event.reference}", "requested_on": None, "actor": SERVICE}
@@ -163,8 +184,8 @@ async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested,
     draws = [{"loan_id": loan["loan_id"], "category": cat, "member_state": loan["member_state"], "amount_eur": amount}
              for loan in loans for cat, amount in decision.plan_draws[loan["member_state"]].items()]
     if draws:
-        await conn.execute(insert(_DRAWS), draws)
-    for loan in loans:  # what the triggers just added to the running totals
+        await _insert(session, state, _DRAWS, draws)
+    for loan in loans:  # what the triggers add to the running totals when these rows go in
         state.record_approval(loan["member_state"], loan["amount_eur"], decision.plan_draws[loan["member_state"]])
     ctx.emit(streams.LOAN_APPROVED, contracts.LoanApproved(
         correlation_id=event.case_id, causation_id=event.event_id, case_id=event.case_id,

@@ -15,7 +15,7 @@ BEGIN IMMEDIATE makes every transaction a writer holding the database lock; FOR 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -160,6 +160,12 @@ _EARLIER = sa.text(
 )
 
 
+_EARLIER_MANY = sa.text("SELECT case_id, status, event_id FROM loan_requests WHERE case_id IN :ids").bindparams(
+    sa.bindparam("ids", expanding=True))
+_WITHDRAWN_MANY = sa.text("SELECT case_id, reason FROM case_withdrawals WHERE case_id IN :ids").bindparams(
+    sa.bindparam("ids", expanding=True))
+
+
 async def _plan_remaining(conn: AsyncConnection, member_states: list[str]) -> dict[str, dict[str, Decimal]]:
     out: dict[str, dict[str, Decimal]] = {ms: {} for ms in member_states}
     for ms, cat, amount, drawn in (await conn.execute(_PLAN_REMAINING, {"member_states": member_states})).all():
@@ -210,10 +216,30 @@ class Decisions:
             self.plans.update(await _plan_remaining(self.conn, missing))
         return {ms: self.plans[ms] for ms in wanted}
 
-    async def earlier_decision(self, case_id: str) -> tuple[tuple[str, str] | None, str | None]:
-        """The case's decision so far ((status, event id) or None) and its withdrawal reason (or None)."""
+    # decisions taken in this transaction (their rows may still be queued for the batch's bulk INSERT)
+    decided: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # the batch's cases, read at once under the locks: case → (status, event id) / withdrawal reason
+    known: dict[str, tuple[str, str]] | None = None
+    withdrawn: dict[str, str] = field(default_factory=dict)
+    batch_ids: set[str] = field(default_factory=set)
+
+    async def earlier_decision(self, case_id: str, batch: Sequence[str] = ()) -> tuple[tuple[str, str] | None, str | None]:
+        """The case's decision so far ((status, event id) or None) and its withdrawal reason (or None). With the
+        case ids of the whole batch, the first call reads them all with one query each (under the locks)."""
+        if case_id in self.decided:
+            return self.decided[case_id], self.withdrawn.get(case_id)
+        if self.known is None and case_id in batch:
+            ids = sorted(set(batch))
+            self.known = {c: (st, ev) for c, st, ev in (await self.conn.execute(_EARLIER_MANY, {"ids": ids})).all()}
+            self.withdrawn = dict((await self.conn.execute(_WITHDRAWN_MANY, {"ids": ids})).all())
+            self.batch_ids = set(ids)
+        if self.known is not None and case_id in self.batch_ids:
+            return self.known.get(case_id), self.withdrawn.get(case_id)
         status, event_id, withdrawn = (await self.conn.execute(_EARLIER, {"case_id": case_id})).one()
         return ((status, event_id) if status is not None else None), withdrawn
+
+    def record_decision(self, case_id: str, status: str, event_id: str) -> None:
+        self.decided[case_id] = (status, event_id)
 
     def record_approval(self, member_state: str, amount: Decimal, draws: Mapping[str, Decimal]) -> None:
         """A loan reserved `amount` and drew `draws` from the plan (what the triggers add to the totals)."""
