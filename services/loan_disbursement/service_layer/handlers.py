@@ -97,10 +97,10 @@ async def seed(session: AsyncSession, reference: Reference) -> list[str]:
 # --- loan decision ---------------------------------------------------------------------------------------
 
 
-# The decision's rows are written with Core INSERTs on the session's connection, in foreign-key order: each runs at
-# once in the caller's transaction (or savepoint), so nothing waits for a flush and a later query sees it. The
-# ORM's unit of work would order them by class name instead, and building and flushing ORM objects per case
-# costs more than the decision itself.
+# The decision's rows are written with Core INSERTs, in foreign-key order: in a batch transaction they are queued
+# for one executemany per table at commit (tables in the order first queued: requests, loans, ledger, draws); in a
+# savepoint or an operator's transaction they run at once. The ORM's unit of work would order them by class name
+# instead, and building and flushing ORM objects per case costs more than the decision itself.
 _REQUESTS, _LOANS, _LEDGER, _DRAWS = (t.__table__ for t in (LoanRequestRow, LoanRow, LedgerEntry, PlanDrawRow))
 
 

@@ -196,13 +196,14 @@ class Decisions:
     The message kit handles a batch of LoanRequested in one transaction, so the locks are taken and the
     facilities read once per batch rather than once per message. The values stay exact because nobody else can
     change them while the locks are held, and because `record_approval` applies to them what the triggers apply
-    to the running totals (the decision's rows are Core inserts, executed at once). The state belongs to the
+    to the running totals (the decision's rows are Core inserts: at once outside a batch, with the batch's bulk
+    INSERT at commit inside one; either way before the locks are released). The state belongs to the
     innermost transaction that was active when it was built; in any other (the kit's per-message savepoints,
     whose rollback also releases PostgreSQL row locks taken inside them) it is built afresh. A writer of anything
     it holds other than the loan decision itself calls `forget`.
 
-    Its queries run on the transaction's connection without autoflush: the decisions are written at once, and
-    everything else was flushed when the state was built."""
+    Its queries run on the transaction's connection without autoflush: everything else was flushed when the state
+    was built, and what this transaction decided is held here (`decided`, the facility and plan values)."""
 
     scope: Any
     conn: AsyncConnection
