@@ -103,6 +103,7 @@ class Platform:
                  sampler: Sampler | None = None) -> None:
         self.sampler = sampler
         self.cpu_at_final: dict[str, float] = {}
+        self.client_cpu_at_final = 0.0
         self.stack = stack
         self.http = http
         self.redis = redis
@@ -218,6 +219,7 @@ class Platform:
         if self.sampler is not None:
             # CPU up to the moment every case was final: reading the cases back below is the bench's work
             self.cpu_at_final = self.sampler.cpu()
+        self.client_cpu_at_final = time.process_time()  # the load generator's own CPU (this process)
         self.final_base = expected - phase.errors
         cases = await self.all_cases()
         for ref in phase.refs:
@@ -415,7 +417,7 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
 
         say(f"platform: {opts.cases} cases over HTTP at saturation (concurrency {opts.concurrency}) …")
         p = phase("http", opts.cases)
-        cpu0 = sampler.cpu()
+        cpu0, client0 = sampler.cpu(), time.process_time()
         prof = Profiler(Path(opts.profile), pids, "http") if opts.profile else None
         try:
             out["http_saturation"] = await platform.run_phase(p, platform.http_saturation(p, opts.concurrency), timeout)
@@ -425,6 +427,8 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
         cpu1 = platform.cpu_at_final
         n = max(len(p.finished), 1)
         out["cpu_ms_per_case_http"] = {s: round((cpu1[s] - cpu0[s]) * 1000 / n, 3) for s in pids}
+        # on the same 2 cores: what the HTTP load generator (httpx) itself burns per case
+        out["client_cpu_ms_per_case_http"] = round((platform.client_cpu_at_final - client0) * 1000 / n, 3)
         say(f"  {out['http_saturation']['cases_per_s']} cases/s")
 
         say(f"platform: {opts.cases} cases over the command stream (XADD) at saturation …")
@@ -625,6 +629,9 @@ def render(report: dict[str, Any]) -> str:
                          f"{p.get('peak_rss_mb', {}).get(s, 0):>14.1f}")
         total = sum(p["cpu_ms_per_case_http"].values())
         lines.append(f"{'all four':<22}{total:>18.3f}{sum(p.get('cpu_ms_per_case_xadd', {}).values()):>18.3f}")
+        if p.get("client_cpu_ms_per_case_http") is not None:
+            lines.append(f"{'bench HTTP client':<22}{p['client_cpu_ms_per_case_http']:>18.3f}{'':>18}"
+                         "   (the load generator, on the same cores)")
         lines.append(f"  baseline CPU budget: 2 cores / {base:,.0f} msgs/s = {2000 / base:.3f} ms per message through 4 hops")
     if p.get("integrity"):
         i = p["integrity"]
