@@ -75,3 +75,33 @@ def test_a_missing_required_value_is_refused_at_once():
 
     with pytest.raises(TypeError, match="payload"):
         db.add_row(FakeSession(), OutboxRow, event_id="e", stream="x", event_type="T", correlation_id="c")  # type: ignore[arg-type]
+
+
+async def test_sqlite_checkpoints_happen_beside_the_service_connection_not_in_its_commits(tmp_path):
+    """The service connection never checkpoints (wal_autocheckpoint=0); the Checkpointer thread moves the WAL
+    into the database file, so the WAL does not grow without bound and no commit pays for an fsync."""
+    import asyncio
+    import os
+
+    if dbs.on_postgres():
+        pytest.skip("SQLite only")
+    url = f"sqlite+aiosqlite:///{tmp_path}/ckpt.db"
+    await db.migrate(url, db.migrations_dir(applications_main.__file__))
+    engine = db.make_engine(url)
+    factory = db.session_factory(engine)
+    async with engine.connect() as conn:
+        assert (await conn.exec_driver_sql("PRAGMA wal_autocheckpoint")).scalar() == 0
+    main_file = tmp_path / "ckpt.db"
+    before = os.path.getsize(main_file)
+    for i in range(40):
+        async with db.transaction(factory) as s:
+            s.info[db.BATCH] = True
+            for j in range(20):
+                db.add_row(s, OutboxRow, event_id=f"c{i}-{j}", stream="x", event_type="T", correlation_id="c",
+                           payload="p" * 2000)
+    for _ in range(60):  # the checkpointer runs every 0.5 s
+        if os.path.getsize(main_file) > before + 800 * 2000:
+            break
+        await asyncio.sleep(0.1)
+    assert os.path.getsize(main_file) > before + 800 * 2000, "the WAL was not checkpointed into the database file"
+    await engine.dispose()
