@@ -7,6 +7,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -87,9 +88,11 @@ class Checkpointer(threading.Thread):
     writers) runs every `interval_s` beside the service's connection, which commits without fsync
     (WAL, synchronous=NORMAL: durable against a process crash, as before)."""
 
-    def __init__(self, path: str, interval_s: float = 0.5) -> None:
+    def __init__(self, path: str, interval_s: float = 0.5, owner: Any = None) -> None:
         super().__init__(name=f"sqlite-checkpoint:{Path(path).name}", daemon=True)
         self.path = path
+        # ends with its engine: disposed (stop) or gone (an engine a test never disposed)
+        self._owner = weakref.ref(owner) if owner is not None else None
         self.interval_s = interval_s
         self._stopped = threading.Event()
         self.checkpoints = 0
@@ -101,8 +104,8 @@ class Checkpointer(threading.Thread):
         con: sqlite3.Connection | None = None
         try:
             while not self._stopped.wait(self.interval_s):
-                if not os.path.exists(self.path):
-                    return  # the database was removed (a test's temporary directory)
+                if not os.path.exists(self.path) or (self._owner is not None and self._owner() is None):
+                    return  # the database was removed (a test's temporary directory), or its engine is gone
                 try:
                     if con is None:
                         con = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
@@ -161,7 +164,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         if inline:
-            checkpointer = Checkpointer(path)
+            checkpointer = Checkpointer(path, owner=engine.sync_engine)
             checkpointer.start()
             event.listen(engine.sync_engine, "engine_disposed", lambda _engine: checkpointer.stop())
         return engine
