@@ -335,6 +335,8 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
         for hook in spec.on_startup:
             await hook(runtime)
         messaging.redis = runtime.redis
+        if os.environ.get("SAFE_PUBLISH_AFTER_BATCH", "1") != "0":
+            messaging.publish_on = runtime.relay.publish_on
         await messaging.ensure_groups()
         await broker.start()
         await messaging.start_background(runtime.redis)

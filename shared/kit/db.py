@@ -15,7 +15,7 @@ from typing import Any
 
 import aiosqlite
 from sqlalchemy import event, insert
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 
@@ -241,9 +241,13 @@ async def flush_deferred(session: AsyncSession) -> None:
 
 
 @asynccontextmanager
-async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """One unit of work: commit on success, roll back on error (rows queued by `add_row` go in first)."""
-    async with factory() as session, session.begin():
+async def transaction(
+    factory: async_sessionmaker[AsyncSession], *, connection: AsyncConnection | None = None
+) -> AsyncIterator[AsyncSession]:
+    """One unit of work: commit on success, roll back on error (rows queued by `add_row` go in first).
+    With `connection`, the transaction runs on that checked-out connection, which stays checked out after it."""
+    session_of = factory() if connection is None else factory(bind=connection)
+    async with session_of as session, session.begin():
         yield session
         await flush_deferred(session)
 

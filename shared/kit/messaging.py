@@ -36,7 +36,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -179,6 +179,7 @@ class Messaging:
         claim_idle_ms: int = 15_000,
         reclaim_interval_ms: int = 1_000,
         on_emitted: Callable[[], None] | None = None,
+        publish_on: Callable[[AsyncConnection], Awaitable[int | None]] | None = None,
     ) -> None:
         self.service = service
         self.group = service
@@ -193,6 +194,7 @@ class Messaging:
         self.claim_idle_ms = claim_idle_ms
         self.reclaim_interval_ms = reclaim_interval_ms
         self.on_emitted = on_emitted
+        self.publish_on = publish_on  # one relay round on a given connection (OutboxRelay.publish_on)
         self.subscriptions: dict[str, Subscription[Any]] = {}
         self.redis: Redis | None = None
         self.broker: RedisBroker | None = None
@@ -351,31 +353,52 @@ class Messaging:
             except Exception as ex:  # undecodable in some other way
                 poison.append((entry, Poison("validation", f"{type(ex).__name__}: {ex}")))
 
-        try:
-            try:
-                # common case first: the whole batch in one transaction, no savepoint per message
-                outcome = await self._run_batch(sub, parsed, poison, isolate=False)
-            except _Isolate:
-                # a message failed (or the commit did): do the batch again, each message in its own
-                # savepoint, so that one failure cannot undo the others
-                outcome = await self._run_batch(sub, parsed, poison, isolate=True)
-        except Exception as ex:  # the batch transaction itself failed: nothing of it happened
-            log.exception("batch transaction failed", extra={"stream": sub.stream})
-            err = _error_text(ex)
-            outcome = _Outcome(
-                failures=[(e, err, sub.key_of(ev, e.entry_id)) for e, ev in parsed]
-                + [(e, err, None) for e, _ in poison]
-            )
+        engine = self.factory.kw.get("bind") if self.publish_on is not None else None
+        published = False
+        if engine is None:
+            outcome = await self._batch_outcome(sub, parsed, poison, None)
+        else:
+            # The batch and then one relay round on the same checked-out connection: the events the batch
+            # emitted go out right after its commit instead of queueing for the connection behind the other
+            # batches and requests of this process. The relay task stays the safety net.
+            async with engine.connect() as conn:
+                outcome = await self._batch_outcome(sub, parsed, poison, conn)
+                if outcome.emitted:
+                    try:
+                        await self.publish_on(conn)  # wakes the relay task itself when rows may remain
+                        published = True
+                    except Exception:  # the rows stay unsent; the relay task publishes them
+                        log.exception("publishing right after the batch failed; the relay will", extra={"stream": sub.stream})
         sub.duplicates += outcome.duplicates
         sub.processed += len(outcome.ack)
         if outcome.ack:
             await self._ack(sub, outcome.ack)
-        if outcome.emitted and self.on_emitted is not None:
+        if outcome.emitted and not published and self.on_emitted is not None:
             self.on_emitted()
         for entry, err, event_id in outcome.failures:
             await self._record_failure(sub, entry, err, event_id)
         for entry, delay in outcome.deferred:
             self._schedule_retry(sub, entry.entry_id, delay, count_delivery=False)
+
+    async def _batch_outcome(
+        self, sub: Subscription[Any], parsed: list[tuple[Entry, Any]], poison: list[tuple[Entry, Poison]],
+        conn: AsyncConnection | None,
+    ) -> _Outcome:
+        try:
+            try:
+                # common case first: the whole batch in one transaction, no savepoint per message
+                return await self._run_batch(sub, parsed, poison, isolate=False, conn=conn)
+            except _Isolate:
+                # a message failed (or the commit did): do the batch again, each message in its own
+                # savepoint, so that one failure cannot undo the others
+                return await self._run_batch(sub, parsed, poison, isolate=True, conn=conn)
+        except Exception as ex:  # the batch transaction itself failed: nothing of it happened
+            log.exception("batch transaction failed", extra={"stream": sub.stream})
+            err = _error_text(ex)
+            return _Outcome(
+                failures=[(e, err, sub.key_of(ev, e.entry_id)) for e, ev in parsed]
+                + [(e, err, None) for e, _ in poison]
+            )
 
     async def _run_batch(
         self,
@@ -384,10 +407,11 @@ class Messaging:
         poison: list[tuple[Entry, Poison]],
         *,
         isolate: bool,
+        conn: AsyncConnection | None = None,
     ) -> _Outcome:
         outcome = _Outcome()
         try:
-            async with transaction(self.factory) as session:
+            async with transaction(self.factory, connection=conn) as session:
                 ids = [sub.key_of(ev, e.entry_id) for e, ev in parsed]
                 seen: set[str] = set()
                 if ids:

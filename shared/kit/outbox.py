@@ -12,7 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy import text, update
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -100,13 +100,20 @@ class OutboxRelay:
             log.exception("final outbox flush failed; rows stay unsent for the next start")
 
     async def publish_once(self) -> int:
-        async with transaction(self._factory) as session:
+        return await self.publish_on(None) or 0
+
+    async def publish_on(self, connection: AsyncConnection | None) -> int | None:
+        """One round, on `connection` if given (the message kit's batch connection, right after its commit, so
+        the round does not queue for a connection behind other batches). None: another round holds the
+        PostgreSQL relay lock, and this one published nothing."""
+        async with transaction(self._factory, connection=connection) as session:
             conn = await session.connection()  # Core statements: no ORM session machinery per round
             if self._postgres:
                 # One relay at a time per database keeps the published order equal to the commit order.
                 locked = (await conn.execute(text("SELECT pg_try_advisory_xact_lock(424242)"))).scalar()
                 if not locked:
-                    return 0
+                    self.wake()  # the round holding the lock may have missed rows committed just now
+                    return None
             # Mark and read the oldest unsent rows in one statement. The mark is only committed after every XADD
             # went through: if publishing fails, the transaction rolls back and the rows stay unsent.
             now = utcnow()
@@ -131,6 +138,8 @@ class OutboxRelay:
                                                            "stream": row.stream, "event_type": row.event_type})
             if self._after_publish is not None:
                 await self._after_publish(session, rows)
+        if len(rows) >= self._batch:
+            self.wake()  # more rows than one round takes: the relay task goes on
         self.published_total += len(rows)
         self.last_published_at = now
         return len(rows)

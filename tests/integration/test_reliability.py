@@ -687,3 +687,43 @@ async def test_a_long_deferred_entry_taken_over_from_a_dead_consumer_is_not_dead
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_events_of_a_batch_go_out_right_after_its_commit_and_the_relay_covers_a_failed_attempt(
+    apps_app, redis_client, prefix, monkeypatch
+):
+    """The consumer publishes what its batch emitted on the same connection right after the commit; if that
+    attempt fails, the rows stay unsent and the relay task publishes them — once."""
+    async with running(apps_app) as (client, rt):
+        real = rt.relay.publish_on
+        calls: list[str] = []
+
+        async def first_attempt_fails(conn: Any) -> Any:
+            calls.append("inline")
+            if len(calls) == 1:
+                raise ConnectionError("simulated failure of the publish right after the batch")
+            return await real(conn)
+
+        monkeypatch.setattr(rt.messaging, "publish_on", first_attempt_fails)
+        cases = []
+        for _ in range(2):
+            r = await client.post("/procurements", json=proposal())
+            cases.append(r.json()["id"])
+        for case_id in cases:
+            await wait_for(lambda case_id=case_id: _status_is(client, case_id, "verifying"), message="verifying")
+            submitted = [e for e in await read_all(redis_client, prefix, streams.PROCUREMENT_SUBMITTED)
+                         if e["case_id"] == case_id][0]
+            ev = contracts.OriginVerificationCompleted(correlation_id=case_id, case_id=case_id,
+                                                       causation_id=uuid.UUID(submitted["event_id"]), result=result())
+            await xadd(redis_client, prefix, streams.ORIGIN_VERIFICATION_COMPLETED, ev)
+            await wait_for(lambda case_id=case_id: _status_is(client, case_id, "loan_requested"),
+                           message="loan_requested")
+
+        async def both_requested() -> list[Any] | None:
+            got = await read_all(redis_client, prefix, streams.LOAN_REQUESTED)
+            return got if len(got) >= 2 else None
+
+        requested = await wait_for(both_requested, message="a LoanRequested per case")
+        assert sorted(e["case_id"] for e in requested) == sorted(cases)  # each once: none lost, none doubled
+        assert len(calls) == 2  # the first batch's attempt failed (relay took over); the second went out inline
+        assert await count(rt, OutboxRow, OutboxRow.published_at.is_(None)) == 0  # type: ignore[union-attr]
