@@ -73,7 +73,8 @@ async def create_procurement(request: Request, who: Principal = Depends(operator
     assert rt.factory is not None
     batcher = rt.state.get("intake")
     if batcher is None:
-        batcher = rt.state["intake"] = intake.SubmitBatcher(rt.factory, on_committed=rt.wake_relay)
+        batcher = rt.state["intake"] = intake.SubmitBatcher(rt.factory, on_committed=rt.wake_relay,
+                                                            publish_on=rt.messaging.publish_on)
     try:
         row, created = await batcher.submit(proposal)
     except handlers.ReferenceConflict:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.applications.adapters.tables import CaseRow
@@ -34,10 +34,12 @@ class SubmitBatcher:
     def __init__(
         self, factory: async_sessionmaker[AsyncSession], *, max_batch: int = 200,
         on_committed: Callable[[], None] | None = None,
+        publish_on: Callable[[AsyncConnection], Awaitable[int | None]] | None = None,
     ) -> None:
         self._factory = factory
         self._max = max_batch
         self._on_committed = on_committed
+        self._publish_on = publish_on  # one relay round on the batch's connection, right after its commit
         self._queue: list[Pending] = []
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
@@ -62,9 +64,29 @@ class SubmitBatcher:
                         fut.set_exception(ex)
 
     async def _commit(self, batch: list[Pending]) -> None:
+        engine = self._factory.kw.get("bind") if self._publish_on is not None else None
+        if engine is None:
+            outcome = await self._commit_on(batch, None)
+        else:
+            async with engine.connect() as conn:  # the batch, then its events out, on one checked-out connection
+                outcome = await self._commit_on(batch, conn)
+                if outcome == "publish":
+                    try:
+                        await self._publish_on(conn)  # type: ignore[misc]
+                    except Exception:  # the rows stay unsent; the relay task publishes them
+                        log.exception("publishing right after the intake commit failed; the relay will")
+                        if self._on_committed is not None:
+                            self._on_committed()
+        if outcome == "failed":  # after the connection went back to the pool: each request alone
+            self.fallbacks += 1
+            await self._one_by_one(batch)
+
+    async def _commit_on(self, batch: list[Pending], conn: AsyncConnection | None) -> str:
+        """Store the batch and answer its requests. "publish": committed with events to publish on `conn`;
+        "failed": the shared transaction failed and nobody was answered; "" otherwise."""
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
-            async with transaction(self._factory) as session:
+            async with transaction(self._factory, connection=conn) as session:
                 session.info[BATCH] = True
                 await handlers.prefetch_references(session, [p for p, _ in batch])
                 for proposal, fut in batch:
@@ -75,10 +97,9 @@ class SubmitBatcher:
             self.batches += 1
         except Exception:
             log.warning("shared intake transaction failed; each request of the batch is redone alone", exc_info=True)
-            self.fallbacks += 1
-            await self._one_by_one(batch)
-            return
-        if self._on_committed is not None and any(r is not None and r[1] for _, r, _ in results):
+            return "failed"
+        created = any(r is not None and r[1] for _, r, _ in results)
+        if created and conn is None and self._on_committed is not None:
             self._on_committed()
         for fut, result, error in results:
             if fut.done():
@@ -87,6 +108,7 @@ class SubmitBatcher:
                 fut.set_exception(error)
             else:
                 fut.set_result(result)
+        return "publish" if created and conn is not None else ""
 
     async def _one_by_one(self, batch: list[Pending]) -> None:
         for proposal, fut in batch:
