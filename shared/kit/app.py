@@ -336,7 +336,7 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
             await hook(runtime)
         messaging.redis = runtime.redis
         if os.environ.get("SAFE_PUBLISH_AFTER_BATCH", "1") != "0":
-            messaging.publish_on = runtime.relay.publish_on
+            messaging.publish_after_commit = runtime.relay.publish_after_commit
         await messaging.ensure_groups()
         await broker.start()
         await messaging.start_background(runtime.redis)

@@ -179,7 +179,7 @@ class Messaging:
         claim_idle_ms: int = 15_000,
         reclaim_interval_ms: int = 1_000,
         on_emitted: Callable[[], None] | None = None,
-        publish_on: Callable[[AsyncConnection], Awaitable[int | None]] | None = None,
+        publish_after_commit: Callable[[AsyncConnection], Awaitable[None]] | None = None,
     ) -> None:
         self.service = service
         self.group = service
@@ -194,7 +194,8 @@ class Messaging:
         self.claim_idle_ms = claim_idle_ms
         self.reclaim_interval_ms = reclaim_interval_ms
         self.on_emitted = on_emitted
-        self.publish_on = publish_on  # one relay round on a given connection (OutboxRelay.publish_on)
+        # one relay round on the batch's connection right after its commit (OutboxRelay.publish_after_commit)
+        self.publish_after_commit = publish_after_commit
         self.subscriptions: dict[str, Subscription[Any]] = {}
         self.redis: Redis | None = None
         self.broker: RedisBroker | None = None
@@ -353,8 +354,7 @@ class Messaging:
             except Exception as ex:  # undecodable in some other way
                 poison.append((entry, Poison("validation", f"{type(ex).__name__}: {ex}")))
 
-        engine = self.factory.kw.get("bind") if self.publish_on is not None else None
-        published = False
+        engine = self.factory.kw.get("bind") if self.publish_after_commit is not None else None
         if engine is None:
             outcome = await self._batch_outcome(sub, parsed, poison, None)
         else:
@@ -364,16 +364,12 @@ class Messaging:
             async with engine.connect() as conn:
                 outcome = await self._batch_outcome(sub, parsed, poison, conn)
                 if outcome.emitted:
-                    try:
-                        await self.publish_on(conn)  # wakes the relay task itself when rows may remain
-                        published = True
-                    except Exception:  # the rows stay unsent; the relay task publishes them
-                        log.exception("publishing right after the batch failed; the relay will", extra={"stream": sub.stream})
+                    await self.publish_after_commit(conn)  # type: ignore[misc]
         sub.duplicates += outcome.duplicates
         sub.processed += len(outcome.ack)
         if outcome.ack:
             await self._ack(sub, outcome.ack)
-        if outcome.emitted and not published and self.on_emitted is not None:
+        if outcome.emitted and engine is None and self.on_emitted is not None:
             self.on_emitted()
         for entry, err, event_id in outcome.failures:
             await self._record_failure(sub, entry, err, event_id)

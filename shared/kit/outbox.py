@@ -100,19 +100,29 @@ class OutboxRelay:
             log.exception("final outbox flush failed; rows stay unsent for the next start")
 
     async def publish_once(self) -> int:
-        return await self.publish_on(None) or 0
+        return await self._round(None) or 0
 
-    async def publish_on(self, connection: AsyncConnection | None) -> int | None:
-        """One round, on `connection` if given (the message kit's batch connection, right after its commit, so
-        the round does not queue for a connection behind other batches). None: another round holds the
-        PostgreSQL relay lock, and this one published nothing."""
+    async def publish_after_commit(self, connection: AsyncConnection) -> None:
+        """One round on `connection`, the caller's checked-out connection right after its commit, so the round
+        does not queue for a connection behind other transactions. Never raises: whatever it leaves unsent (a
+        failure, another round holding the PostgreSQL relay lock, more rows than one round takes) is left to
+        the relay task, which it wakes."""
+        try:
+            n = await self._round(connection)
+        except Exception:  # the rows stay unsent
+            log.exception("publishing right after a commit failed; the relay task will")
+            n = None
+        if n is None or n >= self._batch:
+            self.wake()
+
+    async def _round(self, connection: AsyncConnection | None) -> int | None:
+        """Publish up to one batch of the oldest unsent rows; None: another round holds the PostgreSQL lock."""
         async with transaction(self._factory, connection=connection) as session:
             conn = await session.connection()  # Core statements: no ORM session machinery per round
             if self._postgres:
                 # One relay at a time per database keeps the published order equal to the commit order.
                 locked = (await conn.execute(text("SELECT pg_try_advisory_xact_lock(424242)"))).scalar()
                 if not locked:
-                    self.wake()  # the round holding the lock may have missed rows committed just now
                     return None
             # Mark and read the oldest unsent rows in one statement. The mark is only committed after every XADD
             # went through: if publishing fails, the transaction rolls back and the rows stay unsent.
@@ -138,8 +148,6 @@ class OutboxRelay:
                                                            "stream": row.stream, "event_type": row.event_type})
             if self._after_publish is not None:
                 await self._after_publish(session, rows)
-        if len(rows) >= self._batch:
-            self.wake()  # more rows than one round takes: the relay task goes on
         self.published_total += len(rows)
         self.last_published_at = now
         return len(rows)

@@ -74,7 +74,7 @@ async def create_procurement(request: Request, who: Principal = Depends(operator
     batcher = rt.state.get("intake")
     if batcher is None:
         batcher = rt.state["intake"] = intake.SubmitBatcher(rt.factory, on_committed=rt.wake_relay,
-                                                            publish_on=rt.messaging.publish_on)
+                                                            publish_after_commit=rt.messaging.publish_after_commit)
     try:
         row, created = await batcher.submit(proposal)
     except handlers.ReferenceConflict:

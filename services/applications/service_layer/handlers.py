@@ -21,8 +21,8 @@ from services.applications.domain.case import CaseState, Status, TransitionRefus
 from shared import contracts
 from shared.contracts import streams
 from shared.kit import outbox
-from shared.kit.db import add_row
-from shared.kit.messaging import BATCH, HandlerContext, Poison
+from shared.kit.db import BATCH, add_row
+from shared.kit.messaging import HandlerContext, Poison
 from shared.kit.tables import AuditEntry, utcnow
 
 SERVICE = "applications"

@@ -22,8 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.applications.adapters.tables import CaseRow
 from services.applications.service_layer import handlers
 from shared import contracts
-from shared.kit.db import transaction
-from shared.kit.messaging import BATCH
+from shared.kit.db import BATCH, transaction
 
 log = logging.getLogger("safe.applications.intake")
 
@@ -34,12 +33,12 @@ class SubmitBatcher:
     def __init__(
         self, factory: async_sessionmaker[AsyncSession], *, max_batch: int = 200,
         on_committed: Callable[[], None] | None = None,
-        publish_on: Callable[[AsyncConnection], Awaitable[int | None]] | None = None,
+        publish_after_commit: Callable[[AsyncConnection], Awaitable[None]] | None = None,
     ) -> None:
         self._factory = factory
         self._max = max_batch
         self._on_committed = on_committed
-        self._publish_on = publish_on  # one relay round on the batch's connection, right after its commit
+        self._publish_after_commit = publish_after_commit  # a relay round on the batch's connection
         self._queue: list[Pending] = []
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
@@ -64,26 +63,23 @@ class SubmitBatcher:
                         fut.set_exception(ex)
 
     async def _commit(self, batch: list[Pending]) -> None:
-        engine = self._factory.kw.get("bind") if self._publish_on is not None else None
+        engine = self._factory.kw.get("bind") if self._publish_after_commit is not None else None
         if engine is None:
-            outcome = await self._commit_on(batch, None)
+            created = await self._store(batch, None)
+            if created and self._on_committed is not None:
+                self._on_committed()
         else:
             async with engine.connect() as conn:  # the batch, then its events out, on one checked-out connection
-                outcome = await self._commit_on(batch, conn)
-                if outcome == "publish":
-                    try:
-                        await self._publish_on(conn)  # type: ignore[misc]
-                    except Exception:  # the rows stay unsent; the relay task publishes them
-                        log.exception("publishing right after the intake commit failed; the relay will")
-                        if self._on_committed is not None:
-                            self._on_committed()
-        if outcome == "failed":  # after the connection went back to the pool: each request alone
+                created = await self._store(batch, conn)
+                if created:
+                    await self._publish_after_commit(conn)  # type: ignore[misc]
+        if created is None:  # after the connection went back to the pool: each request alone
             self.fallbacks += 1
             await self._one_by_one(batch)
 
-    async def _commit_on(self, batch: list[Pending], conn: AsyncConnection | None) -> str:
-        """Store the batch and answer its requests. "publish": committed with events to publish on `conn`;
-        "failed": the shared transaction failed and nobody was answered; "" otherwise."""
+    async def _store(self, batch: list[Pending], conn: AsyncConnection | None) -> bool | None:
+        """Store the batch in one transaction and answer its requests; whether a case was created, or None if
+        the shared transaction failed (nobody answered yet)."""
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
             async with transaction(self._factory, connection=conn) as session:
@@ -97,10 +93,7 @@ class SubmitBatcher:
             self.batches += 1
         except Exception:
             log.warning("shared intake transaction failed; each request of the batch is redone alone", exc_info=True)
-            return "failed"
-        created = any(r is not None and r[1] for _, r, _ in results)
-        if created and conn is None and self._on_committed is not None:
-            self._on_committed()
+            return None
         for fut, result, error in results:
             if fut.done():
                 continue
@@ -108,7 +101,7 @@ class SubmitBatcher:
                 fut.set_exception(error)
             else:
                 fut.set_result(result)
-        return "publish" if created and conn is not None else ""
+        return any(r is not None and r[1] for _, r, _ in results)
 
     async def _one_by_one(self, batch: list[Pending]) -> None:
         for proposal, fut in batch:
