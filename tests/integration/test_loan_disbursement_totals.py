@@ -376,5 +376,5 @@ async def test_a_withdrawal_in_the_same_transaction_frees_the_amount_for_the_nex
     decisions = await statuses(factory)
     assert [decisions[e.case_id] for e in late] == ["approved", "rejected"]
     async with factory() as s:
-        assert (await ledger.balances(s, ["DK"]))["DK"].approved == D("45000000.00")
+        assert ledger.Balance.of((await ledger.facilities(s, ["DK"]))["DK"]).approved == D("45000000.00")
     await assert_books_balanced(factory)

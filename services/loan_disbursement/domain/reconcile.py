@@ -16,13 +16,27 @@ KINDS = ("reservation", "release", "pre_financing", "instalment")
 
 
 @dataclass(frozen=True)
-class RunningTotals:
-    """A facility's running totals as stored (kept by triggers), one per kind of ledger entry."""
+class Balance:
+    """A facility's money by kind of ledger entry: summed from the ledger, or as its running totals store it."""
 
     reserved: Decimal = ZERO
     released: Decimal = ZERO
     pre_financing: Decimal = ZERO
     instalments: Decimal = ZERO
+
+    @property
+    def approved(self) -> Decimal:
+        return self.reserved - self.released
+
+    @property
+    def disbursed(self) -> Decimal:
+        return self.pre_financing + self.instalments
+
+    @classmethod
+    def of(cls, facility: Any) -> Balance:
+        """The running totals on a facility row (read them under its lock, from a fresh SELECT)."""
+        return cls(reserved=facility.reserved_eur, released=facility.released_eur,
+                   pre_financing=facility.pre_financing_paid_eur, instalments=facility.instalments_paid_eur)
 
 
 @dataclass(frozen=True)
@@ -35,7 +49,7 @@ class FacilityBooks:
     pre_financing: Decimal = ZERO
     instalments: Decimal = ZERO
     active_loans: Decimal = ZERO  # Σ amount of the loans with status "active"
-    totals: RunningTotals | None = None  # the stored running totals; None: not checked
+    totals: Balance | None = None  # the stored running totals; None: not checked
 
     @property
     def approved(self) -> Decimal:

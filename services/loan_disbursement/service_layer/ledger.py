@@ -36,29 +36,8 @@ from services.loan_disbursement.adapters.tables import (
 )
 from services.loan_disbursement.domain import reconcile as books
 from services.loan_disbursement.domain.money import ZERO
+from services.loan_disbursement.domain.reconcile import Balance
 from shared.kit.tables import utcnow
-
-
-@dataclass(frozen=True)
-class Balance:
-    reserved: Decimal = ZERO
-    released: Decimal = ZERO
-    pre_financing: Decimal = ZERO
-    instalments: Decimal = ZERO
-
-    @property
-    def approved(self) -> Decimal:
-        return self.reserved - self.released
-
-    @property
-    def disbursed(self) -> Decimal:
-        return self.pre_financing + self.instalments
-
-    @classmethod
-    def of(cls, row: FacilityRow) -> Balance:
-        """The running totals on a facility row (read them under its lock, from a fresh SELECT)."""
-        return cls(reserved=row.reserved_eur, released=row.released_eur, pre_financing=row.pre_financing_paid_eur,
-                   instalments=row.instalments_paid_eur)
 
 
 async def lock_facilities(session: AsyncSession, member_states: Iterable[str] | None = None) -> dict[str, FacilityRow]:
@@ -77,19 +56,6 @@ async def facilities(session: AsyncSession, member_states: Iterable[str] | None 
     if member_states is not None:
         q = q.where(col(FacilityRow.member_state).in_(sorted(set(member_states))))
     return {r.member_state: r for r in (await session.exec(q)).all()}
-
-
-async def balances(session: AsyncSession, member_states: Iterable[str] | None = None) -> dict[str, Balance]:
-    """Per facility: its running totals (Σ of each kind of ledger entry); missing facilities have all zeros."""
-    q = select(FacilityRow.member_state, FacilityRow.reserved_eur, FacilityRow.released_eur,
-               FacilityRow.pre_financing_paid_eur, FacilityRow.instalments_paid_eur)
-    wanted = None if member_states is None else sorted(set(member_states))
-    if wanted is not None:
-        q = q.where(col(FacilityRow.member_state).in_(wanted))
-    out = {ms: Balance(r, x, p, i) for ms, r, x, p, i in (await session.exec(q)).all()}
-    for ms in wanted or []:
-        out.setdefault(ms, Balance())
-    return out
 
 
 async def ledger_balances(session: AsyncSession) -> dict[str, Balance]:
@@ -153,16 +119,9 @@ _PLAN_REMAINING = (
         sa.and_(_DRAWN.member_state == _LINE.member_state, _DRAWN.category == _LINE.category)))
     .where(_LINE.member_state.in_(sa.bindparam("member_states", expanding=True)))
 )
-_EARLIER = sa.text(
-    "SELECT (SELECT status FROM loan_requests WHERE case_id = :case_id), "
-    "(SELECT event_id FROM loan_requests WHERE case_id = :case_id), "
-    "(SELECT reason FROM case_withdrawals WHERE case_id = :case_id)"
-)
-
-
-_EARLIER_MANY = sa.text("SELECT case_id, status, event_id FROM loan_requests WHERE case_id IN :ids").bindparams(
+_EARLIER = sa.text("SELECT case_id, status, event_id FROM loan_requests WHERE case_id IN :ids").bindparams(
     sa.bindparam("ids", expanding=True))
-_WITHDRAWN_MANY = sa.text("SELECT case_id, reason FROM case_withdrawals WHERE case_id IN :ids").bindparams(
+_WITHDRAWN = sa.text("SELECT case_id, reason FROM case_withdrawals WHERE case_id IN :ids").bindparams(
     sa.bindparam("ids", expanding=True))
 
 
@@ -203,12 +162,16 @@ class Decisions:
     it holds other than the loan decision itself calls `forget`.
 
     Its queries run on the transaction's connection without autoflush: everything else was flushed when the state
-    was built, and what this transaction decided is held here (`decided`, the facility and plan values)."""
+    was built, and what this transaction decided is held here (`known`, the facility and plan values)."""
 
     scope: Any
     conn: AsyncConnection
     facilities: dict[str, FacilityValues]
     plans: dict[str, dict[str, Decimal]] = field(default_factory=dict)  # Member State → category → remaining
+    # case → its decision ((status, event id); None: none yet), for every case read or decided here (a decided
+    # case's rows may still be queued for the batch's bulk INSERT); case → withdrawal reason, for those read
+    known: dict[str, tuple[str, str] | None] = field(default_factory=dict)
+    withdrawn: dict[str, str] = field(default_factory=dict)
 
     async def plan_remaining(self, member_states: Iterable[str]) -> dict[str, dict[str, Decimal]]:
         wanted = sorted(set(member_states))
@@ -217,30 +180,18 @@ class Decisions:
             self.plans.update(await _plan_remaining(self.conn, missing))
         return {ms: self.plans[ms] for ms in wanted}
 
-    # decisions taken in this transaction (their rows may still be queued for the batch's bulk INSERT)
-    decided: dict[str, tuple[str, str]] = field(default_factory=dict)
-    # the batch's cases, read at once under the locks: case → (status, event id) / withdrawal reason
-    known: dict[str, tuple[str, str]] | None = None
-    withdrawn: dict[str, str] = field(default_factory=dict)
-    batch_ids: set[str] = field(default_factory=set)
-
     async def earlier_decision(self, case_id: str, batch: Sequence[str] = ()) -> tuple[tuple[str, str] | None, str | None]:
         """The case's decision so far ((status, event id) or None) and its withdrawal reason (or None). With the
-        case ids of the whole batch, the first call reads them all with one query each (under the locks)."""
-        if case_id in self.decided:
-            return self.decided[case_id], self.withdrawn.get(case_id)
-        if self.known is None and case_id in batch:
-            ids = sorted(set(batch))
-            self.known = {c: (st, ev) for c, st, ev in (await self.conn.execute(_EARLIER_MANY, {"ids": ids})).all()}
-            self.withdrawn = dict((await self.conn.execute(_WITHDRAWN_MANY, {"ids": ids})).all())
-            self.batch_ids = set(ids)
-        if self.known is not None and case_id in self.batch_ids:
-            return self.known.get(case_id), self.withdrawn.get(case_id)
-        status, event_id, withdrawn = (await self.conn.execute(_EARLIER, {"case_id": case_id})).one()
-        return ((status, event_id) if status is not None else None), withdrawn
+        case ids of the whole batch, the first call reads them all, one query each (under the locks)."""
+        if case_id not in self.known:
+            ids = sorted(set(batch) - self.known.keys()) if case_id in batch else [case_id]
+            self.known.update(dict.fromkeys(ids))
+            self.known.update({c: (st, ev) for c, st, ev in (await self.conn.execute(_EARLIER, {"ids": ids})).all()})
+            self.withdrawn.update((await self.conn.execute(_WITHDRAWN, {"ids": ids})).all())
+        return self.known[case_id], self.withdrawn.get(case_id)
 
     def record_decision(self, case_id: str, status: str, event_id: str) -> None:
-        self.decided[case_id] = (status, event_id)
+        self.known[case_id] = (status, event_id)
 
     def record_approval(self, member_state: str, amount: Decimal, draws: Mapping[str, Decimal]) -> None:
         """A loan reserved `amount` and drew `draws` from the plan (what the triggers add to the totals)."""
@@ -328,14 +279,11 @@ async def reconcile(session: AsyncSession, *, pre_financing_share: Decimal = Dec
     facility_books = [
         books.FacilityBooks(
             member_state=f.member_state, max_eur=f.max_eur, pre_financing_eur=f.pre_financing_eur,
-            reserved=bal.get(f.member_state, Balance()).reserved, released=bal.get(f.member_state, Balance()).released,
-            pre_financing=bal.get(f.member_state, Balance()).pre_financing,
-            instalments=bal.get(f.member_state, Balance()).instalments,
-            active_loans=active.get(f.member_state) or ZERO,
-            totals=books.RunningTotals(reserved=f.reserved_eur, released=f.released_eur,
-                                       pre_financing=f.pre_financing_paid_eur, instalments=f.instalments_paid_eur),
+            reserved=summed.reserved, released=summed.released, pre_financing=summed.pre_financing,
+            instalments=summed.instalments, active_loans=active.get(f.member_state) or ZERO, totals=Balance.of(f),
         )
         for f in facility_rows
+        for summed in (bal.get(f.member_state) or Balance(),)
     ]
     drawn = await draws_of_active_loans(session)
     stored = {(t.member_state, t.category): t.drawn_eur for t in (await session.exec(select(PlanDrawTotalRow))).all()}

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from services.loan_disbursement.domain.reconcile import (
+    Balance,
     FacilityBooks,
     LoanBooks,
     PlanLineBooks,
-    RunningTotals,
     compare,
 )
 
@@ -39,7 +39,7 @@ def test_every_difference_is_listed():
 def test_running_totals_that_equal_the_ledger_sums_report_no_difference():
     f = FacilityBooks("DK", D("100"), None, reserved=D("10"), released=D("5"), pre_financing=D("1"),
                       instalments=D("2"), active_loans=D("5"),
-                      totals=RunningTotals(reserved=D("10"), released=D("5"), pre_financing=D("1"), instalments=D("2")))
+                      totals=Balance(reserved=D("10"), released=D("5"), pre_financing=D("1"), instalments=D("2")))
     lines = [PlanLineBooks("DK", "cyber", drawn=D("5"), total=D("5")), PlanLineBooks("DK", "artillery")]
     assert compare(checked_at=NOW, facilities=[f], loans=[], plan_lines=lines).ok
 
@@ -47,7 +47,7 @@ def test_running_totals_that_equal_the_ledger_sums_report_no_difference():
 def test_every_running_total_that_differs_from_the_ledger_is_reported():
     f = FacilityBooks("DK", D("100"), None, reserved=D("10"), released=D("5"), pre_financing=D("1"),
                       instalments=D("2"), active_loans=D("5"),
-                      totals=RunningTotals(reserved=D("10.01"), released=D("5"), pre_financing=D("0"), instalments=D("2")))
+                      totals=Balance(reserved=D("10.01"), released=D("5"), pre_financing=D("0"), instalments=D("2")))
     lines = [PlanLineBooks("DK", "cyber", drawn=D("5"), total=D("4.99")), PlanLineBooks("EE", "artillery", total=D("1"))]
     diffs = compare(checked_at=NOW, facilities=[f], loans=[], plan_lines=lines).differences
     assert [(d.member_state, d.check, d.expected, d.actual) for d in diffs] == [
