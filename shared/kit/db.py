@@ -95,7 +95,6 @@ class Checkpointer(threading.Thread):
         self._owner = weakref.ref(owner) if owner is not None else None
         self.interval_s = interval_s
         self._stopped = threading.Event()
-        self.checkpoints = 0
 
     def stop(self) -> None:
         self._stopped.set()
@@ -110,7 +109,6 @@ class Checkpointer(threading.Thread):
                     if con is None:
                         con = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
                     con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                    self.checkpoints += 1
                 except sqlite3.Error:
                     pass  # busy or not there yet: next round
         finally:

@@ -440,7 +440,7 @@ class Messaging:
                                 session.begin_nested(),
                             ):
                                 await sub.handler(ctx, event)
-                                session.add(InboxRow(event_id=event_id, stream=sub.stream, entry_id=entry.entry_id))
+                                add_row(session, InboxRow, event_id=event_id, stream=sub.stream, entry_id=entry.entry_id)
                                 await session.flush()
                         except IntegrityError as ie:
                             if _is_inbox_conflict(ie):

@@ -162,6 +162,10 @@ def decode_cursor(cursor: str | None) -> Any:
         raise HTTPException(422, "invalid cursor") from e
 
 
+# a dead letter's id: within the column's integer range (a larger one is a 422, never a database error)
+DeadLetterId = Annotated[int, FastApiPath(ge=1, le=2**31 - 1)]
+
+
 def ops_router(runtime: Runtime) -> APIRouter:
     r = APIRouter()
 
@@ -289,13 +293,13 @@ def ops_router(runtime: Runtime) -> APIRouter:
         return dl
 
     @r.get("/dead-letters/{dl_id}", response_model=DeadLetterPublic, tags=["dead letters"])
-    async def get_dead_letter(dl_id: Annotated[int, FastApiPath(ge=1, le=2**31 - 1)], who: Principal = Depends(reader)) -> DeadLetterPublic:
+    async def get_dead_letter(dl_id: DeadLetterId, who: Principal = Depends(reader)) -> DeadLetterPublic:
         """One dead letter with its payload and error."""
         return _public(await _get(dl_id, who))
 
     @r.post("/dead-letters/{dl_id}/replay", response_model=DeadLetterPublic, tags=["dead letters"],
             responses={409: _CONFLICT})
-    async def replay(dl_id: Annotated[int, FastApiPath(ge=1, le=2**31 - 1)], body: ReplayRequest | None = None, who: Principal = Depends(operator)) -> DeadLetterPublic:
+    async def replay(dl_id: DeadLetterId, body: ReplayRequest | None = None, who: Principal = Depends(operator)) -> DeadLetterPublic:
         """Publish the message again on its stream (optionally a corrected payload); audited."""
         dl = await _get(dl_id, who)
         if dl.status != "open":
@@ -309,7 +313,7 @@ def ops_router(runtime: Runtime) -> APIRouter:
 
     @r.post("/dead-letters/{dl_id}/discard", response_model=DeadLetterPublic, tags=["dead letters"],
             responses={409: _CONFLICT})
-    async def discard(dl_id: Annotated[int, FastApiPath(ge=1, le=2**31 - 1)], body: DiscardRequest, who: Principal = Depends(operator)) -> DeadLetterPublic:
+    async def discard(dl_id: DeadLetterId, body: DiscardRequest, who: Principal = Depends(operator)) -> DeadLetterPublic:
         """Close the dead letter without replaying it, with a reason; audited."""
         dl = await _get(dl_id, who)
         if dl.status != "open":

@@ -7,6 +7,7 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from services.applications import main as applications_main
+from services.testing.waiting import wait_for
 from shared.kit import db
 from shared.kit.tables import InboxRow, OutboxRow
 from tests import dbs
@@ -80,7 +81,6 @@ def test_a_missing_required_value_is_refused_at_once():
 async def test_sqlite_checkpoints_happen_beside_the_service_connection_not_in_its_commits(tmp_path):
     """The service connection never checkpoints (wal_autocheckpoint=0); the Checkpointer thread moves the WAL
     into the database file, so the WAL does not grow without bound and no commit pays for an fsync."""
-    import asyncio
     import os
 
     if dbs.on_postgres():
@@ -99,9 +99,9 @@ async def test_sqlite_checkpoints_happen_beside_the_service_connection_not_in_it
             for j in range(20):
                 db.add_row(s, OutboxRow, event_id=f"c{i}-{j}", stream="x", event_type="T", correlation_id="c",
                            payload="p" * 2000)
-    for _ in range(60):  # the checkpointer runs every 0.5 s
-        if os.path.getsize(main_file) > before + 800 * 2000:
-            break
-        await asyncio.sleep(0.1)
-    assert os.path.getsize(main_file) > before + 800 * 2000, "the WAL was not checkpointed into the database file"
+
+    async def checkpointed() -> bool:  # the checkpointer runs every 0.5 s
+        return os.path.getsize(main_file) > before + 800 * 2000
+
+    await wait_for(checkpointed, timeout=6.0, message="the WAL checkpointed into the database file")
     await engine.dispose()
