@@ -238,6 +238,28 @@ async def flush_deferred(session: AsyncSession) -> None:
         await conn.execute(insert(getattr(key, "__table__", key)), rows)
 
 
+class FixedQuery:
+    """A read without parameters, compiled once per dialect and run as its SQL text.
+
+    SQLAlchemy builds, keys and looks up a statement's compiled form on every execution; for a statement of
+    several subqueries that per-execution work cost more than the query itself on a one-message batch. Rows
+    come back as the driver returns them (no result type processing): use it for counts, sums and plain
+    columns."""
+
+    def __init__(self, statement: Any) -> None:
+        self._statement = statement
+        self._sql: dict[str, str] = {}
+
+    async def one(self, session: AsyncSession) -> Any:
+        conn = await session.connection()
+        dialect = conn.dialect
+        sql = self._sql.get(dialect.name)
+        if sql is None:
+            sql = self._sql[dialect.name] = str(
+                self._statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+        return (await conn.exec_driver_sql(sql)).one()
+
+
 @asynccontextmanager
 async def transaction(
     factory: async_sessionmaker[AsyncSession], *, connection: AsyncConnection | None = None

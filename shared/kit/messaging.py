@@ -179,7 +179,7 @@ class Messaging:
         claim_idle_ms: int = 15_000,
         reclaim_interval_ms: int = 1_000,
         on_emitted: Callable[[], None] | None = None,
-        publish_after_commit: Callable[[AsyncConnection], Awaitable[None]] | None = None,
+        publish_after_commit: Callable[..., Awaitable[bool]] | None = None,
     ) -> None:
         self.service = service
         self.group = service
@@ -355,19 +355,22 @@ class Messaging:
                 poison.append((entry, Poison("validation", f"{type(ex).__name__}: {ex}")))
 
         engine = self.factory.kw.get("bind") if self.publish_after_commit is not None else None
+        acked = False
         if engine is None:
             outcome = await self._batch_outcome(sub, parsed, poison, None)
         else:
             # The batch and then one relay round on the same checked-out connection: the events the batch
             # emitted go out right after its commit instead of queueing for the connection behind the other
             # batches and requests of this process. The relay task stays the safety net.
+            # The consumed entries' XACK rides in the same pipeline as the XADDs.
             async with engine.connect() as conn:
                 outcome = await self._batch_outcome(sub, parsed, poison, conn)
                 if outcome.emitted:
-                    await self.publish_after_commit(conn)  # type: ignore[misc]
+                    then = [("XACK", self.key(sub.stream), self.group, *outcome.ack)] if outcome.ack else []
+                    acked = await self.publish_after_commit(conn, then)  # type: ignore[misc]
         sub.duplicates += outcome.duplicates
         sub.processed += len(outcome.ack)
-        if outcome.ack:
+        if outcome.ack and not acked:
             await self._ack(sub, outcome.ack)
         if outcome.emitted and engine is None and self.on_emitted is not None:
             self.on_emitted()
@@ -408,12 +411,16 @@ class Messaging:
         outcome = _Outcome()
         try:
             async with transaction(self.factory, connection=conn) as session:
-                ids = [sub.key_of(ev, e.entry_id) for e, ev in parsed]
                 seen: set[str] = set()
-                if ids:
-                    seen = set(
-                        (await session.exec(select(InboxRow.event_id).where(col(InboxRow.event_id).in_(ids)))).all()
-                    )
+                if isolate:
+                    # The optimistic batch does not look the batch up in the inbox first: a redelivered event
+                    # collides with its inbox row at the commit, and the batch is redone here, where processed
+                    # events are found before their handler runs. Redeliveries are rare (a crash, a reclaim), a
+                    # lookup per batch is not.
+                    ids = [sub.key_of(ev, e.entry_id) for e, ev in parsed]
+                    if ids:
+                        seen = set((await session.exec(
+                            select(InboxRow.event_id).where(col(InboxRow.event_id).in_(ids)))).all())
                 session.info[BATCH] = not isolate
                 if not isolate and sub.prefetch is not None:
                     fresh = [ev for e, ev in parsed if sub.key_of(ev, e.entry_id) not in seen]

@@ -102,20 +102,25 @@ class OutboxRelay:
     async def publish_once(self) -> int:
         return await self._round(None) or 0
 
-    async def publish_after_commit(self, connection: AsyncConnection) -> None:
+    async def publish_after_commit(self, connection: AsyncConnection, then: Sequence[Any] = ()) -> bool:
         """One round on `connection`, the caller's checked-out connection right after its commit, so the round
         does not queue for a connection behind other transactions. Never raises: whatever it leaves unsent (a
         failure, another round holding the PostgreSQL relay lock, more rows than one round takes) is left to
-        the relay task, which it wakes."""
+        the relay task, which it wakes.
+
+        `then`: Redis commands (argument tuples, e.g. the XACK of the entries the committed batch consumed) sent
+        in the same pipeline as the XADDs, saving their round trip; whether they were sent is returned, and the
+        caller sends them itself if not."""
         try:
-            n = await self._round(connection)
+            n = await self._round(connection, then)
         except Exception:  # the rows stay unsent
             log.exception("publishing right after a commit failed; the relay task will")
             n = None
         if n is None or n >= self._batch:
             self.wake()
+        return bool(n) and bool(then)
 
-    async def _round(self, connection: AsyncConnection | None) -> int | None:
+    async def _round(self, connection: AsyncConnection | None, then: Sequence[Any] = ()) -> int | None:
         """Publish up to one batch of the oldest unsent rows; None: another round holds the PostgreSQL lock."""
         async with transaction(self._factory, connection=connection) as session:
             conn = await session.connection()  # Core statements: no ORM session machinery per round
@@ -141,6 +146,8 @@ class OutboxRelay:
             pipe = self._redis.pipeline(transaction=False)
             for row in rows:
                 pipe.xadd(streams.qualified(row.stream, self._prefix), {"__data__": row.payload})
+            for command in then:
+                pipe.execute_command(*command)
             await pipe.execute()
             if logs.MESSAGES.isEnabledFor(logging.INFO):
                 for row in rows:

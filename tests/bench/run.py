@@ -49,6 +49,7 @@ import redis.asyncio as aioredis
 from services.launcher import SERVICES
 from services.testing.plugin import Stack, make_stack
 from shared.contracts import streams
+from tests.bench import batchcost
 from tests.bench.baseline import run_baseline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -689,6 +690,14 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"integrity: {i['submitted']} submitted, {i['lost']} lost, {i['not_final']} not final, {i['doubled']} doubled; "
                      f"{i['approved_cases']} approved cases / {i['loan_approved_events']} LoanApproved events, "
                      f"{i['rejected_cases']} rejected / {i['loan_rejected_events']} LoanRejected → {'OK' if i['ok'] else 'FAILED'}")
+    if report.get("batch_cost"):
+        big = batchcost.SIZES[-1]
+        lines.append("")
+        lines.append(f"{'one consumed batch (in process, CPU ms)':<50}{'of 1':>8}{'of ' + str(big):>8}{'fixed':>8}{'per msg':>9}")
+        for service, handlers in report["batch_cost"].items():
+            for handler, f in handlers.items():
+                lines.append(f"{service + ' ' + handler:<50}{f['batch_of_1_ms']:>8.2f}{f[f'batch_of_{big}_ms']:>8.2f}"
+                             f"{f['fixed_ms']:>8.2f}{f['per_message_ms']:>9.3f}")
     if report.get("bom"):
         bo = report["bom"]
         lines.append(f"BOM of {bo['components']} components: median {bo['median_ms']} ms (min {bo['min_ms']} ms), {bo['outcome']}")
@@ -747,7 +756,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", default="bench-results")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the stack's state directory (databases, logs)")
-    ap.add_argument("--only", default="baseline,platform,bom,list", help="comma-separated parts to run")
+    ap.add_argument("--only", default="baseline,platform,batch,bom,list", help="comma-separated parts to run")
+    ap.add_argument("--batch-rounds", type=int, default=200, help="one-message batches timed per handler (batch part)")
     ap.add_argument("--profile", default=None, help="directory for py-spy raw profiles of the saturation phases")
     ap.add_argument("--env", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
                     help="extra VAR=value for the services (repeatable)")
@@ -759,6 +769,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         opts.rate_seconds = min(opts.rate_seconds, 2.0)
         opts.baseline_messages = opts.baseline_messages or 3000
         opts.list_cases = opts.list_cases or 5000
+        if "--batch-rounds" not in (argv or sys.argv):
+            opts.batch_rounds = 20
     opts.baseline_messages = opts.baseline_messages or 20_000
     opts.list_cases = opts.list_cases or 100_000
     opts.min_rate_cases = 20 if opts.quick else 100
@@ -780,6 +792,9 @@ async def main_async(opts: argparse.Namespace) -> dict[str, Any]:
         say(f"  {report['baseline']['messages_per_s']:,.0f} msgs/s")
     if "platform" in opts.only:
         await bench_platform(opts, report)
+    if "batch" in opts.only:
+        say(f"one consumed batch, in process: CPU for batches of 1 and of {batchcost.SIZES[-1]} messages …")
+        report["batch_cost"] = await batchcost.run(redis_url, batches=opts.batch_rounds)
     if "bom" in opts.only:
         say("origin verification: one bill of materials of 10 000 components …")
         report["bom"] = bench_bom()

@@ -36,6 +36,11 @@ def test_the_bench_reports_every_figure_and_loses_no_case(tmp_path, redis_url, m
     assert integrity["lost"] == integrity["not_final"] == integrity["doubled"] == 0
     assert integrity["approved_cases"] == integrity["loan_approved_events"]
 
+    costs = report["batch_cost"]
+    assert {(s, h) for s, hs in costs.items() for h in hs} == {
+        ("applications", "OriginVerificationCompleted"), ("applications", "LoanApproved"),
+        ("origin_verification", "ProcurementSubmitted"), ("loan_disbursement", "LoanRequested")}
+    assert all(f["batch_of_1_ms"] > 0 and f["batch_of_50_ms"] > 0 for hs in costs.values() for f in hs.values())
     assert report["bom"]["components"] == 10_000 and report["bom"]["median_ms"] > 0
     assert report["list"]["first_page"]["median_ms"] > 0 and report["list"]["deep_page"]["median_ms"] > 0
     assert {t["target"] for t in report["targets"]} >= {"cases/s at saturation (HTTP)", "p99 ms at 50 % of saturation",

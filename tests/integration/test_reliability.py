@@ -698,12 +698,12 @@ async def test_events_of_a_batch_go_out_right_after_its_commit_and_the_relay_cov
         real = rt.relay._round
         calls: list[str] = []
 
-        async def first_attempt_fails(connection: Any) -> Any:
+        async def first_attempt_fails(connection: Any, then: Any = ()) -> Any:
             if connection is not None:  # a round right after a batch's commit (not the relay task's own)
                 calls.append("inline")
                 if len(calls) == 1:
                     raise ConnectionError("simulated failure of the publish right after the batch")
-            return await real(connection)
+            return await real(connection, then)
 
         cases = []
         for _ in range(2):  # (the HTTP intake publishes its own batches the same way: before the patch)

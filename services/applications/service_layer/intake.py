@@ -33,7 +33,7 @@ class SubmitBatcher:
     def __init__(
         self, factory: async_sessionmaker[AsyncSession], *, max_batch: int = 200,
         on_committed: Callable[[], None] | None = None,
-        publish_after_commit: Callable[[AsyncConnection], Awaitable[None]] | None = None,
+        publish_after_commit: Callable[[AsyncConnection], Awaitable[object]] | None = None,
     ) -> None:
         self._factory = factory
         self._max = max_batch

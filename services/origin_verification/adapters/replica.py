@@ -23,6 +23,7 @@ from services.origin_verification.adapters.tables import (
 from services.origin_verification.domain.reference import Agreement, CountryRecord, Membership, ReferenceData
 from shared import contracts
 from shared.contracts import countries as codes
+from shared.kit.db import FixedQuery
 from shared.kit.tables import utcnow
 
 
@@ -105,23 +106,25 @@ async def record_publication(session: AsyncSession, event: contracts.ReferenceDa
     return True
 
 
+def _latest(column: Any) -> Any:
+    return select(column).order_by(col(ReplicaPublication.registry_version).desc()).limit(1).scalar_subquery()
+
+
+# one round trip: the latest publication and the replica's counts and version sums
+_READINESS = FixedQuery(select(  # type: ignore[call-overload]
+    _latest(ReplicaPublication.registry_version), _latest(ReplicaPublication.seed_version),
+    _latest(ReplicaPublication.countries), _latest(ReplicaPublication.agreements),
+    select(func.count()).select_from(ReplicaCountry).scalar_subquery(),
+    select(func.coalesce(func.sum(col(ReplicaCountry.version)), 0)).scalar_subquery(),
+    select(func.count()).select_from(ReplicaAgreement).scalar_subquery(),
+    select(func.coalesce(func.sum(col(ReplicaAgreement.version)), 0)).scalar_subquery(),
+))
+
+
 async def readiness(session: AsyncSession) -> Readiness:
     """Ready once a publication was processed and the replica holds at least as many records as it announced."""
-    # one round trip: the latest publication and the replica's counts and version sums
-
-    def latest(column: Any) -> Any:
-        return (select(column).order_by(col(ReplicaPublication.registry_version).desc()).limit(1)
-                .scalar_subquery())
-
     (registry_version, seed_version, announced_countries, announced_agreements, n_countries, country_versions,
-     n_agreements, agreement_versions) = (await session.exec(select(  # type: ignore[call-overload]
-        latest(ReplicaPublication.registry_version), latest(ReplicaPublication.seed_version),
-        latest(ReplicaPublication.countries), latest(ReplicaPublication.agreements),
-        select(func.count()).select_from(ReplicaCountry).scalar_subquery(),
-        select(func.coalesce(func.sum(col(ReplicaCountry.version)), 0)).scalar_subquery(),
-        select(func.count()).select_from(ReplicaAgreement).scalar_subquery(),
-        select(func.coalesce(func.sum(col(ReplicaAgreement.version)), 0)).scalar_subquery(),
-    ))).one()
+     n_agreements, agreement_versions) = await _READINESS.one(session)
     if registry_version is None:
         return Readiness(False, "no ReferenceDataPublished received from the partner registry yet",
                          countries=n_countries, agreements=n_agreements)

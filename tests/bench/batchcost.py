@@ -1,0 +1,223 @@
+"""What one consumed batch costs each service, in process: CPU per batch of 1 and of 50 messages.
+
+A batch pays a fixed cost (its transactions, its inbox and outbox statements, the publish right after the
+commit, its XACK) once, whatever its size, and a cost per message. Under light load every batch holds one
+message, so the fixed cost is what a case pays at each hop; under heavy load it is shared. The saturation figures
+of `make bench` hide the first, which is why they are measured here on their own: each service's real message
+path (`Messaging.process`, the handler, a real SQLite file and a real Redis), driven directly, without the
+stream read, on a warm process with nothing else running, timed with the thread's CPU clock.
+
+    python -m tests.bench.batchcost [--batches 200]"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from services.testing.inprocess import running
+from shared import contracts
+from shared.contracts import streams
+from shared.kit.messaging import Entry
+
+DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
+QUIET = dict(log_level="WARNING", relay_interval_ms=1000, poll_interval_ms=100, claim_idle_ms=600_000, reclaim_interval_ms=60_000)
+SIZES = (1, 50)
+_ids = iter(range(1, 10**9))
+
+
+def entry(event: Any) -> Entry:
+    return Entry(f"{next(_ids)}-0", {b"__data__": event.model_dump_json().encode()})
+
+
+async def measure(rt: Any, stream: str, make: Callable[[int], Awaitable[list[Entry]]], batches: int) -> dict[str, Any]:
+    """CPU per batch of each size in SIZES; `make(n)` returns n fresh entries."""
+    sub = rt.messaging.subscriptions[stream]
+    for _ in range(20):  # warm-up: compiled statements, pools, caches
+        await rt.messaging.process(sub, await make(1))
+    out: dict[str, Any] = {}
+    for size in SIZES:
+        rounds = batches if size == 1 else max(5, batches // size)
+        work = [await make(size) for _ in range(rounds)]
+        cpu = []
+        processed, duplicates = sub.processed, sub.duplicates
+        for entries in work:
+            t = time.thread_time()
+            await rt.messaging.process(sub, entries)
+            cpu.append((time.thread_time() - t) * 1000)
+        # every message went through its handler and was committed: no failure, retry or duplicate
+        handled = sub.processed - processed
+        if handled != rounds * size or sub.duplicates != duplicates:
+            raise RuntimeError(f"{stream}: {handled} of {rounds * size} messages handled, "
+                               f"{sub.duplicates - duplicates} duplicates")
+        out[f"batch_of_{size}_ms"] = round(statistics.median(cpu), 3)
+    big = SIZES[-1]
+    per_message = (out[f"batch_of_{big}_ms"] - out["batch_of_1_ms"]) / (big - 1)
+    out["per_message_ms"] = round(per_message, 3)
+    out["fixed_ms"] = round(out["batch_of_1_ms"] - per_message, 3)
+    return out
+
+
+def proposal() -> contracts.Proposal:
+    body = json.loads(DEMO.read_text())
+    body["reference"] = f"BC-{uuid.uuid4().hex[:12]}"
+    return contracts.Proposal.model_validate(body)
+
+
+async def loan_disbursement(work: Path, redis_url: str, prefix: str, batches: int) -> dict[str, Any]:
+    from services.loan_disbursement.config import Settings
+    from services.loan_disbursement.main import build_app
+
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{work}/loan.db", stream_prefix=prefix, **{"REDIS_URL": redis_url},
+                        consumer_name="batchcost", **QUIET)
+
+    async def make(n: int) -> list[Entry]:
+        out = []
+        for _ in range(n):
+            case_id = str(uuid.uuid4())
+            out.append(entry(contracts.LoanRequested(
+                correlation_id=case_id, case_id=case_id, reference=f"R-{case_id[:8]}", lead_member_state="PL",
+                participants=["LT", "PL"], categories=["ammunition_and_missiles"], contract_signed_on=date(2026, 9, 1),
+                verification_outcome="eligible",
+                financing=[contracts.FinancingLine(member_state="PL", amount_eur=Decimal("1000.00"))])))
+        return out
+
+    async with running(build_app(settings)) as (_, rt):
+        return {"LoanRequested": await measure(rt, streams.LOAN_REQUESTED, make, batches)}
+
+
+async def origin_verification(work: Path, redis_url: str, prefix: str, batches: int) -> dict[str, Any]:
+    from services.origin_verification.config import Settings
+    from services.origin_verification.main import build_app
+    from tests.unit.origin_verification.seed import seed_events
+
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{work}/ov.db", stream_prefix=prefix, **{"REDIS_URL": redis_url},
+                        consumer_name="batchcost", **QUIET)
+
+    async def make(n: int) -> list[Entry]:
+        out = []
+        for _ in range(n):
+            case_id = str(uuid.uuid4())
+            out.append(entry(contracts.ProcurementSubmitted(correlation_id=case_id, case_id=case_id, proposal=proposal())))
+        return out
+
+    async with running(build_app(settings)) as (client, rt):
+        r = aioredis.Redis.from_url(redis_url)
+        countries, agreements, published = seed_events()
+        for stream, events in ((streams.REFERENCE_DATA_PUBLISHED, [published]), (streams.COUNTRY_STATUS_CHANGED, countries),
+                               (streams.PARTNER_AGREEMENT_RECORDED, agreements)):
+            for ev in events:
+                await r.xadd(f"{prefix}{stream}", {"__data__": ev.model_dump_json()})
+        await r.aclose()
+        for _ in range(300):
+            if (await client.get("/replica")).json().get("ready"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise RuntimeError("the origin verification replica never became ready")
+        return {"ProcurementSubmitted": await measure(rt, streams.PROCUREMENT_SUBMITTED, make, batches)}
+
+
+async def applications(work: Path, redis_url: str, prefix: str, batches: int) -> dict[str, Any]:
+    from services.applications.config import Settings
+    from services.applications.main import build_app
+
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{work}/apps.db", stream_prefix=prefix, **{"REDIS_URL": redis_url},
+                        consumer_name="batchcost", **QUIET)
+    r = aioredis.Redis.from_url(redis_url)
+    now = datetime.now(UTC)
+
+    async with running(build_app(settings)) as (client, rt):
+        async def cases(n: int) -> list[tuple[str, str]]:
+            """n new cases, each with the event id of its ProcurementSubmitted (published by the relay)."""
+            ids = []
+            for _ in range(n):
+                resp = await client.post("/procurements", content=proposal().model_dump_json(),
+                                         headers={"content-type": "application/json"})
+                ids.append(resp.json()["id"])
+            await rt.relay.publish_once()
+            wanted, found = set(ids), {}
+            for _, fields in await r.xrange(f"{prefix}{streams.PROCUREMENT_SUBMITTED}"):
+                ev = json.loads(fields[b"__data__"])
+                if ev["case_id"] in wanted:
+                    found[ev["case_id"]] = ev["event_id"]
+            return [(c, found[c]) for c in ids]
+
+        async def verified(n: int) -> list[Entry]:
+            return [entry(contracts.OriginVerificationCompleted(
+                correlation_id=c, case_id=c, causation_id=uuid.UUID(e),
+                result=contracts.VerificationResult(outcome="eligible", checked_at=now, rules_version="bench",
+                                                    end_products=[], findings=[])))
+                for c, e in await cases(n)]
+
+        approvable: list[str] = []
+
+        async def vc_and_keep(n: int) -> list[Entry]:
+            out = await verified(n)
+            approvable.extend(json.loads(e.fields[b"__data__"])["case_id"] for e in out)
+            return out
+
+        async def approved(n: int) -> list[Entry]:
+            out = []
+            for _ in range(n):
+                c = approvable.pop()
+                out.append(entry(contracts.LoanApproved(correlation_id=c, case_id=c, loans=[
+                    contracts.ApprovedLoan(loan_id=str(uuid.uuid4()), member_state="PL",
+                                           amount_eur=Decimal("950000.00"))])))
+            return out
+
+        res = {"OriginVerificationCompleted": await measure(rt, streams.ORIGIN_VERIFICATION_COMPLETED, vc_and_keep,
+                                                            batches)}
+        res["LoanApproved"] = await measure(rt, streams.LOAN_APPROVED, approved, batches)
+    await r.aclose()
+    return res
+
+
+async def run(redis_url: str, batches: int = 200) -> dict[str, Any]:
+    prefix = f"batchcost-{uuid.uuid4().hex[:8]}:"
+    out: dict[str, Any] = {}
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, fn in (("applications", applications), ("origin_verification", origin_verification),
+                             ("loan_disbursement", loan_disbursement)):
+                work = Path(tmp) / name
+                work.mkdir()
+                # a prefix of its own: origin verification must not consume the cases applications submitted
+                out[name] = await fn(work, redis_url, f"{prefix}{name}:", batches)
+    finally:
+        keys = [k async for k in r.scan_iter(f"{prefix}*")]
+        if keys:
+            await r.delete(*keys)
+        await r.aclose()
+    return out
+
+
+def main() -> None:
+    import os
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m tests.bench.batchcost", description=__doc__.split("\n")[0])
+    ap.add_argument("--batches", type=int, default=200)
+    opts = ap.parse_args()
+    res = asyncio.run(run(os.environ.get("REDIS_URL", "redis://localhost:6379/0"), opts.batches))
+    for service, handlers in res.items():
+        for handler, f in handlers.items():
+            print(f"{service:20s} {handler:28s} batch of 1: {f['batch_of_1_ms']:6.2f} ms   batch of {SIZES[-1]}: "
+                  f"{f[f'batch_of_{SIZES[-1]}_ms']:6.2f} ms   fixed {f['fixed_ms']:5.2f} + {f['per_message_ms']:5.3f} per message",
+                  file=sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
