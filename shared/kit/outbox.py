@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import text, update
+from sqlalchemy import bindparam, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -19,14 +19,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.contracts import streams
 from shared.contracts.events import Event
 from shared.kit import logs
-from shared.kit.db import add_row, transaction
-from shared.kit.tables import OutboxRow, utcnow
+from shared.kit.db import add_row
+from shared.kit.tables import TS, OutboxRow, utcnow
 
 log = logging.getLogger("safe.outbox")
 
-# called in the relay's transaction with the rows just published (id, event_id, stream, event_type,
-# correlation_id, payload)
-AfterPublish = Callable[[AsyncSession, Sequence[Any]], Awaitable[None]]
+# called in the relay's transaction (on its connection) with the rows just published (id, event_id, stream,
+# event_type, correlation_id, payload)
+AfterPublish = Callable[[AsyncConnection, Sequence[Any]], Awaitable[None]]
 
 
 def emit(session: AsyncSession, stream: str, event: Event) -> None:
@@ -58,6 +58,8 @@ class OutboxRelay:
         self._batch = batch
         self._after_publish = after_publish
         self._postgres = postgres
+        self._engine = factory.kw["bind"]
+        self._mark = _mark_oldest(batch)
         self._wake = asyncio.Event()
         self._stopping = False
         self.published_total = 0
@@ -122,25 +124,24 @@ class OutboxRelay:
 
     async def _round(self, connection: AsyncConnection | None, then: Sequence[Any] = ()) -> int | None:
         """Publish up to one batch of the oldest unsent rows; None: another round holds the PostgreSQL lock."""
-        async with transaction(self._factory, connection=connection) as session:
-            conn = await session.connection()  # Core statements: no ORM session machinery per round
+        if connection is not None:
+            return await self._round_on(connection, then)
+        async with self._engine.connect() as conn:
+            return await self._round_on(conn, then)
+
+    async def _round_on(self, conn: AsyncConnection, then: Sequence[Any]) -> int | None:
+        # Core statements on the connection, in a transaction of its own: no ORM session per round
+        async with conn.begin():
             if self._postgres:
                 # One relay at a time per database keeps the published order equal to the commit order.
-                locked = (await conn.execute(text("SELECT pg_try_advisory_xact_lock(424242)"))).scalar()
+                locked = (await conn.execute(_PG_RELAY_LOCK)).scalar()
                 if not locked:
                     return None
             # Mark and read the oldest unsent rows in one statement. The mark is only committed after every XADD
             # went through: if publishing fails, the transaction rolls back and the rows stay unsent.
             now = utcnow()
-            t = OutboxRow.__table__  # type: ignore[attr-defined]
-            oldest = select(t.c.id).where(t.c.published_at.is_(None)).order_by(t.c.id).limit(self._batch)
-            rows = sorted(
-                (await conn.execute(
-                    update(t).where(t.c.id.in_(oldest.scalar_subquery())).values(published_at=now)
-                    .returning(t.c.id, t.c.event_id, t.c.stream, t.c.event_type, t.c.correlation_id, t.c.payload)
-                )).all(),
-                key=lambda r: r.id,  # RETURNING promises no order; the stream order is the commit order
-            )
+            rows = sorted(  # RETURNING promises no order; the stream order is the commit order
+                (await conn.execute(self._mark, {"now": now})).all(), key=lambda r: r.id)
             if not rows:
                 return 0
             pipe = self._redis.pipeline(transaction=False)
@@ -154,7 +155,18 @@ class OutboxRelay:
                     logs.MESSAGES.info("published", extra={"event_id": row.event_id, "correlation_id": row.correlation_id,
                                                            "stream": row.stream, "event_type": row.event_type})
             if self._after_publish is not None:
-                await self._after_publish(session, rows)
+                await self._after_publish(conn, rows)
         self.published_total += len(rows)
         self.last_published_at = now
         return len(rows)
+
+
+_PG_RELAY_LOCK = text("SELECT pg_try_advisory_xact_lock(424242)")
+
+
+def _mark_oldest(batch: int) -> Any:
+    """UPDATE … RETURNING of the `batch` oldest unsent rows (built once per relay, not per round)."""
+    t = OutboxRow.__table__  # type: ignore[attr-defined]
+    oldest = select(t.c.id).where(t.c.published_at.is_(None)).order_by(t.c.id).limit(batch)
+    return (update(t).where(t.c.id.in_(oldest.scalar_subquery())).values(published_at=bindparam("now", type_=TS))
+            .returning(t.c.id, t.c.event_id, t.c.stream, t.c.event_type, t.c.correlation_id, t.c.payload))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -149,9 +150,24 @@ class Poster:
                 conn[1].close()
 
 
+class RoundRobin:
+    """Posters to several replicas, used in turn."""
+
+    def __init__(self, posters: list[Poster]) -> None:
+        self.posters = posters
+        self._turn = itertools.cycle(posters)
+
+    async def post(self, path: str, body: bytes) -> int:
+        return await next(self._turn).post(path, body)
+
+    async def close(self) -> None:
+        for p in self.posters:
+            await p.close()
+
+
 class Platform:
     def __init__(self, stack: Stack, http: httpx.AsyncClient, redis: aioredis.Redis,
-                 sampler: Sampler | None = None, poster: Poster | None = None) -> None:
+                 sampler: Sampler | None = None, poster: Poster | RoundRobin | None = None) -> None:
         self.sampler = sampler
         self.cpu_at_final: dict[str, float] = {}
         self.client_cpu_at_final = 0.0
@@ -294,9 +310,9 @@ class Platform:
 class Sampler:
     """CPU times and peak RSS of the service processes (psutil; VmHWM from /proc where available)."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.procs = {s: psutil.Process(p) for s, p in pids.items()}
-        self.peak: dict[str, int] = dict.fromkeys(pids, 0)
+    def __init__(self, pids: dict[str, list[int]]) -> None:
+        self.procs = {s: [psutil.Process(p) for p in ps] for s, ps in pids.items()}
+        self.peak: dict[str, int] = dict.fromkeys(pids, 0)  # the largest replica of each service
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -310,17 +326,17 @@ class Sampler:
             self._stop.wait(0.25)
 
     def sample(self) -> None:
-        for s, p in self.procs.items():
-            try:
-                self.peak[s] = max(self.peak[s], p.memory_info().rss, _vm_hwm(p.pid))
-            except psutil.Error:
-                pass
+        for s, ps in self.procs.items():
+            for p in ps:
+                try:
+                    self.peak[s] = max(self.peak[s], p.memory_info().rss, _vm_hwm(p.pid))
+                except psutil.Error:
+                    pass
 
     def cpu(self) -> dict[str, float]:
         out = {}
-        for s, p in self.procs.items():
-            t = p.cpu_times()
-            out[s] = t.user + t.system
+        for s, ps in self.procs.items():  # summed over a service's replicas
+            out[s] = sum(t.user + t.system for t in (p.cpu_times() for p in ps))
         return out
 
     def stop(self) -> None:
@@ -342,14 +358,15 @@ def _vm_hwm(pid: int) -> int:
 class Profiler:
     """py-spy record on every service for the duration of one phase (raw collapsed stacks)."""
 
-    def __init__(self, out: Path, pids: dict[str, int], tag: str) -> None:
+    def __init__(self, out: Path, pids: dict[str, list[int]], tag: str) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
         out.mkdir(parents=True, exist_ok=True)
         exe = Path(sys.executable).with_name("py-spy")
-        for s, pid in pids.items():
-            self.procs.append(subprocess.Popen(
-                [str(exe), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--nonblocking",
-                 "-o", str(out / f"{tag}-{s}.txt")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for s, ps in pids.items():
+            for i, pid in enumerate(ps, 1):
+                self.procs.append(subprocess.Popen(
+                    [str(exe), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--nonblocking",
+                     "-o", str(out / f"{tag}-{s}-{i}.txt")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def stop(self) -> None:
         for p in self.procs:
@@ -440,17 +457,23 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
     database_urls = None
     if opts.pg:
         database_urls, pg_names = await _pg_databases(opts.pg_url, run_id)
-    stack = make_stack(var_dir, database_urls=database_urls, extra_env=dict(opts.env))
+    stack = make_stack(var_dir, database_urls=database_urls, extra_env=dict(opts.env), replicas=opts.replicas)
     t = time.perf_counter()
     await asyncio.to_thread(stack.start, 120.0)
     report["platform"] = {"database": "postgresql" if opts.pg else "sqlite", "startup_s": round(time.perf_counter() - t, 1),
                           "var_dir": str(var_dir)}
-    pids = {c["service"]: int(c["pid"]) for c in stack.children()}
+    pids: dict[str, list[int]] = {}
+    for c in stack.children():
+        pids.setdefault(c["service"], []).append(int(c["pid"]))
     redis = aioredis.Redis.from_url(stack.redis_url)
     limits = httpx.Limits(max_connections=opts.concurrency + 8, max_keepalive_connections=opts.concurrency + 8)
     http = httpx.AsyncClient(headers=TOKEN, timeout=60.0, limits=limits)
     sampler = Sampler(pids).start()
-    platform = Platform(stack, http, redis, sampler, Poster(stack.urls["applications"], TOKEN, opts.concurrency + 8))
+    # HTTP load goes round-robin to every applications replica (each listens 100 ports above the previous)
+    apps_port = int(httpx.URL(stack.urls["applications"]).port or 80)
+    posters = [Poster(f"http://127.0.0.1:{apps_port + 100 * r}", TOKEN, opts.concurrency + 8)
+               for r in range(opts.replicas.get("applications", 1))]
+    platform = Platform(stack, http, redis, sampler, RoundRobin(posters) if len(posters) > 1 else posters[0])
     phases: list[Phase] = []
     out = report["platform"]
     try:
@@ -460,6 +483,14 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
             p = Phase(name, [f"BENCH-{run_id}-{name}-{i}" for i in range(n)])
             phases.append(p)
             return p
+
+        # what the services burn doing nothing (polling reads, relay rounds, keepers), before any load
+        await asyncio.sleep(2.0)
+        cpu0 = sampler.cpu()
+        await asyncio.sleep(5.0)
+        cpu1 = sampler.cpu()
+        out["idle_cpu_busy"] = {s: round((cpu1[s] - cpu0[s]) / 5.0, 4) for s in pids}
+        say("idle: " + ", ".join(f"{s} {v:.1%} of a core" for s, v in out["idle_cpu_busy"].items()))
 
         # warm-up: first requests compile queries, fill pools, open connections
         warm = phase("warmup", min(50, opts.cases))
@@ -502,14 +533,21 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
             n_cases = int(max(opts.min_rate_cases, min(opts.cases, rate * opts.rate_seconds)))
             say(f"platform: {n_cases} cases offered at {rate:.0f}/s ({frac:.0%} of saturation) …")
             p = phase(f"rate{int(frac * 100)}", n_cases)
+            cpu0, t0 = sampler.cpu(), time.perf_counter()
             res = await platform.run_phase(p, platform.offered_rate(p, rate, opts.concurrency * 4), timeout)
             res.update({"fraction": frac, "offered_per_s": round(rate, 1)})
+            # below saturation batches are small and each pays its fixed cost: CPU per case is higher here
+            cpu1, seconds = platform.cpu_at_final, max(time.perf_counter() - t0, 1e-9)
+            n = max(len(p.finished), 1)
+            res["cpu_ms_per_case"] = {s: round((cpu1[s] - cpu0[s]) * 1000 / n, 3) for s in pids}
+            res["cpu_busy"] = {s: round((cpu1[s] - cpu0[s]) / seconds, 3) for s in pids}
             out["offered"].append(res)
             say(f"  p50 {res['latency_ms']['p50']} ms  p95 {res['latency_ms']['p95']} ms  p99 {res['latency_ms']['p99']} ms")
         out["integrity"] = await check_integrity(platform, phases)
     finally:
         sampler.stop()
         out["peak_rss_mb"] = {s: round(v / 2**20, 1) for s, v in sampler.peak.items()}
+        out["replicas"] = {s: len(ps) for s, ps in pids.items()}
         await http.aclose()
         await platform.poster.close()
         await asyncio.to_thread(stack.stop)
@@ -680,6 +718,11 @@ def render(report: dict[str, Any]) -> str:
                          f"{p.get('peak_rss_mb', {}).get(s, 0):>14.1f}")
         total = sum(p["cpu_ms_per_case_http"].values())
         lines.append(f"{'all four':<22}{total:>18.3f}{sum(p.get('cpu_ms_per_case_xadd', {}).values()):>18.3f}")
+        for o in p.get("offered", []):
+            if o.get("cpu_ms_per_case"):
+                per = ", ".join(f"{s} {o['cpu_ms_per_case'][s]:.2f} ({o['cpu_busy'][s]:.0%} busy)" for s in SERVICES
+                                if s in o["cpu_ms_per_case"])
+                lines.append(f"  at {o['fraction']:.0%} offered, CPU ms/case: {per}")
         if p.get("client_cpu_ms_per_case_http") is not None:
             lines.append(f"{'bench HTTP client':<22}{p['client_cpu_ms_per_case_http']:>18.3f}{'':>18}"
                          "   (the load generator, on the same cores)")
@@ -759,10 +802,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--only", default="baseline,platform,batch,bom,list", help="comma-separated parts to run")
     ap.add_argument("--batch-rounds", type=int, default=200, help="one-message batches timed per handler (batch part)")
     ap.add_argument("--profile", default=None, help="directory for py-spy raw profiles of the saturation phases")
+    ap.add_argument("--replicas", action="append", default=[], metavar="SERVICE=N",
+                    help="run N replicas of a service (repeatable); HTTP load is spread over applications replicas")
     ap.add_argument("--env", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
                     help="extra VAR=value for the services (repeatable)")
     opts = ap.parse_args(argv)
     opts.rates = [float(x) for x in opts.rates.split(",") if x]
+    opts.replicas = {svc: int(n) for svc, n in (spec.split("=", 1) for spec in opts.replicas)}
     if opts.quick:
         if "--cases" not in (argv or sys.argv):
             opts.cases = 50
@@ -784,7 +830,7 @@ async def main_async(opts: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"started_at": started.isoformat(timespec="seconds"), "database": "postgresql" if opts.pg else "sqlite",
                               "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                               "options": {"cases": opts.cases, "quick": opts.quick, "concurrency": opts.concurrency,
-                                          "rates": opts.rates, "env": dict(opts.env)}}
+                                          "rates": opts.rates, "env": dict(opts.env), "replicas": opts.replicas}}
     if "baseline" in opts.only:
         say(f"baseline: {opts.baseline_messages} messages through a 4-hop raw redis-py chain …")
         report["baseline"] = await run_baseline(redis_url, messages=opts.baseline_messages,

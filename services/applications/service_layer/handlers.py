@@ -10,8 +10,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm.attributes import set_attribute
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -23,7 +24,7 @@ from shared.contracts import streams
 from shared.kit import outbox
 from shared.kit.db import BATCH, add_row
 from shared.kit.messaging import HandlerContext, Poison
-from shared.kit.tables import AuditEntry, utcnow
+from shared.kit.tables import TS, AuditEntry, utcnow
 
 SERVICE = "applications"
 
@@ -79,10 +80,17 @@ async def prefetch_cases(session: AsyncSession, events: list[Any]) -> None:
     session.info.setdefault(_BY_ID, {}).update({r.id: r for r in rows})
 
 
+_KNOWN_REFERENCES = select(CaseRow.reference).where(col(CaseRow.reference).in_(bindparam("refs", expanding=True)))
+
+
 async def prefetch_references(session: AsyncSession, proposals: list[Any]) -> None:
-    """The cases, or their absence, of a batch of submitted proposals' references, with one query."""
+    """The cases, or their absence, of a batch of submitted proposals' references: one light query (a Core
+    SELECT of the references), and whole cases only for the references already taken (resubmissions, rare)."""
     refs = sorted({p.reference for p in proposals})
-    found = {r.reference: r for r in (await session.exec(select(CaseRow).where(col(CaseRow.reference).in_(refs)))).all()}
+    known = (await (await session.connection()).execute(_KNOWN_REFERENCES, {"refs": refs})).scalars().all()
+    found = {}
+    if known:
+        found = {r.reference: r for r in (await session.exec(select(CaseRow).where(col(CaseRow.reference).in_(known)))).all()}
     session.info.setdefault(_BY_REFERENCE, {}).update({ref: found.get(ref) for ref in refs})
 
 
@@ -153,15 +161,18 @@ async def on_submit_command(ctx: HandlerContext, proposal: contracts.Proposal) -
     ctx.emitted += 1
 
 
-async def after_publish(session: AsyncSession, rows: Sequence[Any]) -> None:
+_NOW_VERIFYING = (  # built once: run after every round that published a verification request
+    update(CaseRow)
+    .where(col(CaseRow.id).in_(bindparam("ids", expanding=True)), CaseRow.status == Status.submitted.value)
+    .values(status=Status.verifying.value, status_since=bindparam("now", type_=TS), updated_at=bindparam("now", type_=TS))
+)
+
+
+async def after_publish(conn: AsyncConnection, rows: Sequence[Any]) -> None:
     """A published verification request means the case is now with origin verification."""
     ids = [r.correlation_id for r in rows if r.event_type in ("ProcurementSubmitted", "ReverificationRequested")]
     if ids:
-        await (await session.connection()).execute(
-            update(CaseRow)
-            .where(col(CaseRow.id).in_(ids), CaseRow.status == Status.submitted.value)
-            .values(status=Status.verifying.value, status_since=utcnow(), updated_at=utcnow())
-        )
+        await conn.execute(_NOW_VERIFYING, {"ids": ids, "now": utcnow()})
 
 
 async def on_verification_completed(ctx: HandlerContext, event: contracts.OriginVerificationCompleted) -> None:
