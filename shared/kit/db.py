@@ -8,7 +8,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -184,6 +184,7 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 # one executemany INSERT per table just before the commit (`add_row`), instead of one ORM object each.
 BATCH = "safe.batch"
 _DEFERRED = "safe.deferred_rows"
+_AT_COMMIT = "safe.at_commit"
 _COLUMNS: dict[type, tuple[list[str], list[tuple[str, Any]]]] = {}
 
 
@@ -227,9 +228,21 @@ def defer_rows(session: AsyncSession, table: Any, rows: list[dict[str, Any]]) ->
     session.info.setdefault(_DEFERRED, {}).setdefault(table, []).extend(rows)
 
 
+def at_commit(session: AsyncSession, key: str, fn: Callable[[AsyncConnection], Awaitable[None]]) -> None:
+    """Run `fn(connection)` once just before the BATCH transaction commits (before the queued INSERTs), however
+    often it is registered under `key`: a batch's queued UPDATEs, say, as one executemany."""
+    assert session.info.get(BATCH), "at_commit outside a batch transaction"
+    session.info.setdefault(_AT_COMMIT, {}).setdefault(key, fn)
+
+
 async def flush_deferred(session: AsyncSession) -> None:
-    """Insert the rows `add_row` / `defer_rows` queued, one executemany per table, in the order the tables were
-    first used."""
+    """Run the `at_commit` callbacks, then insert the rows `add_row` / `defer_rows` queued, one executemany per
+    table, in the order the tables were first used."""
+    calls = session.info.pop(_AT_COMMIT, None)
+    if calls:
+        conn = await session.connection()
+        for fn in calls.values():
+            await fn(conn)
     queued = session.info.pop(_DEFERRED, None)
     if not queued:
         return

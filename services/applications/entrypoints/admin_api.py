@@ -30,7 +30,7 @@ _PROBLEM = {"application/json": {"schema": {"$ref": "#/components/schemas/Proble
 _REFUSED = {409: {"description": "The case's status does not allow it", "content": _PROBLEM}}
 
 
-def _public(row: CaseRow) -> schemas.CasePublic:
+def _public(row: CaseRow | handlers.Case) -> schemas.CasePublic:
     return schemas.CasePublic(
         id=row.id, reference=row.reference, status=row.status, proposal=json.loads(row.proposal),
         verification=json.loads(row.verification) if row.verification else None,
@@ -38,7 +38,7 @@ def _public(row: CaseRow) -> schemas.CasePublic:
     )
 
 
-def _visible(row: CaseRow | None, who: Principal) -> CaseRow:
+def _visible(row: CaseRow | handlers.Case | None, who: Principal) -> CaseRow | handlers.Case:
     if row is None:
         raise HTTPException(404, "no such procurement case")
     if who.member_state is not None:
@@ -165,7 +165,7 @@ async def get_timeline(case_id: str, request: Request, who: Principal = Depends(
 
 
 async def _operator_action(
-    request: Request, case_id: str, action: Callable[..., Awaitable[CaseRow]], reason: str, who: Principal
+    request: Request, case_id: str, action: Callable[..., Awaitable[handlers.Case]], reason: str, who: Principal
 ) -> schemas.CasePublic:
     rt = runtime_of(request)
     assert rt.factory is not None
