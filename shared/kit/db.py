@@ -16,6 +16,7 @@ from typing import Any
 import aiosqlite
 from sqlalchemy import event, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.sql.base import Executable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 
@@ -221,7 +222,8 @@ def add_row(session: AsyncSession, model: type, **values: Any) -> None:
 
 
 def defer_rows(session: AsyncSession, table: Any, rows: list[dict[str, Any]]) -> None:
-    """Queue complete rows (every column but an autoincrement key) of a Core `table` for the batch's bulk INSERT.
+    """Queue complete rows (every column but an autoincrement key) of a Core `table` for the batch's bulk INSERT
+    (or parameter sets of an INSERT statement, e.g. an INSERT … SELECT, run as one executemany).
     Tables are inserted in the order they were first queued, so queue a parent table's rows before its
     children's. Only in a BATCH transaction (callers outside one execute their INSERT at once)."""
     assert session.info.get(BATCH), "defer_rows outside a batch transaction"
@@ -248,7 +250,7 @@ async def flush_deferred(session: AsyncSession) -> None:
         return
     conn = await session.connection()  # Core executemany, without the ORM session's per-statement work
     for key, rows in queued.items():
-        await conn.execute(insert(getattr(key, "__table__", key)), rows)
+        await conn.execute(key if isinstance(key, Executable) else insert(getattr(key, "__table__", key)), rows)
 
 
 class FixedQuery:

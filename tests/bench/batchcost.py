@@ -177,8 +177,12 @@ async def applications(work: Path, redis_url: str, prefix: str, batches: int) ->
                                            amount_eur=Decimal("950000.00"))])))
             return out
 
-        res = {"OriginVerificationCompleted": await measure(rt, streams.ORIGIN_VERIFICATION_COMPLETED, vc_and_keep,
-                                                            batches)}
+        async def submissions(n: int) -> list[Entry]:
+            return [entry(proposal()) for _ in range(n)]
+
+        res = {"SubmitProcurement": await measure(rt, streams.SUBMIT_PROCUREMENT, submissions, batches)}
+        res["OriginVerificationCompleted"] = await measure(rt, streams.ORIGIN_VERIFICATION_COMPLETED, vc_and_keep,
+                                                           batches)
         res["LoanApproved"] = await measure(rt, streams.LOAN_APPROVED, approved, batches)
     await r.aclose()
     return res

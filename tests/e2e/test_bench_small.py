@@ -38,7 +38,8 @@ def test_the_bench_reports_every_figure_and_loses_no_case(tmp_path, redis_url, m
 
     costs = report["batch_cost"]
     assert {(s, h) for s, hs in costs.items() for h in hs} == {
-        ("applications", "OriginVerificationCompleted"), ("applications", "LoanApproved"),
+        ("applications", "SubmitProcurement"), ("applications", "OriginVerificationCompleted"),
+        ("applications", "LoanApproved"),
         ("origin_verification", "ProcurementSubmitted"), ("loan_disbursement", "LoanRequested")}
     assert all(f["batch_of_1_ms"] > 0 and f["batch_of_50_ms"] > 0 for hs in costs.values() for f in hs.values())
     assert report["bom"]["components"] == 10_000 and report["bom"]["median_ms"] > 0
