@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from redis.exceptions import ResponseError
 from sqlmodel import col, select
@@ -83,7 +83,9 @@ async def create_procurement(request: Request, who: Principal = Depends(operator
         )
     if not created:
         return JSONResponse(json.loads(_public(row).model_dump_json()), status_code=200)
-    return schemas.CaseCreated(id=row.id, reference=row.reference, status=row.status)
+    # serialized here: FastAPI would validate and encode the response model again (a few % of the service's CPU)
+    return Response(schemas.CaseCreated(id=row.id, reference=row.reference, status=row.status).model_dump_json(),
+                    status_code=201, media_type="application/json")
 
 
 @router.get("/procurements", response_model=schemas.CasePage)

@@ -6,7 +6,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -98,6 +98,7 @@ class Case:
 
 
 _CASES = CaseRow.__table__  # type: ignore[attr-defined]
+_INSERTED = [f.name for f in fields(Case) if f.name != "seq"]  # (dataclasses.asdict deep-copies: 3 % of the CPU)
 # a new case's participant rows, with the case's seq looked up by its id in the same statement
 _PARTICIPANTS = insert(CaseParticipant.__table__).from_select(  # type: ignore[attr-defined]
     ["case_seq", "country"],
@@ -196,7 +197,7 @@ async def submit(
         now = utcnow()
         row = Case(seq=None, verification=None, loan=None, status_since=now, created_at=now, updated_at=now,
                    **values)
-        defer_rows(session, _CASES, [{k: v for k, v in asdict(row).items() if k != "seq"}])
+        defer_rows(session, _CASES, [{k: getattr(row, k) for k in _INSERTED}])
         defer_rows(session, _PARTICIPANTS, [{"p_case_id": case_id, "p_country": c} for c in countries])
         session.info.setdefault(_BY_REFERENCE, {})[proposal.reference] = row
     else:
