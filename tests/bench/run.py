@@ -45,6 +45,7 @@ from typing import Any
 
 import httpx
 import psutil
+import redis as redis_sync
 import redis.asyncio as aioredis
 
 from services.launcher import SERVICES
@@ -310,8 +311,10 @@ class Platform:
 class Sampler:
     """CPU times and peak RSS of the service processes (psutil; VmHWM from /proc where available)."""
 
-    def __init__(self, pids: dict[str, list[int]]) -> None:
+    def __init__(self, pids: dict[str, list[int]], redis_url: str | None = None) -> None:
         self.procs = {s: [psutil.Process(p) for p in ps] for s, ps in pids.items()}
+        # Redis's own CPU (INFO cpu): the streams' share of the work, on the same cores
+        self.redis = redis_sync.Redis.from_url(redis_url) if redis_url else None
         self.peak: dict[str, int] = dict.fromkeys(pids, 0)  # the largest replica of each service
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -337,6 +340,12 @@ class Sampler:
         out = {}
         for s, ps in self.procs.items():  # summed over a service's replicas
             out[s] = sum(t.user + t.system for t in (p.cpu_times() for p in ps))
+        if self.redis is not None:
+            try:
+                info = self.redis.info("cpu")
+                out["redis"] = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+            except Exception:  # noqa: BLE001 - a figure less, not a failed bench
+                pass
         return out
 
     def stop(self) -> None:
@@ -468,7 +477,7 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
     redis = aioredis.Redis.from_url(stack.redis_url)
     limits = httpx.Limits(max_connections=opts.concurrency + 8, max_keepalive_connections=opts.concurrency + 8)
     http = httpx.AsyncClient(headers=TOKEN, timeout=60.0, limits=limits)
-    sampler = Sampler(pids).start()
+    sampler = Sampler(pids, stack.redis_url).start()
     # HTTP load goes round-robin to every applications replica (each listens 100 ports above the previous)
     apps_port = int(httpx.URL(stack.urls["applications"]).port or 80)
     posters = [Poster(f"http://127.0.0.1:{apps_port + 100 * r}", TOKEN, opts.concurrency + 8)
@@ -489,7 +498,7 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
         cpu0 = sampler.cpu()
         await asyncio.sleep(5.0)
         cpu1 = sampler.cpu()
-        out["idle_cpu_busy"] = {s: round((cpu1[s] - cpu0[s]) / 5.0, 4) for s in pids}
+        out["idle_cpu_busy"] = {s: round((cpu1[s] - cpu0[s]) / 5.0, 4) for s in cpu1 if s in cpu0}
         say("idle: " + ", ".join(f"{s} {v:.1%} of a core" for s, v in out["idle_cpu_busy"].items()))
 
         # warm-up: first requests compile queries, fill pools, open connections
@@ -507,7 +516,7 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
                 prof.stop()
         cpu1 = platform.cpu_at_final
         n = max(len(p.finished), 1)
-        out["cpu_ms_per_case_http"] = {s: round((cpu1[s] - cpu0[s]) * 1000 / n, 3) for s in pids}
+        out["cpu_ms_per_case_http"] = {s: round((cpu1[s] - cpu0[s]) * 1000 / n, 3) for s in cpu1 if s in cpu0}
         # on the same 2 cores: what the HTTP load generator (httpx) itself burns per case
         out["client_cpu_ms_per_case_http"] = round((platform.client_cpu_at_final - client0) * 1000 / n, 3)
         say(f"  {out['http_saturation']['cases_per_s']} cases/s")
@@ -523,7 +532,7 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
                 prof.stop()
         cpu1 = platform.cpu_at_final
         n = max(len(p.finished), 1)
-        out["cpu_ms_per_case_xadd"] = {s: round((cpu1[s] - cpu0[s]) * 1000 / n, 3) for s in pids}
+        out["cpu_ms_per_case_xadd"] = {s: round((cpu1[s] - cpu0[s]) * 1000 / n, 3) for s in cpu1 if s in cpu0}
         say(f"  {out['xadd_saturation']['cases_per_s']} cases/s")
 
         sat = max(out["http_saturation"]["cases_per_s"], 1.0)
@@ -539,8 +548,8 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
             # below saturation batches are small and each pays its fixed cost: CPU per case is higher here
             cpu1, seconds = platform.cpu_at_final, max(time.perf_counter() - t0, 1e-9)
             n = max(len(p.finished), 1)
-            res["cpu_ms_per_case"] = {s: round((cpu1[s] - cpu0[s]) * 1000 / n, 3) for s in pids}
-            res["cpu_busy"] = {s: round((cpu1[s] - cpu0[s]) / seconds, 3) for s in pids}
+            res["cpu_ms_per_case"] = {s: round((cpu1[s] - cpu0[s]) * 1000 / n, 3) for s in cpu1 if s in cpu0}
+            res["cpu_busy"] = {s: round((cpu1[s] - cpu0[s]) / seconds, 3) for s in cpu1 if s in cpu0}
             out["offered"].append(res)
             say(f"  p50 {res['latency_ms']['p50']} ms  p95 {res['latency_ms']['p95']} ms  p99 {res['latency_ms']['p99']} ms")
         out["integrity"] = await check_integrity(platform, phases)
@@ -716,12 +725,15 @@ def render(report: dict[str, Any]) -> str:
         for s in SERVICES:
             lines.append(f"{s:<22}{p['cpu_ms_per_case_http'].get(s, 0):>18.3f}{p.get('cpu_ms_per_case_xadd', {}).get(s, 0):>18.3f}"
                          f"{p.get('peak_rss_mb', {}).get(s, 0):>14.1f}")
+        if "redis" in p["cpu_ms_per_case_http"]:
+            lines.append(f"{'redis-server':<22}{p['cpu_ms_per_case_http']['redis']:>18.3f}"
+                         f"{p.get('cpu_ms_per_case_xadd', {}).get('redis', 0):>18.3f}")
         total = sum(p["cpu_ms_per_case_http"].values())
-        lines.append(f"{'all four':<22}{total:>18.3f}{sum(p.get('cpu_ms_per_case_xadd', {}).values()):>18.3f}")
+        lines.append(f"{'all':<22}{total:>18.3f}{sum(p.get('cpu_ms_per_case_xadd', {}).values()):>18.3f}")
         for o in p.get("offered", []):
             if o.get("cpu_ms_per_case"):
-                per = ", ".join(f"{s} {o['cpu_ms_per_case'][s]:.2f} ({o['cpu_busy'][s]:.0%} busy)" for s in SERVICES
-                                if s in o["cpu_ms_per_case"])
+                per = ", ".join(f"{s} {o['cpu_ms_per_case'][s]:.2f} ({o['cpu_busy'][s]:.0%} busy)"
+                                for s in [*SERVICES, "redis"] if s in o["cpu_ms_per_case"])
                 lines.append(f"  at {o['fraction']:.0%} offered, CPU ms/case: {per}")
         if p.get("client_cpu_ms_per_case_http") is not None:
             lines.append(f"{'bench HTTP client':<22}{p['client_cpu_ms_per_case_http']:>18.3f}{'':>18}"
