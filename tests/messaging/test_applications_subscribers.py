@@ -109,3 +109,39 @@ async def test_an_event_of_an_unknown_schema_version_is_dead_lettered(wired):
     async with wired.factory() as s:
         letter = (await s.exec(select(DeadLetter))).one()
     assert "schema_version" in letter.error
+
+
+async def test_the_loan_request_carries_the_stored_proposals_terms_exactly(wired):
+    """The loan request is built from the stored proposal's JSON (not validated again): the same terms as the
+    validated proposal gives, amounts exact."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from shared import contracts
+
+    body = proposal()
+    first = dict(body["end_products"][0])
+    body["end_products"] = [first, {**first, "name": "second product", "category": "cyber"}]
+    body["financing"] = [{"member_state": "PL", "amount_eur": "950000.01"}, {"member_state": "LT", "amount_eur": "0.99"}]
+    expected = contracts.Proposal.model_validate(body)
+    async with TestRedisBroker(wired.broker) as br:
+        await br.publish(body, stream=streams.SUBMIT_PROCUREMENT)
+        async with wired.factory() as s:
+            case = (await s.exec(select(CaseRow))).one()
+            await s.exec(update(CaseRow).values(status="verifying"))  # as the relay's publish would
+            await s.commit()
+        result = contracts.VerificationResult(outcome="eligible", checked_at=datetime.now(UTC), rules_version="t",
+                                              end_products=[], findings=[])
+        done = contracts.OriginVerificationCompleted(correlation_id=case.id, case_id=case.id, result=result,
+                                                     causation_id=uuid.UUID(case.verification_request_id))
+        await br.publish(done.model_dump(mode="json"), stream=streams.ORIGIN_VERIFICATION_COMPLETED)
+    async with wired.factory() as s:
+        [row] = (await s.exec(select(OutboxRow).where(OutboxRow.event_type == "LoanRequested"))).all()
+    request = contracts.LoanRequested.model_validate_json(row.payload)
+    assert request.categories == expected.categories == ["ammunition_and_missiles", "cyber"]
+    assert [(f.member_state, f.amount_eur) for f in request.financing] == [
+        (f.member_state, f.amount_eur) for f in expected.financing]
+    assert str(request.financing[0].amount_eur) == "950000.01"
+    assert (request.lead_member_state, request.participants, request.contract_signed_on) == (
+        expected.lead_member_state, expected.participants, expected.contract_signed_on)
