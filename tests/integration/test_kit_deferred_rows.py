@@ -145,3 +145,56 @@ async def test_a_redelivered_event_in_an_optimistic_batch_is_acknowledged_as_a_d
     assert outbox == ["out-a", "out-b"]  # the rolled-back optimistic attempt left nothing behind
     assert inbox == ["a", "b"]
     assert calls.count("b") == 2 and calls.count("a") == 2  # a: first delivery + the optimistic attempt, never after
+
+
+async def test_executemany_on_the_inline_sqlite_connection_stores_what_a_core_execute_stores(tmp_path):
+    """The direct sqlite3 path of `executemany` converts values with SQLAlchemy's own bind processors: the stored
+    text is the same as a Core execute's, for dates, exact money, booleans and NULLs, and constraint violations
+    and refused values surface as SQLAlchemy's errors."""
+    import sqlite3
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    import sqlalchemy as sa
+
+    from services.loan_disbursement.adapters.types import Money
+    from shared.kit.tables import TS
+
+    meta = sa.MetaData()
+
+    def table(name: str) -> sa.Table:
+        return sa.Table(name, meta, sa.Column("id", sa.Integer, primary_key=True), sa.Column("k", sa.String, unique=True),
+                        sa.Column("at", TS), sa.Column("amount", Money()), sa.Column("flag", sa.Boolean),
+                        sa.Column("note", sa.String, nullable=True))
+
+    direct, core = table("direct"), table("core")
+    rows = [{"k": f"r{i}", "at": datetime(2026, 11, 28, 13, i, 7, 123456, tzinfo=UTC), "amount": Decimal(a),
+             "flag": i % 2 == 0, "note": None if i % 2 else "x"} for i, a in enumerate(["0.10", "46796822.00", "9.99"])]
+    path = tmp_path / "exact.db"
+    engine = db.make_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(meta.create_all)
+        async with engine.begin() as conn:
+            assert db._inline_connection(conn) is not None  # the direct path is the one under test
+            await db.executemany(conn, direct.insert(), rows)
+            await conn.execute(core.insert(), rows)
+        with pytest.raises(sa.exc.IntegrityError):
+            async with engine.begin() as conn:
+                await db.executemany(conn, direct.insert(), rows[:1])
+        with pytest.raises(sa.exc.StatementError, match="never float"):
+            async with engine.begin() as conn:
+                await db.executemany(conn, direct.insert(), [{**rows[0], "k": "f", "amount": 0.1}])
+        async with engine.connect() as conn:
+            back = (await conn.execute(sa.select(direct).order_by(direct.c.id))).all()
+    finally:
+        await engine.dispose()
+    con = sqlite3.connect(path)
+    try:
+        stored = {name: con.execute(f"SELECT k, at, amount, flag, note FROM {name} ORDER BY id").fetchall()
+                  for name in ("direct", "core")}
+    finally:
+        con.close()
+    assert stored["direct"] == stored["core"] and len(stored["direct"]) == 3
+    assert [(r.k, r.at, r.amount, r.flag, r.note) for r in back] == [
+        (r["k"], r["at"].replace(tzinfo=None), r["amount"], r["flag"], r["note"]) for r in rows]

@@ -23,7 +23,7 @@ from services.applications.domain.case import CaseState, Status, TransitionRefus
 from shared import contracts
 from shared.contracts import streams
 from shared.kit import outbox
-from shared.kit.db import BATCH, add_row, at_commit, defer_rows
+from shared.kit.db import BATCH, add_row, at_commit, defer_rows, executemany
 from shared.kit.messaging import HandlerContext, Poison
 from shared.kit.tables import TS, AuditEntry, utcnow
 
@@ -126,8 +126,8 @@ async def save(session: AsyncSession, case: Case) -> None:
 
 async def _save_changed(conn: AsyncConnection, changed: dict[int, Case]) -> None:
     if changed:
-        await conn.execute(_SAVE, [{"b_seq": seq, **{f"b_{n}": getattr(c, n) for n in _CHANGING}}
-                                   for seq, c in changed.items()])
+        await executemany(conn, _SAVE, [{"b_seq": seq, **{f"b_{n}": getattr(c, n) for n in _CHANGING}}
+                                        for seq, c in changed.items()])
 
 
 async def prefetch_cases(session: AsyncSession, events: list[Any]) -> None:
