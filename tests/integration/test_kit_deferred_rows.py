@@ -198,3 +198,37 @@ async def test_executemany_on_the_inline_sqlite_connection_stores_what_a_core_ex
     assert stored["direct"] == stored["core"] and len(stored["direct"]) == 3
     assert [(r.k, r.at, r.amount, r.flag, r.note) for r in back] == [
         (r["k"], r["at"].replace(tzinfo=None), r["amount"], r["flag"], r["note"]) for r in rows]
+
+
+async def test_a_transaction_waits_for_another_process_holding_the_sqlite_write_lock(tmp_path):
+    """BEGIN IMMEDIATE goes straight to sqlite3; when another connection (a replica) holds the write lock it takes
+    the path that waits without blocking the event loop, and goes through once the lock is released."""
+    import asyncio
+    import sqlite3
+
+    path = tmp_path / "lock.db"
+    engine = db.make_engine(f"sqlite+aiosqlite:///{path}")
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        other.execute("BEGIN IMMEDIATE")  # a replica's transaction holds the lock
+
+        async def write() -> None:
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+
+        task = asyncio.create_task(write())
+        ticks = 0
+        while ticks < 10:  # the loop keeps running while the writer waits
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not task.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(task, timeout=10)
+    finally:
+        other.close()
+        await engine.dispose()
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT count(*) FROM t").fetchone() == (1,)
+    con.close()
