@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 def test_the_bench_reports_every_figure_and_loses_no_case(tmp_path, redis_url, monkeypatch):
     monkeypatch.setenv("REDIS_URL", redis_url)
-    report = bench.main(["--quick", "--cases", "20", "--rates", "0.5", "--rate-seconds", "1", "--baseline-messages", "500",
+    report = bench.main(["--quick", "--cases", "20", "--rates", "0.5", "--rate-seconds", "1", "--repeat", "2", "--baseline-messages", "500",
                          "--list-cases", "1000", "--out", str(tmp_path)])
 
     assert report["baseline"]["messages_per_s"] > 0 and report["baseline"]["hops"] == 4
@@ -27,6 +27,7 @@ def test_the_bench_reports_every_figure_and_loses_no_case(tmp_path, redis_url, m
     assert set(report["ratios"]) == {"http_saturation", "xadd_saturation"}
     [at50] = p["offered"]
     assert at50["fraction"] == 0.5 and at50["final"] == at50["cases"]
+    assert len(at50["runs"]) == 2 and at50["p99_range"][0] <= at50["latency_ms"]["p99"] <= at50["p99_range"][1]
     assert all(at50["latency_ms"][k] > 0 for k in ("p50", "p95", "p99"))
     assert set(p["cpu_ms_per_case_http"]) == {*SERVICES, "redis"} == set(p["cpu_ms_per_case_xadd"])
     assert set(p["peak_rss_mb"]) == set(SERVICES)
