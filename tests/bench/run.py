@@ -311,8 +311,11 @@ class Platform:
 class Sampler:
     """CPU times and peak RSS of the service processes (psutil; VmHWM from /proc where available)."""
 
-    def __init__(self, pids: dict[str, list[int]], redis_url: str | None = None) -> None:
+    def __init__(self, pids: dict[str, list[int]], redis_url: str | None = None, postgres: bool = False) -> None:
         self.procs = {s: [psutil.Process(p) for p in ps] for s, ps in pids.items()}
+        # PostgreSQL's server processes on this machine (their CPU, like Redis's, is on the same cores); a
+        # backend that exits takes its CPU time with it, but the services' pools keep theirs open
+        self.postgres = postgres
         # Redis's own CPU (INFO cpu): the streams' share of the work, on the same cores
         self.redis = redis_sync.Redis.from_url(redis_url) if redis_url else None
         self.peak: dict[str, int] = dict.fromkeys(pids, 0)  # the largest replica of each service
@@ -340,6 +343,12 @@ class Sampler:
         out = {}
         for s, ps in self.procs.items():  # summed over a service's replicas
             out[s] = sum(t.user + t.system for t in (p.cpu_times() for p in ps))
+        if self.postgres:
+            total = 0.0
+            for proc in psutil.process_iter(["name", "cpu_times"]):
+                if proc.info["name"] == "postgres" and proc.info["cpu_times"] is not None:
+                    total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
+            out["postgresql"] = total
         if self.redis is not None:
             try:
                 info = self.redis.info("cpu")
@@ -477,7 +486,7 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
     redis = aioredis.Redis.from_url(stack.redis_url)
     limits = httpx.Limits(max_connections=opts.concurrency + 8, max_keepalive_connections=opts.concurrency + 8)
     http = httpx.AsyncClient(headers=TOKEN, timeout=60.0, limits=limits)
-    sampler = Sampler(pids, stack.redis_url).start()
+    sampler = Sampler(pids, stack.redis_url, postgres=opts.pg).start()
     # HTTP load goes round-robin to every applications replica (each listens 100 ports above the previous)
     apps_port = int(httpx.URL(stack.urls["applications"]).port or 80)
     posters = [Poster(f"http://127.0.0.1:{apps_port + 100 * r}", TOKEN, opts.concurrency + 8)
@@ -735,15 +744,16 @@ def render(report: dict[str, Any]) -> str:
         for s in SERVICES:
             lines.append(f"{s:<22}{p['cpu_ms_per_case_http'].get(s, 0):>18.3f}{p.get('cpu_ms_per_case_xadd', {}).get(s, 0):>18.3f}"
                          f"{p.get('peak_rss_mb', {}).get(s, 0):>14.1f}")
-        if "redis" in p["cpu_ms_per_case_http"]:
-            lines.append(f"{'redis-server':<22}{p['cpu_ms_per_case_http']['redis']:>18.3f}"
-                         f"{p.get('cpu_ms_per_case_xadd', {}).get('redis', 0):>18.3f}")
+        for extra, label in (("redis", "redis-server"), ("postgresql", "postgresql server")):
+            if extra in p["cpu_ms_per_case_http"]:
+                lines.append(f"{label:<22}{p['cpu_ms_per_case_http'][extra]:>18.3f}"
+                             f"{p.get('cpu_ms_per_case_xadd', {}).get(extra, 0):>18.3f}")
         total = sum(p["cpu_ms_per_case_http"].values())
         lines.append(f"{'all':<22}{total:>18.3f}{sum(p.get('cpu_ms_per_case_xadd', {}).values()):>18.3f}")
         for o in p.get("offered", []):
             if o.get("cpu_ms_per_case"):
                 per = ", ".join(f"{s} {o['cpu_ms_per_case'][s]:.2f} ({o['cpu_busy'][s]:.0%} busy)"
-                                for s in [*SERVICES, "redis"] if s in o["cpu_ms_per_case"])
+                                for s in [*SERVICES, "redis", "postgresql"] if s in o["cpu_ms_per_case"])
                 lines.append(f"  at {o['fraction']:.0%} offered, CPU ms/case: {per}")
         if p.get("client_cpu_ms_per_case_http") is not None:
             lines.append(f"{'bench HTTP client':<22}{p['client_cpu_ms_per_case_http']:>18.3f}{'':>18}"
