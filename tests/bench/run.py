@@ -547,7 +547,9 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
         sat = max(out["http_saturation"]["cases_per_s"], 1.0)
         out["offered"] = []
         for frac in opts.rates:
-            rate = sat * frac
+            rate = frac if opts.absolute else sat * frac
+            if opts.absolute:
+                frac = round(rate / sat, 3)
             n_cases = int(max(opts.min_rate_cases, min(opts.cases, rate * opts.rate_seconds)))
             runs = []
             for rep in range(opts.repeat):
@@ -825,6 +827,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="a tiny run (50 cases, small baseline, 5 000 listed cases)")
     ap.add_argument("--concurrency", type=int, default=32, help="concurrent HTTP posts at saturation")
     ap.add_argument("--rates", default="0.25,0.5,0.75", help="offered loads as fractions of the HTTP saturation")
+    ap.add_argument("--absolute", action="store_true",
+                    help="--rates are cases/s, the same in every run (to compare builds at equal load)")
     ap.add_argument("--rate-seconds", type=float, default=6.0, help="length of each offered-rate run")
     ap.add_argument("--repeat", type=int, default=1,
                     help="runs per offered rate; the median p99 is reported, with the range of all runs")
