@@ -161,10 +161,10 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _on_begin(conn):  # type: ignore[no-untyped-def]
-            if inline:
+            raw = _sqlite_of(conn.connection)
+            if raw is not None:
                 # straight on sqlite3 (microseconds) rather than through a Core execute (~0.1 ms); only when
                 # another process holds the write lock does it take the path that waits asynchronously
-                raw = conn.connection.driver_connection._connection
                 try:
                     raw.execute("BEGIN IMMEDIATE")
                     return
@@ -252,11 +252,15 @@ _INSERTS: dict[Any, Any] = {}
 _PLANS: dict[tuple[Any, tuple[str, ...]], tuple[str, list[tuple[str, Any, Any]]] | None] = {}
 
 
+def _sqlite_of(pooled: Any) -> sqlite3.Connection | None:
+    """The sqlite3 connection under a pooled connection, if its driver is InlineSQLite (statements on this thread)."""
+    driver = getattr(pooled, "driver_connection", None)
+    return getattr(driver, "_connection", None) if isinstance(driver, InlineSQLite) else None
+
+
 def _inline_connection(conn: AsyncConnection) -> sqlite3.Connection | None:
     """The sqlite3 connection under `conn` if it is this process's inline SQLite connection inside a transaction."""
-    fairy = conn.sync_connection.connection if conn.sync_connection is not None else None  # type: ignore[union-attr]
-    driver = getattr(fairy, "driver_connection", None)
-    raw = getattr(driver, "_connection", None) if isinstance(driver, InlineSQLite) else None
+    raw = _sqlite_of(conn.sync_connection.connection) if conn.sync_connection is not None else None
     return raw if raw is not None and raw.in_transaction else None
 
 
@@ -287,7 +291,7 @@ async def executemany(conn: AsyncConnection, statement: Any, rows: list[dict[str
         if key not in _PLANS:
             _PLANS[key] = _plan(statement, keys, conn.dialect)
         plan = _PLANS[key]
-        if plan is not None and all(len(r) == len(keys) for r in rows):
+        if plan is not None and all(tuple(r) == keys for r in rows):  # else Core reports a missing value
             sql, cols = plan
             try:
                 params = [tuple((p(r[n]) if p else r[n]) if n in r else d for n, p, d in cols) for r in rows]

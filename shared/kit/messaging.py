@@ -422,10 +422,8 @@ class Messaging:
                         seen = set((await session.exec(
                             select(InboxRow.event_id).where(col(InboxRow.event_id).in_(ids)))).all())
                 session.info[BATCH] = not isolate
-                if not isolate and sub.prefetch is not None:
-                    fresh = [ev for e, ev in parsed if sub.key_of(ev, e.entry_id) not in seen]
-                    if fresh:
-                        await sub.prefetch(session, fresh)
+                if not isolate and sub.prefetch is not None and parsed:
+                    await sub.prefetch(session, [ev for _, ev in parsed])
                 for entry, event in parsed:
                     event_id = sub.key_of(event, entry.entry_id)
                     if event_id in seen:

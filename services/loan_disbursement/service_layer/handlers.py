@@ -12,7 +12,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, insert, text
+from sqlalchemy import delete, text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -117,7 +117,7 @@ async def _insert(session: AsyncSession, state: ledger.Decisions, table: Any, ro
     if session.info.get(BATCH):
         db.defer_rows(session, table, rows)  # with the batch's bulk INSERT, at commit
     else:
-        await state.conn.execute(insert(table), rows)
+        await db.executemany(state.conn, db.insert_of(table), rows)
 
 
 async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested, reference: Reference) -> None:
