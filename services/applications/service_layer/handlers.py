@@ -103,15 +103,16 @@ _INSERTED = [f.name for f in fields(Case) if f.name != "seq"]  # (dataclasses.as
 _PARTICIPANTS = insert(CaseParticipant.__table__).from_select(  # type: ignore[attr-defined]
     ["case_seq", "country"],
     select(_CASES.c.seq, bindparam("p_country", type_=String)).where(_CASES.c.id == bindparam("p_case_id")))
-_LOAD = select(_CASES).where(_CASES.c.id.in_(bindparam("ids", expanding=True)))
+_LOAD = {key: select(_CASES).where(_CASES.c[key].in_(bindparam("keys", expanding=True))) for key in ("id", "reference")}
 _CHANGING = ("status", "status_since", "verification", "verification_request_id", "loan", "updated_at")
 _SAVE = update(_CASES).where(_CASES.c.seq == bindparam("b_seq")).values(
     {name: bindparam(f"b_{name}", type_=_CASES.c[name].type) for name in _CHANGING})
 
 
-async def _load(session: AsyncSession, ids: list[str]) -> dict[str, Case]:
-    rows = (await (await session.connection()).execute(_LOAD, {"ids": ids})).mappings().all()
-    return {r["id"]: Case(**r) for r in rows}
+async def _load(session: AsyncSession, keys: list[str], by: str = "id") -> dict[str, Case]:
+    """The cases whose `by` column ("id" or "reference") is one of `keys`, by that value."""
+    rows = (await (await session.connection()).execute(_LOAD[by], {"keys": keys})).mappings().all()
+    return {r[by]: Case(**r) for r in rows}
 
 
 async def save(session: AsyncSession, case: Case) -> None:
@@ -136,25 +137,18 @@ async def prefetch_cases(session: AsyncSession, events: list[Any]) -> None:
     session.info.setdefault(_BY_ID, {}).update(found)
 
 
-_KNOWN_REFERENCES = select(CaseRow.reference).where(col(CaseRow.reference).in_(bindparam("refs", expanding=True)))
-
-
 async def prefetch_references(session: AsyncSession, proposals: list[Any]) -> None:
-    """The cases, or their absence, of a batch of submitted proposals' references: one light query (a Core
-    SELECT of the references), and whole cases only for the references already taken (resubmissions, rare)."""
+    """The cases, or their absence, of a batch of submitted proposals' references, with one query."""
     refs = sorted({p.reference for p in proposals})
-    known = (await (await session.connection()).execute(_KNOWN_REFERENCES, {"refs": refs})).scalars().all()
-    found = {}
-    if known:
-        found = {r.reference: r for r in (await session.exec(select(CaseRow).where(col(CaseRow.reference).in_(known)))).all()}
+    found = await _load(session, refs, by="reference")
     session.info.setdefault(_BY_REFERENCE, {}).update({ref: found.get(ref) for ref in refs})
 
 
-async def by_reference(session: AsyncSession, reference: str) -> CaseRow | None:
+async def by_reference(session: AsyncSession, reference: str) -> Case | None:
     cache = session.info.get(_BY_REFERENCE)
     if cache is not None and reference in cache:
         return cache[reference]  # type: ignore[no-any-return]
-    return (await session.exec(select(CaseRow).where(CaseRow.reference == reference))).first()
+    return (await _load(session, [reference], by="reference")).get(reference)
 
 
 async def by_id(session: AsyncSession, case_id: str) -> Case | None:

@@ -26,7 +26,7 @@ from shared.kit.db import BATCH, transaction
 
 log = logging.getLogger("safe.applications.intake")
 
-Pending = tuple[contracts.Proposal, "asyncio.Future[tuple[CaseRow, bool]]"]
+Pending = tuple[contracts.Proposal, "asyncio.Future[tuple[CaseRow | handlers.Case, bool]]"]
 
 
 class SubmitBatcher:
@@ -44,9 +44,9 @@ class SubmitBatcher:
         self.batches = 0
         self.fallbacks = 0
 
-    async def submit(self, proposal: contracts.Proposal) -> tuple[CaseRow, bool]:
+    async def submit(self, proposal: contracts.Proposal) -> tuple[CaseRow | handlers.Case, bool]:
         """Store the case (or find it: idempotent on `reference`); raises ReferenceConflict."""
-        fut: asyncio.Future[tuple[CaseRow, bool]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[tuple[CaseRow | handlers.Case, bool]] = asyncio.get_running_loop().create_future()
         self._queue.append((proposal, fut))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain(), name="applications-intake")
