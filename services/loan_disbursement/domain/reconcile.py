@@ -15,7 +15,7 @@ from services.loan_disbursement.domain.rules import pre_financing_cap
 KINDS = ("reservation", "release", "pre_financing", "instalment")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Balance:
     """A facility's money by kind of ledger entry: summed from the ledger, or as its running totals store it."""
 
@@ -40,24 +40,14 @@ class Balance:
 
 
 @dataclass(frozen=True)
-class FacilityBooks:
+class FacilityBooks(Balance):
+    """A facility's limits and its balance summed from the ledger, beside its loans and stored running totals."""
+
     member_state: str
     max_eur: Decimal
     pre_financing_eur: Decimal | None
-    reserved: Decimal = ZERO
-    released: Decimal = ZERO
-    pre_financing: Decimal = ZERO
-    instalments: Decimal = ZERO
     active_loans: Decimal = ZERO  # Σ amount of the loans with status "active"
     totals: Balance | None = None  # the stored running totals; None: not checked
-
-    @property
-    def approved(self) -> Decimal:
-        return self.reserved - self.released
-
-    @property
-    def disbursed(self) -> Decimal:
-        return self.pre_financing + self.instalments
 
 
 @dataclass(frozen=True)
