@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import statistics
 import tempfile
@@ -27,6 +28,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from services.testing.inprocess import running
+from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
 from shared.kit.messaging import Entry
@@ -69,6 +71,14 @@ async def measure(rt: Any, stream: str, make: Callable[[int], Awaitable[list[Ent
     return out
 
 
+def build(service: str, work: Path, redis_url: str, prefix: str) -> Any:
+    """The service's app (services.<service>.main.build_app) on a SQLite file in `work`, quiet background loops."""
+    config = importlib.import_module(f"services.{service}.config")
+    main = importlib.import_module(f"services.{service}.main")
+    return main.build_app(config.Settings(database_url=f"sqlite+aiosqlite:///{work}/{service}.db", stream_prefix=prefix,
+                                          consumer_name="batchcost", **{"REDIS_URL": redis_url}, **QUIET))
+
+
 def proposal() -> contracts.Proposal:
     body = json.loads(DEMO.read_text())
     body["reference"] = f"BC-{uuid.uuid4().hex[:12]}"
@@ -76,11 +86,7 @@ def proposal() -> contracts.Proposal:
 
 
 async def loan_disbursement(work: Path, redis_url: str, prefix: str, batches: int) -> dict[str, Any]:
-    from services.loan_disbursement.config import Settings
-    from services.loan_disbursement.main import build_app
 
-    settings = Settings(database_url=f"sqlite+aiosqlite:///{work}/loan.db", stream_prefix=prefix, **{"REDIS_URL": redis_url},
-                        consumer_name="batchcost", **QUIET)
 
     async def make(n: int) -> list[Entry]:
         out = []
@@ -93,17 +99,13 @@ async def loan_disbursement(work: Path, redis_url: str, prefix: str, batches: in
                 financing=[contracts.FinancingLine(member_state="PL", amount_eur=Decimal("1000.00"))])))
         return out
 
-    async with running(build_app(settings)) as (_, rt):
+    async with running(build("loan_disbursement", work, redis_url, prefix)) as (_, rt):
         return {"LoanRequested": await measure(rt, streams.LOAN_REQUESTED, make, batches)}
 
 
 async def origin_verification(work: Path, redis_url: str, prefix: str, batches: int) -> dict[str, Any]:
-    from services.origin_verification.config import Settings
-    from services.origin_verification.main import build_app
     from tests.unit.origin_verification.seed import seed_events
 
-    settings = Settings(database_url=f"sqlite+aiosqlite:///{work}/ov.db", stream_prefix=prefix, **{"REDIS_URL": redis_url},
-                        consumer_name="batchcost", **QUIET)
 
     async def make(n: int) -> list[Entry]:
         out = []
@@ -112,7 +114,7 @@ async def origin_verification(work: Path, redis_url: str, prefix: str, batches: 
             out.append(entry(contracts.ProcurementSubmitted(correlation_id=case_id, case_id=case_id, proposal=proposal())))
         return out
 
-    async with running(build_app(settings)) as (client, rt):
+    async with running(build("origin_verification", work, redis_url, prefix)) as (client, rt):
         r = aioredis.Redis.from_url(redis_url)
         countries, agreements, published = seed_events()
         for stream, events in ((streams.REFERENCE_DATA_PUBLISHED, [published]), (streams.COUNTRY_STATUS_CHANGED, countries),
@@ -120,25 +122,19 @@ async def origin_verification(work: Path, redis_url: str, prefix: str, batches: 
             for ev in events:
                 await r.xadd(f"{prefix}{stream}", {"__data__": ev.model_dump_json()})
         await r.aclose()
-        for _ in range(300):
-            if (await client.get("/replica")).json().get("ready"):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise RuntimeError("the origin verification replica never became ready")
+        async def ready() -> bool:
+            return bool((await client.get("/replica")).json().get("ready"))
+
+        await wait_for(ready, timeout=15, message="the origin verification replica")
         return {"ProcurementSubmitted": await measure(rt, streams.PROCUREMENT_SUBMITTED, make, batches)}
 
 
 async def applications(work: Path, redis_url: str, prefix: str, batches: int) -> dict[str, Any]:
-    from services.applications.config import Settings
-    from services.applications.main import build_app
 
-    settings = Settings(database_url=f"sqlite+aiosqlite:///{work}/apps.db", stream_prefix=prefix, **{"REDIS_URL": redis_url},
-                        consumer_name="batchcost", **QUIET)
     r = aioredis.Redis.from_url(redis_url)
     now = datetime.now(UTC)
 
-    async with running(build_app(settings)) as (client, rt):
+    async with running(build("applications", work, redis_url, prefix)) as (client, rt):
         async def cases(n: int) -> list[tuple[str, str]]:
             """n new cases, each with the event id of its ProcurementSubmitted (published by the relay)."""
             ids = []
