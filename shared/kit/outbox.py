@@ -144,7 +144,11 @@ class OutboxRelay:
                 (await conn.execute(self._mark, {"now": now})).all(), key=lambda r: r.id)
             if not rows:
                 return 0
-            pipe = self._redis.pipeline(transaction=False)
+            # MULTI/EXEC, not a plain pipeline: Redis serves a consumer blocked in XREADGROUP as soon as the
+            # first XADD of a pipeline lands, so a plain pipeline of n events reaches the next stage as a batch
+            # of one and then one of n - 1, each paying a batch's fixed cost. Inside MULTI the consumer is
+            # served once EXEC has appended them all, and reads them as one batch.
+            pipe = self._redis.pipeline(transaction=True)
             for row in rows:
                 pipe.xadd(streams.qualified(row.stream, self._prefix), {"__data__": row.payload})
             for command in then:

@@ -99,6 +99,7 @@ class Phase:
     submitted_s: float = 0.0
     errors: int = 0
     finished: dict[str, tuple[str, float]] = field(default_factory=dict)  # reference → (status, updated_at)
+    case_ids: dict[str, str] = field(default_factory=dict)  # case id → reference, of the finished cases
 
 
 class Poster:
@@ -256,6 +257,46 @@ class Platform:
         await asyncio.gather(*tasks)
         phase.submitted_s = time.time() - t0
 
+    async def hops(self, phase: Phase) -> dict[str, dict[str, float]]:
+        """Where each case's time went, hop by hop: the wall time between one stage's event and the next, from
+        the stream entries' ids (Redis stamps each entry with its millisecond on arrival). 'intake' runs from the
+        submission being due to ProcurementSubmitted, 'final' from LoanApproved to the case's final write."""
+        chain = [("intake", streams.PROCUREMENT_SUBMITTED), ("verification", streams.ORIGIN_VERIFICATION_COMPLETED),
+                 ("verdict→loan request", streams.LOAN_REQUESTED), ("loan decision", streams.LOAN_APPROVED)]
+        stamps: dict[str, dict[str, float]] = {}
+        for _, stream in chain:
+            seen: dict[str, float] = {}
+            start = f"{int(phase.started * 1000) - 1000}-0"
+            key = self.stack.stream(stream)
+            while True:
+                batch = await self.redis.xrange(key, min=start, max="+", count=5000)
+                if not batch:
+                    break
+                for mid, fields in batch:
+                    sid = mid.decode() if isinstance(mid, bytes) else mid
+                    case = json.loads(fields[b"__data__"]).get("case_id")
+                    if case in phase.case_ids:
+                        seen.setdefault(case, int(sid.split("-")[0]) / 1000)
+                start = "(" + (batch[-1][0].decode() if isinstance(batch[-1][0], bytes) else batch[-1][0])
+            stamps[stream] = seen
+        out: dict[str, dict[str, float]] = {}
+        spans: dict[str, list[float]] = {}
+        for case, ref in phase.case_ids.items():
+            if ref not in phase.due or case not in stamps[streams.LOAN_APPROVED]:
+                continue  # rejected cases end elsewhere
+            prev = phase.due[ref]
+            for name, stream in chain:
+                at = stamps[stream].get(case)
+                if at is None:
+                    break
+                spans.setdefault(name, []).append((at - prev) * 1000)
+                prev = at
+            else:
+                spans.setdefault("final", []).append((phase.finished[ref][1] - prev) * 1000)
+        for name, vals in spans.items():
+            out[name] = {"p50": round(pct(vals, 50), 1), "p99": round(pct(vals, 99), 1), "n": len(vals)}
+        return out
+
     async def all_cases(self) -> dict[str, dict[str, Any]]:
         """Every case, read in pages of 500 through the list endpoint (keyset cursor)."""
         out: dict[str, dict[str, Any]] = {}
@@ -296,6 +337,7 @@ class Platform:
         last = max((t for _, t in phase.finished.values()), default=phase.started)
         elapsed = max(last - phase.started, 1e-9)
         lat = [(t - phase.due[ref]) * 1000 for ref, (_, t) in phase.finished.items() if ref in phase.due]
+        phase.case_ids = {c["id"]: ref for ref, c in cases.items() if ref in phase.finished}
         statuses: dict[str, int] = {}
         for s, _ in phase.finished.values():
             statuses[s] = statuses.get(s, 0) + 1
@@ -557,15 +599,22 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
                     + (f", run {rep + 1} of {opts.repeat}" if opts.repeat > 1 else "") + " …")
                 p = phase(f"rate{int(frac * 100)}-{rep}", n_cases)
                 cpu0, t0 = sampler.cpu(), time.perf_counter()
-                res = await platform.run_phase(p, platform.offered_rate(p, rate, opts.concurrency * 4), timeout)
+                prof = Profiler(Path(opts.profile), pids, f"rate{int(frac * 100)}-{rep}") if opts.profile else None
+                try:
+                    res = await platform.run_phase(p, platform.offered_rate(p, rate, opts.concurrency * 4), timeout)
+                finally:
+                    if prof:
+                        prof.stop()
                 res.update({"fraction": frac, "offered_per_s": round(rate, 1)})
                 # below saturation batches are small and each pays its fixed cost: CPU per case is higher here
                 cpu1, seconds = platform.cpu_at_final, max(time.perf_counter() - t0, 1e-9)
                 n = max(len(p.finished), 1)
                 res["cpu_ms_per_case"] = {s: round((cpu1[s] - cpu0[s]) * 1000 / n, 3) for s in cpu1 if s in cpu0}
                 res["cpu_busy"] = {s: round((cpu1[s] - cpu0[s]) / seconds, 3) for s in cpu1 if s in cpu0}
+                res["hops_ms"] = await platform.hops(p)
                 runs.append(res)
                 say(f"  p50 {res['latency_ms']['p50']} ms  p95 {res['latency_ms']['p95']} ms  p99 {res['latency_ms']['p99']} ms")
+                say("  hops (p50/p99 ms): " + ", ".join(f"{k} {v['p50']}/{v['p99']}" for k, v in res["hops_ms"].items()))
             # the run with the median p99 stands for the rate; every run's latencies are kept beside it
             res = sorted(runs, key=lambda r: r["latency_ms"]["p99"])[len(runs) // 2]
             if len(runs) > 1:
@@ -839,7 +888,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--keep", action="store_true", help="keep the stack's state directory (databases, logs)")
     ap.add_argument("--only", default="baseline,platform,batch,bom,list", help="comma-separated parts to run")
     ap.add_argument("--batch-rounds", type=int, default=200, help="one-message batches timed per handler (batch part)")
-    ap.add_argument("--profile", default=None, help="directory for py-spy raw profiles of the saturation phases")
+    ap.add_argument("--profile", default=None, help="directory for py-spy raw profiles of the saturation and offered-rate phases")
     ap.add_argument("--replicas", action="append", default=[], metavar="SERVICE=N",
                     help="run N replicas of a service (repeatable); HTTP load is spread over applications replicas")
     ap.add_argument("--env", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
