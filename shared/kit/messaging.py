@@ -118,6 +118,7 @@ class Subscription(Generic[E]):
     failed: int = 0
     dead_lettered: int = 0
     duplicates: int = 0
+    batches: int = 0  # batches handled: processed / batches is the mean batch size
 
     def key_of(self, event: Any, entry_id: str) -> str:
         """The inbox key: the event id, or for commands without one, a key the subscription derives."""
@@ -370,6 +371,7 @@ class Messaging:
                     acked = await self.publish_after_commit(conn, then)  # type: ignore[misc]
         sub.duplicates += outcome.duplicates
         sub.processed += len(outcome.ack)
+        sub.batches += 1
         if outcome.ack and not acked:
             await self._ack(sub, outcome.ack)
         if outcome.emitted and engine is None and self.on_emitted is not None:

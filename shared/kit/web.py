@@ -39,6 +39,8 @@ class Metrics:
         self.processed = Gauge("safe_messages_processed", "Messages handled (incl. duplicates)", labels, registry=self.registry)
         self.failed = Gauge("safe_messages_failed", "Handler failures (before retry)", labels, registry=self.registry)
         self.duplicates = Gauge("safe_messages_duplicates", "Duplicate deliveries skipped by the inbox", labels, registry=self.registry)
+        self.batches = Gauge("safe_message_batches", "Batches handled (processed / batches: the mean batch size)", labels,
+                             registry=self.registry)
         self.dead = Gauge("safe_dead_letters_open", "Open dead letters", ["service"], registry=self.registry)
         self.outbox = Gauge("safe_outbox_unsent", "Outbox rows not yet published", ["service"], registry=self.registry)
         self.custom: dict[str, Gauge] = {}
@@ -222,6 +224,7 @@ def ops_router(runtime: Runtime) -> APIRouter:
             m.processed.labels(svc, sub.stream).set(sub.processed)
             m.failed.labels(svc, sub.stream).set(sub.failed)
             m.duplicates.labels(svc, sub.stream).set(sub.duplicates)
+            m.batches.labels(svc, sub.stream).set(sub.batches)
         if runtime.factory is not None:
             async with runtime.factory() as s:
                 dead = (await s.exec(select(func.count()).select_from(DeadLetter).where(DeadLetter.status == "open"))).one()

@@ -257,6 +257,22 @@ class Platform:
         await asyncio.gather(*tasks)
         phase.submitted_s = time.time() - t0
 
+    async def batch_counts(self) -> dict[str, tuple[float, float]]:
+        """Per service and stream: (messages processed, batches), from each service's /metrics."""
+        out: dict[str, tuple[float, float]] = {}
+        for service, url in self.stack.urls.items():
+            try:
+                text = (await self.http.get(f"{url}/metrics")).text
+            except httpx.HTTPError:
+                continue
+            for m in re.finditer(r'^safe_(messages_processed|message_batches)\{[^}]*stream="([^"]+)"[^}]*\} ([0-9.e+]+)$',
+                                 text, re.M):
+                key = f"{service} {m.group(2)}"
+                done, batches = out.get(key, (0.0, 0.0))
+                v = float(m.group(3))
+                out[key] = (v, batches) if m.group(1) == "messages_processed" else (done, v)
+        return out
+
     async def hops(self, phase: Phase) -> dict[str, dict[str, float]]:
         """Where each case's time went, hop by hop: the wall time between one stage's event and the next, from
         the stream entries' ids (Redis stamps each entry with its millisecond on arrival). 'intake' runs from the
@@ -598,6 +614,7 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
                 say(f"platform: {n_cases} cases offered at {rate:.0f}/s ({frac:.0%} of saturation)"
                     + (f", run {rep + 1} of {opts.repeat}" if opts.repeat > 1 else "") + " …")
                 p = phase(f"rate{int(frac * 100)}-{rep}", n_cases)
+                counts0 = await platform.batch_counts()
                 cpu0, t0 = sampler.cpu(), time.perf_counter()
                 prof = Profiler(Path(opts.profile), pids, f"rate{int(frac * 100)}-{rep}") if opts.profile else None
                 try:
@@ -612,9 +629,15 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
                 res["cpu_ms_per_case"] = {s: round((cpu1[s] - cpu0[s]) * 1000 / n, 3) for s in cpu1 if s in cpu0}
                 res["cpu_busy"] = {s: round((cpu1[s] - cpu0[s]) / seconds, 3) for s in cpu1 if s in cpu0}
                 res["hops_ms"] = await platform.hops(p)
+                counts1 = await platform.batch_counts()
+                # mean batch size per stream that carried messages during the run
+                res["batch_size"] = {k: round((v[0] - counts0.get(k, (0.0, 0.0))[0]) / (v[1] - counts0.get(k, (0.0, 0.0))[1]), 2)
+                                     for k, v in counts1.items() if v[1] > counts0.get(k, (0.0, 0.0))[1]}
                 runs.append(res)
                 say(f"  p50 {res['latency_ms']['p50']} ms  p95 {res['latency_ms']['p95']} ms  p99 {res['latency_ms']['p99']} ms")
                 say("  hops (p50/p99 ms): " + ", ".join(f"{k} {v['p50']}/{v['p99']}" for k, v in res["hops_ms"].items()))
+                say("  mean batch: " + ", ".join(f"{k.split()[0]}/{k.split()[1].split('.')[-1]} {v}"
+                                                 for k, v in res["batch_size"].items()))
             # the run with the median p99 stands for the rate; every run's latencies are kept beside it
             res = sorted(runs, key=lambda r: r["latency_ms"]["p99"])[len(runs) // 2]
             if len(runs) > 1:
