@@ -604,7 +604,7 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
 
         sat = max(out["http_saturation"]["cases_per_s"], 1.0)
         out["offered"] = []
-        for frac in opts.rates:
+        for k, frac in enumerate(opts.rates):
             rate = frac if opts.absolute else sat * frac
             if opts.absolute:
                 frac = round(rate / sat, 3)
@@ -613,10 +613,10 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
             for rep in range(opts.repeat):
                 say(f"platform: {n_cases} cases offered at {rate:.0f}/s ({frac:.0%} of saturation)"
                     + (f", run {rep + 1} of {opts.repeat}" if opts.repeat > 1 else "") + " …")
-                p = phase(f"rate{int(frac * 100)}-{rep}", n_cases)
+                p = phase(f"rate{k}-{int(frac * 100)}-{rep}", n_cases)  # unique, even for a rate given twice
                 counts0 = await platform.batch_counts()
                 cpu0, t0 = sampler.cpu(), time.perf_counter()
-                prof = Profiler(Path(opts.profile), pids, f"rate{int(frac * 100)}-{rep}") if opts.profile else None
+                prof = Profiler(Path(opts.profile), pids, p.name) if opts.profile else None
                 try:
                     res = await platform.run_phase(p, platform.offered_rate(p, rate, opts.concurrency * 4), timeout)
                 finally:
