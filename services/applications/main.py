@@ -14,6 +14,7 @@ from shared import contracts
 from shared.contracts import streams
 from shared.kit import db
 from shared.kit.app import Runtime, ServiceSpec, create_app
+from shared.kit.auth import require_operator
 
 PUBLISHES = {
     streams.PROCUREMENT_SUBMITTED: contracts.ProcurementSubmitted,
@@ -61,6 +62,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         gauges=_case_gauges,
         openapi_models=[contracts.Proposal],
         participants_of=_participants_of,
+        # the intake request, served without FastAPI's routing and dependency resolution (ServiceApp)
+        direct_routes={("POST", "/procurements"): (require_operator, admin_api.submit_procurement)},
     )
     return create_app(spec, messaging_setup=subscribers.register)
 

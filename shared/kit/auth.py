@@ -92,7 +92,8 @@ bearer = HTTPBearer(
 )
 
 
-async def principal(request: Request, _: Any = Depends(bearer)) -> Principal:
+def authenticate(request: Request) -> Principal:
+    """The caller of `request`, from its bearer token; 401 without a known one."""
     store: TokenStore = request.app.state.tokens
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -102,6 +103,16 @@ async def principal(request: Request, _: Any = Depends(bearer)) -> Principal:
     if p is None:
         raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
     return p
+
+
+def require_operator(p: Principal) -> Principal:
+    if not p.can_write:
+        raise HTTPException(403, "operator role required")
+    return p
+
+
+async def principal(request: Request, _: Any = Depends(bearer)) -> Principal:
+    return authenticate(request)
 
 
 async def reader(p: Principal = Depends(principal)) -> Principal:
@@ -116,6 +127,4 @@ async def staff(p: Principal = Security(principal, scopes=["operator", "auditor"
 
 
 async def operator(p: Principal = Security(principal, scopes=["operator"])) -> Principal:
-    if not p.can_write:
-        raise HTTPException(403, "operator role required")
-    return p
+    return require_operator(p)

@@ -419,3 +419,49 @@ async def test_every_endpoint_of_the_other_services_answers_every_role_as_the_co
                 if not ok:
                     failures.append(f"{method} {path} as {who}: {code} {r.text[:200]}")
         assert not failures, "\n".join(failures)
+
+
+# --- the direct route of POST /procurements -------------------------------------------------------------
+
+
+async def test_the_direct_intake_route_answers_exactly_as_the_fastapi_route(tmp_path, prefix):
+    """POST /procurements is served before FastAPI routes the request (ServiceApp); with the direct route
+    switched off, FastAPI's declared route answers. Both must give the same statuses, bodies and headers."""
+    same = proposal(["PL", "LT"])
+    cases: list[tuple[str, dict[str, str], bytes]] = [
+        ("no token", {}, json.dumps(proposal(["PL", "LT"])).encode()),
+        ("bad token", headers("bad"), json.dumps(proposal(["PL", "LT"])).encode()),
+        ("not bearer", {"Authorization": f"Basic {TOKENS['operator']}"}, b"{}"),
+        ("auditor", headers("auditor"), json.dumps(proposal(["PL", "LT"])).encode()),
+        ("member state", headers("member-state-PL"), json.dumps(proposal(["PL", "LT"])).encode()),
+        ("not JSON", headers("operator"), b"{not json"),
+        ("invalid", headers("operator"), json.dumps({**proposal(["PL", "LT"]), "participants": ["XX"],
+                                                     "reference": ""}).encode()),
+        ("too deep", headers("operator"), b"[" * 100_000 + b"]" * 100_000),
+        ("NUL", headers("operator"), json.dumps(proposal(["PL", "LT"], title="a\u0000b")).encode()),
+        ("too large", headers("operator"), b"{" + b" " * (16 * 1024 * 1024) + b"}"),
+        ("created", headers("operator"), json.dumps(same).encode()),
+        ("same again", headers("operator"), json.dumps(same).encode()),
+        ("conflict", headers("operator"), json.dumps({**same, "title": "another title"}).encode()),
+    ]
+    answers: dict[bool, list[tuple[str, int, Any, str | None]]] = {}
+    for direct in (True, False):
+        app = build("applications", tmp_path / str(direct), prefix + str(direct))
+        assert ("POST", "/procurements") in app.direct  # the applications service declares it
+        if not direct:
+            app.direct = {}
+        async with running(app) as (client, _rt):
+            out = []
+            for name, hdrs, body in cases:
+                r = await client.post("/procurements", content=body,
+                                      headers={"content-type": "application/json", **hdrs})
+                payload = r.json() if r.headers.get("content-type", "").startswith("application/json") else r.text
+                if isinstance(payload, dict):  # the new case's id and times differ between the two apps
+                    payload = {k: v for k, v in payload.items() if k not in ("id", "created_at", "updated_at")}
+                out.append((name, r.status_code, payload, r.headers.get("www-authenticate")))
+            answers[direct] = out
+    assert answers[True] == answers[False]
+    statuses = {name: status for name, status, _, _ in answers[True]}
+    assert statuses == {"no token": 401, "bad token": 401, "not bearer": 401, "auditor": 403, "member state": 403,
+                        "not JSON": 422, "invalid": 422, "too deep": 422, "NUL": 422, "too large": 413,
+                        "created": 201, "same again": 200, "conflict": 409}

@@ -60,6 +60,13 @@ def _visible(row: CaseRow | handlers.Case | None, who: Principal) -> CaseRow | h
 )
 async def create_procurement(request: Request, who: Principal = Depends(operator)) -> Any:
     """Submit a proposal: validated, stored, and sent to origin verification."""
+    # Served by the kit's direct route (ServiceSpec.direct_routes) before FastAPI routes a request; declared
+    # here for the OpenAPI document, and for an app without the direct route
+    return await submit_procurement(request, who)
+
+
+async def submit_procurement(request: Request, who: Principal) -> Response:
+    """POST /procurements for an authenticated operator."""
     raw = await request.body()
     try:
         # parsed from the raw bytes so that JSON numbers become exact Decimals, never floats
