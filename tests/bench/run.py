@@ -812,6 +812,11 @@ def render(report: dict[str, Any]) -> str:
                      f"p50 {lat['p50']:>8.1f} ms  p95 {lat['p95']:>8.1f} ms  p99 {lat['p99']:>8.1f} ms  "
                      f"({o['final']} cases, {o['cases_per_s']}/s carried)"
                      + (f"  p99 over {len(o['runs'])} runs {o['p99_range'][0]}–{o['p99_range'][1]} ms" if o.get("runs") else ""))
+        if o.get("hops_ms"):
+            lines.append("    by hop, p50/p99 ms: " + ", ".join(f"{k} {v['p50']}/{v['p99']}" for k, v in o["hops_ms"].items()))
+        if o.get("batch_size"):
+            lines.append("    mean batch: " + ", ".join(f"{k.split()[0]} {k.split()[1].split('.')[-1]} {v}"
+                                                     for k, v in o["batch_size"].items()))
     if p.get("cpu_ms_per_case_http"):
         lines.append("")
         lines.append(f"{'service':<22}{'CPU ms/case HTTP':>18}{'CPU ms/case XADD':>18}{'peak RSS MB':>14}")

@@ -29,6 +29,15 @@ def test_the_bench_reports_every_figure_and_loses_no_case(tmp_path, redis_url, m
     assert at50["fraction"] == 0.5 and at50["final"] == at50["cases"]
     assert len(at50["runs"]) == 2 and at50["p99_range"][0] <= at50["latency_ms"]["p99"] <= at50["p99_range"][1]
     assert all(at50["latency_ms"][k] > 0 for k in ("p50", "p95", "p99"))
+    # where each case's time went, hop by hop (every case of the run is approved, so each has every hop)
+    hops = at50["hops_ms"]
+    assert list(hops) == ["intake", "verification", "verdict→loan request", "loan decision", "final"]
+    assert all(h["n"] == at50["final"] and 0 <= h["p50"] <= h["p99"] for h in hops.values()), hops
+    # the mean batch size of each stream of the flow, from the services' /metrics
+    assert {k for k in at50["batch_size"]} >= {
+        "applications origin-verification.origin-verification-completed", "applications loan-disbursement.loan-approved",
+        "origin_verification applications.procurement-submitted", "loan_disbursement applications.loan-requested"}
+    assert all(v >= 1 for v in at50["batch_size"].values())
     assert set(p["cpu_ms_per_case_http"]) == {*SERVICES, "redis"} == set(p["cpu_ms_per_case_xadd"])
     assert set(p["peak_rss_mb"]) == set(SERVICES)
     assert all(v > 0 for v in p["peak_rss_mb"].values())
