@@ -465,3 +465,30 @@ async def test_the_direct_intake_route_answers_exactly_as_the_fastapi_route(tmp_
     assert statuses == {"no token": 401, "bad token": 401, "not bearer": 401, "auditor": 403, "member state": 403,
                         "not JSON": 422, "invalid": 422, "too deep": 422, "NUL": 422, "too large": 413,
                         "created": 201, "same again": 200, "conflict": 409}
+
+
+async def test_an_unexpected_error_on_the_direct_route_is_a_500_and_the_service_goes_on(tmp_path, prefix):
+    app = build("applications", tmp_path, prefix)
+    role, real = app.direct[("POST", "/procurements")]
+    calls: list[int] = []
+
+    async def fails_once(request: Any, who: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the handler")
+        return await real(request, who)
+
+    app.direct[("POST", "/procurements")] = (role, fails_once)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("safe.app").addHandler(handler)
+    try:
+        async with running(app) as (client, _rt):
+            r = await _call(client, "POST", "/procurements", proposal(["PL", "LT"]), "operator")
+            assert r.status_code == 500 and r.text == "Internal Server Error"
+            assert any(rec.getMessage() == "request failed" and rec.exc_info for rec in records)
+            r = await _call(client, "POST", "/procurements", proposal(["PL", "LT"]), "operator")
+            assert r.status_code == 201
+    finally:
+        logging.getLogger("safe.app").removeHandler(handler)
