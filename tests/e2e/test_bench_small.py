@@ -24,6 +24,9 @@ def test_the_bench_reports_every_figure_and_loses_no_case(tmp_path, redis_url, m
         assert p[phase]["final"] == p[phase]["cases"] == 20, p[phase]
         assert p[phase]["cases_per_s"] > 0
         assert p[phase]["errors"] == 0
+        # --repeat 2: two runs of each saturation phase; the reported one is among them
+        assert len(p[phase]["runs"]) == 2 and p[phase]["cases_per_s"] in p[phase]["runs"]
+        assert p[phase]["range"] == [min(p[phase]["runs"]), max(p[phase]["runs"])]
     assert set(report["ratios"]) == {"http_saturation", "xadd_saturation"}
     [at50] = p["offered"]
     assert at50["fraction"] == 0.5 and at50["final"] == at50["cases"]
