@@ -574,7 +574,7 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
 
         # HTTP and XADD saturation, `--repeat` times each, interleaved; the run with the median cases/s stands for
         # each (its CPU per case with it), every run's cases/s kept beside it. This VM's run-to-run spread of the
-        # saturation figures is wide (593–785 cases/s over HTTP in six runs of one build)
+        # saturation figures is wide (593–785 cases/s over HTTP in five runs of one build)
         sat_runs: dict[str, list[dict[str, Any]]] = {"http": [], "xadd": []}
         for rep in range(opts.repeat):
             of = f", run {rep + 1} of {opts.repeat}" if opts.repeat > 1 else ""
