@@ -55,11 +55,11 @@ class ServiceSpec:
     # The hottest requests, served before FastAPI's routing and dependency resolution (see ServiceApp):
     # (method, path) → (the role check, the handler). The route stays declared on a router too, for the
     # OpenAPI document, and calls the same handler.
-    direct_routes: dict[tuple[str, str], tuple[Callable[[Principal], Principal], DirectRoute]] = field(
-        default_factory=dict)
+    direct_routes: dict[tuple[str, str], DirectRoute] = field(default_factory=dict)
 
 
-DirectRoute = Callable[[Request, Principal], Awaitable[Response]]
+# a direct route: the role check (e.g. auth.require_operator), then the handler
+DirectRoute = tuple[Callable[[Principal], Principal], Callable[[Request, Principal], Awaitable[Response]]]
 
 
 class ServiceApp(FastAPI):
@@ -72,8 +72,10 @@ class ServiceApp(FastAPI):
     (BodyLimit), a server span continuing the caller's trace, the same 401/403 for a missing or weak token, the
     same JSON for an HTTPException, 422 for JSON nested too deeply, and a 500 for an unexpected error."""
 
-    direct: dict[tuple[str, str], tuple[Callable[[Principal], Principal], DirectRoute]]
-    body_limit: int
+    def __init__(self, *, direct: dict[tuple[str, str], DirectRoute], body_limit: int, **fastapi: Any) -> None:
+        super().__init__(**fastapi)
+        self.direct = dict(direct)
+        self.body_limit = body_limit
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -83,16 +85,11 @@ class ServiceApp(FastAPI):
                 return
         await super().__call__(scope, receive, send)
 
-    async def _direct(self, route: tuple[Callable[[Principal], Principal], DirectRoute], scope: Any, receive: Any,
-                      send: Any) -> None:
+    async def _direct(self, route: DirectRoute, scope: Any, receive: Any, send: Any) -> None:
         scope["app"] = self
         role, handler = route
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or ()
-                   if k in (b"traceparent", b"tracestate")}
-        started = False
 
         async def handle(scope: Any, receive: Any, send: Any) -> None:
-            nonlocal started
             request = Request(scope, receive)
             try:
                 response = await handler(request, role(authenticate(request)))
@@ -100,17 +97,21 @@ class ServiceApp(FastAPI):
                 response = JSONResponse({"detail": e.detail}, status_code=e.status_code, headers=e.headers)
             except RecursionError:
                 response = JSONResponse({"detail": "JSON nested too deeply"}, status_code=422)
-            span.set_attribute("http.response.status_code", response.status_code)
-            started = True
             await response(scope, receive, send)
 
-        with logs.server_span(scope["method"], scope["path"], headers) as span:
-            try:
-                await BodyLimit(handle, self.body_limit)(scope, receive, send)
-            except Exception:
-                log.exception("request failed", extra={"method": scope["method"], "path": scope["path"]})
-                if not started:
-                    await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
+        started = False
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await Tracing(BodyLimit(handle, self.body_limit))(scope, receive, tracking_send)
+        except Exception:
+            log.exception("request failed", extra={"method": scope["method"], "path": scope["path"]})
+            if not started:
+                await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
 
 
 @dataclass
@@ -317,7 +318,8 @@ _NUL_DETAIL = {"detail": [{"loc": ["body"], "field": "body", "type": "nul_charac
 
 class Tracing:
     """An OpenTelemetry server span per HTTP request (continues an incoming `traceparent`), so the events a
-    request writes to the outbox carry its trace context. Only for FastAPI versions without telemetry."""
+    request writes to the outbox carry its trace context. Around every request for FastAPI versions without
+    telemetry; around the direct routes (ServiceApp) always."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -329,11 +331,9 @@ class Tracing:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or ()
                    if k in (b"traceparent", b"tracestate")}
         with logs.server_span(scope.get("method", ""), scope.get("path", ""), headers) as span:
-            status: list[int] = []
 
             async def send_status(message: Any) -> None:
                 if message["type"] == "http.response.start":
-                    status.append(message["status"])
                     span.set_attribute("http.response.status_code", message["status"])
                 await send(message)
 
@@ -424,9 +424,8 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
             await runtime.redis.aclose()
             await runtime.engine.dispose()
 
-    app = ServiceApp(title=spec.title, description=spec.description, version="1.0.0", lifespan=lifespan)
-    app.direct = dict(spec.direct_routes)
-    app.body_limit = settings.max_body_bytes
+    app = ServiceApp(direct=spec.direct_routes, body_limit=settings.max_body_bytes, title=spec.title,
+                     description=spec.description, version="1.0.0", lifespan=lifespan)
     app.state.runtime = runtime
     app.state.settings = settings
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
