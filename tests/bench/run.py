@@ -167,6 +167,37 @@ class RoundRobin:
             await p.close()
 
 
+def mean_batches(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Per stream that carried messages between two `Platform.batch_counts`: messages handled / batches."""
+    out = {}
+    for key, (done, batches) in after.items():
+        done0, batches0 = before.get(key, (0.0, 0.0))
+        if batches > batches0:
+            out[key] = round((done - done0) / (batches - batches0), 2)
+    return out
+
+
+def hops_line(hops: dict[str, dict[str, float]]) -> str:
+    return "by hop, p50/p99 ms: " + ", ".join(f"{k} {v['p50']}/{v['p99']}" for k, v in hops.items())
+
+
+def batches_line(sizes: dict[str, float]) -> str:
+    """'<service> <stream without its producer> <mean>', from keys '<service> <stream>'."""
+    return "mean batch: " + ", ".join(f"{k.split()[0]} {k.split()[1].split('.')[-1]} {v}" for k, v in sizes.items())
+
+
+async def stream_entries(redis: aioredis.Redis, key: str, start: str = "-") -> Any:
+    """(entry id, decoded __data__) of every entry of a stream from `start` on, read in pages."""
+    while True:
+        batch = await redis.xrange(key, min=start, max="+", count=5000)
+        if not batch:
+            return
+        for mid, fields in batch:
+            yield (mid.decode() if isinstance(mid, bytes) else mid), json.loads(fields[b"__data__"])
+        last = batch[-1][0]
+        start = "(" + (last.decode() if isinstance(last, bytes) else last)
+
+
 class Platform:
     def __init__(self, stack: Stack, http: httpx.AsyncClient, redis: aioredis.Redis,
                  sampler: Sampler | None = None, poster: Poster | RoundRobin | None = None) -> None:
@@ -283,17 +314,9 @@ class Platform:
         for _, stream in chain:
             seen: dict[str, float] = {}
             start = f"{int(phase.started * 1000) - 1000}-0"
-            key = self.stack.stream(stream)
-            while True:
-                batch = await self.redis.xrange(key, min=start, max="+", count=5000)
-                if not batch:
-                    break
-                for mid, fields in batch:
-                    sid = mid.decode() if isinstance(mid, bytes) else mid
-                    case = json.loads(fields[b"__data__"]).get("case_id")
-                    if case in phase.case_ids:
-                        seen.setdefault(case, int(sid.split("-")[0]) / 1000)
-                start = "(" + (batch[-1][0].decode() if isinstance(batch[-1][0], bytes) else batch[-1][0])
+            async for sid, data in stream_entries(self.redis, self.stack.stream(stream), start):
+                if data.get("case_id") in phase.case_ids:
+                    seen.setdefault(data["case_id"], int(sid.split("-")[0]) / 1000)
             stamps[stream] = seen
         out: dict[str, dict[str, float]] = {}
         spans: dict[str, list[float]] = {}
@@ -497,18 +520,8 @@ async def check_integrity(platform: Platform, phases: list[Phase]) -> dict[str, 
     ours = {cases[r]["id"] for r in refs if r in cases}
 
     async def case_ids(stream: str) -> list[str]:
-        out: list[str] = []
-        start = "-"
-        key = platform.stack.stream(stream)
-        while True:
-            batch = await platform.redis.xrange(key, min=start, max="+", count=2000)
-            if not batch:
-                break
-            for _mid, fields in batch:
-                data = json.loads(fields[b"__data__"])
-                out.append(data.get("case_id"))
-            start = "(" + (batch[-1][0].decode() if isinstance(batch[-1][0], bytes) else batch[-1][0])
-        return [c for c in out if c in ours]
+        return [data.get("case_id") async for _, data in stream_entries(platform.redis, platform.stack.stream(stream))
+                if data.get("case_id") in ours]
 
     approved_events = await case_ids(streams.LOAN_APPROVED)
     rejected_events = await case_ids(streams.LOAN_REJECTED)
@@ -636,14 +649,11 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
                 res["cpu_busy"] = {s: round((cpu1[s] - cpu0[s]) / seconds, 3) for s in cpu1 if s in cpu0}
                 res["hops_ms"] = await platform.hops(p)
                 counts1 = await platform.batch_counts()
-                # mean batch size per stream that carried messages during the run
-                res["batch_size"] = {k: round((v[0] - counts0.get(k, (0.0, 0.0))[0]) / (v[1] - counts0.get(k, (0.0, 0.0))[1]), 2)
-                                     for k, v in counts1.items() if v[1] > counts0.get(k, (0.0, 0.0))[1]}
+                res["batch_size"] = mean_batches(counts0, counts1)
                 runs.append(res)
                 say(f"  p50 {res['latency_ms']['p50']} ms  p95 {res['latency_ms']['p95']} ms  p99 {res['latency_ms']['p99']} ms")
-                say("  hops (p50/p99 ms): " + ", ".join(f"{k} {v['p50']}/{v['p99']}" for k, v in res["hops_ms"].items()))
-                say("  mean batch: " + ", ".join(f"{k.split()[0]}/{k.split()[1].split('.')[-1]} {v}"
-                                                 for k, v in res["batch_size"].items()))
+                say("  " + hops_line(res["hops_ms"]))
+                say("  " + batches_line(res["batch_size"]))
             # the run with the median p99 stands for the rate; every run's latencies are kept beside it
             res = sorted(runs, key=lambda r: r["latency_ms"]["p99"])[len(runs) // 2]
             if len(runs) > 1:
@@ -820,10 +830,9 @@ def render(report: dict[str, Any]) -> str:
                      f"({o['final']} cases, {o['cases_per_s']}/s carried)"
                      + (f"  p99 over {len(o['runs'])} runs {o['p99_range'][0]}–{o['p99_range'][1]} ms" if o.get("runs") else ""))
         if o.get("hops_ms"):
-            lines.append("    by hop, p50/p99 ms: " + ", ".join(f"{k} {v['p50']}/{v['p99']}" for k, v in o["hops_ms"].items()))
+            lines.append("    " + hops_line(o["hops_ms"]))
         if o.get("batch_size"):
-            lines.append("    mean batch: " + ", ".join(f"{k.split()[0]} {k.split()[1].split('.')[-1]} {v}"
-                                                     for k, v in o["batch_size"].items()))
+            lines.append("    " + batches_line(o["batch_size"]))
     if p.get("cpu_ms_per_case_http"):
         lines.append("")
         lines.append(f"{'service':<22}{'CPU ms/case HTTP':>18}{'CPU ms/case XADD':>18}{'peak RSS MB':>14}")
