@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.contracts.ids import uuid7
 from shared.contracts.proposal import Proposal
 
 SCHEMA_VERSION = 1
@@ -23,7 +24,7 @@ class Event(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    event_id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Unique id; consumers deduplicate on it")
+    event_id: uuid.UUID = Field(default_factory=uuid7, description="Unique id (a time-ordered UUID, version 7); consumers deduplicate on it")
     event_type: str = Field(description="The event class name")
     occurred_at: datetime = Field(default_factory=_now, description="When it happened (UTC)")
     correlation_id: str = Field(description="The procurement case id (or the registry entity) the event concerns")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -31,6 +30,7 @@ from services.loan_disbursement.domain.reference import Reference
 from services.loan_disbursement.service_layer import ledger
 from shared import contracts
 from shared.contracts import Category, countries, streams
+from shared.contracts.ids import new_id
 from shared.kit import db
 from shared.kit.db import BATCH
 from shared.kit.messaging import HandlerContext
@@ -171,7 +171,7 @@ async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested,
                      for r in decision.reasons],
         ))
         return
-    loans = [{"loan_id": str(uuid.uuid4()), "case_id": event.case_id, "member_state": line.member_state,
+    loans = [{"loan_id": new_id(), "case_id": event.case_id, "member_state": line.member_state,
               "amount_eur": line.amount_eur, "status": "active", "approved_at": now, "released_at": None}
              for line in lines]
     await _insert(session, state, _LOANS, loans)
