@@ -95,6 +95,21 @@ async def test_the_same_reference_answers_200_with_the_same_body_and_409_with_an
         assert await count(rt, CaseRow) == 1
 
 
+async def test_a_repeat_matches_a_case_whose_stored_text_another_serializer_wrote(app):
+    """The repeat check compares the stored proposal text first, then the proposal it reads back: a case whose
+    text differs only in form (key order, spacing, as another serializer writes it) is the same proposal."""
+    async with running(app) as (client, rt):
+        body = proposal()
+        first = (await client.post("/procurements", json=body)).json()
+        async with rt.factory() as s, s.begin():
+            row = (await s.exec(select(CaseRow).where(CaseRow.id == first["id"]))).one()
+            row.proposal = json.dumps(json.loads(row.proposal), sort_keys=True, indent=1)
+        again = await client.post("/procurements", json=body)
+        assert again.status_code == 200 and again.json()["id"] == first["id"]
+        assert (await client.post("/procurements", json=dict(body, title="something else"))).status_code == 409
+        assert await count(rt, CaseRow) == 1
+
+
 async def test_a_proposal_on_the_stream_becomes_a_case_like_a_posted_one(app, redis_client, prefix):
     async with running(app) as (client, rt):
         body = proposal()
