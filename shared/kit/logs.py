@@ -137,8 +137,20 @@ async def consumer_span(service: str, stream: str, event: Any, event_id: str) ->
 
 @contextmanager
 def server_span(method: str, path: str, headers: dict[str, str]) -> Iterator[trace.Span]:
-    """A span per HTTP request, continuing the caller's trace when it sends `traceparent`."""
+    """A span per HTTP request, continuing the caller's trace when it sends `traceparent`. Without a recording
+    tracer provider no span is made (starting a non-recording one cost ~10 % of a POST /procurements' request
+    path); an incoming trace context is still made current, so the events the request writes carry it."""
     parent = propagate.extract(headers) if "traceparent" in headers else None
+    if not _recording():
+        if parent is None:
+            yield trace.INVALID_SPAN
+            return
+        token = otel_context.attach(parent)
+        try:
+            yield trace.get_current_span()
+        finally:
+            otel_context.detach(token)
+        return
     with _tracer.start_as_current_span(
         f"{method} {path}", context=parent, kind=trace.SpanKind.SERVER,
         attributes={"http.request.method": method, "url.path": path},
