@@ -307,6 +307,34 @@ async def executemany(conn: AsyncConnection, statement: Any, rows: list[dict[str
     await conn.execute(statement, rows)
 
 
+def fetch_inline(conn: AsyncConnection, statement: Any, params: dict[str, Any]) -> list[Any] | None:
+    """Run `statement` straight on this process's inline SQLite connection, inside its transaction, and return its
+    rows as the driver does (tuples, no result processing: for integer and text columns); None when `conn` is not
+    that (PostgreSQL, the threaded driver, no transaction), and the caller runs it through SQLAlchemy.
+
+    Compiled once per statement and parameter names, the values converted by SQLAlchemy's bind processors, as in
+    `executemany`: for a small statement run once per batch, SQLAlchemy's execution path (greenlet hops, the
+    execution context, the cursor adaptation) costs several times the statement itself."""
+    raw = _inline_connection(conn)
+    if raw is None:
+        return None
+    keys = tuple(params)
+    key = (statement, keys)
+    if key not in _PLANS:
+        _PLANS[key] = _plan(statement, keys, conn.dialect)
+    plan = _PLANS[key]
+    if plan is None:
+        return None
+    sql, cols = plan
+    values = tuple((p(params[n]) if p else params[n]) if n in params else d for n, p, d in cols)
+    try:
+        return raw.execute(sql, values).fetchall()
+    except sqlite3.IntegrityError as e:
+        raise sa_exc.IntegrityError(sql, values, e) from e
+    except sqlite3.Error as e:
+        raise sa_exc.OperationalError(sql, values, e) from e
+
+
 def insert_of(key: Any) -> Any:
     """A model's or table's INSERT statement, built once (an executemany key for `executemany`)."""
     if key not in _INSERTS:

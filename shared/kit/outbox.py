@@ -8,9 +8,10 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from sqlalchemy import bindparam, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel import select
@@ -19,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.contracts import streams
 from shared.contracts.events import Event
 from shared.kit import logs
-from shared.kit.db import add_row
+from shared.kit.db import add_row, fetch_inline
 from shared.kit.tables import TS, OutboxRow, utcnow
 
 log = logging.getLogger("safe.outbox")
@@ -27,6 +28,17 @@ log = logging.getLogger("safe.outbox")
 # called in the relay's transaction (on its connection) with the rows just published (id, event_id, stream,
 # event_type, correlation_id, payload)
 AfterPublish = Callable[[AsyncConnection, Sequence[Any]], Awaitable[None]]
+
+
+class Published(NamedTuple):
+    """An outbox row a round took (the columns `_mark_oldest` returns)."""
+
+    id: int
+    event_id: str
+    stream: str
+    event_type: str
+    correlation_id: str
+    payload: str
 
 
 def emit(session: AsyncSession, stream: str, event: Event) -> None:
@@ -60,6 +72,9 @@ class OutboxRelay:
         self._postgres = postgres
         self._engine = factory.kw["bind"]
         self._mark = _mark_oldest(batch)
+        # MULTI/EXEC sent as plain commands in one pipeline (see _round_on); a cluster client keeps redis-py's
+        # transaction pipeline
+        self._raw_multi = not isinstance(redis, RedisCluster)
         self._wake = asyncio.Event()
         self._stopping = False
         self.published_total = 0
@@ -129,6 +144,40 @@ class OutboxRelay:
         async with self._engine.connect() as conn:
             return await self._round_on(conn, then)
 
+    async def _publish(self, rows: Sequence[Published], then: Sequence[Any]) -> None:
+        """XADD the rows, then the `then` commands, in one MULTI/EXEC; raises if any of them failed.
+
+        MULTI/EXEC, not a plain pipeline: Redis serves a consumer blocked in XREADGROUP as soon as the first XADD of
+        a pipeline lands, so a plain pipeline of n events reached the next stage as a batch of one and then one of
+        n - 1, each paying a batch's fixed cost. Inside MULTI the consumer is served once EXEC has appended them
+        all, and reads them as one batch. MULTI and EXEC go as plain commands of a plain pipeline: the same bytes
+        to Redis as redis-py's transaction pipeline, whose client-side bookkeeping cost ~85 µs of CPU per round
+        (192 against 107 µs for one XADD)."""
+        keys = [streams.qualified(row.stream, self._prefix) for row in rows]
+        if not self._raw_multi:
+            pipe = self._redis.pipeline(transaction=True)
+            for key, row in zip(keys, rows, strict=True):
+                pipe.xadd(key, {"__data__": row.payload})
+            for command in then:
+                pipe.execute_command(*command)
+            await pipe.execute()
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.execute_command("MULTI")
+        for key, row in zip(keys, rows, strict=True):
+            pipe.execute_command("XADD", key, "*", "__data__", row.payload)
+        for command in then:
+            pipe.execute_command(*command)
+        pipe.execute_command("EXEC")
+        # a command Redis refused to queue raises here (and EXEC answers EXECABORT: nothing was applied)
+        replies = await pipe.execute()
+        results = replies[-1]
+        if not isinstance(results, list) or len(results) != len(rows) + len(then):
+            raise RuntimeError(f"MULTI/EXEC answered {results!r}")
+        for result in results:
+            if isinstance(result, Exception):  # failed inside EXEC; the round rolls back, the rows stay unsent
+                raise result
+
     async def _round_on(self, conn: AsyncConnection, then: Sequence[Any]) -> int | None:
         # Core statements on the connection, in a transaction of its own: no ORM session per round
         async with conn.begin():
@@ -140,20 +189,13 @@ class OutboxRelay:
             # Mark and read the oldest unsent rows in one statement. The mark is only committed after every XADD
             # went through: if publishing fails, the transaction rolls back and the rows stay unsent.
             now = utcnow()
-            rows = sorted(  # RETURNING promises no order; the stream order is the commit order
-                (await conn.execute(self._mark, {"now": now})).all(), key=lambda r: r.id)
+            taken = fetch_inline(conn, self._mark, {"now": now})  # SQLite on this thread: straight on sqlite3
+            if taken is None:
+                taken = (await conn.execute(self._mark, {"now": now})).all()
+            rows = sorted(map(Published._make, taken), key=lambda r: r.id)  # RETURNING promises no order
             if not rows:
                 return 0
-            # MULTI/EXEC, not a plain pipeline: Redis serves a consumer blocked in XREADGROUP as soon as the
-            # first XADD of a pipeline lands, so a plain pipeline of n events reaches the next stage as a batch
-            # of one and then one of n - 1, each paying a batch's fixed cost. Inside MULTI the consumer is
-            # served once EXEC has appended them all, and reads them as one batch.
-            pipe = self._redis.pipeline(transaction=True)
-            for row in rows:
-                pipe.xadd(streams.qualified(row.stream, self._prefix), {"__data__": row.payload})
-            for command in then:
-                pipe.execute_command(*command)
-            await pipe.execute()
+            await self._publish(rows, then)
             if logs.MESSAGES.isEnabledFor(logging.INFO):
                 for row in rows:
                     logs.MESSAGES.info("published", extra={"event_id": row.event_id, "correlation_id": row.correlation_id,

@@ -323,6 +323,31 @@ async def test_a_crash_between_xadd_and_marking_the_row_sent_republishes_and_con
         assert len(await read_all(redis_client, prefix, streams.LOAN_REQUESTED)) == 1
 
 
+async def test_an_xadd_refused_inside_the_publish_round_leaves_the_rows_unsent_until_redis_takes_it(
+    apps_app, redis_client, prefix
+):
+    """A command that fails inside MULTI/EXEC (here: the stream's key holds a string) fails the whole round: the
+    rows stay unsent and the relay publishes them, once, when Redis accepts them."""
+    key = f"{prefix}{streams.PROCUREMENT_SUBMITTED}"
+    await redis_client.set(key, "not a stream")
+    async with running(apps_app) as (client, rt):
+        r = await client.post("/procurements", json=proposal())
+        assert r.status_code == 201
+        await asyncio.sleep(0.3)  # several relay rounds (FAST interval), each refused
+        assert await count(rt, OutboxRow, OutboxRow.published_at.is_(None)) == 1  # type: ignore[union-attr]
+        assert await redis_client.type(key) == b"string"
+        await redis_client.delete(key)
+        published = await wait_for(lambda: _at_least(read_all(redis_client, prefix, streams.PROCUREMENT_SUBMITTED), 1),
+                                   message="the event published once Redis takes it")
+        assert [e["case_id"] for e in published] == [r.json()["id"]]
+
+        async def all_marked_sent() -> bool:
+            return await count(rt, OutboxRow, OutboxRow.published_at.is_(None)) == 0  # type: ignore[union-attr]
+
+        await wait_for(all_marked_sent, message="the outbox row marked sent")
+        assert len(await read_all(redis_client, prefix, streams.PROCUREMENT_SUBMITTED)) == 1
+
+
 # --- origin verification -----------------------------------------------------------------------------------
 
 
