@@ -335,6 +335,28 @@ def fetch_inline(conn: AsyncConnection, statement: Any, params: dict[str, Any]) 
         raise sa_exc.OperationalError(sql, values, e) from e
 
 
+async def read_beside(engine: AsyncEngine, sql: str, params: tuple[Any, ...] = ()) -> list[Any] | None:
+    """On a SQLite file: run a read on a read-only connection of its own, in a worker thread, and return its rows;
+    None for other databases (the caller reads through its session).
+
+    For reads that scan (a metrics gauge over every case): on the service's one connection such a read holds up
+    every batch and request queued for it (a GROUP BY over 100 000 cases: ~6 ms, longer as the table grows) and
+    runs on the event loop. In WAL mode a reader beside the writer blocks neither."""
+    url = engine.url
+    if not is_sqlite(str(url)) or not url.database or url.database == ":memory:":
+        return None
+    path = url.database
+
+    def read() -> list[Any]:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_WAIT_S, check_same_thread=False)
+        try:
+            return con.execute(sql, params).fetchall()
+        finally:
+            con.close()
+
+    return await asyncio.to_thread(read)
+
+
 def insert_of(key: Any) -> Any:
     """A model's or table's INSERT statement, built once (an executemany key for `executemany`)."""
     if key not in _INSERTS:

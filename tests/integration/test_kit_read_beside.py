@@ -1,0 +1,32 @@
+"""Reads beside the service's connection (db.read_beside): a scan for a metrics gauge must not queue behind, or
+hold up, the service's one SQLite connection."""
+
+from __future__ import annotations
+
+import asyncio
+
+from shared.kit import db
+
+
+async def test_a_read_beside_answers_while_the_services_connection_holds_the_write_lock(tmp_path) -> None:
+    engine = db.make_engine(f"sqlite+aiosqlite:///{tmp_path}/beside.db")
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+            await conn.exec_driver_sql("INSERT INTO t VALUES (1), (2)")
+        async with engine.connect() as conn, conn.begin():  # the pool's only connection, in a write transaction
+            await conn.exec_driver_sql("INSERT INTO t VALUES (3)")
+            # through the pool this would wait for the connection above: a deadlock, here a timeout
+            rows = await asyncio.wait_for(db.read_beside(engine, "SELECT count(*) FROM t"), timeout=5)
+            assert rows == [(2,)]  # what is committed; the open transaction's row is not seen
+        assert await db.read_beside(engine, "SELECT count(*) FROM t") == [(3,)]
+    finally:
+        await engine.dispose()
+
+
+async def test_other_databases_are_read_through_the_session() -> None:
+    engine = db.make_engine("postgresql+asyncpg://nobody@localhost/none")  # never connected
+    try:
+        assert await db.read_beside(engine, "SELECT 1") is None
+    finally:
+        await engine.dispose()
