@@ -8,8 +8,8 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -275,6 +275,32 @@ def _plan(statement: Any, keys: tuple[str, ...], dialect: Any) -> tuple[str, lis
                               else None) for name in compiled.positiontup]
 
 
+def _cached_plan(conn: AsyncConnection, statement: Any, keys: tuple[str, ...]) -> Any:
+    key = (statement, keys)
+    if key not in _PLANS:
+        _PLANS[key] = _plan(statement, keys, conn.dialect)
+    return _PLANS[key]
+
+
+def _bound(sql: str, cols: list[tuple[str, Any, Any]], rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Each row's positional values, converted by the bind processors (a refused value raised as Core does)."""
+    try:
+        return [tuple((p(r[n]) if p else r[n]) if n in r else d for n, p, d in cols) for r in rows]
+    except Exception as e:  # a bind processor refused a value (e.g. a float for money), as Core reports it
+        raise sa_exc.StatementError(str(e), sql, None, e) from e
+
+
+@contextmanager
+def _as_core_errors(sql: str, params: Any) -> Iterator[None]:
+    """sqlite3's errors as SQLAlchemy's, as a Core execute raises them."""
+    try:
+        yield
+    except sqlite3.IntegrityError as e:
+        raise sa_exc.IntegrityError(sql, params, e) from e
+    except sqlite3.Error as e:
+        raise sa_exc.OperationalError(sql, params, e) from e
+
+
 async def executemany(conn: AsyncConnection, statement: Any, rows: list[dict[str, Any]]) -> None:
     """Run `statement` once per row (an executemany of INSERTs or UPDATEs; nothing returned).
 
@@ -287,22 +313,12 @@ async def executemany(conn: AsyncConnection, statement: Any, rows: list[dict[str
     raw = _inline_connection(conn) if rows else None
     if raw is not None:
         keys = tuple(rows[0])
-        key = (statement, keys)
-        if key not in _PLANS:
-            _PLANS[key] = _plan(statement, keys, conn.dialect)
-        plan = _PLANS[key]
+        plan = _cached_plan(conn, statement, keys)
         if plan is not None and all(tuple(r) == keys for r in rows):  # else Core reports a missing value
             sql, cols = plan
-            try:
-                params = [tuple((p(r[n]) if p else r[n]) if n in r else d for n, p, d in cols) for r in rows]
-            except Exception as e:  # a bind processor refused a value (e.g. a float for money), as Core reports it
-                raise sa_exc.StatementError(str(e), sql, None, e) from e
-            try:
+            params = _bound(sql, cols, rows)
+            with _as_core_errors(sql, params[0]):
                 raw.executemany(sql, params)
-            except sqlite3.IntegrityError as e:
-                raise sa_exc.IntegrityError(sql, params[0], e) from e
-            except sqlite3.Error as e:
-                raise sa_exc.OperationalError(sql, params[0], e) from e
             return
     await conn.execute(statement, rows)
 
@@ -318,21 +334,13 @@ def fetch_inline(conn: AsyncConnection, statement: Any, params: dict[str, Any]) 
     raw = _inline_connection(conn)
     if raw is None:
         return None
-    keys = tuple(params)
-    key = (statement, keys)
-    if key not in _PLANS:
-        _PLANS[key] = _plan(statement, keys, conn.dialect)
-    plan = _PLANS[key]
+    plan = _cached_plan(conn, statement, tuple(params))
     if plan is None:
         return None
     sql, cols = plan
-    values = tuple((p(params[n]) if p else params[n]) if n in params else d for n, p, d in cols)
-    try:
+    [values] = _bound(sql, cols, [params])
+    with _as_core_errors(sql, values):
         return raw.execute(sql, values).fetchall()
-    except sqlite3.IntegrityError as e:
-        raise sa_exc.IntegrityError(sql, values, e) from e
-    except sqlite3.Error as e:
-        raise sa_exc.OperationalError(sql, values, e) from e
 
 
 async def read_beside(engine: AsyncEngine, sql: str, params: tuple[Any, ...] = ()) -> list[Any] | None:
