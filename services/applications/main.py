@@ -25,13 +25,13 @@ PUBLISHES = {
 }
 
 
+_CASES_BY_STATUS = db.FixedQuery(select(CaseRow.status, func.count()).group_by(CaseRow.status))
+
+
 async def _case_gauges(rt: Runtime) -> dict[str, dict[tuple[str, ...], float]]:
     """Cases per status. On SQLite, counted beside the service's connection (a scrape must not stall the batches)."""
     assert rt.factory is not None and rt.engine is not None
-    rows = await db.read_beside(rt.engine, "SELECT status, count(*) FROM cases GROUP BY status")
-    if rows is None:
-        async with rt.factory() as s:
-            rows = (await s.exec(select(CaseRow.status, func.count()).group_by(CaseRow.status))).all()
+    rows = await db.read_beside(rt.engine, rt.factory, _CASES_BY_STATUS)
     return {"safe_cases": {(status,): float(n) for status, n in rows}}
 
 

@@ -343,22 +343,23 @@ def fetch_inline(conn: AsyncConnection, statement: Any, params: dict[str, Any]) 
         return raw.execute(sql, values).fetchall()
 
 
-async def read_beside(engine: AsyncEngine, sql: str, params: tuple[Any, ...] = ()) -> list[Any] | None:
-    """On a SQLite file: run a read on a read-only connection of its own, in a worker thread, and return its rows;
-    None for other databases (the caller reads through its session).
+async def read_beside(engine: AsyncEngine, factory: async_sessionmaker[AsyncSession], query: FixedQuery) -> list[Any]:
+    """The rows of `query`; on a SQLite file read on a read-only connection of its own, in a worker thread, and
+    elsewhere through a session of `factory`.
 
-    For reads that scan (a metrics gauge over every case): on the service's one connection such a read holds up
-    every batch and request queued for it (a GROUP BY over 100 000 cases: ~6 ms, longer as the table grows) and
+    For reads that scan (a metrics gauge over every case): on the service's one SQLite connection such a read holds
+    up every batch and request queued for it (a GROUP BY over 100 000 cases: ~6 ms, longer as the table grows) and
     runs on the event loop. In WAL mode a reader beside the writer blocks neither."""
-    url = engine.url
-    if not is_sqlite(str(url)) or not url.database or url.database == ":memory:":
-        return None
-    path = url.database
+    path = engine.url.database
+    if not is_sqlite(str(engine.url)) or not path or path == ":memory:":
+        async with factory() as session:
+            return await query.all(session)
+    sql = query.sql(engine.dialect)
 
     def read() -> list[Any]:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_WAIT_S, check_same_thread=False)
         try:
-            return con.execute(sql, params).fetchall()
+            return con.execute(sql).fetchall()
         finally:
             con.close()
 
@@ -400,14 +401,20 @@ class FixedQuery:
         self._statement = statement
         self._sql: dict[str, str] = {}
 
-    async def one(self, session: AsyncSession) -> Any:
-        conn = await session.connection()
-        dialect = conn.dialect
+    def sql(self, dialect: Any) -> str:
         sql = self._sql.get(dialect.name)
         if sql is None:
             sql = self._sql[dialect.name] = str(
                 self._statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-        return (await conn.exec_driver_sql(sql)).one()
+        return sql
+
+    async def one(self, session: AsyncSession) -> Any:
+        conn = await session.connection()
+        return (await conn.exec_driver_sql(self.sql(conn.dialect))).one()
+
+    async def all(self, session: AsyncSession) -> list[Any]:
+        conn = await session.connection()
+        return list((await conn.exec_driver_sql(self.sql(conn.dialect))).all())
 
 
 @asynccontextmanager

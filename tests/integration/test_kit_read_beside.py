@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import asyncio
 
+from sqlalchemy import column, func, select, table
+
 from shared.kit import db
+
+COUNT = db.FixedQuery(select(func.count()).select_from(table("t", column("x"))))
 
 
 async def test_a_read_beside_answers_while_the_services_connection_holds_the_write_lock(tmp_path) -> None:
     engine = db.make_engine(f"sqlite+aiosqlite:///{tmp_path}/beside.db")
+    factory = db.session_factory(engine)
     try:
         async with engine.begin() as conn:
             await conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
@@ -17,16 +22,19 @@ async def test_a_read_beside_answers_while_the_services_connection_holds_the_wri
         async with engine.connect() as conn, conn.begin():  # the pool's only connection, in a write transaction
             await conn.exec_driver_sql("INSERT INTO t VALUES (3)")
             # through the pool this would wait for the connection above: a deadlock, here a timeout
-            rows = await asyncio.wait_for(db.read_beside(engine, "SELECT count(*) FROM t"), timeout=5)
+            rows = await asyncio.wait_for(db.read_beside(engine, factory, COUNT), timeout=5)
             assert rows == [(2,)]  # what is committed; the open transaction's row is not seen
-        assert await db.read_beside(engine, "SELECT count(*) FROM t") == [(3,)]
+        assert await db.read_beside(engine, factory, COUNT) == [(3,)]
     finally:
         await engine.dispose()
 
 
-async def test_other_databases_are_read_through_the_session() -> None:
-    engine = db.make_engine("postgresql+asyncpg://nobody@localhost/none")  # never connected
+async def test_other_databases_are_read_through_a_session(pg_url) -> None:
+    engine = db.make_engine(pg_url)
     try:
-        assert await db.read_beside(engine, "SELECT 1") is None
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+            await conn.exec_driver_sql("INSERT INTO t VALUES (1), (2), (3)")
+        assert [tuple(r) for r in await db.read_beside(engine, db.session_factory(engine), COUNT)] == [(3,)]
     finally:
         await engine.dispose()
