@@ -103,6 +103,20 @@ def current_trace_context() -> dict[str, str] | None:
     return carrier or None
 
 
+@contextmanager
+def _unrecorded(parent: otel_context.Context | None) -> Iterator[trace.Span]:
+    """No span (nothing records them); an incoming trace context, if any, is made current so that what is written
+    meanwhile (events in the outbox) carries it on."""
+    if parent is None:
+        yield trace.INVALID_SPAN
+        return
+    token = otel_context.attach(parent)
+    try:
+        yield trace.get_current_span()
+    finally:
+        otel_context.detach(token)
+
+
 @asynccontextmanager
 async def consumer_span(service: str, stream: str, event: Any, event_id: str) -> AsyncIterator[trace.Span]:
     """One span per handled message, child of the producer's span carried in `event.trace_context`.
@@ -110,14 +124,8 @@ async def consumer_span(service: str, stream: str, event: Any, event_id: str) ->
     the events this message causes carry it too."""
     carrier = getattr(event, "trace_context", None)
     if not _recording():
-        if not carrier:
-            yield trace.INVALID_SPAN
-            return
-        token = otel_context.attach(propagate.extract(carrier))
-        try:
-            yield trace.get_current_span()
-        finally:
-            otel_context.detach(token)
+        with _unrecorded(propagate.extract(carrier) if carrier else None) as span:
+            yield span
         return
     parent = propagate.extract(carrier) if carrier else otel_context.get_current()
     with _tracer.start_as_current_span(
@@ -142,14 +150,8 @@ def server_span(method: str, path: str, headers: dict[str, str]) -> Iterator[tra
     path); an incoming trace context is still made current, so the events the request writes carry it."""
     parent = propagate.extract(headers) if "traceparent" in headers else None
     if not _recording():
-        if parent is None:
-            yield trace.INVALID_SPAN
-            return
-        token = otel_context.attach(parent)
-        try:
-            yield trace.get_current_span()
-        finally:
-            otel_context.detach(token)
+        with _unrecorded(parent) as span:
+            yield span
         return
     with _tracer.start_as_current_span(
         f"{method} {path}", context=parent, kind=trace.SpanKind.SERVER,
