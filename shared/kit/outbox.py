@@ -153,26 +153,21 @@ class OutboxRelay:
         all, and reads them as one batch. MULTI and EXEC go as plain commands of a plain pipeline: the same bytes
         to Redis as redis-py's transaction pipeline, whose client-side bookkeeping cost ~85 µs of CPU per round
         (192 against 107 µs for one XADD)."""
-        keys = [streams.qualified(row.stream, self._prefix) for row in rows]
-        if not self._raw_multi:
+        commands = [("XADD", streams.qualified(row.stream, self._prefix), "*", "__data__", row.payload) for row in rows]
+        commands.extend(then)
+        if not self._raw_multi:  # a cluster client: redis-py's transaction pipeline
             pipe = self._redis.pipeline(transaction=True)
-            for key, row in zip(keys, rows, strict=True):
-                pipe.xadd(key, {"__data__": row.payload})
-            for command in then:
+            for command in commands:
                 pipe.execute_command(*command)
             await pipe.execute()
             return
         pipe = self._redis.pipeline(transaction=False)
-        pipe.execute_command("MULTI")
-        for key, row in zip(keys, rows, strict=True):
-            pipe.execute_command("XADD", key, "*", "__data__", row.payload)
-        for command in then:
+        for command in [("MULTI",), *commands, ("EXEC",)]:
             pipe.execute_command(*command)
-        pipe.execute_command("EXEC")
         # a command Redis refused to queue raises here (and EXEC answers EXECABORT: nothing was applied)
         replies = await pipe.execute()
         results = replies[-1]
-        if not isinstance(results, list) or len(results) != len(rows) + len(then):
+        if not isinstance(results, list) or len(results) != len(commands):
             raise RuntimeError(f"MULTI/EXEC answered {results!r}")
         for result in results:
             if isinstance(result, Exception):  # failed inside EXEC; the round rolls back, the rows stay unsent
