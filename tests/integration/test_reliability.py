@@ -245,20 +245,26 @@ async def test_applications_every_event_type_delivered_twice_changes_nothing(app
             await xadd(redis_client, prefix, stream, ev)
         await wait_for(lambda: _status_is(client, case_a, "loan_requested"), message="A loan_requested")
         await wait_for(lambda: _status_is(client, case_b, "loan_requested"), message="B loan_requested")
-        twice = [
+        decisions = [
             (streams.LOAN_APPROVED, contracts.LoanApproved(correlation_id=case_a, case_id=case_a, loans=[
                 contracts.ApprovedLoan(loan_id="L-1", member_state="PL", amount_eur=Decimal("950000.00"))])),
             (streams.LOAN_REJECTED, contracts.LoanRejected(correlation_id=case_b, case_id=case_b, reasons=[
                 contracts.LoanDecisionReason(member_state="PL", rule="L-2", message="over the facility")])),
-            *[(stream, contracts.OperatorActionRecorded(correlation_id=case_a, case_id=case_a, producer=p,
-                                                        action="test.poke", actor="tester", target=f"{p}/x"))
-              for p, stream in streams.OPERATOR_ACTION_RECORDED.items()],
         ]
-        for stream, ev in twice:
+        for stream, ev in decisions:
             await xadd(redis_client, prefix, stream, ev)
             await xadd(redis_client, prefix, stream, ev)
         await wait_for(lambda: _status_is(client, case_a, "loan_approved"), message="A approved")
         await wait_for(lambda: _status_is(client, case_b, "loan_rejected"), message="B rejected")
+        # the operator actions only then: they come on streams of their own, read by other consumers, so sent
+        # together with the decision they could be recorded before it and the timeline below would differ
+        actions = [(stream, contracts.OperatorActionRecorded(correlation_id=case_a, case_id=case_a, producer=p,
+                                                             action="test.poke", actor="tester", target=f"{p}/x"))
+                   for p, stream in streams.OPERATOR_ACTION_RECORDED.items()]
+        for stream, ev in actions:
+            await xadd(redis_client, prefix, stream, ev)
+            await xadd(redis_client, prefix, stream, ev)
+        twice = [*decisions, *actions]
         await wait_for(lambda: settled(redis_client, prefix, "applications", subs), message="all acked")
         await asyncio.sleep(0.3)  # let the relay run once more: a doubled effect would show now
 
