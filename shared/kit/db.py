@@ -343,6 +343,36 @@ def fetch_inline(conn: AsyncConnection, statement: Any, params: dict[str, Any]) 
         return raw.execute(sql, values).fetchall()
 
 
+@asynccontextmanager
+async def short_transaction(conn: AsyncConnection) -> AsyncIterator[None]:
+    """`conn.begin()` for a few Core statements; on this process's inline SQLite connection, BEGIN IMMEDIATE and
+    COMMIT (or ROLLBACK) straight on sqlite3: SQLAlchemy's transaction around them (greenlet hops, its events)
+    costs more than they do. Inside, run statements with `executemany` / `fetch_inline`, which take the direct path
+    too: SQLAlchemy does not know of this transaction, and a Core execute would try to begin its own. When
+    another process holds the write lock, it takes SQLAlchemy's path, which waits for it asynchronously."""
+    driver = getattr(conn.sync_connection.connection, "driver_connection", None) if conn.sync_connection else None
+    raw = _sqlite_of(conn.sync_connection.connection) if conn.sync_connection is not None else None
+    began = False
+    if raw is not None and not raw.in_transaction and not conn.in_transaction():
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+            began = True
+        except sqlite3.OperationalError as e:
+            if not _busy(e):
+                raise
+    if not began:
+        async with conn.begin():
+            yield
+        return
+    try:
+        yield
+    except BaseException:
+        raw.rollback()  # type: ignore[union-attr]
+        raise
+    with _as_core_errors("COMMIT", ()):
+        await driver.commit()  # type: ignore[union-attr]  # on this thread; a busy COMMIT is waited for
+
+
 async def read_beside(engine: AsyncEngine, factory: async_sessionmaker[AsyncSession], query: FixedQuery) -> list[Any]:
     """The rows of `query`; on a SQLite file read on a read-only connection of its own, in a worker thread, and
     elsewhere through a session of `factory`.

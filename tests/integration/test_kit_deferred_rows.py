@@ -229,3 +229,62 @@ async def test_a_transaction_waits_for_another_process_holding_the_sqlite_write_
     con = sqlite3.connect(path)
     assert con.execute("SELECT count(*) FROM t").fetchone() == (1,)
     con.close()
+
+
+async def test_a_short_transaction_commits_what_ran_in_it_and_rolls_back_on_error(factory):
+    """`short_transaction`: on the inline SQLite connection BEGIN and COMMIT go straight to sqlite3 (SQLAlchemy
+    never sees that transaction), elsewhere it is `conn.begin()`; statements run in it with `executemany` /
+    `fetch_inline` commit together, or not at all."""
+    from sqlalchemy import bindparam, update
+
+    from shared.kit.tables import TS, utcnow
+
+    outbox = OutboxRow.__table__  # type: ignore[attr-defined]
+    mark = update(outbox).where(outbox.c.event_id == bindparam("e")).values(published_at=bindparam("at", type_=TS))
+    async with db.transaction(factory) as s:
+        for i in range(3):
+            s.add(OutboxRow(event_id=f"s{i}", stream="x", event_type="T", correlation_id="c", payload="{}"))
+    engine = factory.kw["bind"]
+    async with engine.connect() as conn:
+        async with db.short_transaction(conn):
+            await db.executemany(conn, mark, [{"e": "s0", "at": utcnow()}, {"e": "s1", "at": utcnow()}])
+            if not dbs.on_postgres():
+                assert not conn.in_transaction()  # the direct path is the one under test
+        with pytest.raises(RuntimeError):
+            async with db.short_transaction(conn):
+                await db.executemany(conn, mark, [{"e": "s2", "at": utcnow()}])
+                raise RuntimeError("the round failed")
+        async with db.short_transaction(conn):  # the connection is usable after a rollback
+            pass
+    async with factory() as s:
+        sent = (await s.exec(select(OutboxRow.event_id).where(OutboxRow.published_at.is_not(None)))).all()  # type: ignore[union-attr]
+    assert sorted(sent) == ["s0", "s1"]
+
+
+async def test_a_short_transaction_waits_for_another_process_holding_the_sqlite_write_lock(tmp_path):
+    import asyncio
+    import sqlite3
+
+    path = tmp_path / "short.db"
+    engine = db.make_engine(f"sqlite+aiosqlite:///{path}")
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        other.execute("BEGIN IMMEDIATE")  # a replica's transaction holds the lock
+
+        async def write() -> None:
+            async with engine.connect() as conn, db.short_transaction(conn):
+                await conn.exec_driver_sql("INSERT INTO t VALUES (1)")  # SQLAlchemy's transaction: it waited
+
+        task = asyncio.create_task(write())
+        done, _ = await asyncio.wait({task}, timeout=0.1)  # the event loop runs on while the writer waits
+        assert not done
+        other.execute("COMMIT")
+        await asyncio.wait_for(task, timeout=10)
+    finally:
+        other.close()
+        await engine.dispose()
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT count(*) FROM t").fetchone() == (1,)
+    con.close()

@@ -290,21 +290,21 @@ async def test_applications_every_event_type_delivered_twice_changes_nothing(app
 async def test_a_crash_between_xadd_and_marking_the_row_sent_republishes_and_consumers_process_it_once(
     apps_app, redis_client, prefix, monkeypatch
 ):
-    from redis.asyncio.client import Pipeline
+    from shared.kit.outbox import OutboxRelay
 
     crashed: list[int] = []
-    real_execute = Pipeline.execute
+    real_send = OutboxRelay._send
 
     async def crash_once(self: Any, *args: Any, **kwargs: Any) -> Any:
-        result = await real_execute(self, *args, **kwargs)
-        # the pipeline has executed (the events are on their streams); the process "dies" before the relay's
+        result = await real_send(self, *args, **kwargs)
+        # Redis has executed the round (the events are on their streams); the process "dies" before the relay's
         # transaction, which marks the rows sent, commits
         if not crashed:
             crashed.append(1)
             raise ConnectionError("simulated crash after XADD, before marking the rows sent")
         return result
 
-    monkeypatch.setattr(Pipeline, "execute", crash_once)
+    monkeypatch.setattr(OutboxRelay, "_send", crash_once)
     async with running(apps_app) as (client, rt):
         r = await client.post("/procurements", json=proposal())
         case_id = r.json()["id"]

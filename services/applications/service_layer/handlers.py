@@ -14,7 +14,7 @@ from sqlalchemy import String, bindparam, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm.attributes import set_attribute
-from sqlmodel import col, select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.applications.adapters.tables import CaseParticipant, CaseRow, TimelineRow
@@ -233,18 +233,22 @@ async def on_submit_command(ctx: HandlerContext, proposal: contracts.Proposal) -
     ctx.emitted += 1
 
 
-_NOW_VERIFYING = (  # built once: run after every round that published a verification request
-    update(CaseRow)
-    .where(col(CaseRow.id).in_(bindparam("ids", expanding=True)), CaseRow.status == Status.submitted.value)
-    .values(status=Status.verifying.value, status_since=bindparam("now", type_=TS), updated_at=bindparam("now", type_=TS))
+_NOW_VERIFYING = (  # built once: run after every round that published a verification request, one row per case
+    update(_CASES)
+    .where(_CASES.c.id == bindparam("v_id"), _CASES.c.status == Status.submitted.value)
+    .values(status=Status.verifying.value, status_since=bindparam("v_now", type_=TS),
+            updated_at=bindparam("v_now", type_=TS))
 )
 
 
 async def after_publish(conn: AsyncConnection, rows: Sequence[Any]) -> None:
-    """A published verification request means the case is now with origin verification."""
-    ids = [r.correlation_id for r in rows if r.event_type in ("ProcurementSubmitted", "ReverificationRequested")]
-    if ids:
-        await conn.execute(_NOW_VERIFYING, {"ids": ids, "now": utcnow()})
+    """A published verification request means the case is now with origin verification. One executemany (on SQLite
+    straight on sqlite3, inside the relay's own short transaction), not an UPDATE with an IN list."""
+    now = utcnow()
+    changed = [{"v_id": r.correlation_id, "v_now": now} for r in rows
+               if r.event_type in ("ProcurementSubmitted", "ReverificationRequested")]
+    if changed:
+        await executemany(conn, _NOW_VERIFYING, changed)
 
 
 async def on_verification_completed(ctx: HandlerContext, event: contracts.OriginVerificationCompleted) -> None:
