@@ -492,7 +492,10 @@ class Messaging:
     async def _ack(self, sub: Subscription[Any], entry_ids: list[str]) -> None:
         assert self.redis is not None
         try:
-            await self.redis.xack(self.key(sub.stream), self.group, *entry_ids)
+            if isinstance(self.redis, Redis):  # not a cluster client: straight on a pooled connection (outbox.send)
+                await outbox.send(self.redis, [("XACK", self.key(sub.stream), self.group, *entry_ids)])
+            else:
+                await self.redis.xack(self.key(sub.stream), self.group, *entry_ids)
         except Exception:  # the entries stay pending; redelivery is harmless (inbox)
             log.exception("XACK failed", extra={"stream": sub.stream})
 
