@@ -10,12 +10,14 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 from sqlalchemy import event, insert
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.sql.base import Executable
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -271,8 +273,30 @@ def _plan(statement: Any, keys: tuple[str, ...], dialect: Any) -> tuple[str, lis
     if compiled.positiontup is None:
         return None
     procs = compiled._bind_processors
-    return compiled.string, [(name, procs.get(name), compiled.binds[name].effective_value if name in compiled.binds
-                              else None) for name in compiled.positiontup]
+    return compiled.string, [(name, _faster(procs.get(name), compiled.binds.get(name), dialect),
+                              compiled.binds[name].effective_value if name in compiled.binds else None)
+                             for name in compiled.positiontup]
+
+
+_SQLITE_DATETIME_FORMAT = sqlite_dialect.DATETIME._storage_format
+
+
+def _faster(proc: Any, bind: Any, dialect: Any) -> Any:
+    """SQLite's DATETIME bind processor fills a %-format from a dict of the value's fields (~2 µs, a few per row);
+    `isoformat` writes the same text in C. Only for SQLAlchemy's own DATETIME with its default storage format
+    (what `TS` is), and only for exact `datetime` values; anything else goes through the original processor."""
+    if proc is None or bind is None or dialect.name != "sqlite":
+        return proc
+    impl = bind.type.dialect_impl(dialect)
+    if type(impl) is not sqlite_dialect.DATETIME or impl._storage_format != _SQLITE_DATETIME_FORMAT:
+        return proc
+
+    def process(value: Any) -> Any:
+        if type(value) is datetime:  # "YYYY-MM-DD HH:MM:SS.ffffff", the offset (ignored by SQLAlchemy too) cut off
+            return value.isoformat(" ", "microseconds")[:26]
+        return proc(value)
+
+    return process
 
 
 def _cached_plan(conn: AsyncConnection, statement: Any, keys: tuple[str, ...]) -> Any:

@@ -148,11 +148,11 @@ async def test_a_redelivered_event_in_an_optimistic_batch_is_acknowledged_as_a_d
 
 
 async def test_executemany_on_the_inline_sqlite_connection_stores_what_a_core_execute_stores(tmp_path):
-    """The direct sqlite3 path of `executemany` converts values with SQLAlchemy's own bind processors: the stored
-    text is the same as a Core execute's, for dates, exact money, booleans and NULLs, and constraint violations
+    """The direct sqlite3 path of `executemany` converts values with SQLAlchemy's own bind processors (for SQLite's
+    DATETIME, the kit's faster equivalent): the stored text is the same as a Core execute's, for dates, exact money, booleans and NULLs, and constraint violations
     and refused values surface as SQLAlchemy's errors."""
     import sqlite3
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, timedelta, timezone
     from decimal import Decimal
 
     import sqlalchemy as sa
@@ -168,7 +168,9 @@ async def test_executemany_on_the_inline_sqlite_connection_stores_what_a_core_ex
                         sa.Column("note", sa.String, nullable=True))
 
     direct, core = table("direct"), table("core")
-    rows = [{"k": f"r{i}", "at": datetime(2026, 11, 28, 13, i, 7, 123456, tzinfo=UTC), "amount": Decimal(a),
+    ats = [datetime(2026, 11, 28, 13, 0, 7, 123456, tzinfo=UTC), datetime(2026, 11, 28, 13, 1, 7),  # no microseconds
+           datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=-5)))]  # a short year, another offset
+    rows = [{"k": f"r{i}", "at": ats[i], "amount": Decimal(a),
              "flag": i % 2 == 0, "note": None if i % 2 else "x"} for i, a in enumerate(["0.10", "46796822.00", "9.99"])]
     path = tmp_path / "exact.db"
     engine = db.make_engine(f"sqlite+aiosqlite:///{path}")
@@ -177,8 +179,12 @@ async def test_executemany_on_the_inline_sqlite_connection_stores_what_a_core_ex
             await conn.run_sync(meta.create_all)
         async with engine.begin() as conn:
             assert db._inline_connection(conn) is not None  # the direct path is the one under test
-            await db.executemany(conn, direct.insert(), rows)
+            insert_direct = direct.insert()
+            await db.executemany(conn, insert_direct, rows)
             await conn.execute(core.insert(), rows)
+            # and dates went through the kit's faster DATETIME processor, not SQLAlchemy's
+            [(_, cols)] = [plan for (stmt, _), plan in db._PLANS.items() if stmt is insert_direct]
+            assert "_faster" in next(p for name, p, _ in cols if name == "at").__qualname__
         with pytest.raises(sa.exc.IntegrityError):
             async with engine.begin() as conn:
                 await db.executemany(conn, direct.insert(), rows[:1])
