@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -117,12 +117,33 @@ def _unrecorded(parent: otel_context.Context | None) -> Iterator[trace.Span]:
         otel_context.detach(token)
 
 
-@asynccontextmanager
-async def consumer_span(service: str, stream: str, event: Any, event_id: str) -> AsyncIterator[trace.Span]:
+class _NoSpan:
+    """The async context of a message handled with no span to make and no trace context to pass on: two plain
+    coroutines, against an `asynccontextmanager`'s generator (~4 % of a consumed message's CPU in a batch of 50)."""
+
+    async def __aenter__(self) -> trace.Span:
+        return trace.INVALID_SPAN
+
+    async def __aexit__(self, *_exc: object) -> None:
+        return None
+
+
+_NO_SPAN = _NoSpan()
+
+
+def consumer_span(service: str, stream: str, event: Any, event_id: str) -> AbstractAsyncContextManager[trace.Span]:
     """One span per handled message, child of the producer's span carried in `event.trace_context`.
     Without a recording tracer provider no span is made; an incoming trace context is still passed on, so
     the events this message causes carry it too."""
     carrier = getattr(event, "trace_context", None)
+    if not carrier and not _recording():
+        return _NO_SPAN
+    return _consumer_span(service, stream, event, event_id, carrier)
+
+
+@asynccontextmanager
+async def _consumer_span(service: str, stream: str, event: Any, event_id: str,
+                         carrier: dict[str, str] | None) -> AsyncIterator[trace.Span]:
     if not _recording():
         with _unrecorded(propagate.extract(carrier) if carrier else None) as span:
             yield span
