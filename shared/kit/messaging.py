@@ -78,8 +78,8 @@ class HandlerContext:
     event: Any
     emitted: int = 0
 
-    def emit(self, stream: str, event: Event) -> None:
-        outbox.emit(self.session, stream, event)
+    def emit(self, stream: str, event: Event, *, last: tuple[str, str] | None = None) -> None:
+        outbox.emit(self.session, stream, event, last=last)
         self.emitted += 1
 
     def audit(self, actor: str, action: str, target: str, *, reason: str | None = None, details: Any = None) -> None:

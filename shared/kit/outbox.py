@@ -41,12 +41,26 @@ class Published(NamedTuple):
     payload: str
 
 
-def emit(session: AsyncSession, stream: str, event: Event) -> None:
-    """Record an outgoing event in the caller's transaction (with the current trace context, if traced)."""
+def emit(session: AsyncSession, stream: str, event: Event, *, last: tuple[str, str] | None = None) -> None:
+    """Record an outgoing event in the caller's transaction (with the current trace context, if traced).
+
+    `last`: (name, JSON) of the event's last field, already serialized by the caller for something else (a report
+    stored beside it), so that it is not serialized twice; the payload is the same text as `model_dump_json()`."""
     if event.trace_context is None and (carrier := logs.current_trace_context()) is not None:
         event = event.model_copy(update={"trace_context": carrier})
     add_row(session, OutboxRow, event_id=str(event.event_id), stream=stream, event_type=event.event_type,
-            correlation_id=event.correlation_id, payload=event.model_dump_json())
+            correlation_id=event.correlation_id, payload=dump_json(event, last))
+
+
+def dump_json(event: Event, last: tuple[str, str] | None = None) -> str:
+    """`event.model_dump_json()`; with `last`, the event without its last field, that field's JSON appended."""
+    if last is None:
+        return event.model_dump_json()
+    name, value = last
+    if name != next(reversed(type(event).model_fields)):
+        raise ValueError(f"{name} is not the last field of {type(event).__name__}")
+    head = event.model_dump_json(exclude={name})
+    return f'{head[:-1]},"{name}":{value}}}'
 
 
 class OutboxRelay:

@@ -101,17 +101,18 @@ async def on_verification_requested(
     out = contracts.OriginVerificationCompleted(
         correlation_id=event.case_id, case_id=event.case_id, causation_id=event.event_id, result=result
     )
+    result_json = result.model_dump_json()  # stored in the report and sent in the event: serialized once
     add_row(  # a bulk INSERT per batch (an ORM object outside one)
         session, ReportRow,
         case_id=event.case_id, request_event_id=str(event.event_id), request_type=event.event_type,
         event_id=str(out.event_id), outcome=result.outcome, rules_version=result.rules_version,
         registry_version=status.registry_version, contract_signed_on=event.proposal.contract_signed_on,
-        participants=json.dumps(list(event.proposal.participants)), result=result.model_dump_json(),
+        participants=json.dumps(list(event.proposal.participants)), result=result_json,
         proposal=event.proposal.model_dump_json(),
     )
     if (answered := session.info.get(_ANSWERED)) is not None:
         answered[1].add(str(event.event_id))
-    ctx.emit(streams.ORIGIN_VERIFICATION_COMPLETED, out)
+    ctx.emit(streams.ORIGIN_VERIFICATION_COMPLETED, out, last=("result", result_json))
     log.debug("verified", extra={"event_id": str(out.event_id), "correlation_id": event.case_id, "service": SERVICE,
                                 "outcome": result.outcome, "causation_id": str(event.event_id)})
 
