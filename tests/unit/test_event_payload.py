@@ -1,5 +1,6 @@
 """An event's outbox payload built around a field the caller serialized already is the same text as
-`model_dump_json()` (origin verification stores its result in the report and sends it in the event)."""
+`model_dump_json()` (origin verification stores its result in the report and sends it in the event; applications
+stores the proposal in the case and sends it in ProcurementSubmitted)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,10 @@ def test_only_the_last_field_can_be_given() -> None:
     event = _completed()
     with pytest.raises(ValueError, match="not the last field"):
         dump_json(event, ("case_id", '"c-1"'))
+
+
+def test_a_submitted_proposal_given_as_text_makes_the_same_payload() -> None:
+    """Applications stores the proposal's JSON in the case and sends it in ProcurementSubmitted."""
+    p = proposal()
+    event = contracts.ProcurementSubmitted(correlation_id="c-1", case_id="c-1", proposal=p)
+    assert dump_json(event, ("proposal", p.model_dump_json())) == event.model_dump_json()

@@ -221,7 +221,7 @@ async def submit(
             return existing, False
     _timeline(session, case_id, event.event_type, f"proposal {proposal.reference} submitted via {via}",
               at=event.occurred_at, event_id=event.event_id, causation_id=causation_id)
-    outbox.emit(session, streams.PROCUREMENT_SUBMITTED, event)
+    outbox.emit(session, streams.PROCUREMENT_SUBMITTED, event, last=("proposal", text))  # serialized once
     return row, True
 
 
