@@ -7,7 +7,12 @@ of `make bench` hide the first, which is why they are measured here on their own
 path (`Messaging.process`, the handler, a real SQLite file and a real Redis), driven directly, without the
 stream read, on a warm process with nothing else running, timed with the thread's CPU clock.
 
-    python -m tests.bench.batchcost [--batches 200]"""
+    python -m tests.bench.batchcost [--batches 200]
+
+`--instructions` counts instructions instead, under valgrind's callgrind, only inside the timed loops (toggled
+with callgrind_control) and only on the event loop's thread: on this shared VM CPU times of the same build swing by
+tens of per cent between runs, instruction counts repeat to ~0.2 %, so a change of a few per cent can be seen.
+Slow (~50× under valgrind): use fewer batches, e.g. `--instructions --batches 30`."""
 
 from __future__ import annotations
 
@@ -15,7 +20,11 @@ import argparse
 import asyncio
 import importlib
 import json
+import os
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -35,6 +44,10 @@ from shared.kit.messaging import Entry
 
 DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
 QUIET = dict(log_level="WARNING", relay_interval_ms=1000, poll_interval_ms=100, claim_idle_ms=600_000, reclaim_interval_ms=60_000)
+# under callgrind, the idle polls of the stream readers and the relay would count between the measured batches
+UNDER_CALLGRIND = os.environ.get("SAFE_BATCHCOST_CALLGRIND") == "1"
+if UNDER_CALLGRIND:
+    QUIET.update(relay_interval_ms=600_000, poll_interval_ms=600_000)
 SIZES = (1, 50)
 _ids = iter(range(1, 10**9))
 
@@ -54,10 +67,13 @@ async def measure(rt: Any, stream: str, make: Callable[[int], Awaitable[list[Ent
         work = [await make(size) for _ in range(rounds)]
         cpu = []
         processed, duplicates = sub.processed, sub.duplicates
+        _callgrind("-i", "on")
         for entries in work:
             t = time.thread_time()
             await rt.messaging.process(sub, entries)
             cpu.append((time.thread_time() - t) * 1000)
+        _callgrind("-i", "off")
+        _callgrind("-d", f"{stream} size={size} rounds={rounds}")
         # every message went through its handler and was committed: no failure, retry or duplicate
         handled = sub.processed - processed
         if handled != rounds * size or sub.duplicates != duplicates:
@@ -68,6 +84,36 @@ async def measure(rt: Any, stream: str, make: Callable[[int], Awaitable[list[Ent
     per_message = (out[f"batch_of_{big}_ms"] - out["batch_of_1_ms"]) / (big - 1)
     out["per_message_ms"] = round(per_message, 3)
     out["fixed_ms"] = round(out["batch_of_1_ms"] - per_message, 3)
+    return out
+
+
+def _callgrind(*args: str) -> None:
+    if UNDER_CALLGRIND:
+        subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
+
+
+def instructions(batches: int) -> dict[str, dict[int, float]]:
+    """This module's measurement under callgrind: millions of instructions per batch, by stream and batch size."""
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
+                        f"--callgrind-out-file={tmp}/cg.%p", sys.executable, "-m", "tests.bench.batchcost",
+                        "--batches", str(batches)],
+                       check=True, env={**os.environ, "SAFE_BATCHCOST_CALLGRIND": "1"}, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        return read_dumps(Path(tmp))
+
+
+def read_dumps(directory: Path) -> dict[str, dict[int, float]]:
+    """Millions of instructions per batch from the dumps `measure` asked for, main thread only (not the
+    checkpointer's): each dump holds what ran since the one before, and only the timed loops were instrumented."""
+    out: dict[str, dict[int, float]] = {}
+    for f in sorted(directory.glob("cg.*-01")):
+        text = f.read_text(errors="replace")
+        label = re.search(r"^desc: Trigger: dump (\S+) size=(\d+) rounds=(\d+)$", text, re.M)
+        total = re.search(r"^totals: (\d+)", text, re.M)
+        if label and total:
+            stream, size, rounds = label.group(1), int(label.group(2)), int(label.group(3))
+            out.setdefault(stream, {})[size] = int(total.group(1)) / rounds / 1e6
     return out
 
 
@@ -205,12 +251,15 @@ async def run(redis_url: str, batches: int = 200) -> dict[str, Any]:
 
 
 def main() -> None:
-    import os
-    import sys
-
     ap = argparse.ArgumentParser(prog="python -m tests.bench.batchcost", description=__doc__.split("\n")[0])
     ap.add_argument("--batches", type=int, default=200)
+    ap.add_argument("--instructions", action="store_true", help="count instructions under callgrind (slow)")
     opts = ap.parse_args()
+    if opts.instructions:
+        print(f"{'stream consumed':52s} millions of instructions per batch (the event loop's thread)")
+        for stream, sizes in instructions(opts.batches).items():
+            print(f"{stream:52s} " + "   ".join(f"batch of {n}: {m:8.3f}" for n, m in sorted(sizes.items())))
+        return
     res = asyncio.run(run(os.environ.get("REDIS_URL", "redis://localhost:6379/0"), opts.batches))
     for service, handlers in res.items():
         for handler, f in handlers.items():
