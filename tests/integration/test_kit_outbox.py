@@ -13,7 +13,6 @@ from redis.exceptions import ResponseError
 from sqlalchemy import func
 from sqlmodel import select
 
-from services.applications import main as applications_main
 from services.testing.waiting import wait_for
 from shared.contracts import streams
 from shared.kit import db
@@ -23,12 +22,8 @@ from tests import dbs
 
 
 @pytest.fixture
-async def factory(tmp_path):
-    url = dbs.url(tmp_path, "relay")
-    await db.migrate(url, db.migrations_dir(applications_main.__file__))  # a service's tables include the kit's
-    engine = db.make_engine(url)
-    yield db.session_factory(engine)
-    await engine.dispose()
+def factory(kit_factory):
+    return kit_factory
 
 
 def _relay(factory: Any, redis_client: Any, prefix: str) -> OutboxRelay:

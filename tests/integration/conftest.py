@@ -1,0 +1,23 @@
+"""Fixtures of the integration layer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from services.applications import main as applications_main
+from shared.kit import db
+from tests import dbs
+
+
+@pytest.fixture
+async def kit_factory(tmp_path) -> AsyncIterator[Any]:
+    """A session factory on a fresh database (SQLite, or PostgreSQL in the PostgreSQL pass) with a service's
+    tables, which include the kit's (outbox, inbox, dead letters…)."""
+    url = dbs.url(tmp_path, "kit")
+    await db.migrate(url, db.migrations_dir(applications_main.__file__))
+    engine = db.make_engine(url)
+    yield db.session_factory(engine)
+    await engine.dispose()
