@@ -415,11 +415,12 @@ async def short_transaction(conn: AsyncConnection) -> AsyncIterator[None]:
         return
     try:
         yield
+        with _as_core_errors("COMMIT", ()):
+            await driver.commit()  # type: ignore[union-attr]  # on this thread; a busy COMMIT is waited for
     except BaseException:
-        raw.rollback()  # type: ignore[union-attr]
+        if raw.in_transaction:  # type: ignore[union-attr]  # (a failed COMMIT leaves it open)
+            raw.rollback()  # type: ignore[union-attr]
         raise
-    with _as_core_errors("COMMIT", ()):
-        await driver.commit()  # type: ignore[union-attr]  # on this thread; a busy COMMIT is waited for
 
 
 async def read_beside(engine: AsyncEngine, factory: async_sessionmaker[AsyncSession], query: FixedQuery) -> list[Any]:

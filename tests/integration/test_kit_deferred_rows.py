@@ -267,3 +267,30 @@ async def test_a_short_transaction_commits_what_ran_in_it_and_rolls_back_on_erro
     async with factory() as s:
         sent = (await s.exec(select(OutboxRow.event_id).where(OutboxRow.published_at.is_not(None)))).all()  # type: ignore[union-attr]
     assert sorted(sent) == ["s0", "s1"]
+
+
+async def test_a_short_transaction_whose_commit_fails_is_rolled_back_and_the_connection_works_on(tmp_path):
+    """A deferred foreign key is checked at COMMIT: the commit fails, as SQLAlchemy's IntegrityError, nothing of the
+    transaction stays, and the connection takes the next one."""
+    import sqlalchemy as sa
+
+    meta = sa.MetaData()
+    parent = sa.Table("parent", meta, sa.Column("id", sa.Integer, primary_key=True))
+    child = sa.Table("child", meta, sa.Column("id", sa.Integer, primary_key=True),
+                     sa.Column("pid", sa.Integer, sa.ForeignKey("parent.id", deferrable=True, initially="DEFERRED")))
+    engine = db.make_engine(dbs.url(tmp_path, "commitfails"))
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(meta.create_all)
+        async with engine.connect() as conn:
+            with pytest.raises(sa.exc.IntegrityError):
+                async with db.short_transaction(conn):
+                    await db.executemany(conn, child.insert(), [{"id": 1, "pid": 99}])  # no parent 99
+            assert not conn.in_transaction()
+            async with db.short_transaction(conn):
+                await db.executemany(conn, parent.insert(), [{"id": 99}])
+                await db.executemany(conn, child.insert(), [{"id": 2, "pid": 99}])
+        async with engine.connect() as conn:
+            assert (await conn.execute(sa.select(child.c.id))).scalars().all() == [2]
+    finally:
+        await engine.dispose()
