@@ -49,6 +49,18 @@ def _busy(e: sqlite3.OperationalError) -> bool:
     return "locked" in str(e) or "busy" in str(e)
 
 
+def _begin_now(raw: sqlite3.Connection) -> bool:
+    """BEGIN IMMEDIATE straight on sqlite3; False if another process holds the write lock (nothing begun: the caller
+    takes the path that waits for it asynchronously)."""
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as e:
+        if not _busy(e):
+            raise
+        return False
+    return True
+
+
 class InlineSQLite(aiosqlite.Connection):
     """aiosqlite's interface without its thread: each call runs on the event loop's thread.
 
@@ -164,16 +176,10 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         @event.listens_for(engine.sync_engine, "begin")
         def _on_begin(conn):  # type: ignore[no-untyped-def]
             raw = _sqlite_of(conn.connection)
-            if raw is not None:
-                # straight on sqlite3 (microseconds) rather than through a Core execute (~0.1 ms); only when
-                # another process holds the write lock does it take the path that waits asynchronously
-                try:
-                    raw.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as e:
-                    if not _busy(e):
-                        raise
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # straight on sqlite3 (microseconds) rather than through a Core execute (~0.1 ms); only when another
+            # process holds the write lock does it take the path that waits asynchronously
+            if raw is None or not _begin_now(raw):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         if inline:
             checkpointer = Checkpointer(path, owner=engine.sync_engine)
@@ -399,27 +405,19 @@ async def short_transaction(conn: AsyncConnection) -> AsyncIterator[None]:
     costs more than they do. Inside, run statements with `executemany` / `fetch_inline`, which take the direct path
     too: SQLAlchemy does not know of this transaction, and a Core execute would try to begin its own. When
     another process holds the write lock, it takes SQLAlchemy's path, which waits for it asynchronously."""
-    driver = getattr(conn.sync_connection.connection, "driver_connection", None) if conn.sync_connection else None
-    raw = _sqlite_of(conn.sync_connection.connection) if conn.sync_connection is not None else None
-    began = False
-    if raw is not None and not raw.in_transaction and not conn.in_transaction():
-        try:
-            raw.execute("BEGIN IMMEDIATE")
-            began = True
-        except sqlite3.OperationalError as e:
-            if not _busy(e):
-                raise
-    if not began:
+    driver = conn.sync_connection.connection.driver_connection if conn.sync_connection is not None else None
+    raw = driver._connection if isinstance(driver, InlineSQLite) else None
+    if raw is None or raw.in_transaction or conn.in_transaction() or not _begin_now(raw):
         async with conn.begin():
             yield
         return
     try:
         yield
         with _as_core_errors("COMMIT", ()):
-            await driver.commit()  # type: ignore[union-attr]  # on this thread; a busy COMMIT is waited for
+            await driver.commit()  # on this thread; a busy COMMIT is waited for
     except BaseException:
-        if raw.in_transaction:  # type: ignore[union-attr]  # (a failed COMMIT leaves it open)
-            raw.rollback()  # type: ignore[union-attr]
+        if raw.in_transaction:  # (a failed COMMIT leaves it open)
+            raw.rollback()
         raise
 
 
