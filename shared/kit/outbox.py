@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 from sqlalchemy import bindparam, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel import select
@@ -86,9 +85,9 @@ class OutboxRelay:
         self._postgres = postgres
         self._engine = factory.kw["bind"]
         self._mark = _mark_oldest(batch)
-        # MULTI/EXEC sent as plain commands in one pipeline (see _round_on); a cluster client keeps redis-py's
+        # a round's commands written by `send` (see _publish); a cluster client (not a `Redis`) keeps redis-py's
         # transaction pipeline
-        self._raw_multi = not isinstance(redis, RedisCluster)
+        self._raw_multi = isinstance(redis, Redis)
         self._wake = asyncio.Event()
         self._stopping = False
         self.published_total = 0
@@ -176,7 +175,7 @@ class OutboxRelay:
             await pipe.execute()
             return
         # one XADD needs no MULTI: nothing to split (an XACK beside it wakes no reader, and need not be atomic with it)
-        multi = sum(1 for command in commands if command[0] == "XADD") > 1
+        multi = len(rows) > 1
         replies = await self._send([("MULTI",), *commands, ("EXEC",)] if multi else commands)
         results = replies[-1] if multi else replies
         if not isinstance(results, list) or len(results) != len(commands):
