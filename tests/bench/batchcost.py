@@ -11,7 +11,9 @@ stream read, on a warm process with nothing else running, timed with the thread'
 
 `--instructions` counts instructions instead, under valgrind's callgrind, only inside the timed loops (toggled
 with callgrind_control) and only on the event loop's thread: on this shared VM CPU times of the same build swing by
-tens of per cent between runs, instruction counts repeat to ~0.2 %, so a change of a few per cent can be seen.
+tens of per cent between runs; two instruction counts of one build agreed within 1 % on eight of ten figures (the
+applications service's one-message verification result and loan decision varied by up to 18 %: something of that
+process sometimes runs inside the loop), so a change of a few per cent can be seen.
 Slow (~50× under valgrind): use fewer batches, e.g. `--instructions --batches 30`."""
 
 from __future__ import annotations

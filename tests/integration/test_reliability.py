@@ -333,8 +333,9 @@ async def test_a_crash_between_xadd_and_marking_the_row_sent_republishes_and_con
 async def test_an_xadd_refused_inside_the_publish_round_leaves_the_rows_unsent_until_redis_takes_it(
     apps_app, redis_client, prefix
 ):
-    """A command that fails inside MULTI/EXEC (here: the stream's key holds a string) fails the whole round: the
-    rows stay unsent and the relay publishes them, once, when Redis accepts them."""
+    """An XADD Redis refuses (here: the stream's key holds a string; a round of one event, sent without MULTI —
+    inside MULTI/EXEC, see test_kit_outbox) fails the whole round: the rows stay unsent and the relay publishes them,
+    once, when Redis accepts them."""
     key = f"{prefix}{streams.PROCUREMENT_SUBMITTED}"
     await redis_client.set(key, "not a stream")
     refused: list[logging.LogRecord] = []
