@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiosqlite
 from sqlalchemy import event, insert
@@ -257,9 +257,18 @@ def at_commit(session: AsyncSession, key: str, fn: Callable[[AsyncConnection], A
 
 
 _INSERTS: dict[Any, Any] = {}
-# a statement compiled for the direct path: its SQL, its parameters (name, bind processor, literal), a row binder
-Plan = tuple[str, list[tuple[str, Any, Any]], Callable[[dict[str, Any]], tuple[Any, ...]]]
-_PLANS: dict[tuple[Any, tuple[str, ...]], Plan | None] = {}
+
+
+class Plan(NamedTuple):
+    """A statement compiled for the direct path."""
+
+    sql: str
+    cols: list[tuple[str, Any, Any]]  # per positional parameter: its name, SQLAlchemy's bind processor, its literal
+    binder: Callable[[dict[str, Any]], tuple[Any, ...]]  # a row of parameters → the positional values
+    rows: Callable[[list[Any]], list[Any]] | None  # fetched rows → with SQLAlchemy's result processors applied
+
+
+_PLANS: dict[tuple[Any, tuple[str, ...], tuple[int, ...]], Plan | None] = {}
 
 
 def _sqlite_of(pooled: Any) -> sqlite3.Connection | None:
@@ -274,36 +283,62 @@ def _inline_connection(conn: AsyncConnection) -> sqlite3.Connection | None:
     return raw if raw is not None and raw.in_transaction else None
 
 
-def _plan(statement: Any, keys: tuple[str, ...], dialect: Any) -> Plan | None:
+def _plan(statement: Any, keys: tuple[str, ...], dialect: Any, params: dict[str, Any] | None = None) -> Plan | None:
     """The statement's SQL for `dialect`; per positional parameter, its name, SQLAlchemy's bind processor and the
-    value it takes when a row does not name it (a literal bound in the statement); and a function from a row naming
-    exactly `keys` to its positional values, written for this statement and these keys: a generic loop over the
-    parameters (a membership test, a processor test and a call each) cost twice as much per row."""
+    value it takes when a row does not name it (a literal bound in the statement); a function from a row naming
+    exactly `keys` to its positional values, written for this statement and these keys (a generic loop over the
+    parameters, a membership test, a processor test and a call each, cost twice as much per row); and one applying
+    the result columns' processors to fetched rows, as a Core execute does, when any column has one.
+
+    An expanding parameter (`IN :ids`) is expanded for the lengths of its lists in `params` (the plan is cached per
+    lengths); a statement with other values rendered into its SQL at execution is not planned (None)."""
     compiled = statement.compile(dialect=dialect, column_keys=list(keys))
-    if compiled.positiontup is None:
+    if compiled.positiontup is None or compiled.literal_execute_params:
         return None
-    procs = compiled._bind_processors
+    sql, names, procs = compiled.string, compiled.positiontup, dict(compiled._bind_processors)
+    element_of: dict[str, tuple[str, int]] = {}
+    if compiled.post_compile_params:
+        if params is None or not all(b.expanding for b in compiled.post_compile_params):
+            return None
+        state = compiled.construct_expanded_state(params)
+        sql, names = state.statement, state.positiontup or []
+        procs.update(state.processors)
+        element_of = {k: (name, i) for name, ks in state.parameter_expansion.items() for i, k in enumerate(ks)}
     cols = [(name, _faster(procs.get(name), compiled.binds.get(name), dialect),
              compiled.binds[name].effective_value if name in compiled.binds else None)
-            for name in compiled.positiontup]
-    return compiled.string, cols, _row_binder(cols, keys)
+            for name in names]
+    results = [rc.type._cached_result_processor(dialect, None) for rc in compiled._result_columns]
+    return Plan(sql, cols, _row_binder(cols, keys, element_of), _rows_converter(results) if any(results) else None)
 
 
-def _row_binder(cols: list[tuple[str, Any, Any]], keys: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    """`lambda r: (p0(r['a']), r['b'], d2, …)` for these parameters: processed, passed as they are, or the
-    statement's literal. Built from the statement's own parameter names (never from values)."""
+def _row_binder(cols: list[tuple[str, Any, Any]], keys: tuple[str, ...],
+                element_of: dict[str, tuple[str, int]] | None = None) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """`lambda r: (p0(r['a']), r['b'], d2, p3(r['ids'][0]), …)` for these parameters: processed, passed as they are,
+    the statement's literal, or an element of an expanding parameter's list. Built from the statement's own
+    parameter names (never from values)."""
     env: dict[str, Any] = {}
     parts = []
     for i, (name, proc, default) in enumerate(cols):
-        if name not in keys:
+        if element_of and name in element_of:
+            source = f"r[{element_of[name][0]!r}][{element_of[name][1]}]"
+        elif name in keys:
+            source = f"r[{name!r}]"
+        else:
             env[f"d{i}"] = default
             parts.append(f"d{i}")
-        elif proc is not None:
+            continue
+        if proc is not None:
             env[f"p{i}"] = proc
-            parts.append(f"p{i}(r[{name!r}])")
-        else:
-            parts.append(f"r[{name!r}]")
+            source = f"p{i}({source})"
+        parts.append(source)
     return eval(f"lambda r: ({''.join(part + ', ' for part in parts)})", env)  # noqa: S307
+
+
+def _rows_converter(procs: list[Any]) -> Callable[[list[Any]], list[Any]]:
+    """`lambda rows: [(p0(t[0]), t[1], …) for t in rows]`: the result processors, where a column has one."""
+    env = {f"p{i}": proc for i, proc in enumerate(procs) if proc is not None}
+    parts = "".join(f"p{i}(t[{i}]), " if proc is not None else f"t[{i}], " for i, proc in enumerate(procs))
+    return eval(f"lambda rows: [({parts}) for t in rows]", env)  # noqa: S307
 
 
 _SQLITE_DATETIME_FORMAT = sqlite_dialect.DATETIME._storage_format
@@ -329,10 +364,13 @@ def _faster(proc: Any, bind: Any, dialect: Any) -> Any:
     return process
 
 
-def _cached_plan(conn: AsyncConnection, statement: Any, keys: tuple[str, ...]) -> Any:
-    key = (statement, keys)
+def _cached_plan(conn: AsyncConnection, statement: Any, params: dict[str, Any], *, expand: bool = False
+                 ) -> Plan | None:
+    """The plan of `statement` for parameters named as `params`; with `expand`, for lists of these lengths."""
+    keys = tuple(params)
+    key = (statement, keys, tuple(len(v) for v in params.values() if type(v) is list) if expand else ())
     if key not in _PLANS:
-        _PLANS[key] = _plan(statement, keys, conn.dialect)
+        _PLANS[key] = _plan(statement, keys, conn.dialect, params if expand else None)
     return _PLANS[key]
 
 
@@ -368,34 +406,42 @@ async def executemany(conn: AsyncConnection, statement: Any, rows: list[dict[str
     raw = _inline_connection(conn) if rows else None
     if raw is not None:
         keys = tuple(rows[0])
-        plan = _cached_plan(conn, statement, keys)
+        plan = _cached_plan(conn, statement, rows[0])
         if plan is not None and all(tuple(r) == keys for r in rows):  # else Core reports a missing value
-            sql, _, binder = plan
-            params = _bound(sql, binder, rows)
-            with _as_core_errors(sql, params[0]):
-                raw.executemany(sql, params)
+            params = _bound(plan.sql, plan.binder, rows)
+            with _as_core_errors(plan.sql, params[0]):
+                raw.executemany(plan.sql, params)
             return
     await conn.execute(statement, rows)
 
 
 def fetch_inline(conn: AsyncConnection, statement: Any, params: dict[str, Any]) -> list[Any] | None:
     """Run `statement` straight on this process's inline SQLite connection, inside its transaction, and return its
-    rows as the driver does (tuples, no result processing: for integer and text columns); None when `conn` is not
-    that (PostgreSQL, the threaded driver, no transaction), and the caller runs it through SQLAlchemy.
+    rows as tuples, each column converted by its type's result processor as a Core execute does; None when `conn`
+    is not that (PostgreSQL, the threaded driver, no transaction), and the caller runs it through SQLAlchemy.
+    An expanding parameter (`IN :ids`) takes a list.
 
-    Compiled once per statement and parameter names, the values converted by SQLAlchemy's bind processors, as in
-    `executemany`: for a small statement run once per batch, SQLAlchemy's execution path (greenlet hops, the
-    execution context, the cursor adaptation) costs several times the statement itself."""
+    Compiled once per statement, parameter names and list lengths, the values converted by SQLAlchemy's bind
+    processors, as in `executemany`: for a small statement run once per batch, SQLAlchemy's execution path
+    (greenlet hops, the execution context, the cursor adaptation, the result's row objects) costs several times
+    the statement itself."""
     raw = _inline_connection(conn)
     if raw is None:
         return None
-    plan = _cached_plan(conn, statement, tuple(params))
+    plan = _cached_plan(conn, statement, params, expand=True)
     if plan is None:
         return None
-    sql, _, binder = plan
-    [values] = _bound(sql, binder, [params])
-    with _as_core_errors(sql, values):
-        return raw.execute(sql, values).fetchall()
+    [values] = _bound(plan.sql, plan.binder, [params])
+    with _as_core_errors(plan.sql, values):
+        rows = raw.execute(plan.sql, values).fetchall()
+    return rows if plan.rows is None else plan.rows(rows)
+
+
+async def fetch_all(conn: AsyncConnection, statement: Any, params: dict[str, Any]) -> list[Any]:
+    """The rows of `statement` (tuples on the direct path, SQLAlchemy's rows elsewhere: unpack or index them):
+    `fetch_inline` where it applies, a Core execute otherwise."""
+    rows = fetch_inline(conn, statement, params)
+    return rows if rows is not None else list((await conn.execute(statement, params)).all())
 
 
 @asynccontextmanager

@@ -179,8 +179,8 @@ async def test_executemany_on_the_inline_sqlite_connection_stores_what_a_core_ex
             await db.executemany(conn, insert_direct, rows)
             await conn.execute(core.insert(), rows)
             # and dates went through the kit's faster DATETIME processor, not SQLAlchemy's
-            [(_, cols, _)] = [plan for (stmt, _), plan in db._PLANS.items() if stmt is insert_direct]
-            assert "_faster" in next(p for name, p, _ in cols if name == "at").__qualname__
+            [plan] = [plan for (stmt, _, _), plan in db._PLANS.items() if stmt is insert_direct]
+            assert "_faster" in next(p for name, p, _ in plan.cols if name == "at").__qualname__
         with pytest.raises(sa.exc.IntegrityError):
             async with engine.begin() as conn:
                 await db.executemany(conn, direct.insert(), rows[:1])
@@ -200,6 +200,56 @@ async def test_executemany_on_the_inline_sqlite_connection_stores_what_a_core_ex
     assert stored["direct"] == stored["core"] and len(stored["direct"]) == 3
     assert [(r.k, r.at, r.amount, r.flag, r.note) for r in back] == [
         (r["k"], r["at"].replace(tzinfo=None), r["amount"], r["flag"], r["note"]) for r in rows]
+
+
+async def test_fetch_inline_reads_what_a_core_execute_reads(tmp_path):
+    """The direct sqlite3 path of `fetch_inline` / `fetch_all` returns the same values as a Core execute: each column
+    through its type's result processor (exact money from integer cents, booleans, dates), expanding `IN` lists of
+    any length (one plan per length, the empty list included), text statements, a bound literal; with a list of
+    another length it never reuses a plan; outside a transaction it declines (None), and `fetch_all` goes through
+    Core."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    import sqlalchemy as sa
+
+    from services.loan_disbursement.adapters.types import Money
+    from shared.kit.tables import TS
+
+    meta = sa.MetaData()
+    t = sa.Table("t", meta, sa.Column("id", sa.Integer, primary_key=True), sa.Column("k", sa.String),
+                 sa.Column("at", TS), sa.Column("amount", Money()), sa.Column("flag", sa.Boolean),
+                 sa.Column("note", sa.String, nullable=True))
+    rows = [{"id": i, "k": f"k{i}", "at": datetime(2026, 11, 28, 13, i, 7, 1000 * i, tzinfo=UTC),
+             "amount": Decimal(f"{i}46796822.{i:02d}"), "flag": i % 2 == 0, "note": None if i % 2 else "x"}
+            for i in range(1, 6)]
+    by_keys = sa.select(t).where(t.c.k.in_(sa.bindparam("ks", expanding=True)), t.c.id > 1).order_by(t.c.id)
+    cents = sa.select(t.c.k, t.c.amount + sa.bindparam("plus", type_=Money())).where(
+        t.c.id.in_(sa.bindparam("ids", expanding=True))).order_by(t.c.id)
+    text = sa.text("SELECT k, note FROM t WHERE id IN :ids ORDER BY id").bindparams(sa.bindparam("ids", expanding=True))
+    reads = [(by_keys, {"ks": ["k1", "k2", "k4"]}), (by_keys, {"ks": ["k5"]}), (by_keys, {"ks": []}),
+             (by_keys, {"ks": ["k2", "k3", "k4", "k5"]}), (cents, {"ids": [2, 3], "plus": Decimal("0.01")}),
+             (text, {"ids": [1, 2, 3]}), (text, {"ids": [4]})]
+    engine = db.make_engine(f"sqlite+aiosqlite:///{tmp_path / 'reads.db'}")
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(meta.create_all)
+            await conn.execute(t.insert(), rows)
+        async with engine.connect() as conn:
+            assert db.fetch_inline(conn, by_keys, {"ks": ["k1"]}) is None  # no transaction: Core's turn
+            assert [tuple(r) for r in await db.fetch_all(conn, by_keys, {"ks": ["k4"]})] == [
+                tuple(rows[3].values())[:2] + (rows[3]["at"].replace(tzinfo=None),) + tuple(rows[3].values())[3:]]
+        async with engine.begin() as conn:
+            for statement, params in reads:
+                direct = db.fetch_inline(conn, statement, params)
+                core = [tuple(r) for r in (await conn.execute(statement, params)).all()]
+                assert direct == core, (statement, params)
+                assert direct == await db.fetch_all(conn, statement, params)
+            assert [r[1] for r in db.fetch_inline(conn, by_keys, {"ks": ["k2", "k3", "k4", "k5"]})] == ["k2", "k3", "k4", "k5"]
+            assert db.fetch_inline(conn, cents, {"ids": [1], "plus": Decimal("0.01")}) == [("k1", Decimal("146796822.02"))]
+            assert type(db.fetch_inline(conn, by_keys, {"ks": ["k2"]})[0][4]) is bool
+    finally:
+        await engine.dispose()
 
 
 @pytest.mark.parametrize("short", [False, True], ids=["transaction", "short_transaction"])

@@ -23,7 +23,7 @@ from shared import contracts
 from shared.contracts import streams
 from shared.contracts.ids import new_id
 from shared.kit import outbox
-from shared.kit.db import BATCH, add_row, at_commit, defer_rows, executemany
+from shared.kit.db import BATCH, add_row, at_commit, defer_rows, executemany, fetch_all
 from shared.kit.messaging import HandlerContext, Poison
 from shared.kit.tables import TS, AuditEntry, utcnow
 
@@ -113,6 +113,7 @@ _INSERTED = [f.name for f in fields(Case) if f.name != "seq"]  # (dataclasses.as
 _PARTICIPANTS = insert(CaseParticipant.__table__).from_select(  # type: ignore[attr-defined]
     ["case_seq", "country"],
     select(_CASES.c.seq, bindparam("p_country", type_=String)).where(_CASES.c.id == bindparam("p_case_id")))
+_COLUMNS = tuple(_CASES.c.keys())  # of a row of _LOAD
 _LOAD = {key: select(_CASES).where(_CASES.c[key].in_(bindparam("keys", expanding=True))) for key in ("id", "reference")}
 _CHANGING = ("status", "status_since", "verification", "verification_request_id", "loan", "updated_at")
 _SAVE = update(_CASES).where(_CASES.c.seq == bindparam("b_seq")).values(
@@ -121,8 +122,9 @@ _SAVE = update(_CASES).where(_CASES.c.seq == bindparam("b_seq")).values(
 
 async def _load(session: AsyncSession, keys: list[str], by: str = "id") -> dict[str, Case]:
     """The cases whose `by` column ("id" or "reference") is one of `keys`, by that value."""
-    rows = (await (await session.connection()).execute(_LOAD[by], {"keys": keys})).mappings().all()
-    return {r[by]: Case(**r) for r in rows}
+    rows = await fetch_all(await session.connection(), _LOAD[by], {"keys": keys})
+    cases = [Case(**dict(zip(_COLUMNS, row, strict=True))) for row in rows]
+    return {getattr(case, by): case for case in cases}
 
 
 async def save(session: AsyncSession, case: Case) -> None:

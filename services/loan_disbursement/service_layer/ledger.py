@@ -37,6 +37,7 @@ from services.loan_disbursement.adapters.tables import (
 from services.loan_disbursement.domain import reconcile as books
 from services.loan_disbursement.domain.money import ZERO
 from services.loan_disbursement.domain.reconcile import Balance
+from shared.kit.db import fetch_all
 from shared.kit.tables import utcnow
 
 
@@ -127,7 +128,7 @@ _WITHDRAWN = sa.text("SELECT case_id, reason FROM case_withdrawals WHERE case_id
 
 async def _plan_remaining(conn: AsyncConnection, member_states: list[str]) -> dict[str, dict[str, Decimal]]:
     out: dict[str, dict[str, Decimal]] = {ms: {} for ms in member_states}
-    for ms, cat, amount, drawn in (await conn.execute(_PLAN_REMAINING, {"member_states": member_states})).all():
+    for ms, cat, amount, drawn in await fetch_all(conn, _PLAN_REMAINING, {"member_states": member_states}):
         out[ms][cat] = amount - (drawn if drawn is not None else ZERO)
     return out
 
@@ -186,8 +187,8 @@ class Decisions:
         if case_id not in self.known:
             ids = sorted(set(batch) - self.known.keys()) if case_id in batch else [case_id]
             self.known.update(dict.fromkeys(ids))
-            self.known.update({c: (st, ev) for c, st, ev in (await self.conn.execute(_EARLIER, {"ids": ids})).all()})
-            self.withdrawn.update((await self.conn.execute(_WITHDRAWN, {"ids": ids})).all())
+            self.known.update({c: (st, ev) for c, st, ev in await fetch_all(self.conn, _EARLIER, {"ids": ids})})
+            self.withdrawn.update((c, reason) for c, reason in await fetch_all(self.conn, _WITHDRAWN, {"ids": ids}))
         return self.known[case_id], self.withdrawn.get(case_id)
 
     def record_decision(self, case_id: str, status: str, event_id: str) -> None:
@@ -220,7 +221,7 @@ async def decisions(session: AsyncSession) -> Decisions:
     if session.new or session.dirty or session.deleted:
         await session.flush()  # so that the triggers have run and the queries without autoflush see every write
     conn = await session.connection()
-    rows = (await conn.execute(_LOCK_ALL)).all()
+    rows = await fetch_all(conn, _LOCK_ALL, {})
     held = Decisions(scope=_scope(session), conn=conn, facilities={
         ms: FacilityValues(ms, max_eur, reserved - released, suspended, reason)
         for ms, max_eur, reserved, released, suspended, reason in rows

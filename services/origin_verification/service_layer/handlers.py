@@ -6,6 +6,7 @@ import json
 import logging
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -15,7 +16,7 @@ from services.origin_verification.bootstrap import Dependencies
 from services.origin_verification.domain import engine
 from shared import contracts
 from shared.contracts import streams
-from shared.kit.db import add_row
+from shared.kit.db import add_row, fetch_all
 from shared.kit.messaging import Defer, HandlerContext
 
 SERVICE = "origin_verification"
@@ -40,13 +41,15 @@ def note_readiness(state: dict[str, Any], status: replica.Readiness) -> None:
 
 _ANSWERED = "origin_verification.answered_requests"  # per-batch cache in session.info (prefetch_reports)
 _READINESS = "origin_verification.readiness"
+_ANSWERED_AMONG = sa.select(ReportRow.__table__.c.request_event_id).where(  # type: ignore[attr-defined]
+    ReportRow.__table__.c.request_event_id.in_(sa.bindparam("ids", expanding=True)))  # type: ignore[attr-defined]
 
 
 async def prefetch_reports(session: AsyncSession, events: list[Any]) -> None:
     """Which requests of a batch were answered already, with one query (instead of one per message)."""
     ids = sorted({str(e.event_id) for e in events})
-    answered = (await session.exec(select(ReportRow.request_event_id).where(col(ReportRow.request_event_id).in_(ids)))).all()
-    session.info[_ANSWERED] = (set(ids), set(answered))
+    answered = await fetch_all(await session.connection(), _ANSWERED_AMONG, {"ids": ids})
+    session.info[_ANSWERED] = (set(ids), {r[0] for r in answered})
 
 
 async def already_answered(session: AsyncSession, request_event_id: str) -> bool:
