@@ -269,6 +269,8 @@ class Plan(NamedTuple):
 
 
 _PLANS: dict[tuple[Any, tuple[str, ...], tuple[int, ...]], Plan | None] = {}
+# a read with a longer list goes through Core (plans are cached per list length: batch sizes, not arbitrary lists)
+MAX_PLANNED_LIST = 256
 
 
 def _sqlite_of(pooled: Any) -> sqlite3.Connection | None:
@@ -368,7 +370,10 @@ def _cached_plan(conn: AsyncConnection, statement: Any, params: dict[str, Any], 
                  ) -> Plan | None:
     """The plan of `statement` for parameters named as `params`; with `expand`, for lists of these lengths."""
     keys = tuple(params)
-    key = (statement, keys, tuple(len(v) for v in params.values() if type(v) is list) if expand else ())
+    sizes = tuple(len(v) for v in params.values() if type(v) is list) if expand else ()
+    if sizes and max(sizes) > MAX_PLANNED_LIST:
+        return None
+    key = (statement, keys, sizes)
     if key not in _PLANS:
         _PLANS[key] = _plan(statement, keys, conn.dialect, params if expand else None)
     return _PLANS[key]

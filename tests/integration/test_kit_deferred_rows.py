@@ -206,8 +206,8 @@ async def test_fetch_inline_reads_what_a_core_execute_reads(tmp_path):
     """The direct sqlite3 path of `fetch_inline` / `fetch_all` returns the same values as a Core execute: each column
     through its type's result processor (exact money from integer cents, booleans, dates), expanding `IN` lists of
     any length (one plan per length, the empty list included), text statements, a bound literal; with a list of
-    another length it never reuses a plan; outside a transaction it declines (None), and `fetch_all` goes through
-    Core."""
+    another length it never reuses a plan; outside a transaction or for a list longer than it plans for it declines
+    (None), and `fetch_all` goes through Core."""
     from datetime import UTC, datetime
     from decimal import Decimal
 
@@ -248,6 +248,9 @@ async def test_fetch_inline_reads_what_a_core_execute_reads(tmp_path):
             assert [r[1] for r in db.fetch_inline(conn, by_keys, {"ks": ["k2", "k3", "k4", "k5"]})] == ["k2", "k3", "k4", "k5"]
             assert db.fetch_inline(conn, cents, {"ids": [1], "plus": Decimal("0.01")}) == [("k1", Decimal("146796822.02"))]
             assert type(db.fetch_inline(conn, by_keys, {"ks": ["k2"]})[0][4]) is bool
+            many = {"ks": [f"k{i}" for i in range(db.MAX_PLANNED_LIST + 1)]}
+            assert db.fetch_inline(conn, by_keys, many) is None  # not planned (a plan per length): through Core
+            assert [r[1] for r in await db.fetch_all(conn, by_keys, many)] == ["k2", "k3", "k4", "k5"]
     finally:
         await engine.dispose()
 
