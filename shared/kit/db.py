@@ -538,12 +538,21 @@ class FixedQuery:
         return sql
 
     async def one(self, session: AsyncSession) -> Any:
-        conn = await session.connection()
-        return (await conn.exec_driver_sql(self.sql(conn.dialect))).one()
+        rows = await self.all(session)
+        if len(rows) != 1:
+            raise (sa_exc.NoResultFound if not rows else sa_exc.MultipleResultsFound)(
+                f"{len(rows)} rows where exactly one was required")
+        return rows[0]
 
     async def all(self, session: AsyncSession) -> list[Any]:
+        """The rows; on this process's inline SQLite connection straight on sqlite3 (as `fetch_inline`)."""
         conn = await session.connection()
-        return list((await conn.exec_driver_sql(self.sql(conn.dialect))).all())
+        sql = self.sql(conn.dialect)
+        raw = _inline_connection(conn)
+        if raw is not None:
+            with _as_core_errors(sql, ()):
+                return raw.execute(sql).fetchall()
+        return list((await conn.exec_driver_sql(sql)).all())
 
 
 @asynccontextmanager
