@@ -255,11 +255,12 @@ async def test_fetch_inline_reads_what_a_core_execute_reads(tmp_path):
         await engine.dispose()
 
 
-@pytest.mark.parametrize("short", [False, True], ids=["transaction", "short_transaction"])
-async def test_a_transaction_waits_for_another_process_holding_the_sqlite_write_lock(tmp_path, short):
+@pytest.mark.parametrize("kind", ["engine", "short_transaction", "kit_transaction"])
+async def test_a_transaction_waits_for_another_process_holding_the_sqlite_write_lock(tmp_path, kind):
     """BEGIN IMMEDIATE goes straight to sqlite3; when another connection (a replica) holds the write lock it takes
     the path that waits without blocking the event loop, and goes through once the lock is released. The same for
-    `short_transaction`, whose INSERT here goes through SQLAlchemy: it only can because that path was taken."""
+    `short_transaction` and the kit's `transaction` on a checked-out connection, whose INSERT here goes through
+    SQLAlchemy: it only can because that path was taken."""
     import asyncio
     import sqlite3
 
@@ -272,9 +273,12 @@ async def test_a_transaction_waits_for_another_process_holding_the_sqlite_write_
         other.execute("BEGIN IMMEDIATE")  # a replica's transaction holds the lock
 
         async def write() -> None:
-            if short:
+            if kind == "short_transaction":
                 async with engine.connect() as conn, db.short_transaction(conn):
                     await conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+            elif kind == "kit_transaction":
+                async with engine.connect() as conn, db.transaction(db.session_factory(engine), connection=conn) as s:
+                    await (await db.connection_of(s)).exec_driver_sql("INSERT INTO t VALUES (1)")
             else:
                 async with engine.begin() as conn:
                     await conn.exec_driver_sql("INSERT INTO t VALUES (1)")
@@ -345,5 +349,73 @@ async def test_a_short_transaction_whose_commit_fails_is_rolled_back_and_the_con
                 await db.executemany(conn, child.insert(), [{"id": 2, "pid": 99}])
         async with engine.connect() as conn:
             assert (await conn.execute(sa.select(child.c.id))).scalars().all() == [2]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_transaction_on_a_checked_out_inline_connection_runs_on_sqlite3_until_the_session_is_used(tmp_path):
+    """`transaction(factory, connection=conn)` on the inline SQLite driver: BEGIN and COMMIT straight on sqlite3 while
+    only the kit's direct statements run (SQLAlchemy never begins or commits); an ORM statement or a savepoint makes
+    SQLAlchemy take that transaction over, and everything commits together; an error rolls back all of it, raw and
+    ORM rows alike, and the connection takes the next transaction. The per-transaction scope stays the same when
+    SQLAlchemy takes over."""
+    import sqlalchemy as sa
+
+    from shared.kit.tables import utcnow
+
+    engine = db.make_engine(f"sqlite+aiosqlite:///{tmp_path}/raw.db")
+    factory = db.session_factory(engine)
+    events: list[str] = []
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(OutboxRow.metadata.create_all, tables=[OutboxRow.__table__, InboxRow.__table__])
+        for name in ("begin", "commit", "rollback"):
+            sa.event.listen(engine.sync_engine, name, lambda _c, name=name: events.append(name))
+
+        def out(event_id: str) -> dict:
+            return {"event_id": event_id, "stream": "x", "event_type": "T", "correlation_id": "c", "payload": "{}"}
+
+        async with engine.connect() as conn:
+            async with db.transaction(factory, connection=conn) as s:  # direct statements only
+                s.info[db.BATCH] = True
+                db.add_row(s, OutboxRow, **out("raw-1"))
+                assert db.transaction_scope(s) is s.info[db._RAW_TX]
+                assert db.fetch_inline(await db.connection_of(s), sa.select(sa.func.count()).select_from(
+                    OutboxRow.__table__), {}) == [(0,)]
+            assert events == [] and not s.in_transaction()
+
+            async with db.transaction(factory, connection=conn) as s:  # the session is used: SQLAlchemy takes over
+                s.info[db.BATCH] = True
+                db.add_row(s, OutboxRow, **out("raw-2"))
+                scope = db.transaction_scope(s)
+                s.add(InboxRow(event_id="orm-1", stream="y", entry_id="1-0"))
+                await s.flush()
+                assert db.transaction_scope(s) is scope
+                async with s.begin_nested():
+                    assert db.transaction_scope(s) is not scope  # a savepoint is its own scope
+                    s.add(InboxRow(event_id="orm-2", stream="y", entry_id="2-0"))
+                assert db.transaction_scope(s) is scope
+            assert events == ["begin", "commit"]
+
+            events.clear()
+            with pytest.raises(RuntimeError):
+                async with db.transaction(factory, connection=conn) as s:
+                    s.info[db.BATCH] = True
+                    await db.executemany(await db.connection_of(s), db.insert_of(OutboxRow), [
+                        {**out("raw-3"), "created_at": utcnow(), "published_at": None}])
+                    s.add(InboxRow(event_id="orm-3", stream="y", entry_id="3-0"))
+                    await s.flush()
+                    raise RuntimeError("the batch failed")
+            assert events == ["begin", "rollback"]
+            with pytest.raises(RuntimeError):
+                async with db.transaction(factory, connection=conn) as s:  # fails before the session is used
+                    await db.executemany(await db.connection_of(s), db.insert_of(OutboxRow), [
+                        {**out("raw-4"), "created_at": utcnow(), "published_at": None}])
+                    raise RuntimeError("the batch failed")
+            assert not conn.in_transaction()
+        async with factory() as s:
+            outbox = sorted((await s.exec(select(OutboxRow.event_id))).all())
+            inbox = sorted((await s.exec(select(InboxRow.event_id))).all())
+        assert outbox == ["raw-1", "raw-2"] and inbox == ["orm-1", "orm-2"]
     finally:
         await engine.dispose()

@@ -23,7 +23,7 @@ from shared import contracts
 from shared.contracts import streams
 from shared.contracts.ids import new_id
 from shared.kit import outbox
-from shared.kit.db import BATCH, add_row, at_commit, defer_rows, executemany, fetch_all
+from shared.kit.db import BATCH, add_row, at_commit, connection_of, defer_rows, executemany, fetch_all
 from shared.kit.messaging import HandlerContext, Poison
 from shared.kit.tables import TS, AuditEntry, utcnow
 
@@ -122,7 +122,7 @@ _SAVE = update(_CASES).where(_CASES.c.seq == bindparam("b_seq")).values(
 
 async def _load(session: AsyncSession, keys: list[str], by: str = "id") -> dict[str, Case]:
     """The cases whose `by` column ("id" or "reference") is one of `keys`, by that value."""
-    rows = await fetch_all(await session.connection(), _LOAD[by], {"keys": keys})
+    rows = await fetch_all(await connection_of(session), _LOAD[by], {"keys": keys})
     cases = [Case(**dict(zip(_COLUMNS, row, strict=True))) for row in rows]
     return {getattr(case, by): case for case in cases}
 
@@ -134,7 +134,7 @@ async def save(session: AsyncSession, case: Case) -> None:
         session.info.setdefault(_CHANGED, {})[case.seq] = case
         at_commit(session, _CHANGED, lambda conn: _save_changed(conn, session.info.pop(_CHANGED, {})))
     else:
-        await _save_changed(await session.connection(), {case.seq: case})
+        await _save_changed(await connection_of(session), {case.seq: case})
 
 
 async def _save_changed(conn: AsyncConnection, changed: dict[int, Case]) -> None:

@@ -37,7 +37,7 @@ from services.loan_disbursement.adapters.tables import (
 from services.loan_disbursement.domain import reconcile as books
 from services.loan_disbursement.domain.money import ZERO
 from services.loan_disbursement.domain.reconcile import Balance
-from shared.kit.db import fetch_all
+from shared.kit.db import connection_of, fetch_all, transaction_scope
 from shared.kit.tables import utcnow
 
 
@@ -206,23 +206,18 @@ class Decisions:
 _DECISIONS = "loan_disbursement.decisions"
 
 
-def _scope(session: AsyncSession) -> Any:
-    sync = session.sync_session
-    return sync.get_nested_transaction() or sync.get_transaction()
-
-
 async def decisions(session: AsyncSession) -> Decisions:
     """This transaction's loan decision state: on first use in a transaction (or savepoint), every facility is
     locked FOR UPDATE in member_state order and read; afterwards the same state is returned, no query."""
-    scope = _scope(session)
+    scope = transaction_scope(session)
     held = session.info.get(_DECISIONS)
     if held is not None and scope is not None and held.scope is scope and scope.is_active:
         return held  # type: ignore[no-any-return]
     if session.new or session.dirty or session.deleted:
         await session.flush()  # so that the triggers have run and the queries without autoflush see every write
-    conn = await session.connection()
+    conn = await connection_of(session)
     rows = await fetch_all(conn, _LOCK_ALL, {})
-    held = Decisions(scope=_scope(session), conn=conn, facilities={
+    held = Decisions(scope=transaction_scope(session), conn=conn, facilities={
         ms: FacilityValues(ms, max_eur, reserved - released, suspended, reason)
         for ms, max_eur, reserved, released, suspended, reason in rows
     })

@@ -16,7 +16,7 @@ from services.origin_verification.bootstrap import Dependencies
 from services.origin_verification.domain import engine
 from shared import contracts
 from shared.contracts import streams
-from shared.kit.db import add_row, fetch_all
+from shared.kit.db import add_row, connection_of, fetch_all
 from shared.kit.messaging import Defer, HandlerContext
 
 SERVICE = "origin_verification"
@@ -48,7 +48,7 @@ _ANSWERED_AMONG = sa.select(ReportRow.__table__.c.request_event_id).where(  # ty
 async def prefetch_reports(session: AsyncSession, events: list[Any]) -> None:
     """Which requests of a batch were answered already, with one query (instead of one per message)."""
     ids = sorted({str(e.event_id) for e in events})
-    answered = await fetch_all(await session.connection(), _ANSWERED_AMONG, {"ids": ids})
+    answered = await fetch_all(await connection_of(session), _ANSWERED_AMONG, {"ids": ids})
     session.info[_ANSWERED] = (set(ids), {r[0] for r in answered})
 
 
