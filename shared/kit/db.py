@@ -461,18 +461,39 @@ async def short_transaction(conn: AsyncConnection) -> AsyncIterator[None]:
     costs more than they do. Inside, run statements with `executemany` / `fetch_inline`, which take the direct path
     too: SQLAlchemy does not know of this transaction, and a Core execute would try to begin its own. When
     another process holds the write lock, it takes SQLAlchemy's path, which waits for it asynchronously."""
-    driver = conn.sync_connection.connection.driver_connection if conn.sync_connection is not None else None
-    raw = driver._connection if isinstance(driver, InlineSQLite) else None
-    if raw is None or raw.in_transaction or conn.in_transaction() or not _begin_now(raw):
+    driver = _idle_inline_driver(conn)
+    if driver is None or not _begin_now(driver._connection):  # type: ignore[arg-type]
         async with conn.begin():
             yield
         return
+    async with _begun_on_sqlite3(driver):
+        yield
+
+
+def _idle_inline_driver(connection: AsyncConnection | None) -> InlineSQLite | None:
+    """The InlineSQLite driver under `connection`, if neither SQLAlchemy nor sqlite3 has a transaction open on it."""
+    if connection is None or connection.sync_connection is None or connection.in_transaction():
+        return None
+    driver = connection.sync_connection.connection.driver_connection
+    if not isinstance(driver, InlineSQLite) or driver._connection is None or driver._connection.in_transaction:
+        return None
+    return driver
+
+
+@asynccontextmanager
+async def _begun_on_sqlite3(driver: InlineSQLite) -> AsyncIterator[None]:
+    """The body of a transaction begun straight on the driver's sqlite3 connection: COMMIT after it (unless the body
+    ended the transaction itself), on this thread, a busy COMMIT waited for; ROLLBACK if the body or the COMMIT
+    fails (a failed COMMIT leaves the transaction open), so the connection takes the next one."""
+    raw = driver._connection
+    assert raw is not None
     try:
         yield
-        with _as_core_errors("COMMIT", ()):
-            await driver.commit()  # on this thread; a busy COMMIT is waited for
+        if raw.in_transaction:
+            with _as_core_errors("COMMIT", ()):
+                await driver.commit()
     except BaseException:
-        if raw.in_transaction:  # (a failed COMMIT leaves it open)
+        if raw.in_transaction:
             raw.rollback()
         raise
 
@@ -594,16 +615,6 @@ def transaction_scope(session: AsyncSession) -> Any:
     return tx if tx is not None and tx.is_active else sync.get_transaction()
 
 
-def _idle_inline_driver(connection: AsyncConnection | None) -> InlineSQLite | None:
-    """The InlineSQLite driver under `connection`, if neither SQLAlchemy nor sqlite3 has a transaction open on it."""
-    if connection is None or connection.sync_connection is None or connection.in_transaction():
-        return None
-    driver = connection.sync_connection.connection.driver_connection
-    if not isinstance(driver, InlineSQLite) or driver._connection is None or driver._connection.in_transaction:
-        return None
-    return driver
-
-
 @asynccontextmanager
 async def transaction(
     factory: async_sessionmaker[AsyncSession], *, connection: AsyncConnection | None = None
@@ -626,28 +637,24 @@ async def transaction(
             yield session
             await flush_deferred(session)
         return
-    assert connection is not None and driver._connection is not None
-    raw = driver._connection
+    assert connection is not None
     session = factory(bind=connection)
     tx = session.info[_RAW_TX] = RawTransaction(connection)
     driver.adopt = True
     used = False  # whether SQLAlchemy's session took part (it then commits or rolls back, and is closed)
     try:
-        yield session
-        await flush_deferred(session)
-        used = session.in_transaction() or bool(session.new or session.dirty or session.deleted)
-        if used:
-            await session.commit()  # flushes what is pending, then commits the transaction it took over
-        else:
-            with _as_core_errors("COMMIT", ()):
-                await driver.commit()  # on this thread; a busy COMMIT is waited for
-    except BaseException:
-        used = used or session.in_transaction()
-        if session.in_transaction():
-            await session.rollback()
-        if raw.in_transaction:  # (a failed COMMIT leaves it open)
-            raw.rollback()
-        raise
+        async with _begun_on_sqlite3(driver):  # commits what SQLAlchemy did not
+            try:
+                yield session
+                await flush_deferred(session)
+                used = session.in_transaction() or bool(session.new or session.dirty or session.deleted)
+                if used:
+                    await session.commit()  # flushes what is pending, then commits the transaction it took over
+            except BaseException:
+                if session.in_transaction():
+                    used = True
+                    await session.rollback()
+                raise
     finally:
         tx.is_active = False
         driver.adopt = False

@@ -326,9 +326,13 @@ async def test_a_short_transaction_commits_what_ran_in_it_and_rolls_back_on_erro
     assert sorted(sent) == ["s0", "s1"]
 
 
-async def test_a_short_transaction_whose_commit_fails_is_rolled_back_and_the_connection_works_on(tmp_path):
+@pytest.mark.parametrize("kind", ["short_transaction", "kit_transaction"])
+async def test_a_transaction_whose_commit_fails_is_rolled_back_and_the_connection_works_on(tmp_path, kind):
     """A deferred foreign key is checked at COMMIT: the commit fails, as SQLAlchemy's IntegrityError, nothing of the
-    transaction stays, and the connection takes the next one."""
+    transaction stays, and the connection takes the next one (`short_transaction`, and the kit's `transaction` on a
+    checked-out connection, which share the commit on sqlite3)."""
+    from contextlib import asynccontextmanager
+
     import sqlalchemy as sa
 
     meta = sa.MetaData()
@@ -336,15 +340,26 @@ async def test_a_short_transaction_whose_commit_fails_is_rolled_back_and_the_con
     child = sa.Table("child", meta, sa.Column("id", sa.Integer, primary_key=True),
                      sa.Column("pid", sa.Integer, sa.ForeignKey("parent.id", deferrable=True, initially="DEFERRED")))
     engine = db.make_engine(dbs.url(tmp_path, "commitfails"))
+
+    @asynccontextmanager
+    async def begun(conn):  # noqa: ANN001, ANN202
+        if kind == "short_transaction":
+            async with db.short_transaction(conn):
+                yield
+        else:
+            async with db.transaction(db.session_factory(engine), connection=conn) as session:
+                assert await db.connection_of(session) is conn  # (on PostgreSQL the session's transaction begins)
+                yield
+
     try:
         async with engine.begin() as conn:
             await conn.run_sync(meta.create_all)
         async with engine.connect() as conn:
             with pytest.raises(sa.exc.IntegrityError):
-                async with db.short_transaction(conn):
+                async with begun(conn):
                     await db.executemany(conn, child.insert(), [{"id": 1, "pid": 99}])  # no parent 99
             assert not conn.in_transaction()
-            async with db.short_transaction(conn):
+            async with begun(conn):
                 await db.executemany(conn, parent.insert(), [{"id": 99}])
                 await db.executemany(conn, child.insert(), [{"id": 2, "pid": 99}])
         async with engine.connect() as conn:
