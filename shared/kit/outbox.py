@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.contracts import streams
 from shared.contracts.events import Event
 from shared.kit import logs
-from shared.kit.db import add_row, fetch_inline, short_transaction
+from shared.kit.db import add_row, fetch_all, short_transaction
 from shared.kit.tables import TS, OutboxRow, utcnow
 
 log = logging.getLogger("safe.outbox")
@@ -199,9 +199,7 @@ class OutboxRelay:
             # Mark and read the oldest unsent rows in one statement. The mark is only committed after every XADD
             # went through: if publishing fails, the transaction rolls back and the rows stay unsent.
             now = utcnow()
-            taken = fetch_inline(conn, self._mark, {"now": now})  # SQLite on this thread: straight on sqlite3
-            if taken is None:
-                taken = (await conn.execute(self._mark, {"now": now})).all()
+            taken = await fetch_all(conn, self._mark, {"now": now})  # SQLite on this thread: straight on sqlite3
             rows = sorted(map(Published._make, taken), key=lambda r: r.id)  # RETURNING promises no order
             if not rows:
                 return 0

@@ -188,7 +188,7 @@ class Decisions:
             ids = sorted(set(batch) - self.known.keys()) if case_id in batch else [case_id]
             self.known.update(dict.fromkeys(ids))
             self.known.update({c: (st, ev) for c, st, ev in await fetch_all(self.conn, _EARLIER, {"ids": ids})})
-            self.withdrawn.update((c, reason) for c, reason in await fetch_all(self.conn, _WITHDRAWN, {"ids": ids}))
+            self.withdrawn.update(await fetch_all(self.conn, _WITHDRAWN, {"ids": ids}))
         return self.known[case_id], self.withdrawn.get(case_id)
 
     def record_decision(self, case_id: str, status: str, event_id: str) -> None:
