@@ -31,9 +31,21 @@ from services.client import PlatformClient
 from services.launcher import SERVICES, env_name
 
 
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel hands out to outgoing connections (Linux; 32768 by default elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def _free_offset() -> int:
+    # Below the ephemeral range: a port checked free there could be taken by any outgoing connection (to Redis,
+    # PostgreSQL, a service) before the service binds it ("address already in use" at start, seen in a test run).
+    highest = max(SERVICES.values()) + 100 * 2
+    top = max(10_500, _ephemeral_floor() - highest)
     for _ in range(50):
-        offset = random.randrange(10_000, 40_000, 500)
+        offset = random.randrange(10_000, top, 500)
         ports = [p + offset + 100 * r for p in SERVICES.values() for r in range(3)]
         ok = True
         for port in ports:
