@@ -119,3 +119,76 @@ async def test_a_refused_command_fails_the_round_and_leaves_every_row_unsent(fac
     assert await redis_client.xlen(bad) == 1
     # inside EXEC the other XADDs were applied before the refusal: they are published again (at least once)
     assert await redis_client.xlen(streams.qualified(streams.PROCUREMENT_SUBMITTED, prefix)) == 2 * (events - 1)
+
+
+def _held(relay: OutboxRelay) -> tuple[asyncio.Event, asyncio.Event]:
+    """Holds the relay's rounds inside their send (the PostgreSQL relay lock taken, the transaction open) until the
+    second event is set; the first is set once a round got there."""
+    inside, release = asyncio.Event(), asyncio.Event()
+    real = relay._send
+
+    async def send(commands: Any) -> Any:
+        inside.set()
+        await release.wait()
+        return await real(commands)
+
+    relay._send = send  # type: ignore[method-assign]
+    return inside, release
+
+
+async def _published(redis_client: Any, prefix: str) -> list[str]:
+    key = streams.qualified(streams.PROCUREMENT_SUBMITTED, prefix)
+    return [json.loads(f[b"__data__"])["event_id"] for _, f in await redis_client.xrange(key)]
+
+
+@pytest.mark.skipif(not dbs.on_postgres(), reason="SQLite: the pool's one connection already serializes rounds")
+async def test_a_round_after_a_commit_waits_for_its_process_round_under_way_and_publishes_its_own_rows(
+        factory, redis_client, prefix):
+    """Two batches of one service commit on two pooled connections; the second's round starts while the first's
+    holds the PostgreSQL relay lock. It waits for that round and publishes its batch's event itself; it used to
+    give up (the try-lock failed), leaving the event to whatever round came next, with no relay task running
+    here: never."""
+    relay = _relay(factory, redis_client, prefix)
+    inside, release = _held(relay)
+    engine = factory.kw["bind"]
+    await _queue(factory, (streams.PROCUREMENT_SUBMITTED, "first"))
+    async with engine.connect() as c1, engine.connect() as c2:
+        first = asyncio.create_task(relay.publish_after_commit(c1))
+        await asyncio.wait_for(inside.wait(), timeout=10)
+        await _queue(factory, (streams.PROCUREMENT_SUBMITTED, "second"))
+        second = asyncio.create_task(relay.publish_after_commit(c2))
+        await asyncio.sleep(0.05)  # let the second round reach the relay lock while the first holds it
+        assert not second.done()
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, second), timeout=10)
+    assert await _published(redis_client, prefix) == ["first", "second"]
+    assert await _unsent(factory) == 0
+
+
+@pytest.mark.skipif(not dbs.on_postgres(), reason="the PostgreSQL relay lock: SQLite's writers wait for its write lock")
+async def test_the_relay_task_tries_again_soon_when_another_process_relay_holds_the_lock(factory, redis_client, prefix):
+    """Another process's relay (here a second relay on the same database) holds the PostgreSQL relay lock when this
+    relay is woken for a new row: it tries again after 1, 2, 4 … ms instead of waiting for its next tick (30 s
+    here), so the row goes out as soon as the other round is done."""
+    other = _relay(factory, redis_client, prefix)
+    inside, release = _held(other)
+    relay = OutboxRelay(factory, redis_client, prefix=prefix, postgres=True, interval_s=30)
+    await _queue(factory, (streams.PROCUREMENT_SUBMITTED, "theirs"))
+    held = asyncio.create_task(other.publish_once())
+    await asyncio.wait_for(inside.wait(), timeout=10)
+    task = asyncio.create_task(relay.run())
+    try:
+        await _queue(factory, (streams.PROCUREMENT_SUBMITTED, "ours"))
+        relay.wake()
+        await asyncio.sleep(0.1)  # this relay's first tries find the lock held
+        release.set()
+        assert await asyncio.wait_for(held, timeout=10) == 1
+
+        async def ours_out() -> bool:
+            return await _published(redis_client, prefix) == ["theirs", "ours"]
+
+        await wait_for(ours_out, timeout=5, message="the relay to publish its row well before its next tick")
+    finally:
+        await relay.stop(task)
+    assert await _unsent(factory) == 0
+
