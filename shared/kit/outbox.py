@@ -253,7 +253,11 @@ async def send(redis: Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         await pool.release(conn)
 
 
-_PG_RELAY_LOCK = text("SELECT pg_try_advisory_xact_lock(424242)")
+# The round's lock, and its commit without waiting for the WAL flush (SET LOCAL synchronous_commit, in the same
+# statement): the round only marks rows that its XADDs already published, so a mark that a PostgreSQL crash loses
+# makes them go out again, at least once, as after any crash between the XADD and the mark. The batches whose
+# state changes wrote the rows keep the synchronous commit: their events must never outlive them.
+_PG_RELAY_LOCK = text("SELECT pg_try_advisory_xact_lock(424242), set_config('synchronous_commit', 'off', true)")
 # the relay task, when another process's relay holds the PostgreSQL lock (a round lasts about a millisecond): tries
 # again after 1 ms, then twice as long each time, until the wait would exceed its tick
 _BUSY_FIRST_S = 0.001

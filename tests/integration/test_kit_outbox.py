@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
-from sqlalchemy import func
+from sqlalchemy import func, text
 from sqlmodel import select
 
 from services.testing.waiting import wait_for
@@ -192,3 +192,21 @@ async def test_the_relay_task_tries_again_soon_when_another_process_relay_holds_
         await relay.stop(task)
     assert await _unsent(factory) == 0
 
+
+@pytest.mark.skipif(not dbs.on_postgres(), reason="PostgreSQL's synchronous_commit")
+async def test_only_the_relay_round_commits_without_waiting_for_the_wal_flush(factory, redis_client, prefix):
+    """The round's mark may be lost in a PostgreSQL crash (its rows then go out again); the connection's next
+    transaction, a batch's state change, commits synchronously again."""
+    seen: list[str] = []
+
+    async def after_publish(conn: Any, rows: Any) -> None:
+        seen.append((await conn.execute(text("SHOW synchronous_commit"))).scalar())
+
+    relay = OutboxRelay(factory, redis_client, prefix=prefix, postgres=True, after_publish=after_publish)
+    await _queue(factory, (streams.PROCUREMENT_SUBMITTED, "one"))
+    async with factory.kw["bind"].connect() as conn:
+        assert await relay.publish_after_commit(conn) is False  # published; no `then` commands to report
+        async with conn.begin():
+            after = (await conn.execute(text("SHOW synchronous_commit"))).scalar()
+    assert seen == ["off"]
+    assert after == "on"
