@@ -933,9 +933,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--absolute", action="store_true",
                     help="--rates are cases/s, the same in every run (to compare builds at equal load)")
     ap.add_argument("--rate-seconds", type=float, default=6.0, help="length of each offered-rate run")
-    ap.add_argument("--repeat", type=int, default=1,
+    # Three by default: one offered-rate run is 6 s and 2 000 cases, so its p99 is the 20th-slowest case of one
+    # stretch of a shared machine; on one build and VM, single runs' p99 at half load ranged 43–150 ms (20 runs)
+    ap.add_argument("--repeat", type=int, default=None,
                     help="runs of each saturation phase and each offered rate (interleaved); the median run is "
-                         "reported (cases/s, p99), with the range of all runs")
+                         "reported (cases/s, p99), with the range of all runs (default 3; 1 with --quick)")
     ap.add_argument("--baseline-messages", type=int, default=None)
     ap.add_argument("--list-cases", type=int, default=None, help="cases stored for the list timing (default 100 000)")
     ap.add_argument("--out", default="bench-results")
@@ -959,6 +961,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         opts.list_cases = opts.list_cases or 5000
         if "--batch-rounds" not in (argv or sys.argv):
             opts.batch_rounds = 20
+    if opts.repeat is None:
+        opts.repeat = 1 if opts.quick else 3
     opts.baseline_messages = opts.baseline_messages or 20_000
     opts.list_cases = opts.list_cases or 100_000
     opts.min_rate_cases = 20 if opts.quick else 100
