@@ -273,7 +273,7 @@ class Plan(NamedTuple):
     rows: Callable[[list[Any]], list[Any]] | None  # fetched rows → with SQLAlchemy's result processors applied
 
 
-_PLANS: dict[tuple[Any, tuple[str, ...], tuple[int, ...], str], Plan | None] = {}
+_PLANS: dict[tuple[Any, tuple[str, ...], tuple[int, ...]], Plan | None] = {}
 # a read with a longer list goes through Core (plans are cached per list length: batch sizes, not arbitrary lists)
 MAX_PLANNED_LIST = 256
 
@@ -288,37 +288,6 @@ def _inline_connection(conn: AsyncConnection) -> sqlite3.Connection | None:
     """The sqlite3 connection under `conn` if it is this process's inline SQLite connection inside a transaction."""
     raw = _sqlite_of(conn.sync_connection.connection) if conn.sync_connection is not None else None
     return raw if raw is not None and raw.in_transaction else None
-
-
-def _asyncpg_connection(conn: AsyncConnection) -> Any:
-    """The asyncpg connection under `conn` once SQLAlchemy's transaction has begun on it (PostgreSQL), else None.
-
-    SQLAlchemy's asyncpg adapter sends BEGIN with the transaction's first statement, not at `begin()`: before
-    that, a statement sent to asyncpg directly would commit on its own, so it goes through Core instead (and
-    begins the transaction)."""
-    if conn.dialect.driver != "asyncpg" or conn.sync_connection is None:
-        return None
-    adapter = conn.sync_connection.connection.dbapi_connection
-    return adapter._connection if getattr(adapter, "_transaction", None) is not None else None
-
-
-def _pg_errors() -> tuple[type[BaseException], type[BaseException]]:
-    import asyncpg
-
-    return asyncpg.IntegrityConstraintViolationError, asyncpg.PostgresError
-
-
-@contextmanager
-def _as_core_errors_pg(sql: str, params: Any) -> Iterator[None]:
-    """asyncpg's server errors as SQLAlchemy's, as a Core execute raises them (a broken connection's errors pass
-    as they are: the transaction's rollback then fails, and SQLAlchemy invalidates the connection)."""
-    integrity, server = _pg_errors()
-    try:
-        yield
-    except integrity as e:
-        raise sa_exc.IntegrityError(sql, params, e) from e
-    except server as e:
-        raise sa_exc.OperationalError(sql, params, e) from e
 
 
 def _plan(statement: Any, keys: tuple[str, ...], dialect: Any, params: dict[str, Any] | None = None) -> Plan | None:
@@ -345,10 +314,7 @@ def _plan(statement: Any, keys: tuple[str, ...], dialect: Any, params: dict[str,
     cols = [(name, _faster(procs.get(name), compiled.binds.get(name), dialect),
              compiled.binds[name].effective_value if name in compiled.binds else None)
             for name in names]
-    try:
-        results = [rc.type._cached_result_processor(dialect, None) for rc in compiled._result_columns]
-    except Exception:  # noqa: BLE001 - a type whose processor needs the column's type from the driver (asyncpg's
-        return None        # NUMERIC fails on None with a TypeError): Core, which has it
+    results = [rc.type._cached_result_processor(dialect, None) for rc in compiled._result_columns]
     return Plan(sql, cols, _row_binder(cols, keys, element_of), _rows_converter(results) if any(results) else None)
 
 
@@ -412,7 +378,7 @@ def _cached_plan(conn: AsyncConnection, statement: Any, params: dict[str, Any], 
     sizes = tuple(len(v) for v in params.values() if type(v) is list) if expand else ()
     if sizes and max(sizes) > MAX_PLANNED_LIST:
         return None
-    key = (statement, keys, sizes, conn.dialect.driver)  # the SQL and its processors differ per dialect
+    key = (statement, keys, sizes)
     if key not in _PLANS:
         _PLANS[key] = _plan(statement, keys, conn.dialect, params if expand else None)
     return _PLANS[key]
@@ -445,11 +411,8 @@ async def executemany(conn: AsyncConnection, statement: Any, rows: list[dict[str
     values converted by SQLAlchemy's own bind processors (the same text a Core execute writes): the async
     adaptation layers of a Core execute (greenlet hops, the aiosqlite cursor, the execution context) cost
     ~0.3 ms per statement, several times the statement itself, and a batch runs several. Constraint violations
-    are raised as SQLAlchemy's IntegrityError, as a Core execute would. On PostgreSQL the same plan (compiled for
-    asyncpg) goes straight to asyncpg's `executemany` inside SQLAlchemy's transaction once that has begun on the
-    driver (one-message batches 5–25 % less CPU, `tests/integration/test_kit_asyncpg_direct.py`); before that, and
-    on the threaded SQLite driver, it is a Core execute. Statement-level SQLAlchemy events do not see the direct
-    path."""
+    are raised as SQLAlchemy's IntegrityError, as a Core execute would. Elsewhere (PostgreSQL, the threaded
+    SQLite driver) it is a Core execute. Statement-level SQLAlchemy events do not see the direct path."""
     raw = _inline_connection(conn) if rows else None
     if raw is not None:
         keys = tuple(rows[0])
@@ -458,15 +421,6 @@ async def executemany(conn: AsyncConnection, statement: Any, rows: list[dict[str
             params = _bound(plan.sql, plan.binder, rows)
             with _as_core_errors(plan.sql, params[0]):
                 raw.executemany(plan.sql, params)
-            return
-    pg = _asyncpg_connection(conn) if rows else None
-    if pg is not None:
-        keys = tuple(rows[0])
-        plan = _cached_plan(conn, statement, rows[0])
-        if plan is not None and all(tuple(r) == keys for r in rows):
-            params = _bound(plan.sql, plan.binder, rows)
-            with _as_core_errors_pg(plan.sql, params[0]):
-                await pg.executemany(plan.sql, params)
             return
     await conn.execute(statement, rows)
 
@@ -495,20 +449,9 @@ def fetch_inline(conn: AsyncConnection, statement: Any, params: dict[str, Any]) 
 
 async def fetch_all(conn: AsyncConnection, statement: Any, params: dict[str, Any]) -> list[Any]:
     """The rows of `statement` (tuples on the direct path, SQLAlchemy's rows elsewhere: unpack or index them):
-    `fetch_inline` where it applies; on PostgreSQL, once SQLAlchemy's transaction has begun on the driver, the plan
-    straight to asyncpg (not for result types whose processor needs the driver's column type, such as NUMERIC);
-    a Core execute otherwise."""
+    `fetch_inline` where it applies, a Core execute otherwise."""
     rows = fetch_inline(conn, statement, params)
-    if rows is not None:
-        return rows
-    pg = _asyncpg_connection(conn)
-    plan = _cached_plan(conn, statement, params, expand=True) if pg is not None else None
-    if plan is not None:
-        [values] = _bound(plan.sql, plan.binder, [params])
-        with _as_core_errors_pg(plan.sql, values):
-            fetched = [tuple(r) for r in await pg.fetch(plan.sql, *values)]
-        return fetched if plan.rows is None else plan.rows(fetched)
-    return list((await conn.execute(statement, params)).all())
+    return rows if rows is not None else list((await conn.execute(statement, params)).all())
 
 
 @asynccontextmanager

@@ -179,7 +179,7 @@ async def test_executemany_on_the_inline_sqlite_connection_stores_what_a_core_ex
             await db.executemany(conn, insert_direct, rows)
             await conn.execute(core.insert(), rows)
             # and dates went through the kit's faster DATETIME processor, not SQLAlchemy's
-            [plan] = [plan for (stmt, *_), plan in db._PLANS.items() if stmt is insert_direct]
+            [plan] = [plan for (stmt, _, _), plan in db._PLANS.items() if stmt is insert_direct]
             assert "_faster" in next(p for name, p, _ in plan.cols if name == "at").__qualname__
         with pytest.raises(sa.exc.IntegrityError):
             async with engine.begin() as conn:
