@@ -92,7 +92,7 @@ class OutboxRelay:
         # One round at a time in this process. On PostgreSQL each round takes the database's relay lock with a
         # try-lock; without this, a round started while another of this process held it (the batches of one
         # service commit on several pooled connections) gave up, and its batch's events waited for the next
-        # commit's round or the relay task's next tick: +10 ms per hop at low load (`make bench --pg`). A round
+        # commit's round or the relay task's next tick (up to 200 ms; rare in `make bench --pg`). A round
         # takes this lock only once it holds its connection, so waiting here never holds back the connection
         # another round needs (SQLite's pool has one, and already serializes them).
         self._one_round = asyncio.Lock()

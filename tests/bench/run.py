@@ -934,7 +934,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="--rates are cases/s, the same in every run (to compare builds at equal load)")
     ap.add_argument("--rate-seconds", type=float, default=6.0, help="length of each offered-rate run")
     # Three by default: one offered-rate run is 6 s and 2 000 cases, so its p99 is the 20th-slowest case of one
-    # stretch of a shared machine; on one build and VM, single runs' p99 at half load ranged 43–150 ms (20 runs)
+    # stretch of a shared machine; on one build and VM, single runs' p99 at half load ranged 43–150 ms (21 runs)
     ap.add_argument("--repeat", type=int, default=None,
                     help="runs of each saturation phase and each offered rate (interleaved); the median run is "
                          "reported (cases/s, p99), with the range of all runs (default 3; 1 with --quick)")
