@@ -461,8 +461,8 @@ async def short_transaction(conn: AsyncConnection) -> AsyncIterator[None]:
     costs more than they do. Inside, run statements with `executemany` / `fetch_inline`, which take the direct path
     too: SQLAlchemy does not know of this transaction, and a Core execute would try to begin its own. When
     another process holds the write lock, it takes SQLAlchemy's path, which waits for it asynchronously."""
-    driver = _idle_inline_driver(conn)
-    if driver is None or not _begin_now(driver._connection):  # type: ignore[arg-type]
+    driver = _begin_inline(conn)
+    if driver is None:
         async with conn.begin():
             yield
         return
@@ -470,12 +470,15 @@ async def short_transaction(conn: AsyncConnection) -> AsyncIterator[None]:
         yield
 
 
-def _idle_inline_driver(connection: AsyncConnection | None) -> InlineSQLite | None:
-    """The InlineSQLite driver under `connection`, if neither SQLAlchemy nor sqlite3 has a transaction open on it."""
+def _begin_inline(connection: AsyncConnection | None) -> InlineSQLite | None:
+    """The InlineSQLite driver under `connection`, with BEGIN IMMEDIATE just run on its sqlite3 connection; None if
+    it is not that driver, SQLAlchemy or sqlite3 already has a transaction open on it, or another process holds the
+    write lock (the caller then takes SQLAlchemy's path, which waits for it asynchronously)."""
     if connection is None or connection.sync_connection is None or connection.in_transaction():
         return None
     driver = connection.sync_connection.connection.driver_connection
-    if not isinstance(driver, InlineSQLite) or driver._connection is None or driver._connection.in_transaction:
+    raw = driver._connection if isinstance(driver, InlineSQLite) else None
+    if raw is None or raw.in_transaction or not _begin_now(raw):
         return None
     return driver
 
@@ -630,8 +633,8 @@ async def transaction(
     transaction machinery, whose begin, commit and close cost ~0.3 ms, several times what such a batch's own
     statements cost. When another process holds the write lock, it takes SQLAlchemy's path, which waits for it
     asynchronously."""
-    driver = _idle_inline_driver(connection)
-    if driver is None or not _begin_now(driver._connection):  # type: ignore[arg-type]
+    driver = _begin_inline(connection)
+    if driver is None:
         session_of = factory() if connection is None else factory(bind=connection)
         async with session_of as session, session.begin():
             yield session
