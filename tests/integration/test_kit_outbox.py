@@ -157,7 +157,11 @@ async def test_a_round_after_a_commit_waits_for_its_process_round_under_way_and_
         await asyncio.wait_for(inside.wait(), timeout=10)
         await _queue(factory, (streams.PROCUREMENT_SUBMITTED, "second"))
         second = asyncio.create_task(relay.publish_after_commit(c2))
-        await asyncio.sleep(0.05)  # let the second round reach the relay lock while the first holds it
+
+        async def queued() -> bool:  # (asyncio.Lock keeps no public count of its waiters)
+            return second.done() or bool(relay._one_round._waiters)
+
+        await wait_for(queued, timeout=10, message="the second round at the relay's round lock")
         assert not second.done()
         release.set()
         await asyncio.wait_for(asyncio.gather(first, second), timeout=10)
@@ -173,6 +177,14 @@ async def test_the_relay_task_tries_again_soon_when_another_process_relay_holds_
     other = _relay(factory, redis_client, prefix)
     inside, release = _held(other)
     relay = OutboxRelay(factory, redis_client, prefix=prefix, postgres=True, interval_s=30)
+    rounds: list[int | None] = []  # what each of this relay's rounds returned (None: the lock was held)
+    real_round = relay._round
+
+    async def round_(connection: Any, then: Any = ()) -> int | None:
+        rounds.append(await real_round(connection, then))
+        return rounds[-1]
+
+    relay._round = round_  # type: ignore[method-assign]
     await _queue(factory, (streams.PROCUREMENT_SUBMITTED, "theirs"))
     held = asyncio.create_task(other.publish_once())
     await asyncio.wait_for(inside.wait(), timeout=10)
@@ -180,7 +192,11 @@ async def test_the_relay_task_tries_again_soon_when_another_process_relay_holds_
     try:
         await _queue(factory, (streams.PROCUREMENT_SUBMITTED, "ours"))
         relay.wake()
-        await asyncio.sleep(0.1)  # this relay's first tries find the lock held
+
+        async def refused() -> bool:
+            return None in rounds
+
+        await wait_for(refused, timeout=10, interval=0.001, message="a round of this relay finding the lock held")
         release.set()
         assert await asyncio.wait_for(held, timeout=10) == 1
 
