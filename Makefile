@@ -4,13 +4,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PY
 
-.PHONY: run test test-unit test-integration test-e2e test-pg bench chaos lint venv clean redis
+.PHONY: run test test-unit test-integration test-e2e test-pg bench chaos lint venv clean redis lock deps-check
 
-$(VENV)/.installed: pyproject.toml
+# Installs exactly what requirements-dev.lock pins (hash-checked), then the project itself without deps.
+$(VENV)/.installed: pyproject.toml requirements-dev.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -r requirements-dev.lock
+	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
 
 venv: $(VENV)/.installed
@@ -55,6 +57,15 @@ bench: venv  ## throughput/latency figures against a raw redis-py baseline (writ
 chaos: venv  ## kill -9 every service in turn under load; prints the figures
 	@infra/scripts/ensure-redis.sh
 	$(PY) -m tests.chaos.run $(CHAOS_ARGS)
+
+UV_COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes -q
+
+lock: venv  ## re-pin requirements.lock (runtime, used by the images) and requirements-dev.lock after a pyproject change
+	$(UV_COMPILE) -o requirements.lock
+	$(UV_COMPILE) --extra dev -o requirements-dev.lock
+
+deps-check: venv  ## what the newest allowed versions would change: the version diff, then the unit layers on them
+	infra/scripts/deps-check.sh
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -18,11 +18,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # Dependencies first, so the layer stays cached while only the code changes.
 WORKDIR /src
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+# requirements.lock pins every runtime dependency with its hashes (`make lock` writes it).
+COPY pyproject.toml requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 
 # Then the project itself (a regular install: `python -m services.<name>` runs from site-packages),
 # with an import check so a wrong SERVICE fails the build, not the container.
