@@ -74,6 +74,10 @@ class LoanRequested(Event):
     contract_signed_on: date = Field(description="Contract signing date")
     verification_outcome: str = Field(description="Outcome of origin verification (must be eligible)")
     financing: list[FinancingLine] = Field(description="Requested loans")
+    contract_value_eur: Decimal | None = Field(
+        default=None, description="The procurement's contract value, if given (L-7: the financing may not exceed it)")
+    component_cost_eur: Decimal | None = Field(
+        default=None, description="Σ component cost of the end products (L-7's basis when no contract value is given)")
 
 
 class FinancingLine(BaseModel):
@@ -221,6 +225,8 @@ class LoanApproved(Event):
     producer: Literal["loan_disbursement"] = "loan_disbursement"
     case_id: str = Field(description="Case id")
     loans: list[ApprovedLoan] = Field(description="One loan per financing line")
+    assumptions: list[str] = Field(default_factory=list, description=(
+        "Every assumption the decision used, in words with its rule id (e.g. a tentative facility amount, L-8)"))
 
 
 class LoanRejected(Event):
@@ -230,6 +236,8 @@ class LoanRejected(Event):
     producer: Literal["loan_disbursement"] = "loan_disbursement"
     case_id: str = Field(description="Case id")
     reasons: list[LoanDecisionReason] = Field(description="Every reason, per financing line")
+    assumptions: list[str] = Field(default_factory=list, description=(
+        "Every assumption the decision used, in words with its rule id (e.g. a tentative facility amount, L-8)"))
 
 
 # --- any service ------------------------------------------------------------------------------------

@@ -283,6 +283,9 @@ async def on_verification_completed(ctx: HandlerContext, event: contracts.Origin
             lead_member_state=proposal["lead_member_state"], participants=proposal["participants"],
             categories=sorted({ep["category"] for ep in proposal["end_products"]}),
             contract_signed_on=proposal["contract_signed_on"], verification_outcome=outcome, financing=financing,
+            contract_value_eur=_decimal_or_none(proposal.get("contract_value_eur")),
+            component_cost_eur=sum((Decimal(str(c["cost_eur"])) for ep in proposal["end_products"]
+                                    for c in ep.get("components", [])), start=Decimal("0.00")),
         )
         row.loan = json.dumps({
             "status": "requested",
@@ -385,3 +388,7 @@ async def reverify(session: AsyncSession, case_id: str, *, reason: str, actor: s
 
 
 __all__ = ["NotFound", "ReferenceConflict", "TransitionRefused", "submit", "withdraw", "reverify"]
+
+
+def _decimal_or_none(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))

@@ -95,12 +95,24 @@ class FacilityUpdate(_Strict):
     source: str | None = Field(default=None, max_length=500, description="Where the new figures come from")
     confidence: Literal["official", "secondary", "assumed"] | None = None
     notes: str | None = Field(default=None, max_length=2000)
+    status: Literal["pending", "decided", "agreement_signed", "suspended", "closed"] | None = Field(
+        default=None, description="L-8 lifecycle step: pending → decided → agreement_signed → suspended → closed")
+    agreement_signed_on: date | None = Field(default=None, description="Signing date of the loan agreement (Art. 10)")
+    agreement_reference: str | None = Field(default=None, max_length=500, description="The loan agreement's reference")
+    effective_on: date | None = Field(default=None, description="Date of the status change (default: today)")
+    status_reference: str | None = Field(default=None, max_length=500,
+                                         description="Reference of the act behind the change (e.g. the Council decision)")
     reason: Reason
 
     @model_validator(mode="after")
     def _something(self) -> FacilityUpdate:
         if not (self.model_fields_set - {"reason"}):
-            raise ValueError("nothing to change: give max_eur, pre_financing_eur, suspended, source, confidence or notes")
+            raise ValueError("nothing to change: give max_eur, pre_financing_eur, suspended, status, source, "
+                             "confidence or notes")
+        if "status" in self.model_fields_set and self.status is None:
+            raise ValueError("status cannot be null")
+        if self.status is not None and self.suspended is not None:
+            raise ValueError("give either status or suspended, not both")
         if "max_eur" in self.model_fields_set and self.max_eur is None:
             raise ValueError("max_eur cannot be null")
         if "suspended" in self.model_fields_set and self.suspended is None:
@@ -166,10 +178,37 @@ class FacilityPublic(BaseModel):
     suspended_reason: str | None
     plan: PlanSummary
     updated_at: UtcDateTime
+    status: str = Field(description="L-8: pending | decided | agreement_signed | suspended | closed")
+    status_changed_on: date | None = None
+    status_reference: str | None = None
+    agreement_signed_on: date | None = None
+    agreement_reference: str | None = None
+    amount_confirmed: bool = Field(description="False: the maximum is tentative/unconfirmed (every decision says so)")
+    pre_financing_cleared_eur: Decimal = Field(description="Pre-financing cleared against instalments so far (L-9)")
+    pre_financing_uncleared_eur: Decimal = Field(description="Pre-financing paid and not yet cleared (L-9)")
+    payable_eur: Decimal = Field(description="Approved − pre-financing − instalments: what may still be paid (L-9)")
 
 
 class FacilityList(BaseModel):
     items: list[FacilityPublic]
+    envelope_eur: Decimal | None = Field(default=None, description="The SAFE envelope (L-10)")
+    maxima_total_eur: Decimal | None = Field(default=None, description="Σ of all facility maxima (≤ the envelope)")
+
+
+class StatusChangePublic(BaseModel):
+    id: int
+    member_state: str
+    from_status: str | None
+    to_status: str
+    effective_on: date | None
+    reference: str | None
+    reason: str
+    actor: str
+    at: UtcDateTime
+
+
+class StatusHistory(BaseModel):
+    items: list[StatusChangePublic]
 
 
 class PlanLinePublic(BaseModel):
@@ -200,6 +239,8 @@ class LedgerEntryPublic(BaseModel):
     requested_on: date | None
     actor: str
     event_id: str | None
+    pre_financing_cleared_eur: Decimal | None = Field(
+        default=None, description="On an instalment: pre-financing cleared against its loan with it (L-9)")
 
 
 class LedgerPage(BaseModel):
@@ -217,6 +258,8 @@ class LoanPublic(BaseModel):
     released_at: datetime | None
     instalments_paid_eur: Decimal
     remaining_eur: Decimal = Field(description="What instalments may still pay (0 once released)")
+    pre_financing_cleared_eur: Decimal = Field(default=Decimal("0.00"),
+                                               description="Pre-financing cleared against this loan (L-9)")
 
 
 class LoanList(BaseModel):
@@ -225,7 +268,7 @@ class LoanList(BaseModel):
 
 class ReasonPublic(BaseModel):
     member_state: str
-    rule: str = Field(description="L-1..L-5 or PLAN")
+    rule: str = Field(description="L-1..L-10 or PLAN")
     message: str
 
 
@@ -240,6 +283,7 @@ class LoanRequestPublic(BaseModel):
     decided_at: UtcDateTime
     withdrawn_at: datetime | None
     loans: list[LoanPublic]
+    assumptions: list[str] = Field(default_factory=list, description="Every assumption the decision used")
 
 
 class Refusal(BaseModel):
