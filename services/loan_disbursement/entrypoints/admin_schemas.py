@@ -22,11 +22,13 @@ from pydantic import (
 
 from services.loan_disbursement.domain.money import CENT
 from shared.contracts import Category
+from shared.contracts.decimals import MoneyOut
 from shared.contracts.proposal import validate_money
 from shared.kit.app import validation_errors
 from shared.kit.web import UtcDateTime
 
 M = TypeVar("M", bound=BaseModel)
+ZERO_EUR = Decimal("0.00")
 
 
 def _no_float(value: Any) -> Any:
@@ -161,20 +163,20 @@ class PlanSummary(BaseModel):
 
 class FacilityPublic(BaseModel):
     member_state: str
-    max_eur: Decimal = Field(description="Maximum loan amount (Council decision, else tentative allocation)")
-    approved_eur: Decimal = Field(description="Reservations − releases in the ledger")
-    disbursed_eur: Decimal = Field(description="Pre-financing + instalments paid")
-    available_eur: Decimal = Field(description="max − approved")
-    pre_financing_eur: Decimal | None = Field(description="Council pre-financing; null = unconfirmed (cap 15 % of max)")
+    max_eur: MoneyOut = Field(description="Maximum loan amount (Council decision, else tentative allocation)")
+    approved_eur: MoneyOut = Field(description="Reservations − releases in the ledger")
+    disbursed_eur: MoneyOut = Field(description="Pre-financing + instalments paid")
+    available_eur: MoneyOut = Field(description="max − approved")
+    pre_financing_eur: MoneyOut | None = Field(description="Council pre-financing; null = unconfirmed (cap 15 % of max)")
     suspended: bool
     source: str
     confidence: str = Field(description="official | secondary | assumed")
     notes: str
-    tentative_eur: Decimal | None
-    council_max_eur: Decimal | None
-    pre_financing_cap_eur: Decimal = Field(description="What pre-financing may total (whole cents)")
-    pre_financing_paid_eur: Decimal
-    instalments_paid_eur: Decimal
+    tentative_eur: MoneyOut | None
+    council_max_eur: MoneyOut | None
+    pre_financing_cap_eur: MoneyOut = Field(description="What pre-financing may total (whole cents)")
+    pre_financing_paid_eur: MoneyOut
+    instalments_paid_eur: MoneyOut
     suspended_reason: str | None
     plan: PlanSummary
     updated_at: UtcDateTime
@@ -184,15 +186,15 @@ class FacilityPublic(BaseModel):
     agreement_signed_on: date | None = None
     agreement_reference: str | None = None
     amount_confirmed: bool = Field(description="False: the maximum is tentative/unconfirmed (every decision says so)")
-    pre_financing_cleared_eur: Decimal = Field(description="Pre-financing cleared against instalments so far (L-9)")
-    pre_financing_uncleared_eur: Decimal = Field(description="Pre-financing paid and not yet cleared (L-9)")
-    payable_eur: Decimal = Field(description="Approved − pre-financing − instalments: what may still be paid (L-9)")
+    pre_financing_cleared_eur: MoneyOut = Field(description="Pre-financing cleared against instalments so far (L-9)")
+    pre_financing_uncleared_eur: MoneyOut = Field(description="Pre-financing paid and not yet cleared (L-9)")
+    payable_eur: MoneyOut = Field(description="Approved − pre-financing − instalments: what may still be paid (L-9)")
 
 
 class FacilityList(BaseModel):
     items: list[FacilityPublic]
-    envelope_eur: Decimal | None = Field(default=None, description="The SAFE envelope (L-10)")
-    maxima_total_eur: Decimal | None = Field(default=None, description="Σ of all facility maxima (≤ the envelope)")
+    envelope_eur: MoneyOut | None = Field(default=None, description="The SAFE envelope (L-10)")
+    maxima_total_eur: MoneyOut | None = Field(default=None, description="Σ of all facility maxima (≤ the envelope)")
 
 
 class StatusChangePublic(BaseModel):
@@ -213,9 +215,9 @@ class StatusHistory(BaseModel):
 
 class PlanLinePublic(BaseModel):
     category: str
-    amount_eur: Decimal
-    drawn_eur: Decimal = Field(description="Taken by active approved loans")
-    remaining_eur: Decimal
+    amount_eur: MoneyOut
+    drawn_eur: MoneyOut = Field(description="Taken by active approved loans")
+    remaining_eur: MoneyOut
 
 
 class PlanPublic(BaseModel):
@@ -233,13 +235,13 @@ class LedgerEntryPublic(BaseModel):
     case_id: str | None
     loan_id: str | None
     kind: str = Field(description="reservation | release | pre_financing | instalment")
-    amount_eur: Decimal
+    amount_eur: MoneyOut
     at: UtcDateTime
     reason: str
     requested_on: date | None
     actor: str
     event_id: str | None
-    pre_financing_cleared_eur: Decimal | None = Field(
+    pre_financing_cleared_eur: MoneyOut | None = Field(
         default=None, description="On an instalment: pre-financing cleared against its loan with it (L-9)")
 
 
@@ -252,13 +254,13 @@ class LoanPublic(BaseModel):
     loan_id: str
     case_id: str
     member_state: str
-    amount_eur: Decimal
+    amount_eur: MoneyOut
     status: str = Field(description="active | released (case withdrawn)")
     approved_at: UtcDateTime
     released_at: datetime | None
-    instalments_paid_eur: Decimal
-    remaining_eur: Decimal = Field(description="What instalments may still pay (0 once released)")
-    pre_financing_cleared_eur: Decimal = Field(default=Decimal("0.00"),
+    instalments_paid_eur: MoneyOut
+    remaining_eur: MoneyOut = Field(description="What instalments may still pay (0 once released)")
+    pre_financing_cleared_eur: MoneyOut = Field(default=ZERO_EUR,
                                                description="Pre-financing cleared against this loan (L-9)")
 
 
