@@ -123,6 +123,8 @@ async def test_operators_move_a_facility_along_its_lifecycle(database_url, prefi
         r = await client.put("/facilities/HU", json={"status": "agreement_signed", "agreement_signed_on": "2026-05-01",
                                                      "agreement_reference": "LA-HU", "reason": "too early"})
         assert r.status_code == 422 and r.json()["reasons"][0]["rule"] == "L-8"
+        r = await client.put("/facilities/HU", json={"agreement_reference": "LA-HU", "reason": "no status"})
+        assert r.status_code == 422 and "give status" in r.text
         r = await client.put("/facilities/HU", json={"status": "decided", "effective_on": "2026-05-20",
                                                      "status_reference": "Council ID (EU) 2026/123",
                                                      "reason": "Council implementing decision adopted"})

@@ -115,6 +115,9 @@ class FacilityUpdate(_Strict):
             raise ValueError("status cannot be null")
         if self.status is not None and self.suspended is not None:
             raise ValueError("give either status or suspended, not both")
+        dated = {"agreement_signed_on", "agreement_reference", "effective_on", "status_reference"}
+        if self.status is None and self.model_fields_set & dated:
+            raise ValueError(f"{', '.join(sorted(self.model_fields_set & dated))} describe a status change: give status")
         if "max_eur" in self.model_fields_set and self.max_eur is None:
             raise ValueError("max_eur cannot be null")
         if "suspended" in self.model_fields_set and self.suspended is None:
