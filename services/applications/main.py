@@ -8,7 +8,7 @@ from sqlmodel import col, select
 
 from services.applications.adapters.tables import CaseParticipant, CaseRow
 from services.applications.config import Settings
-from services.applications.entrypoints import admin_api, subscribers
+from services.applications.entrypoints import admin_api, admin_schemas, subscribers
 from services.applications.service_layer import handlers
 from shared import contracts
 from shared.contracts import streams
@@ -63,7 +63,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         on_startup=[_register_gauges],
         after_publish=handlers.after_publish,
         gauges=_case_gauges,
-        openapi_models=[contracts.Proposal],
+        openapi_models=[contracts.Proposal, admin_schemas.ReviewRequest, admin_schemas.AmendmentRequest],
         participants_of=_participants_of,
         # the intake request, served without FastAPI's routing and dependency resolution (ServiceApp)
         direct_routes={("POST", "/procurements"): (require_operator, admin_api.submit_procurement)},

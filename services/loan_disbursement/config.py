@@ -1,5 +1,6 @@
 from datetime import date
 from decimal import Decimal
+from typing import Literal
 
 from pydantic_settings import SettingsConfigDict
 
@@ -16,3 +17,9 @@ class Settings(ServiceSettings):
     pre_financing_share: Decimal = Decimal("0.15")
     # the seed file of facilities and investment plans; empty = the package's data/facilities.yaml
     facilities_file: str = ""
+    # L-8: loans are approved on a facility that is `decided` (or `agreement_signed`), or only `agreement_signed`
+    loans_from: Literal["decided", "agreement_signed"] = "decided"
+    # L-10: the maxima of all facilities together stay within this envelope (Art. 5) [official]
+    envelope_eur: Decimal = Decimal("150000000000")
+    # L-7: financing summed over its lines ≤ the contract value (else the component cost) [assumed; false = off]
+    financing_within_contract_value: bool = True

@@ -3,6 +3,7 @@
 from shared.contracts import streams
 from shared.contracts.events import (
     ApprovedLoan,
+    AssumptionUsed,
     CountryStatusChanged,
     EndProductResult,
     Event,
@@ -26,6 +27,7 @@ from shared.contracts.proposal import Category, Proposal
 
 __all__ = [
     "ApprovedLoan",
+    "AssumptionUsed",
     "Category",
     "CountryStatusChanged",
     "EndProductResult",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.contracts.decimals import MoneyOut, ShareOut
 from shared.contracts.ids import uuid7
 from shared.contracts.proposal import Proposal
 
@@ -74,13 +74,17 @@ class LoanRequested(Event):
     contract_signed_on: date = Field(description="Contract signing date")
     verification_outcome: str = Field(description="Outcome of origin verification (must be eligible)")
     financing: list[FinancingLine] = Field(description="Requested loans")
+    contract_value_eur: MoneyOut | None = Field(
+        default=None, description="The procurement's contract value, if given (L-7: the financing may not exceed it)")
+    component_cost_eur: MoneyOut | None = Field(
+        default=None, description="Σ component cost of the end products (L-7's basis when no contract value is given)")
 
 
 class FinancingLine(BaseModel):
     """One requested loan."""
 
     member_state: str = Field(description="Borrowing Member State")
-    amount_eur: Decimal = Field(description="Requested amount, decimal string")
+    amount_eur: MoneyOut = Field(description="Requested amount, decimal string")
 
 
 class ProcurementWithdrawn(Event):
@@ -96,21 +100,29 @@ class ProcurementWithdrawn(Event):
 
 
 class Finding(BaseModel):
-    rule: str = Field(description="Rule id from SAFE_RULES.md (R-PART-1..3, R-CON-1..5, R-ORIG-1..5, R-DES-1)")
+    rule: str = Field(description="Rule id from SAFE_RULES.md (R-PART-1..5, R-CON-1..5, R-ORIG-1..5, R-DES-1)")
     passed: bool | None = Field(description="True passed, False failed, None undecided (needs review)")
     message: str = Field(description="What was checked and found")
-    assumption: str | None = Field(default=None, description="The SAFE_RULES.md §9 assumption the finding relied on")
+    assumption: str | None = Field(default=None, description=(
+        "Every assumption the finding relied on (settings, non-official reference facts: value and source)"))
     subject: str | None = Field(default=None, description="What the finding is about (end product, subcontractor…)")
+
+
+class AssumptionUsed(BaseModel):
+    """One assumption a verification relied on, and the rules whose findings used it."""
+
+    assumption: str = Field(description="The setting or reference fact, its value, confidence and source")
+    rules: list[str] = Field(description="Rule ids whose findings used it")
 
 
 class EndProductResult(BaseModel):
     """R-ORIG-1 for one end product."""
 
     name: str = Field(description="End product name")
-    component_cost_eur: Decimal = Field(description="Sum of its components' estimated cost (the R-ORIG-2 base)")
-    non_eligible_cost_eur: Decimal = Field(description="Cost counted as non-eligible origin (after agreements)")
-    non_eligible_share: Decimal = Field(description="non-eligible / component cost, 10 decimal places, display only")
-    cap: Decimal = Field(description="The cap in force on the contract date (0.35)")
+    component_cost_eur: MoneyOut = Field(description="Sum of its components' estimated cost (the R-ORIG-2 base)")
+    non_eligible_cost_eur: MoneyOut = Field(description="Cost counted as non-eligible origin (after agreements)")
+    non_eligible_share: ShareOut = Field(description="non-eligible / component cost, 10 decimal places, display only")
+    cap: ShareOut = Field(description="The cap in force on the contract date (0.35)")
     passes: bool = Field(description="non-eligible cost <= cap x component cost, compared exactly")
 
 
@@ -125,6 +137,9 @@ class VerificationResult(BaseModel):
     end_products: list[EndProductResult] = Field(description="R-ORIG-1 per end product")
     findings: list[Finding] = Field(description="One finding per rule checked, with the assumption it relied on")
     missing: list[str] = Field(default_factory=list, description="What a reviewer must supply (needs_review)")
+    assumptions: list[AssumptionUsed] = Field(default_factory=list, description=(
+        "Every assumption the findings used, in one place (a setting or a reference fact whose confidence is not "
+        "official: which, its value, its source), with the rules that used it"))
     context: dict[str, object] = Field(default_factory=dict, description="Non-normative context (partnership levels…)")
 
 
@@ -172,7 +187,7 @@ class PartnerAgreementRecorded(Event):
     effective_from: date | None = Field(description="First day in force; None when unconfirmed")
     effective_to: date | None = None
     content_counts_as_eligible: bool
-    max_content_share: Decimal | None = Field(description="Cap on the country's share of component cost; None = not configured")
+    max_content_share: ShareOut | None = Field(description="Cap on the country's share of component cost; None = not configured")
     entities_eligible: bool
     status: str = Field(default="in_force", description="in_force | none | negotiating | revoked | superseded")
     source: str
@@ -205,7 +220,7 @@ GROUPS = ("eu_member_state", "eea_efta", "ukraine", "candidate", "potential_cand
 class ApprovedLoan(BaseModel):
     loan_id: str = Field(description="Loan id (GET /loans/{id} on loan disbursement)")
     member_state: str = Field(description="Borrowing Member State")
-    amount_eur: Decimal = Field(description="Approved and reserved amount, decimal string")
+    amount_eur: MoneyOut = Field(description="Approved and reserved amount, decimal string")
 
 
 class LoanDecisionReason(BaseModel):
@@ -221,6 +236,8 @@ class LoanApproved(Event):
     producer: Literal["loan_disbursement"] = "loan_disbursement"
     case_id: str = Field(description="Case id")
     loans: list[ApprovedLoan] = Field(description="One loan per financing line")
+    assumptions: list[str] = Field(default_factory=list, description=(
+        "Every assumption the decision used, in words with its rule id (e.g. a tentative facility amount, L-8)"))
 
 
 class LoanRejected(Event):
@@ -230,6 +247,8 @@ class LoanRejected(Event):
     producer: Literal["loan_disbursement"] = "loan_disbursement"
     case_id: str = Field(description="Case id")
     reasons: list[LoanDecisionReason] = Field(description="Every reason, per financing line")
+    assumptions: list[str] = Field(default_factory=list, description=(
+        "Every assumption the decision used, in words with its rule id (e.g. a tentative facility amount, L-8)"))
 
 
 # --- any service ------------------------------------------------------------------------------------

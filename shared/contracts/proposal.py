@@ -7,9 +7,10 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
 from shared.contracts import countries
+from shared.contracts.decimals import money, plain
 
 MAX_END_PRODUCTS = 1_000
 MAX_COMPONENTS_PER_END_PRODUCT = 20_000
@@ -56,8 +57,10 @@ Money = Annotated[
     Decimal,
     Field(description="EUR amount as a decimal string (JSON numbers accepted), at most 2 decimal places"),
     AfterValidator(validate_money),
+    PlainSerializer(money, return_type=str, when_used="json"),
 ]
-Share = Annotated[Decimal, Field(description="A share as a decimal string between 0 and 1"), AfterValidator(_share)]
+Share = Annotated[Decimal, Field(description="A share as a decimal string between 0 and 1"), AfterValidator(_share),
+                  PlainSerializer(plain, return_type=str, when_used="json")]
 Name = Annotated[str, Field(min_length=1, max_length=300)]
 ShortText = Annotated[str, Field(max_length=300)]
 

@@ -62,6 +62,13 @@ async def decided(redis_client, prefix, n: int):
     return await wait_for(probe, timeout=60, message=f"{n} loan decisions")
 
 
+async def sign(client, ms: str, on: str = "2026-05-15") -> None:
+    """Record the facility's loan agreement (L-8: payments only under a signed agreement)."""
+    r = await client.put(f"/facilities/{ms}", json={"status": "agreement_signed", "agreement_signed_on": on,
+                                                    "agreement_reference": f"SAFE-LA-{ms}-2026", "reason": "signed"})
+    assert r.status_code == 200, r.text
+
+
 async def ledger_rows(rt, **where) -> list[LedgerEntry]:
     async with rt.factory() as s:
         q = select(LedgerEntry)
@@ -217,7 +224,7 @@ async def test_a_withdrawal_releases_the_reservation_once_and_blocks_a_later_req
         assert {x["status"] for x in loans} == {"released"}
         r = await client.post(f"/loans/{loans[0]['loan_id']}/instalments",
                               json={"amount_eur": "1", "requested_on": "2027-01-01"})
-        assert r.status_code == 422 and r.json()["reasons"][0]["rule"] == "L-3"
+        assert r.status_code == 422 and "L-3" in [x["rule"] for x in r.json()["reasons"]]
         # withdrawn before the request arrives: remembered, the request is rejected
         late = str(uuid.uuid4())
         await xadd(redis_client, prefix, streams.PROCUREMENT_WITHDRAWN,
@@ -238,6 +245,19 @@ async def _processed(rt, stream: str, n: int) -> bool:
 
 async def test_pre_financing_and_instalments_are_paid_within_their_rules(database_url, prefix, redis_client):
     async with running(build_app(settings(database_url, prefix))) as (client, rt):
+        # L-8: nothing is paid before the loan agreement is signed
+        r = await client.post("/facilities/DK/pre-financing", json={"amount_eur": "1", "requested_on": "2026-06-01"})
+        assert r.status_code == 409 and [x["rule"] for x in r.json()["reasons"]] == ["L-8", "L-9"]
+        await sign(client, "DK")
+        await sign(client, "IT")
+        # L-9: pre-financing is an advance on approved loans: none approved yet, nothing can be advanced
+        r = await client.post("/facilities/DK/pre-financing", json={"amount_eur": "1", "requested_on": "2026-06-01"})
+        assert r.status_code == 409 and [x["rule"] for x in r.json()["reasons"]] == ["L-9"]
+        ev = loan_requested(("DK", "40000000"))
+        await xadd(redis_client, prefix, streams.LOAN_REQUESTED, ev)
+        (approved,), _ = await decided(redis_client, prefix, 1)
+        loan_id = approved.loans[0].loan_id
+
         r = await client.post("/facilities/DK/pre-financing", json={"amount_eur": "7019523.31", "requested_on": "2026-06-01"})
         assert r.status_code == 422 and r.json()["reasons"][0]["rule"] == "L-3"
         r = await client.post("/facilities/DK/pre-financing", json={"amount_eur": 7019523.30, "requested_on": "2026-06-01"})
@@ -245,36 +265,41 @@ async def test_pre_financing_and_instalments_are_paid_within_their_rules(databas
         r = await client.post("/facilities/DK/pre-financing", json={"amount_eur": "0.01", "requested_on": "2026-06-01"})
         assert r.status_code == 422
         r = await client.post("/facilities/IT/pre-financing", json={"amount_eur": "1", "requested_on": "2026-06-01"})
-        assert r.status_code == 422 and "no pre-financing" in r.json()["detail"]
+        assert r.status_code in (409, 422) and "no pre-financing" in r.json()["detail"]  # L-3 (and L-9: no loan)
         assert (await client.post("/facilities/DE/pre-financing",
                                   json={"amount_eur": "1", "requested_on": "2026-06-01"})).status_code == 404
 
-        ev = loan_requested(("DK", "5000000"))
-        await xadd(redis_client, prefix, streams.LOAN_REQUESTED, ev)
-        (approved,), _ = await decided(redis_client, prefix, 1)
-        loan_id = approved.loans[0].loan_id
         pay = f"/loans/{loan_id}/instalments"
-        r = await client.post(pay, json={"amount_eur": "4000000.00", "requested_on": "2030-12-31"})
+        # 40 000 000.00 approved − 7 019 523.30 advanced = 32 980 476.70 payable as instalments
+        r = await client.post(pay, json={"amount_eur": "32980476.71", "requested_on": "2030-12-31"})
+        assert r.status_code == 409 and [x["rule"] for x in r.json()["reasons"]] == ["L-9"]
+        assert "40 000 000.00" in r.json()["detail"] and "7 019 523.30" in r.json()["detail"]
+        r = await client.post(pay, json={"amount_eur": "30000000.00", "requested_on": "2030-12-31"})
         assert r.status_code == 201 and r.json()["kind"] == "instalment" and r.json()["loan_id"] == loan_id
-        r = await client.post(pay, json={"amount_eur": "1000000.01", "requested_on": "2030-12-30"})
-        assert r.status_code == 422 and [x["rule"] for x in r.json()["reasons"]] == ["L-3"]
+        assert r.json()["pre_financing_cleared_eur"] == "7019523.30"  # the advance cleared against the loan
         r = await client.post(pay, json={"amount_eur": "1.00", "requested_on": "2031-01-01"})
         assert r.status_code == 422 and [x["rule"] for x in r.json()["reasons"]] == ["L-4"]
         r = await client.post(pay, json={"amount_eur": "1.001", "requested_on": "2030-01-01"})
         assert r.status_code == 422 and r.json()["detail"][0]["field"] == "amount_eur"
         assert (await client.put("/facilities/DK", json={"suspended": True, "reason": "report unsatisfactory"})).status_code == 200
+        assert (await client.get("/facilities/DK")).json()["status"] == "suspended"
         r = await client.post(pay, json={"amount_eur": "1.00", "requested_on": "2030-01-01"})
         assert r.status_code == 422 and [x["rule"] for x in r.json()["reasons"]] == ["L-5"]
         assert "report unsatisfactory" in r.json()["detail"]
         r = await client.post("/facilities/DK/pre-financing", json={"amount_eur": "1", "requested_on": "2026-06-01"})
         assert "L-5" in [x["rule"] for x in r.json()["reasons"]]
         assert (await client.put("/facilities/DK", json={"suspended": False, "reason": "reinstated"})).status_code == 200
-        r = await client.post(pay, json={"amount_eur": "1000000.00", "requested_on": "2030-01-01"})
+        assert (await client.get("/facilities/DK")).json()["status"] == "agreement_signed"
+        r = await client.post(pay, json={"amount_eur": "2980476.70", "requested_on": "2030-01-01"})
         assert r.status_code == 201
+        r = await client.post(pay, json={"amount_eur": "0.01", "requested_on": "2030-01-01"})
+        assert r.status_code in (409, 422)
         loan = (await client.get(f"/loans/{loan_id}")).json()
-        assert loan["instalments_paid_eur"] == "5000000.00" and loan["remaining_eur"] == "0.00"
+        assert loan["instalments_paid_eur"] == "32980476.70" and loan["remaining_eur"] == "0.00"
+        assert loan["pre_financing_cleared_eur"] == "7019523.30"
         dk = (await client.get("/facilities/DK")).json()
-        assert dk["disbursed_eur"] == "12019523.30" and dk["approved_eur"] == "5000000.00"
+        assert dk["disbursed_eur"] == "40000000.00" and dk["approved_eur"] == "40000000.00"
+        assert dk["payable_eur"] == "0.00" and dk["pre_financing_uncleared_eur"] == "0.00"
         assert (await client.get("/loans/nope")).status_code == 404
         assert (await client.get("/ledger/check")).json()["ok"] is True
         # the ledger is append-only: the database refuses to change an entry

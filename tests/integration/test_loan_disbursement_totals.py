@@ -41,7 +41,13 @@ from shared.kit import db
 from shared.kit.messaging import HandlerContext
 from shared.kit.tables import TS, AuditEntry, OutboxRow
 from tests.integration.helpers import xadd
-from tests.integration.test_loan_disbursement_service import decided, ledger_rows, loan_requested, settings
+from tests.integration.test_loan_disbursement_service import (
+    decided,
+    ledger_rows,
+    loan_requested,
+    settings,
+    sign,
+)
 
 D = Decimal
 KIND_TOTAL = {"reservation": "reserved_eur", "release": "released_eur", "pre_financing": "pre_financing_paid_eur",
@@ -93,6 +99,7 @@ async def test_running_totals_equal_the_ledger_after_approvals_releases_and_paym
         await xadd(redis_client, prefix, streams.PROCUREMENT_WITHDRAWN, contracts.ProcurementWithdrawn(
             correlation_id=first.case_id, case_id=first.case_id, reason="no longer needed"))
         await wait_for(lambda: _released(rt, 2), message="the first case's releases")
+        await sign(client, "DK")
         r = await client.post("/facilities/DK/pre-financing", json={"amount_eur": "1000000", "requested_on": "2026-06-01"})
         assert r.status_code == 201
         loan_id = next(x.loan_id for a in approved if a.case_id == second.case_id for x in a.loans)

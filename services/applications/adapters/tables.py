@@ -52,3 +52,17 @@ class TimelineRow(SQLModel, table=True):
     causation_id: str | None = None
     service: str
     summary: str
+
+
+class ProposalRevisionRow(SQLModel, table=True):
+    """One numbered revision of a case's proposal (migration 0002_i20_proposal_revisions): revision 1 is the
+    proposal as submitted, written when the case is first amended; every amendment adds the next. Append-only."""
+
+    __tablename__ = "proposal_revisions"
+    case_id: str = Field(primary_key=True)
+    revision: int = Field(primary_key=True)
+    proposal: str
+    changed: str = "[]"  # JSON [str]: the top-level fields that differ from the revision before
+    amended_by: str
+    reason: str
+    at: datetime = Field(default_factory=utcnow, sa_type=TS)

@@ -91,3 +91,29 @@ class CaseState:
         if not self.can_reverify():
             raise TransitionRefused(f"a case in status {self.status} cannot be verified again")
         self.verification_request_id = request_id
+
+    def record_review(self, eligible: bool, review_id: str) -> Status:
+        """A reviewer's decision on a `needs_review` case becomes its verdict: eligible moves it on (to the loan
+        request when it asks for financing), ineligible rejects it. A verification result still in flight for an
+        older request is then stale (`review_id` replaces the request id)."""
+        if self.status != Status.needs_review:
+            raise TransitionRefused(f"a review decision needs a case in needs_review, not {self.status}")
+        self.verification_request_id = review_id
+        if not eligible:
+            self.status = Status.origin_rejected
+        else:
+            self.status = Status.loan_requested if self.financing_requested else Status.origin_verified
+        return self.status
+
+    def can_amend(self) -> bool:
+        return self.status in AMENDABLE
+
+    def amend(self, financing_requested: bool, request_id: str) -> None:
+        """A new revision of the proposal, verified again; the status stays until the new verdict arrives."""
+        if not self.can_amend():
+            raise TransitionRefused(f"a proposal can be amended in needs_review or origin_rejected, not {self.status}")
+        self.financing_requested = financing_requested
+        self.verification_request_id = request_id
+
+
+AMENDABLE = {Status.needs_review, Status.origin_rejected}

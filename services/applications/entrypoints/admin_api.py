@@ -16,7 +16,7 @@ from sqlmodel import col, select
 from services.applications.adapters.tables import CaseParticipant, CaseRow, TimelineRow
 from services.applications.domain.case import Status, TransitionRefused, is_final
 from services.applications.entrypoints import admin_schemas as schemas
-from services.applications.service_layer import handlers, intake
+from services.applications.service_layer import handlers, intake, review
 from shared import contracts
 from shared.contracts import countries, streams
 from shared.kit.app import runtime_of, validation_errors
@@ -207,6 +207,71 @@ async def reverify_procurement(
     return await _operator_action(request, case_id, handlers.reverify, reason, who)
 
 
+async def _json_body(request: Request, model: type[Any]) -> Any:
+    """The body as `model`, JSON numbers as exact Decimals; 422 listing every offending field."""
+    try:
+        return model.model_validate(json.loads(await request.body(), parse_float=Decimal))
+    except ValidationError as e:
+        raise HTTPException(422, validation_errors(e.errors(include_url=False))) from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise HTTPException(422, [{"loc": ["body"], "field": "body", "msg": f"invalid JSON: {e}",
+                                   "type": "json_invalid"}]) from None
+
+
+def _body(model: type[Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+@router.post("/procurements/{case_id}/review", response_model=schemas.CasePublic, openapi_extra=_body(schemas.ReviewRequest),
+             responses={**_REFUSED, 422: {"description": "Invalid body: every offending field is listed"}})
+async def review_procurement(case_id: str, request: Request, who: Principal = Depends(operator)) -> schemas.CasePublic:
+    """Record a reviewer's decision on a needs_review case: eligible or ineligible, with a justification and
+    evidence references. It becomes the verdict (marked human, with who and why) and moves the case on."""
+    body: schemas.ReviewRequest = await _json_body(request, schemas.ReviewRequest)
+    decision = review.ReviewDecision(body.decision, body.justification, tuple(body.evidence_refs))
+
+    async def act(session: Any, case_id: str, *, reason: str, actor: str) -> handlers.Case:
+        return await review.record_review(session, case_id, decision, actor=actor)
+    return await _operator_action(request, case_id, act, body.justification, who)
+
+
+@router.post("/procurements/{case_id}/amend", response_model=schemas.CasePublic,
+             openapi_extra=_body(schemas.AmendmentRequest),
+             responses={**_REFUSED, 403: {"description": "Neither an operator nor a participating Member State"},
+                        422: {"description": "Invalid body: every offending field is listed"}})
+async def amend_procurement(case_id: str, request: Request, who: Principal = Depends(reader)) -> schemas.CasePublic:
+    """Amend the proposal of a case in needs_review or origin_rejected (an operator, or a user of a Member State
+    that takes part in it, before and after): a new numbered revision, verified again; earlier ones stay readable."""
+    if not who.can_write and who.member_state is None:
+        raise HTTPException(403, "operator or member-state role required")
+    rt = runtime_of(request)
+    assert rt.factory is not None
+    async with rt.factory() as session:
+        current = _visible(await handlers.by_id(session, case_id), who)
+    body: schemas.AmendmentRequest = await _json_body(request, schemas.AmendmentRequest)
+    if who.member_state is not None and not who.sees(list(body.proposal.participants)):
+        raise HTTPException(403, f"{who.member_state} would no longer take part in the amended proposal")
+
+    async def act(session: Any, case_id: str, *, reason: str, actor: str) -> handlers.Case:
+        return await review.amend(session, case_id, body.proposal, reason=reason, actor=actor)
+    return await _operator_action(request, current.id, act, body.reason, who)
+
+
+@router.get("/procurements/{case_id}/revisions", response_model=schemas.Revisions)
+async def get_revisions(case_id: str, request: Request, who: Principal = Depends(reader)) -> schemas.Revisions:
+    """Every revision of the case's proposal, oldest first (none until the first amendment: the case's proposal is
+    then revision 1)."""
+    rt = runtime_of(request)
+    assert rt.factory is not None
+    async with rt.factory() as session:
+        row = _visible(await handlers.by_id(session, case_id), who)
+        rows = await review.revisions(session, row.id)
+    return schemas.Revisions(case_id=row.id, items=[
+        schemas.RevisionPublic(revision=r.revision, proposal=json.loads(r.proposal), changed=json.loads(r.changed),
+                               amended_by=r.amended_by, reason=r.reason, at=r.at) for r in rows])
+
+
 _WAITING = {
     Status.submitted: ("the outbox relay to hand the proposal to origin verification", "applications",
                        streams.PROCUREMENT_SUBMITTED, "applications"),
@@ -249,6 +314,10 @@ async def explain_procurement(case_id: str, request: Request, who: Principal = D
         actions.append(f"POST /procurements/{row.id}/withdraw")
     if status in (Status.verifying, Status.needs_review, Status.origin_rejected, Status.origin_verified):
         actions.append(f"POST /procurements/{row.id}/reverify")
+    if status == Status.needs_review:
+        actions.append(f"POST /procurements/{row.id}/review")
+    if status in (Status.needs_review, Status.origin_rejected):
+        actions.append(f"POST /procurements/{row.id}/amend")
     if service and service != "applications":
         actions.append(f"GET /dead-letters?correlation_id={row.id} on {service}")
     return schemas.Explanation(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from shared import contracts
 from shared.kit.web import UtcDateTime
 
 
@@ -71,3 +72,35 @@ class Explanation(BaseModel):
     message_event_id: str | None = Field(description="The event it waits on")
     stream_state: dict[str, Any] | None = Field(description="Pending/lag of the next service's group on that stream")
     operator_actions: list[str]
+
+
+class ReviewRequest(BaseModel):
+    """A reviewer's decision on a needs_review case (it becomes the verdict, marked as a human decision)."""
+
+    model_config = ConfigDict(extra="forbid")
+    decision: Literal["eligible", "ineligible"] = Field(description="The reviewer's verdict")
+    justification: str = Field(min_length=1, max_length=4000, description="Why: recorded on the verdict and audited")
+    evidence_refs: list[Annotated[str, Field(min_length=1, max_length=300)]] = Field(
+        default_factory=list, max_length=100, description="References of the evidence the reviewer relied on")
+
+
+class AmendmentRequest(BaseModel):
+    """A new revision of the case's proposal (same reference), verified again."""
+
+    model_config = ConfigDict(extra="forbid")
+    proposal: contracts.Proposal
+    reason: str = Field(min_length=1, max_length=2000, description="What the amendment corrects (audited)")
+
+
+class RevisionPublic(BaseModel):
+    revision: int
+    proposal: dict[str, Any]
+    changed: list[str] = Field(description="Top-level proposal fields that differ from the revision before")
+    amended_by: str
+    reason: str
+    at: UtcDateTime
+
+
+class Revisions(BaseModel):
+    case_id: str
+    items: list[RevisionPublic]

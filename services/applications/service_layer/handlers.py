@@ -272,30 +272,38 @@ async def on_verification_completed(ctx: HandlerContext, event: contracts.Origin
     _timeline(session, row.id, event.event_type, summary, at=event.occurred_at, event_id=event.event_id,
               causation_id=event.causation_id, service=event.producer)
     if new == Status.loan_requested:
-        # The stored proposal was validated at intake; the loan request needs only its top-level terms, so it is
-        # read as plain JSON, not validated again as a Proposal (for a bill of materials of 10 000 components
-        # that cost tens of milliseconds per case).
-        proposal = json.loads(row.proposal, parse_float=Decimal)
-        financing = [contracts.FinancingLine(member_state=f["member_state"], amount_eur=Decimal(str(f["amount_eur"])))
-                     for f in proposal.get("financing", [])]
-        request = contracts.LoanRequested(
-            correlation_id=row.id, causation_id=event.event_id, case_id=row.id, reference=row.reference,
-            lead_member_state=proposal["lead_member_state"], participants=proposal["participants"],
-            categories=sorted({ep["category"] for ep in proposal["end_products"]}),
-            contract_signed_on=proposal["contract_signed_on"], verification_outcome=outcome, financing=financing,
-        )
-        row.loan = json.dumps({
-            "status": "requested",
-            "requested": [{"member_state": f.member_state, "amount_eur": str(f.amount_eur)} for f in financing],
-            "loans": [], "reasons": [], "requested_at": request.occurred_at.isoformat(), "decided_at": None,
-        })
+        request = request_loan(session, row, outcome, causation_id=event.event_id)
         ctx.emit(streams.LOAN_REQUESTED, request)
-        total = sum((f.amount_eur for f in financing), start=Decimal(0))
-        _timeline(session, row.id, request.event_type,
-                  f"loan requested: {len(financing)} line(s), EUR {total}",
-                  at=request.occurred_at, event_id=request.event_id, causation_id=event.event_id)
     _apply(row, state)
     await save(session, row)
+
+
+def request_loan(session: AsyncSession, row: Case, outcome: str, *, causation_id: Any) -> contracts.LoanRequested:
+    """The case's LoanRequested (for the caller to emit), its `loan` column and timeline entry."""
+    # The stored proposal was validated at intake; the loan request needs only its top-level terms, so it is
+    # read as plain JSON, not validated again as a Proposal (for a bill of materials of 10 000 components
+    # that cost tens of milliseconds per case).
+    proposal = json.loads(row.proposal, parse_float=Decimal)
+    financing = [contracts.FinancingLine(member_state=f["member_state"], amount_eur=Decimal(str(f["amount_eur"])))
+                 for f in proposal.get("financing", [])]
+    request = contracts.LoanRequested(
+        correlation_id=row.id, causation_id=causation_id, case_id=row.id, reference=row.reference,
+        lead_member_state=proposal["lead_member_state"], participants=proposal["participants"],
+        categories=sorted({ep["category"] for ep in proposal["end_products"]}),
+        contract_signed_on=proposal["contract_signed_on"], verification_outcome=outcome, financing=financing,
+        contract_value_eur=_decimal_or_none(proposal.get("contract_value_eur")),
+        component_cost_eur=sum((Decimal(str(c["cost_eur"])) for ep in proposal["end_products"]
+                                for c in ep.get("components", [])), start=Decimal("0.00")),
+    )
+    row.loan = json.dumps({
+        "status": "requested",
+        "requested": [{"member_state": f.member_state, "amount_eur": str(f.amount_eur)} for f in financing],
+        "loans": [], "reasons": [], "requested_at": request.occurred_at.isoformat(), "decided_at": None,
+    })
+    total = sum((f.amount_eur for f in financing), start=Decimal(0))
+    _timeline(session, row.id, request.event_type, f"loan requested: {len(financing)} line(s), EUR {total}",
+              at=request.occurred_at, event_id=request.event_id, causation_id=causation_id)
+    return request
 
 
 async def _on_loan(ctx: HandlerContext, event: contracts.LoanApproved | contracts.LoanRejected, approved: bool) -> None:
@@ -385,3 +393,7 @@ async def reverify(session: AsyncSession, case_id: str, *, reason: str, actor: s
 
 
 __all__ = ["NotFound", "ReferenceConflict", "TransitionRefused", "submit", "withdraw", "reverify"]
+
+
+def _decimal_or_none(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))

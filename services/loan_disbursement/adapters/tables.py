@@ -36,6 +36,14 @@ class FacilityRow(SQLModel, table=True):
     supports_ukraine: bool = False
     plan_source: str = ""
     plan_version: int = 1
+    # L-8 lifecycle (migration 0003): pending | decided | agreement_signed | suspended | closed; NULL until the
+    # service fills it from the seed at start
+    status: str | None = Field(default=None, max_length=20)
+    status_before_suspension: str | None = Field(default=None, max_length=20)
+    status_changed_on: date | None = None
+    status_reference: str | None = None
+    agreement_signed_on: date | None = None
+    agreement_reference: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=TS)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=TS)
     # running totals of the facility's ledger entries, by kind: written by triggers only (never by the ORM, which
@@ -66,6 +74,8 @@ class LoanRequestRow(SQLModel, table=True):
     categories: str  # JSON list
     participants: str  # JSON list
     reasons: str  # JSON [{"member_state", "rule", "message"}]
+    # JSON [str]: every assumption the decision used (migration 0003; NULL/absent: none)
+    assumptions: str | None = Field(default=None, sa_column_kwargs={"server_default": "[]"})
     decided_at: datetime = Field(default_factory=utcnow, sa_type=TS)
     withdrawn_at: datetime | None = Field(default=None, sa_type=TS)
 
@@ -108,7 +118,9 @@ class LedgerEntry(SQLModel, table=True):
     member_state: str = Field(foreign_key="facilities.member_state")
     case_id: str | None = None
     loan_id: str | None = Field(default=None, foreign_key="loans.loan_id")
-    kind: str  # reservation | release | pre_financing | instalment
+    # reservation | release | pre_financing | instalment; clearing (pre-financing cleared against a loan, L-9) and
+    # status (a lifecycle change, L-8, amount 0) have no running total
+    kind: str
     amount: Decimal = Field(sa_type=Money())
     at: datetime = Field(default_factory=utcnow, sa_type=TS)
     reason: str = ""
@@ -126,3 +138,30 @@ class CaseWithdrawalRow(SQLModel, table=True):
     reason: str
     withdrawn_at: datetime = Field(default_factory=utcnow, sa_type=TS)
     released_eur: Decimal = Field(sa_type=Money())
+
+
+class FacilityStatusChangeRow(SQLModel, table=True):
+    """One lifecycle change of a facility (L-8), append-only: the facility's status history."""
+
+    __tablename__ = "facility_status_changes"
+    id: int | None = Field(default=None, primary_key=True)
+    member_state: str = Field(foreign_key="facilities.member_state")
+    from_status: str | None = None
+    to_status: str
+    effective_on: date | None = None
+    reference: str | None = None
+    reason: str
+    actor: str
+    at: datetime = Field(default_factory=utcnow, sa_type=TS)
+
+
+class ClearingRow(SQLModel, table=True):
+    """Pre-financing cleared against a loan with one instalment (L-9), append-only; keyed by the instalment's
+    ledger entry."""
+
+    __tablename__ = "pre_financing_clearings"
+    ledger_entry_id: int = Field(primary_key=True, foreign_key="ledger_entries.id")
+    member_state: str = Field(foreign_key="facilities.member_state")
+    loan_id: str = Field(foreign_key="loans.loan_id")
+    amount: Decimal = Field(sa_type=Money())
+    at: datetime = Field(default_factory=utcnow, sa_type=TS)

@@ -48,6 +48,7 @@ class FacilityBooks(Balance):
     pre_financing_eur: Decimal | None
     active_loans: Decimal = ZERO  # Σ amount of the loans with status "active"
     totals: Balance | None = None  # the stored running totals; None: not checked
+    cleared: Decimal = ZERO  # pre-financing cleared against the loans (L-9)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class LoanBooks:
     releases: int = 0
     released: Decimal = ZERO
     instalments: Decimal = ZERO
+    cleared: Decimal = ZERO  # pre-financing cleared against the loan (L-9)
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,13 @@ def compare(
         if f.pre_financing > cap:
             out.append(Difference(ms, "pre_financing_within_cap", "pre-financing paid exceeds its cap (L-3)",
                                   f"<= {cap}", str(f.pre_financing)))
+        if f.disbursed > f.approved:
+            out.append(Difference(ms, "advances_within_approved", "L-9 broken: pre-financing + instalments paid exceed "
+                                  "the loans approved (pre-financing is an advance on the loans, not extra money)",
+                                  f"<= {f.approved}", str(f.disbursed)))
+        if f.cleared > f.pre_financing or f.cleared < 0:
+            out.append(Difference(ms, "cleared_within_pre_financing", "L-9 broken: more pre-financing cleared against "
+                                  "loans than was paid", f"0 <= … <= {f.pre_financing}", str(f.cleared)))
         if f.disbursed > f.max_eur:
             out.append(Difference(ms, "disbursed_within_max", "pre-financing + instalments exceed the facility maximum",
                                   f"<= {f.max_eur}", str(f.disbursed)))
@@ -169,6 +178,10 @@ def compare(
             out.append(Difference(ms, "loan_released_once", f"loan {loan.loan_id} ({loan.status}) release entries "
                                   "do not match its status", f"{expected_count} × {expected_released}",
                                   f"{loan.releases} × … = {loan.released}"))
+        if loan.instalments + loan.cleared > loan.amount:
+            out.append(Difference(ms, "loan_advances_within_amount", f"L-9 broken: loan {loan.loan_id}: instalments + "
+                                  "pre-financing cleared against it exceed the loan", f"<= {loan.amount}",
+                                  str(loan.instalments + loan.cleared)))
         if loan.instalments > loan.amount:
             out.append(Difference(ms, "loan_instalments_within_amount", f"loan {loan.loan_id}: instalments exceed "
                                   "the loan (L-3)", f"<= {loan.amount}", str(loan.instalments)))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from services.loan_disbursement.domain import lifecycle
 from services.loan_disbursement.domain.money import exact, in_cents
 
 CONFIDENCE = ("official", "secondary", "assumed")
@@ -21,6 +23,9 @@ class FacilitySeed:
     source: str
     confidence: str
     notes: str
+    status: str = lifecycle.DECIDED
+    agreement_signed_on: date | None = None
+    agreement_reference: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,11 +76,22 @@ def parse(data: dict[str, Any]) -> Reference:
         confidence = str(f.get("confidence") or "assumed")
         if confidence not in CONFIDENCE:
             raise SeedError(f"{where}: confidence must be one of {CONFIDENCE}")
+        status = str(f.get("status") or lifecycle.DECIDED)
+        if status not in (lifecycle.PENDING, lifecycle.DECIDED, lifecycle.SIGNED):
+            raise SeedError(f"{where}: status must be pending, decided or agreement_signed")
+        signed_on, signed_ref = f.get("agreement_signed_on"), f.get("agreement_reference")
+        if (status == lifecycle.SIGNED) != (signed_on is not None and bool(signed_ref)):
+            raise SeedError(f"{where}: agreement_signed needs agreement_signed_on and agreement_reference (and only it)")
         out.append(FacilitySeed(
             member_state=ms, max_eur=maximum, tentative_eur=tentative, council_max_eur=council,
             pre_financing_eur=_amount(f.get("pre_financing_eur"), f"{where}.pre_financing_eur"),
             source=str(f.get("source") or ""), confidence=confidence, notes=str(f.get("notes") or ""),
+            status=status, agreement_signed_on=None if signed_on is None else date.fromisoformat(str(signed_on)),
+            agreement_reference=None if signed_ref is None else str(signed_ref),
         ))
+    total = sum((x.max_eur for x in out), exact(lifecycle.ZERO))
+    if total > lifecycle.ENVELOPE_EUR:
+        raise SeedError(f"L-10: the facilities' maxima total {total}, above the SAFE envelope {lifecycle.ENVELOPE_EUR}")
     plan = data.get("plan_seed") or {}
     return Reference(
         version=str(data.get("version") or ""), eu_member_states=eu, facilities=tuple(out),

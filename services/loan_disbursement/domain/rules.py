@@ -11,20 +11,12 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
+from services.loan_disbursement.domain import lifecycle
 from services.loan_disbursement.domain.money import ZERO, cents_floor, exact, fmt, in_cents, pct, share_of
+from services.loan_disbursement.domain.reasons import Reason
 
-L1, L2, L3, L4, L5, PLAN = "L-1", "L-2", "L-3", "L-4", "L-5", "PLAN"
+L1, L2, L3, L4, L5, L6, L7, L8, PLAN = "L-1", "L-2", "L-3", "L-4", "L-5", "L-6", "L-7", "L-8", "PLAN"
 ELIGIBLE = "eligible"
-
-
-@dataclass(frozen=True)
-class Reason:
-    member_state: str
-    rule: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.rule}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -38,6 +30,10 @@ class FacilityState:
     suspended_reason: str | None = None
     # investment plan: remaining amount per category (line amount − what approved loans drew from it)
     plan: Mapping[str, Decimal] = field(default_factory=dict)
+    # L-8: lifecycle status; the confidence of the maximum (not official: the decision says so) and its source
+    status: str = "decided"
+    confidence: str = "official"
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -52,6 +48,17 @@ class LoanDecision:
     reasons: tuple[Reason, ...]
     # when approved: per Member State, what each plan line gives to the loan (category → amount)
     plan_draws: Mapping[str, Mapping[str, Decimal]]
+    # every assumption the decision used (a tentative facility amount, the L-7 basis), in words
+    assumptions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FinancingCap:
+    """L-7: what the financing of a procurement may total, and what that figure is."""
+
+    amount: Decimal
+    basis: str  # "contract value" | "end products' component cost"
+    assumption: str | None = None  # the words naming the assumption, when the basis is one
 
 
 def _suspended(f: FacilityState, what: str) -> Reason:
@@ -82,8 +89,14 @@ def decide_loan_request(
     facilities: Mapping[str, FacilityState],
     eu_member_states: Collection[str],
     withdrawn_reason: str | None = None,
+    participants: Collection[str] | None = None,
+    financing_cap: FinancingCap | None = None,
+    loans_from: str = "decided",
 ) -> LoanDecision:
-    """All or nothing: every line must pass L-1, L-2, L-5 and PLAN; any failure rejects the whole case."""
+    """All or nothing: every line must pass L-1, L-2, L-5..L-8 and PLAN; any failure rejects the whole case.
+
+    `participants` None: L-6 not checked (older events); `financing_cap` None: L-7 not checked."""
+
     for line in lines:
         exact(line.amount_eur, f"{line.member_state} amount_eur")
     reasons: list[Reason] = []
@@ -94,6 +107,17 @@ def decide_loan_request(
             Reason(line.member_state, L1, f"case withdrawn before the loan decision ({withdrawn_reason})")
             for line in lines
         ) or tuple(reasons), {})
+    assumptions: list[str] = []
+    if financing_cap is not None:
+        if financing_cap.assumption:
+            assumptions.append(financing_cap.assumption)
+        asked = sum((line.amount_eur for line in lines), ZERO)
+        if asked > exact(financing_cap.amount, "financing cap"):
+            reasons.append(Reason("", L7, f"the financing asked, EUR {fmt(asked)} over {len(lines)} line(s), is more "
+                                          f"than the procurement's {financing_cap.basis} EUR "
+                                          f"{fmt(financing_cap.amount)}: a loan cannot finance more than the "
+                                          "procurement costs"))
+    taking_part = None if participants is None else set(participants)
     counts: dict[str, int] = {}
     for line in lines:
         counts[line.member_state] = counts.get(line.member_state, 0) + 1
@@ -109,10 +133,20 @@ def decide_loan_request(
         if ms not in eu_member_states:
             reasons.append(Reason(ms, L1, f"{ms} is not an EU Member State: only EU Member States borrow under SAFE"))
             continue
+        if taking_part is not None and ms not in taking_part:
+            reasons.append(Reason(ms, L6, f"{ms} finances this procurement but does not take part in it "
+                                          f"(participants: {', '.join(sorted(taking_part)) or 'none'}): a SAFE loan "
+                                          "finances only a common procurement its borrower is part of"))
         f = facilities.get(ms)
         if f is None:
             reasons.append(Reason(ms, L1, f"{ms} has no SAFE loan facility, so it cannot borrow"))
             continue
+        note = lifecycle.amount_assumption(ms, f.confidence, f.max_eur, f.source)
+        if note:
+            assumptions.append(note)
+        not_lending = lifecycle.loan_status_reason(ms, f.status, loans_from)
+        if not_lending:
+            reasons.append(not_lending)
         if verification_outcome != ELIGIBLE:
             reasons.append(Reason(ms, L1, "the procurement is not origin-verified as eligible "
                                           f"(verification outcome: {verification_outcome})"))
@@ -144,7 +178,7 @@ def decide_loan_request(
             else:
                 draws[ms] = got
     approved = not reasons
-    return LoanDecision(approved, tuple(reasons), draws if approved else {})
+    return LoanDecision(approved, tuple(reasons), draws if approved else {}, tuple(assumptions))
 
 
 def pre_financing_cap(max_eur: Decimal, configured: Decimal | None, share: Decimal) -> Decimal:
@@ -172,10 +206,14 @@ def check_pre_financing(
     suspended: bool,
     suspended_reason: str | None = None,
     share: Decimal = Decimal("0.15"),
+    status: str = lifecycle.SIGNED,
 ) -> list[Reason]:
-    """L-3 (cumulative pre-financing ≤ the cap), L-4 (date), L-5 (suspension)."""
+    """L-3 (cumulative pre-financing ≤ the cap), L-4 (date), L-5 (suspension), L-8 (a signed agreement)."""
     exact(amount)
     reasons: list[Reason] = []
+    unsigned = lifecycle.payment_status_reason(member_state, status)
+    if unsigned:
+        reasons.append(unsigned)
     cap = pre_financing_cap(max_eur, configured, share)
     total = exact(paid_eur, "paid_eur") + amount
     if configured is not None and configured == 0:
@@ -204,10 +242,14 @@ def check_instalment(
     suspended: bool,
     suspended_reason: str | None = None,
     loan_active: bool = True,
+    status: str = lifecycle.SIGNED,
 ) -> list[Reason]:
-    """L-3 (cumulative instalments ≤ the approved loan), L-4 (date), L-5 (suspension)."""
+    """L-3 (cumulative instalments ≤ the approved loan), L-4 (date), L-5 (suspension), L-8 (a signed agreement)."""
     exact(amount)
     reasons: list[Reason] = []
+    unsigned = lifecycle.payment_status_reason(member_state, status)
+    if unsigned:
+        reasons.append(unsigned)
     total = exact(paid_eur, "paid_eur") + amount
     if not loan_active:
         reasons.append(Reason(member_state, L3, "the loan's reservation was released (case withdrawn): "

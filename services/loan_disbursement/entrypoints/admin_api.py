@@ -16,10 +16,16 @@ from fastapi.responses import JSONResponse
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.loan_disbursement.adapters.tables import FacilityRow, LedgerEntry, LoanRequestRow, LoanRow
+from services.loan_disbursement.adapters.tables import (
+    FacilityRow,
+    FacilityStatusChangeRow,
+    LedgerEntry,
+    LoanRequestRow,
+    LoanRow,
+)
 from services.loan_disbursement.config import Settings
-from services.loan_disbursement.domain import rules
-from services.loan_disbursement.domain.money import ZERO, cents_floor
+from services.loan_disbursement.domain import lifecycle, rules
+from services.loan_disbursement.domain.money import CENT, ZERO, cents_floor
 from services.loan_disbursement.entrypoints import admin_schemas as schemas
 from services.loan_disbursement.service_layer import handlers, ledger
 from shared.contracts import Category, countries
@@ -49,9 +55,12 @@ def _ms(member_state: str) -> str:
 
 
 def _refusal(reasons: list[rules.Reason]) -> JSONResponse:
+    """422 for a rule's refusal; 409 when a payment would pay out more than the loans approved (L-9): the request
+    is valid, the state of the facility's money refuses it."""
     body = schemas.Refusal(detail="; ".join(str(r) for r in reasons),
                            reasons=[schemas.ReasonPublic(**r.__dict__) for r in reasons])
-    return JSONResponse(json.loads(body.model_dump_json()), status_code=422)
+    code = 409 if any(r.rule == lifecycle.L9 for r in reasons) else 422
+    return JSONResponse(json.loads(body.model_dump_json()), status_code=code)
 
 
 async def _parse(request: Request, model: type[schemas.M]) -> schemas.M | JSONResponse:
@@ -61,8 +70,14 @@ async def _parse(request: Request, model: type[schemas.M]) -> schemas.M | JSONRe
         return JSONResponse({"detail": e.detail}, status_code=422)
 
 
-def _facility(row: FacilityRow, bal: ledger.Balance, plan_categories: int, share: Decimal) -> schemas.FacilityPublic:
+def _facility(row: FacilityRow, bal: ledger.Balance, plan_categories: int, share: Decimal,
+              cleared: Decimal) -> schemas.FacilityPublic:
     return schemas.FacilityPublic(
+        status=row.status or lifecycle.DECIDED, status_changed_on=row.status_changed_on,
+        status_reference=row.status_reference, agreement_signed_on=row.agreement_signed_on,
+        agreement_reference=row.agreement_reference, amount_confirmed=row.confidence == "official",
+        pre_financing_cleared_eur=cleared, pre_financing_uncleared_eur=bal.pre_financing - cleared,
+        payable_eur=bal.approved - bal.disbursed,
         member_state=row.member_state, max_eur=row.max_eur, approved_eur=bal.approved, disbursed_eur=bal.disbursed,
         available_eur=row.max_eur - bal.approved, pre_financing_eur=row.pre_financing_eur, suspended=row.suspended,
         source=row.source, confidence=row.confidence, notes=row.notes, tentative_eur=row.tentative_eur,
@@ -81,22 +96,26 @@ async def _facilities(session: AsyncSession, share: Decimal, member_state: str |
     rows = await ledger.facilities(session, wanted)
     plans = await ledger.plan_lines(session, list(rows))
     # balances: the running totals on the facility rows (kept with every ledger entry)
-    return [_facility(r, ledger.Balance.of(r), len(plans.get(ms, {})), share) for ms, r in rows.items()]
+    cleared = {ms: await ledger.cleared_of(session, ms) for ms in rows}
+    return [_facility(r, ledger.Balance.of(r), len(plans.get(ms, {})), share, cleared[ms]) for ms, r in rows.items()]
 
 
-def _entry(e: LedgerEntry) -> schemas.LedgerEntryPublic:
+def _entry(e: LedgerEntry, cleared: Decimal | None = None) -> schemas.LedgerEntryPublic:
     return schemas.LedgerEntryPublic(
         id=e.id or 0, member_state=e.member_state, case_id=e.case_id, loan_id=e.loan_id, kind=e.kind,
         amount_eur=e.amount, at=e.at, reason=e.reason, requested_on=e.requested_on, actor=e.actor, event_id=e.event_id,
+        pre_financing_cleared_eur=cleared if cleared is not None else (ZERO if e.kind == "instalment" else None),
     )
 
 
 async def _loan(session: AsyncSession, loan: LoanRow) -> schemas.LoanPublic:
     paid = await ledger.instalments_paid(session, loan.loan_id)
+    cleared = await ledger.cleared_on_loan(session, loan.loan_id)
     return schemas.LoanPublic(
         loan_id=loan.loan_id, case_id=loan.case_id, member_state=loan.member_state, amount_eur=loan.amount_eur,
         status=loan.status, approved_at=loan.approved_at, released_at=loan.released_at, instalments_paid_eur=paid,
-        remaining_eur=(loan.amount_eur - paid) if loan.status == "active" else ZERO,
+        remaining_eur=(loan.amount_eur - paid - cleared) if loan.status == "active" else ZERO,
+        pre_financing_cleared_eur=cleared,
     )
 
 
@@ -115,7 +134,9 @@ async def list_facilities(request: Request, _: Principal = Depends(reader)) -> s
     """Every Member State facility with its balances (the ledger's running totals)."""
     rt, settings = _rt(request)
     async with rt.factory() as session:  # type: ignore[misc]
-        return schemas.FacilityList(items=await _facilities(session, settings.pre_financing_share))
+        items = await _facilities(session, settings.pre_financing_share)
+    return schemas.FacilityList(items=items, envelope_eur=settings.envelope_eur.quantize(CENT),
+                                maxima_total_eur=sum((f.max_eur for f in items), ZERO))
 
 
 @router.get("/facilities/{member_state}", response_model=schemas.FacilityPublic, tags=["facilities"],
@@ -133,7 +154,8 @@ async def get_facility(member_state: str, request: Request, _: Principal = Depen
 @router.put("/facilities/{member_state}", response_model=schemas.FacilityPublic, tags=["facilities"],
             responses={404: {"description": "No such facility"}, **_REFUSAL}, openapi_extra=_body(schemas.FacilityUpdate))
 async def update_facility(member_state: str, request: Request, who: Principal = Depends(operator)) -> Any:
-    """Set the Council maximum / pre-financing (≤ 15 % of the maximum) / suspension; audited with the reason."""
+    """Set the Council maximum (all maxima ≤ the EUR 150 bn envelope, L-10) / pre-financing (≤ 15 % of the maximum) /
+    suspension / lifecycle status (L-8; signing needs agreement_signed_on and agreement_reference); audited."""
     body = await _parse(request, schemas.FacilityUpdate)
     if isinstance(body, JSONResponse):
         return body
@@ -143,7 +165,8 @@ async def update_facility(member_state: str, request: Request, who: Principal = 
     try:
         async with transaction(rt.factory) as session:  # type: ignore[arg-type]
             outcome = await handlers.update_facility(session, ms, changes, reason=body.reason, actor=who.name,
-                                                     share=settings.pre_financing_share)
+                                                     share=settings.pre_financing_share,
+                                                     envelope=settings.envelope_eur)
     except handlers.NotFound:
         raise HTTPException(404, f"{ms} has no SAFE loan facility") from None
     if not outcome.ok:
@@ -192,9 +215,24 @@ async def facility_ledger(
         if await session.get(FacilityRow, _ms(member_state)) is None:
             raise HTTPException(404, f"{_ms(member_state)} has no SAFE loan facility")
         rows = (await session.exec(q.order_by(col(LedgerEntry.id)).limit(limit + 1))).all()
-    page = rows[:limit]
-    return schemas.LedgerPage(items=[_entry(e) for e in page],
+        page = rows[:limit]
+        cleared = await ledger.clearings(session, [e.id for e in page if e.kind == "instalment" and e.id is not None])
+    return schemas.LedgerPage(items=[_entry(e, cleared.get(e.id or 0)) for e in page],
                               next_cursor=encode_cursor(page[-1].id) if len(rows) > limit else None)
+
+
+@router.get("/facilities/{member_state}/status-history", response_model=schemas.StatusHistory, tags=["facilities"])
+async def facility_status_history(member_state: str, request: Request,
+                                  _: Principal = Depends(reader)) -> schemas.StatusHistory:
+    """Every lifecycle change of the facility (L-8), oldest first: from, to, date, reference, reason, who."""
+    rt, _settings = _rt(request)
+    ms = _ms(member_state)
+    async with rt.factory() as session:  # type: ignore[misc]
+        if await session.get(FacilityRow, ms) is None:
+            raise HTTPException(404, f"{ms} has no SAFE loan facility")
+        rows = (await session.exec(select(FacilityStatusChangeRow).where(FacilityStatusChangeRow.member_state == ms)
+                                   .order_by(col(FacilityStatusChangeRow.id)))).all()
+    return schemas.StatusHistory(items=[schemas.StatusChangePublic(**r.model_dump()) for r in rows])
 
 
 # --- investment plans ---------------------------------------------------------------------------------------
@@ -308,7 +346,7 @@ async def pay_instalment(loan_id: str, request: Request, who: Principal = Depend
     if not outcome.ok:
         return _refusal(outcome.reasons)
     assert outcome.entry is not None
-    return _entry(outcome.entry)
+    return _entry(outcome.entry, outcome.cleared)
 
 
 @router.get("/loan-requests/{case_id}", response_model=schemas.LoanRequestPublic, tags=["loans"])
@@ -327,6 +365,7 @@ async def get_loan_request(case_id: str, request: Request, who: Principal = Depe
             categories=json.loads(row.categories),
             reasons=[schemas.ReasonPublic(**r) for r in json.loads(row.reasons)],
             decided_at=row.decided_at, withdrawn_at=row.withdrawn_at, loans=[await _loan(session, x) for x in loans],
+            assumptions=json.loads(row.assumptions or "[]"),
         )
 
 

@@ -22,11 +22,13 @@ from pydantic import (
 
 from services.loan_disbursement.domain.money import CENT
 from shared.contracts import Category
+from shared.contracts.decimals import MoneyOut
 from shared.contracts.proposal import validate_money
 from shared.kit.app import validation_errors
 from shared.kit.web import UtcDateTime
 
 M = TypeVar("M", bound=BaseModel)
+ZERO_EUR = Decimal("0.00")
 
 
 def _no_float(value: Any) -> Any:
@@ -95,12 +97,27 @@ class FacilityUpdate(_Strict):
     source: str | None = Field(default=None, max_length=500, description="Where the new figures come from")
     confidence: Literal["official", "secondary", "assumed"] | None = None
     notes: str | None = Field(default=None, max_length=2000)
+    status: Literal["pending", "decided", "agreement_signed", "suspended", "closed"] | None = Field(
+        default=None, description="L-8 lifecycle step: pending → decided → agreement_signed → suspended → closed")
+    agreement_signed_on: date | None = Field(default=None, description="Signing date of the loan agreement (Art. 10)")
+    agreement_reference: str | None = Field(default=None, max_length=500, description="The loan agreement's reference")
+    effective_on: date | None = Field(default=None, description="Date of the status change (default: today)")
+    status_reference: str | None = Field(default=None, max_length=500,
+                                         description="Reference of the act behind the change (e.g. the Council decision)")
     reason: Reason
 
     @model_validator(mode="after")
     def _something(self) -> FacilityUpdate:
         if not (self.model_fields_set - {"reason"}):
-            raise ValueError("nothing to change: give max_eur, pre_financing_eur, suspended, source, confidence or notes")
+            raise ValueError("nothing to change: give max_eur, pre_financing_eur, suspended, status, source, "
+                             "confidence or notes")
+        if "status" in self.model_fields_set and self.status is None:
+            raise ValueError("status cannot be null")
+        if self.status is not None and self.suspended is not None:
+            raise ValueError("give either status or suspended, not both")
+        dated = {"agreement_signed_on", "agreement_reference", "effective_on", "status_reference"}
+        if self.status is None and self.model_fields_set & dated:
+            raise ValueError(f"{', '.join(sorted(self.model_fields_set & dated))} describe a status change: give status")
         if "max_eur" in self.model_fields_set and self.max_eur is None:
             raise ValueError("max_eur cannot be null")
         if "suspended" in self.model_fields_set and self.suspended is None:
@@ -149,34 +166,61 @@ class PlanSummary(BaseModel):
 
 class FacilityPublic(BaseModel):
     member_state: str
-    max_eur: Decimal = Field(description="Maximum loan amount (Council decision, else tentative allocation)")
-    approved_eur: Decimal = Field(description="Reservations − releases in the ledger")
-    disbursed_eur: Decimal = Field(description="Pre-financing + instalments paid")
-    available_eur: Decimal = Field(description="max − approved")
-    pre_financing_eur: Decimal | None = Field(description="Council pre-financing; null = unconfirmed (cap 15 % of max)")
+    max_eur: MoneyOut = Field(description="Maximum loan amount (Council decision, else tentative allocation)")
+    approved_eur: MoneyOut = Field(description="Reservations − releases in the ledger")
+    disbursed_eur: MoneyOut = Field(description="Pre-financing + instalments paid")
+    available_eur: MoneyOut = Field(description="max − approved")
+    pre_financing_eur: MoneyOut | None = Field(description="Council pre-financing; null = unconfirmed (cap 15 % of max)")
     suspended: bool
     source: str
     confidence: str = Field(description="official | secondary | assumed")
     notes: str
-    tentative_eur: Decimal | None
-    council_max_eur: Decimal | None
-    pre_financing_cap_eur: Decimal = Field(description="What pre-financing may total (whole cents)")
-    pre_financing_paid_eur: Decimal
-    instalments_paid_eur: Decimal
+    tentative_eur: MoneyOut | None
+    council_max_eur: MoneyOut | None
+    pre_financing_cap_eur: MoneyOut = Field(description="What pre-financing may total (whole cents)")
+    pre_financing_paid_eur: MoneyOut
+    instalments_paid_eur: MoneyOut
     suspended_reason: str | None
     plan: PlanSummary
     updated_at: UtcDateTime
+    status: str = Field(description="L-8: pending | decided | agreement_signed | suspended | closed")
+    status_changed_on: date | None = None
+    status_reference: str | None = None
+    agreement_signed_on: date | None = None
+    agreement_reference: str | None = None
+    amount_confirmed: bool = Field(description="False: the maximum is tentative/unconfirmed (every decision says so)")
+    pre_financing_cleared_eur: MoneyOut = Field(description="Pre-financing cleared against instalments so far (L-9)")
+    pre_financing_uncleared_eur: MoneyOut = Field(description="Pre-financing paid and not yet cleared (L-9)")
+    payable_eur: MoneyOut = Field(description="Approved − pre-financing − instalments: what may still be paid (L-9)")
 
 
 class FacilityList(BaseModel):
     items: list[FacilityPublic]
+    envelope_eur: MoneyOut | None = Field(default=None, description="The SAFE envelope (L-10)")
+    maxima_total_eur: MoneyOut | None = Field(default=None, description="Σ of all facility maxima (≤ the envelope)")
+
+
+class StatusChangePublic(BaseModel):
+    id: int
+    member_state: str
+    from_status: str | None
+    to_status: str
+    effective_on: date | None
+    reference: str | None
+    reason: str
+    actor: str
+    at: UtcDateTime
+
+
+class StatusHistory(BaseModel):
+    items: list[StatusChangePublic]
 
 
 class PlanLinePublic(BaseModel):
     category: str
-    amount_eur: Decimal
-    drawn_eur: Decimal = Field(description="Taken by active approved loans")
-    remaining_eur: Decimal
+    amount_eur: MoneyOut
+    drawn_eur: MoneyOut = Field(description="Taken by active approved loans")
+    remaining_eur: MoneyOut
 
 
 class PlanPublic(BaseModel):
@@ -194,12 +238,14 @@ class LedgerEntryPublic(BaseModel):
     case_id: str | None
     loan_id: str | None
     kind: str = Field(description="reservation | release | pre_financing | instalment")
-    amount_eur: Decimal
+    amount_eur: MoneyOut
     at: UtcDateTime
     reason: str
     requested_on: date | None
     actor: str
     event_id: str | None
+    pre_financing_cleared_eur: MoneyOut | None = Field(
+        default=None, description="On an instalment: pre-financing cleared against its loan with it (L-9)")
 
 
 class LedgerPage(BaseModel):
@@ -211,12 +257,14 @@ class LoanPublic(BaseModel):
     loan_id: str
     case_id: str
     member_state: str
-    amount_eur: Decimal
+    amount_eur: MoneyOut
     status: str = Field(description="active | released (case withdrawn)")
     approved_at: UtcDateTime
     released_at: datetime | None
-    instalments_paid_eur: Decimal
-    remaining_eur: Decimal = Field(description="What instalments may still pay (0 once released)")
+    instalments_paid_eur: MoneyOut
+    remaining_eur: MoneyOut = Field(description="What instalments may still pay (0 once released)")
+    pre_financing_cleared_eur: MoneyOut = Field(default=ZERO_EUR,
+                                               description="Pre-financing cleared against this loan (L-9)")
 
 
 class LoanList(BaseModel):
@@ -225,7 +273,7 @@ class LoanList(BaseModel):
 
 class ReasonPublic(BaseModel):
     member_state: str
-    rule: str = Field(description="L-1..L-5 or PLAN")
+    rule: str = Field(description="L-1..L-10 or PLAN")
     message: str
 
 
@@ -240,6 +288,7 @@ class LoanRequestPublic(BaseModel):
     decided_at: UtcDateTime
     withdrawn_at: datetime | None
     loans: list[LoanPublic]
+    assumptions: list[str] = Field(default_factory=list, description="Every assumption the decision used")
 
 
 class Refusal(BaseModel):

@@ -12,9 +12,12 @@ from shared.kit.messaging import HandlerContext, Messaging
 def register(m: Messaging, runtime: Runtime) -> None:
     @m.subscribe(streams.LOAN_REQUESTED, contracts.LoanRequested, prefetch=handlers.note_batch)
     async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested) -> None:
-        """Decide every financing line of the case (L-1, L-2, L-5, PLAN) in one transaction: all approved
+        """Decide every financing line of the case (L-1, L-2, L-5..L-8, PLAN) in one transaction: all approved
         and reserved in the ledger (LoanApproved), or nothing reserved (LoanRejected with every reason)."""
-        await handlers.on_loan_requested(ctx, event, runtime.state["reference"])
+        settings = runtime.settings
+        await handlers.on_loan_requested(
+            ctx, event, runtime.state["reference"], loans_from=getattr(settings, "loans_from", "decided"),
+            check_financing_cap=getattr(settings, "financing_within_contract_value", True))
 
     @m.subscribe(streams.PROCUREMENT_WITHDRAWN, contracts.ProcurementWithdrawn)
     async def on_procurement_withdrawn(ctx: HandlerContext, event: contracts.ProcurementWithdrawn) -> None:

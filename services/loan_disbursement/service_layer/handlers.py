@@ -17,14 +17,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.loan_disbursement.adapters.tables import (
     CaseWithdrawalRow,
+    ClearingRow,
     FacilityRow,
+    FacilityStatusChangeRow,
     LedgerEntry,
     LoanRequestRow,
     LoanRow,
     PlanDrawRow,
     PlanLineRow,
 )
-from services.loan_disbursement.domain import rules
+from services.loan_disbursement.domain import lifecycle, rules
 from services.loan_disbursement.domain.money import CENT, ZERO, fmt, in_cents
 from services.loan_disbursement.domain.reference import Reference
 from services.loan_disbursement.service_layer import ledger
@@ -51,6 +53,7 @@ class Outcome:
     reasons: list[rules.Reason] = field(default_factory=list)
     entry: LedgerEntry | None = None
     facility: FacilityRow | None = None
+    cleared: Decimal | None = None  # an instalment: the pre-financing cleared against its loan with it (L-9)
 
     @property
     def ok(self) -> bool:
@@ -73,18 +76,23 @@ async def seed(session: AsyncSession, reference: Reference) -> list[str]:
     """Insert every facility (and its seeded plan) that is not there yet; never touches existing ones."""
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(727275)"))  # two replicas starting together
-    existing = set((await session.exec(select(FacilityRow.member_state))).all())
+    existing = {r.member_state: r for r in (await session.exec(select(FacilityRow))).all()}
     added = []
     for f in reference.facilities:
-        if f.member_state in existing:
+        row = existing.get(f.member_state)
+        if row is not None:
+            if row.status is None:  # a facility stored before the lifecycle (migration 0003): its seeded status
+                _seed_status(session, row, f, reference.version)
             continue
-        session.add(FacilityRow(
+        row = FacilityRow(
             member_state=f.member_state, max_eur=f.max_eur, tentative_eur=f.tentative_eur,
             council_max_eur=f.council_max_eur, pre_financing_eur=f.pre_financing_eur, source=f.source,
             confidence=f.confidence, notes=f.notes, supports_ukraine=reference.plan_supports_ukraine,
             plan_source=reference.plan_source,
-        ))
+        )
+        session.add(row)
         await session.flush()
+        _seed_status(session, row, f, reference.version)
         for cat in Category:
             session.add(PlanLineRow(member_state=f.member_state, category=cat.value, amount_eur=f.max_eur))
         session.add(AuditEntry(actor="system", action="facility.seed", target=f"facilities/{f.member_state}",
@@ -92,6 +100,20 @@ async def seed(session: AsyncSession, reference: Reference) -> list[str]:
                                details=json.dumps({"max_eur": str(f.max_eur), "source": f.source})))
         added.append(f.member_state)
     return added
+
+
+def _seed_status(session: AsyncSession, row: FacilityRow, seed_row: Any, version: str) -> None:
+    row.status = seed_row.status
+    row.agreement_signed_on, row.agreement_reference = seed_row.agreement_signed_on, seed_row.agreement_reference
+    if row.suspended:
+        row.status_before_suspension, row.status = row.status, lifecycle.SUSPENDED
+    session.add(row)
+    session.add(FacilityStatusChangeRow(member_state=row.member_state, from_status=None, to_status=row.status,
+                                        effective_on=seed_row.agreement_signed_on,
+                                        reference=seed_row.agreement_reference or seed_row.source,
+                                        reason=f"seeded from {version}", actor="system"))
+    session.add(AuditEntry(actor="system", action="facility.status.seed", target=f"facilities/{row.member_state}",
+                           reason=f"seeded from {version}", details=json.dumps({"status": row.status})))
 
 
 # --- loan decision ---------------------------------------------------------------------------------------
@@ -120,7 +142,20 @@ async def _insert(session: AsyncSession, state: ledger.Decisions, table: Any, ro
         await db.executemany(state.conn, db.insert_of(table), rows)
 
 
-async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested, reference: Reference) -> None:
+def financing_cap(event: contracts.LoanRequested) -> rules.FinancingCap | None:
+    """L-7's limit: the contract value, else (an assumption, named) the end products' component cost."""
+    if event.contract_value_eur is not None:
+        return rules.FinancingCap(event.contract_value_eur, "contract value")
+    if event.component_cost_eur is not None:
+        return rules.FinancingCap(event.component_cost_eur, "end products' component cost", (
+            "L-7: no contract value was given, so the financing is compared with the end products' component cost "
+            f"EUR {fmt(event.component_cost_eur)} (setting LOAN_DISBURSEMENT_FINANCING_WITHIN_CONTRACT_VALUE; "
+            "source: SAFE_RULES.md §8 L-7 [assumed])"))
+    return None
+
+
+async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested, reference: Reference, *,
+                            loans_from: str = lifecycle.DECIDED, check_financing_cap: bool = True) -> None:
     """Decide the whole case in this transaction: every line approved and reserved, or nothing reserved.
 
     Reads O(1) rows whatever the size of the ledger: the facilities (locked and read once per transaction, so a
@@ -143,7 +178,8 @@ async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested,
     states = {
         ms: rules.FacilityState(
             member_state=ms, max_eur=f.max_eur, approved_eur=f.approved, suspended=f.suspended,
-            suspended_reason=f.suspended_reason, plan=plans.get(ms, {}),
+            suspended_reason=f.suspended_reason, plan=plans.get(ms, {}), status=f.status,
+            confidence=f.confidence, source=f.source,
         )
         for ms in wanted
         for f in (state.facilities[ms],)
@@ -151,6 +187,8 @@ async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested,
     decision = rules.decide_loan_request(
         lines=lines, verification_outcome=event.verification_outcome, categories=event.categories,
         facilities=states, eu_member_states=reference.eu_member_states, withdrawn_reason=withdrawn_reason,
+        participants=[countries.canonical(p) for p in event.participants], loans_from=loans_from,
+        financing_cap=financing_cap(event) if check_financing_cap else None,
     )
     now, event_id = utcnow(), str(event.event_id)
     # the case's decision row first (in a batch its rows go in with the batch's bulk INSERT, parents first): a
@@ -162,6 +200,7 @@ async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested,
         "requested": json.dumps([{"member_state": x.member_state, "amount_eur": str(x.amount_eur)} for x in lines]),
         "categories": json.dumps(sorted(set(event.categories))), "participants": json.dumps(event.participants),
         "reasons": _reasons_json(decision.reasons), "decided_at": now, "withdrawn_at": None,
+        "assumptions": json.dumps(list(decision.assumptions)),
     }])
     state.record_decision(event.case_id, "approved" if decision.approved else "rejected", event_id)
     if not decision.approved:
@@ -169,6 +208,7 @@ async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested,
             correlation_id=event.case_id, causation_id=event.event_id, case_id=event.case_id,
             reasons=[contracts.LoanDecisionReason(member_state=r.member_state, rule=r.rule, message=r.message)
                      for r in decision.reasons],
+            assumptions=list(decision.assumptions),
         ))
         return
     loans = [{"loan_id": new_id(), "case_id": event.case_id, "member_state": line.member_state,
@@ -191,6 +231,7 @@ async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested,
         correlation_id=event.case_id, causation_id=event.event_id, case_id=event.case_id,
         loans=[contracts.ApprovedLoan(loan_id=loan["loan_id"], member_state=loan["member_state"],
                                       amount_eur=loan["amount_eur"]) for loan in loans],
+        assumptions=list(decision.assumptions),
     ))
 
 
@@ -207,7 +248,18 @@ async def on_procurement_withdrawn(ctx: HandlerContext, event: contracts.Procure
         .order_by(col(LoanRow.member_state))
     )).all()
     released = ZERO
+    facilities = await ledger.lock_facilities(session, {loan.member_state for loan in loans}) if loans else {}
+    kept: list[dict[str, str]] = []
+    money: dict[str, lifecycle.Advances] = {}
     for loan in loans:
+        a = money.get(loan.member_state) or await ledger.advances(session, facilities[loan.member_state])
+        refused = lifecycle.check_release(a, loan.amount_eur)
+        if refused is not None:  # money already paid out against it: the loan stays (L-9), said in the audit
+            kept.append({"loan_id": loan.loan_id, "member_state": loan.member_state, "reason": str(refused)})
+            money[loan.member_state] = a
+            continue
+        money[loan.member_state] = lifecycle.Advances(a.member_state, a.approved - loan.amount_eur, a.pre_financing,
+                                                      a.instalments, a.cleared)
         session.add(LedgerEntry(member_state=loan.member_state, case_id=loan.case_id, loan_id=loan.loan_id,
                                 kind="release", amount=loan.amount_eur, at=now, event_id=str(event.event_id),
                                 reason=f"case withdrawn: {event.reason}"))
@@ -222,7 +274,8 @@ async def on_procurement_withdrawn(ctx: HandlerContext, event: contracts.Procure
     session.add(CaseWithdrawalRow(case_id=event.case_id, event_id=str(event.event_id), reason=event.reason,
                                   withdrawn_at=now, released_eur=released))
     ctx.audit(SERVICE, "case.withdrawn", f"loan-requests/{event.case_id}", reason=event.reason,
-              details={"released_eur": str(released), "loans": [loan.loan_id for loan in loans]})
+              details={"released_eur": str(released), "loans": [loan.loan_id for loan in loans
+                                                                   if loan.status == "released"], "kept": kept})
 
 
 # --- operator requests -----------------------------------------------------------------------------------
@@ -245,10 +298,14 @@ def _refused(session: AsyncSession, actor: str, action: str, target: str, reason
 
 async def update_facility(
     session: AsyncSession, member_state: str, changes: dict[str, Any], *, reason: str, actor: str,
-    share: Decimal,
+    share: Decimal, envelope: Decimal = lifecycle.ENVELOPE_EUR, today: date | None = None,
 ) -> Outcome:
-    """Set the maximum / pre-financing / suspension (and source, confidence); audited with the reason."""
-    row = await _locked(session, member_state)
+    """Set the maximum / pre-financing / suspension / lifecycle status (and source, confidence); audited with the
+    reason. Every facility is locked (member_state order): L-10 sums all their maxima."""
+    rows = await ledger.lock_facilities(session)
+    row = rows.get(member_state)
+    if row is None:
+        raise NotFound(member_state)
     bal = ledger.Balance.of(row)  # the running totals, just read under the lock
     new_max = changes.get("max_eur", row.max_eur)
     new_pre = changes["pre_financing_eur"] if "pre_financing_eur" in changes else row.pre_financing_eur
@@ -256,13 +313,31 @@ async def update_facility(
     reasons = rules.check_facility_update(member_state=member_state, max_eur=new_max, pre_financing_eur=new_pre,
                                           approved_eur=bal.approved, pre_financing_paid_eur=bal.pre_financing,
                                           share=share)
+    if new_max != row.max_eur:
+        reasons += lifecycle.check_envelope(member_state, new_max, {ms: r.max_eur for ms, r in rows.items()}, envelope)
+    current = row.status or lifecycle.DECIDED
+    status = changes.get("status")
+    if status is None and changes.get("suspended") is not None:  # the v1 switch: suspend / reinstate
+        if changes["suspended"] and current != lifecycle.SUSPENDED:
+            status = lifecycle.SUSPENDED
+        elif not changes["suspended"] and current == lifecycle.SUSPENDED:
+            status = row.status_before_suspension or lifecycle.DECIDED
+    change = None
+    if status is not None:
+        change = lifecycle.StatusChange(
+            member_state=member_state, current=current, target=status, before_suspension=row.status_before_suspension,
+            agreement_signed_on=changes.get("agreement_signed_on"), agreement_reference=changes.get("agreement_reference"),
+            effective_on=changes.get("effective_on"), today=today or utcnow().date(),
+        )
+        reasons += lifecycle.check_status_change(change)
     if reasons:
         return _refused(session, actor, "facility.update", target, reasons, {"changes": changes})
     before = {"max_eur": row.max_eur, "pre_financing_eur": row.pre_financing_eur, "suspended": row.suspended,
-              "source": row.source, "confidence": row.confidence}
+              "source": row.source, "confidence": row.confidence, "status": row.status}
     row.max_eur, row.pre_financing_eur = new_max, new_pre
-    if "suspended" in changes and changes["suspended"] is not None:
-        row.suspended = changes["suspended"]
+    if change is not None:
+        _apply_status(session, row, change, changes.get("status_reference"), reason=reason, actor=actor)
+    elif changes.get("suspended") is not None:
         row.suspended_reason = reason if row.suspended else None
     for key in ("source", "confidence", "notes"):
         if changes.get(key) is not None:
@@ -273,6 +348,36 @@ async def update_facility(
     session.add(AuditEntry(actor=actor, action="facility.update", target=target, reason=reason,
                            details=json.dumps({"before": before, "after": after}, default=str)))
     return Outcome(facility=row)
+
+
+async def change_facility_status(
+    session: AsyncSession, member_state: str, status: str, *, reason: str, actor: str,
+    effective_on: date | None = None, reference: str | None = None, agreement_signed_on: date | None = None,
+    agreement_reference: str | None = None, today: date | None = None, share: Decimal = Decimal("0.15"),
+) -> Outcome:
+    """L-8: move a facility along its lifecycle, audited and kept in its status history — one call, so that an
+    approval gate (four eyes) can wrap it. Refused changes are audited too and come back as reasons."""
+    changes: dict[str, Any] = {"status": status, "effective_on": effective_on, "status_reference": reference,
+                               "agreement_signed_on": agreement_signed_on, "agreement_reference": agreement_reference}
+    return await update_facility(session, member_state, changes, reason=reason, actor=actor, share=share, today=today)
+
+
+def _apply_status(session: AsyncSession, row: FacilityRow, change: lifecycle.StatusChange, reference: str | None,
+                  *, reason: str, actor: str) -> None:
+    if change.target == lifecycle.SUSPENDED:
+        row.status_before_suspension = change.current
+        row.suspended, row.suspended_reason = True, reason
+    else:
+        row.suspended, row.suspended_reason = False, None
+    if change.target == lifecycle.SIGNED and change.current != lifecycle.SUSPENDED:
+        row.agreement_signed_on, row.agreement_reference = change.agreement_signed_on, change.agreement_reference
+    row.status = change.target
+    row.status_changed_on = change.effective_on or change.agreement_signed_on or change.today
+    row.status_reference = reference or change.agreement_reference
+    session.add(FacilityStatusChangeRow(
+        member_state=row.member_state, from_status=change.current, to_status=change.target,
+        effective_on=row.status_changed_on, reference=row.status_reference, reason=reason, actor=actor,
+    ))
 
 
 async def amend_plan(
@@ -308,14 +413,17 @@ async def pay_pre_financing(
     reasons = rules.check_pre_financing(
         member_state=member_state, max_eur=row.max_eur, configured=row.pre_financing_eur, paid_eur=bal.pre_financing,
         amount=amount, requested_on=requested_on, last_request_on=last_request_on, suspended=row.suspended,
-        suspended_reason=row.suspended_reason, share=share,
+        suspended_reason=row.suspended_reason, share=share, status=row.status or lifecycle.DECIDED,
     )
+    reasons += lifecycle.check_advance(await ledger.advances(session, row), pre_financing=amount)
     target = f"facilities/{member_state}/pre-financing"
     if reasons:
         return _refused(session, actor, "pre_financing.pay", target, reasons,
                         {"amount_eur": amount, "requested_on": requested_on})
     entry = LedgerEntry(member_state=member_state, kind="pre_financing", amount=amount, requested_on=requested_on,
-                        actor=actor, reason=note or f"pre-financing EUR {fmt(amount)}")
+                        actor=actor, reason=_with_assumption(
+                            note or f"pre-financing EUR {fmt(amount)}: an advance on the approved loans, cleared "
+                                    "against later instalments (L-9)", row))
     session.add(entry)
     await session.flush()
     session.add(AuditEntry(actor=actor, action="pre_financing.pay", target=target, reason=entry.reason,
@@ -337,16 +445,35 @@ async def pay_instalment(
         member_state=loan.member_state, loan_amount=loan.amount_eur, paid_eur=paid, amount=amount,
         requested_on=requested_on, last_request_on=last_request_on, suspended=row.suspended,
         suspended_reason=row.suspended_reason, loan_active=loan.status == "active",
+        status=row.status or lifecycle.DECIDED,
     )
+    clearing = lifecycle.clear_instalment(
+        await ledger.advances(session, row), loan_amount=loan.amount_eur, loan_instalments=paid,
+        loan_cleared=await ledger.cleared_on_loan(session, loan_id), amount=amount,
+    )
+    if loan.status == "active" and not any(r.rule == rules.L3 for r in reasons):
+        reasons += clearing.reasons  # L-3 already says the loan is exhausted: L-9 would only repeat it
     target = f"loans/{loan_id}/instalments"
     if reasons:
         return _refused(session, actor, "instalment.pay", target, reasons,
                         {"amount_eur": amount, "requested_on": requested_on})
+    text_ = note or f"instalment EUR {fmt(amount)} on loan {loan_id}"
+    if clearing.cleared:
+        text_ += f"; EUR {fmt(clearing.cleared)} of pre-financing paid in advance cleared against this loan (L-9)"
     entry = LedgerEntry(member_state=loan.member_state, case_id=loan.case_id, loan_id=loan_id, kind="instalment",
-                        amount=amount, requested_on=requested_on, actor=actor,
-                        reason=note or f"instalment EUR {fmt(amount)} on loan {loan_id}")
+                        amount=amount, requested_on=requested_on, actor=actor, reason=_with_assumption(text_, row))
     session.add(entry)
     await session.flush()
+    if clearing.cleared:
+        assert entry.id is not None
+        session.add(ClearingRow(ledger_entry_id=entry.id, member_state=loan.member_state, loan_id=loan_id,
+                                amount=clearing.cleared))
     session.add(AuditEntry(actor=actor, action="instalment.pay", target=target, correlation_id=loan.case_id,
-                           reason=entry.reason, details=json.dumps({"ledger_entry": entry.id, "amount_eur": str(amount)})))
-    return Outcome(entry=entry, facility=row)
+                           reason=entry.reason, details=json.dumps({"ledger_entry": entry.id, "amount_eur": str(amount),
+                                                                    "pre_financing_cleared_eur": str(clearing.cleared)})))
+    return Outcome(entry=entry, facility=row, cleared=clearing.cleared)
+
+
+def _with_assumption(text_: str, row: FacilityRow) -> str:
+    note = lifecycle.amount_assumption(row.member_state, row.confidence, row.max_eur, row.source)
+    return f"{text_} [{note}]" if note else text_

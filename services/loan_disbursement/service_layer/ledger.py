@@ -15,6 +15,7 @@ BEGIN IMMEDIATE makes every transaction a writer holding the database lock; FOR 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -27,6 +28,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.loan_disbursement.adapters.tables import (
+    ClearingRow,
     FacilityRow,
     LedgerEntry,
     LoanRow,
@@ -35,10 +37,13 @@ from services.loan_disbursement.adapters.tables import (
     PlanLineRow,
 )
 from services.loan_disbursement.domain import reconcile as books
+from services.loan_disbursement.domain.lifecycle import Advances
 from services.loan_disbursement.domain.money import ZERO
 from services.loan_disbursement.domain.reconcile import Balance
 from shared.kit.db import connection_of, fetch_all, transaction_scope
 from shared.kit.tables import utcnow
+
+log = logging.getLogger("safe.loan_disbursement.ledger")
 
 
 async def lock_facilities(session: AsyncSession, member_states: Iterable[str] | None = None) -> dict[str, FacilityRow]:
@@ -109,7 +114,8 @@ async def draws_of_active_loans(session: AsyncSession) -> dict[tuple[str, str], 
 _FACILITY, _LINE, _DRAWN = FacilityRow.__table__.c, PlanLineRow.__table__.c, PlanDrawTotalRow.__table__.c
 _LOCK_ALL = (
     sa.select(_FACILITY.member_state, _FACILITY.max_eur, _FACILITY.reserved_eur, _FACILITY.released_eur,
-              _FACILITY.suspended, _FACILITY.suspended_reason)
+              _FACILITY.suspended, _FACILITY.suspended_reason, _FACILITY.status, _FACILITY.confidence,
+              _FACILITY.source)
     .order_by(_FACILITY.member_state)
     .with_for_update()
 )
@@ -146,6 +152,9 @@ class FacilityValues:
     approved: Decimal
     suspended: bool
     suspended_reason: str | None
+    status: str = "decided"
+    confidence: str = "official"
+    source: str = ""
 
 
 @dataclass
@@ -218,8 +227,8 @@ async def decisions(session: AsyncSession) -> Decisions:
     conn = await connection_of(session)
     rows = await fetch_all(conn, _LOCK_ALL, {})
     held = Decisions(scope=transaction_scope(session), conn=conn, facilities={
-        ms: FacilityValues(ms, max_eur, reserved - released, suspended, reason)
-        for ms, max_eur, reserved, released, suspended, reason in rows
+        ms: FacilityValues(ms, max_eur, reserved - released, suspended, reason, status or "decided", confidence, source)
+        for ms, max_eur, reserved, released, suspended, reason, status, confidence, source in rows
     })
     session.info[_DECISIONS] = held
     return held
@@ -233,6 +242,33 @@ def forget(session: AsyncSession) -> None:
 async def instalments_paid(session: AsyncSession, loan_id: str) -> Decimal:
     q = select(func.sum(LedgerEntry.amount)).where(LedgerEntry.loan_id == loan_id, LedgerEntry.kind == "instalment")
     return (await session.exec(q)).one() or ZERO
+
+
+async def cleared_on_loan(session: AsyncSession, loan_id: str) -> Decimal:
+    """Pre-financing cleared against the loan so far (L-9)."""
+    q = select(func.sum(ClearingRow.amount)).where(ClearingRow.loan_id == loan_id)
+    return (await session.exec(q)).one() or ZERO
+
+
+async def cleared_of(session: AsyncSession, member_state: str) -> Decimal:
+    """Pre-financing of the Member State cleared against its loans so far (L-9)."""
+    q = select(func.sum(ClearingRow.amount)).where(ClearingRow.member_state == member_state)
+    return (await session.exec(q)).one() or ZERO
+
+
+async def clearings(session: AsyncSession, entry_ids: Sequence[int]) -> dict[int, Decimal]:
+    """Instalment ledger entry id → the pre-financing cleared with it."""
+    if not entry_ids:
+        return {}
+    q = select(ClearingRow.ledger_entry_id, ClearingRow.amount).where(col(ClearingRow.ledger_entry_id).in_(entry_ids))
+    return dict((await session.exec(q)).all())
+
+
+async def advances(session: AsyncSession, facility: FacilityRow) -> Advances:
+    """L-9's figures for a facility (read it under its lock): approved, paid, cleared."""
+    bal = Balance.of(facility)
+    return Advances(facility.member_state, bal.approved, bal.pre_financing, bal.instalments,
+                    await cleared_of(session, facility.member_state))
 
 
 async def reconcile(session: AsyncSession, *, pre_financing_share: Decimal = Decimal("0.15")) -> books.Report:
@@ -272,11 +308,16 @@ async def reconcile(session: AsyncSession, *, pre_financing_share: Decimal = Dec
     for ms in sorted(set(bal) - known):
         orphans.append(books.Difference(ms, "ledger_without_facility", "ledger entries for a Member State without "
                                                                         "a facility"))
+    cleared_ms = dict((await session.exec(
+        select(ClearingRow.member_state, func.sum(ClearingRow.amount)).group_by(col(ClearingRow.member_state)))).all())
+    cleared_loan = dict((await session.exec(
+        select(ClearingRow.loan_id, func.sum(ClearingRow.amount)).group_by(col(ClearingRow.loan_id)))).all())
     facility_books = [
         books.FacilityBooks(
             member_state=f.member_state, max_eur=f.max_eur, pre_financing_eur=f.pre_financing_eur,
             reserved=summed.reserved, released=summed.released, pre_financing=summed.pre_financing,
             instalments=summed.instalments, active_loans=active.get(f.member_state) or ZERO, totals=Balance.of(f),
+            cleared=cleared_ms.get(f.member_state) or ZERO,
         )
         for f in facility_rows
         for summed in (bal.get(f.member_state) or Balance(),)
@@ -293,7 +334,11 @@ async def reconcile(session: AsyncSession, *, pre_financing_share: Decimal = Dec
         loan_books.append(books.LoanBooks(
             loan_id=loan.loan_id, member_state=loan.member_state, amount=loan.amount_eur, status=loan.status,
             reservations=r_n, reserved=r_sum, releases=x_n, released=x_sum,
-            instalments=kinds.get("instalment", (0, ZERO))[1],
+            instalments=kinds.get("instalment", (0, ZERO))[1], cleared=cleared_loan.get(loan.loan_id) or ZERO,
         ))
-    return books.compare(checked_at=utcnow(), facilities=facility_books, loans=loan_books, orphans=orphans,
-                         pre_financing_share=pre_financing_share, plan_lines=plan_books)
+    report = books.compare(checked_at=utcnow(), facilities=facility_books, loans=loan_books, orphans=orphans,
+                           pre_financing_share=pre_financing_share, plan_lines=plan_books)
+    for d in report.differences:  # loudly: every broken invariant is an error in the log, not only in the report
+        log.error("ledger check: %s %s: %s", d.member_state or "-", d.check, d.message,
+                  extra={"check": d.check, "member_state": d.member_state, "expected": d.expected, "actual": d.actual})
+    return report

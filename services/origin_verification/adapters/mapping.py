@@ -24,5 +24,17 @@ def to_result(verdict: Verdict) -> contracts.VerificationResult:
             for f in verdict.findings
         ],
         missing=list(verdict.missing),
+        assumptions=[contracts.AssumptionUsed(assumption=a, rules=r) for a, r in assumptions_of(verdict).items()],
         context=dict(verdict.context),
     )
+
+
+def assumptions_of(verdict: Verdict) -> dict[str, list[str]]:
+    """Every assumption of the findings, once, in the order first used, with the rules that used it."""
+    out: dict[str, list[str]] = {}
+    for f in verdict.findings:
+        if f.assumption:
+            rules = out.setdefault(f.assumption, [])
+            if f.rule not in rules:
+                rules.append(f.rule)
+    return out

@@ -22,9 +22,10 @@ from services.origin_verification.domain.rules import (
     r_part_1,
     r_part_2,
     r_part_3,
+    r_part_4,
 )
 
-RULE_ORDER = ("R-PART-1", "R-PART-2", "R-PART-3", "R-CON-1", "R-CON-2", "R-CON-3", "R-CON-4", "R-CON-5",
+RULE_ORDER = ("R-PART-1", "R-PART-2", "R-PART-3", "R-PART-4", "R-PART-5", "R-CON-1", "R-CON-2", "R-CON-3", "R-CON-4", "R-CON-5",
               "R-ORIG-1", "R-ORIG-2", "R-ORIG-3", "R-ORIG-4", "R-ORIG-5", "R-DES-1")
 _RANK = {r: i for i, r in enumerate(RULE_ORDER)}
 
@@ -57,6 +58,7 @@ def verify(proposal: ProposalLike, reference: ReferenceData, rules: RuleSet, *, 
         part_3 = r_part_3(proposal, area)
         if part_3 is not None:
             findings.append(part_3)
+        findings.append(r_part_4(proposal, area))
         findings += [r_con_1(proposal, area), *r_con_2_3(proposal, area), r_con_4(proposal, area),
                      *r_con_5(proposal, area)]
         assessments = [assess_end_product(ep, area) for ep in proposal.end_products]

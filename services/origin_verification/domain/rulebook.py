@@ -110,12 +110,24 @@ SCHEMA: dict[str, Callable[[Any], Any]] = {
     "subcontractor_prior_contract_before": _date,
     "screening_derogation": _bool,
     "agreement_entities_in_area": _bool,
-    "agreement_content_excess": _choice("excess_non_eligible"),
+    "agreement_content_excess": _choice("excess_non_eligible", "all_non_eligible"),
     "evidence_required_for_eligible_content": _bool,
     "category_1": _groups,
     "category_2": _groups,
     "share_display_places": _int,
 }
+
+
+# Settings added after rule sets were in use: a rule set that does not define one gets this default (named in
+# every finding that uses it, like any other setting).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "regulation_in_force_on": {
+        "value": "2025-05-29", "source": "Council Regulation (EU) 2025/1106, in force 29 May 2025 (SAFE_RULES.md §8a)",
+        "confidence": "official",
+        "note": "R-PART-4: a contract signed before this date is not a SAFE common procurement (the rule is ours)",
+    },
+}
+SCHEMA["regulation_in_force_on"] = _date
 
 
 @dataclass(frozen=True)
@@ -169,6 +181,7 @@ def parse_rule_set(raw: Mapping[str, Any]) -> RuleSet:
     values = raw.get("settings")
     if not isinstance(values, Mapping):
         raise RulebookError(f"rule set {version}: settings must be a mapping")
+    values = {**DEFAULTS, **values}
     missing = sorted(set(SCHEMA) - set(values))
     if missing:
         raise RulebookError(f"rule set {version}: missing settings {', '.join(missing)}")

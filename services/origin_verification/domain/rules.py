@@ -4,7 +4,7 @@ them looks at today's date, a database or a message."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 
@@ -96,13 +96,26 @@ def r_part_2(p: ProposalLike, area: Area) -> list[RuleFinding]:
         verdict = {"allow": "it may take part but does not count", "review": "a reviewer must confirm it may take part",
                    "fail": "it may not take part"}[mode]
         out.append(RuleFinding(
-            "R-PART-2", passed, f"{c} is in no SAFE participation group on {area.on}; {verdict}",
+            "R-PART-5", passed, f"{c} is in no SAFE participation group on {area.on}; {verdict}",
             assumption=rules["unlisted_participants"].assumption(), subject=c,
             missing=(f"confirmation that {c} may take part in the procurement",) if passed is None else (),
         ))
     if not out:
         out.append(RuleFinding("R-PART-2", True, "every participant is a Member State, EEA-EFTA state or Ukraine"))
     return out
+
+
+def r_part_4(p: ProposalLike, area: Area) -> RuleFinding:
+    """A contract signed before the regulation entered into force is not a SAFE common procurement."""
+    setting = area.rules["regulation_in_force_on"]
+    in_force: date = setting.value
+    on = p.contract_signed_on
+    if on < in_force:
+        return RuleFinding("R-PART-4", False, f"the contract was signed on {on}, before SAFE (Regulation (EU) "
+                           f"2025/1106) entered into force on {in_force}: it is not a SAFE common procurement",
+                           assumption=setting.assumption(), subject=on.isoformat())
+    return RuleFinding("R-PART-4", True, f"the contract was signed on {on}, on or after SAFE entered into force "
+                       f"({in_force})", assumption=setting.assumption())
 
 
 def r_part_3(p: ProposalLike, area: Area) -> RuleFinding | None:
@@ -286,9 +299,11 @@ def count_origin(country: str, amount: Decimal, total: Decimal, area: Area) -> O
         note = f"agreement {ag.agreement_id} counts its content eligible; its cap is not configured"
     else:
         allowance = ag.max_content_share * total
-        best = amount - allowance if amount > allowance else ZERO
+        all_of_it = area.rules.value("agreement_content_excess") == "all_non_eligible"
+        best = (amount if all_of_it else amount - allowance) if amount > allowance else ZERO
+        counted = "all of its content counted non-eligible" if all_of_it else f"excess EUR {best} counted non-eligible"
         note = (f"agreement {ag.agreement_id} counts its content eligible up to {ag.max_content_share} of component "
-                f"cost (EUR {allowance})" + (f"; excess EUR {best} counted non-eligible" if best else ""))
+                f"cost (EUR {allowance})" + (f"; over the cap: {counted}" if best else ""))
     worst = amount if missing else best
     return OriginCount(country, amount, best, worst, best < amount, ag, note, tuple(missing))
 
@@ -351,27 +366,43 @@ def r_orig_3(result: ProductResult, passed: bool | None) -> RuleFinding | None:
                        "by exact decimal comparison (a rounded percentage would read the same)", subject=result.name)
 
 
-def r_orig_4(name: str, counts: Sequence[OriginCount], orig_1: bool | None) -> list[RuleFinding]:
+def agreement_assumption(ag: Agreement, rules: RuleSet | None = None) -> str | None:
+    """The agreement facts a finding relies on when they are not official (e.g. Canada's assumed start date), and
+    the cap reading (all or only the excess over the cap) when its cap applies: each with its value and source."""
+    parts = []
+    if ag.confidence != "official":
+        parts.append(f"agreement {ag.agreement_id} ({ag.country}): effective_from="
+                     f"{ag.effective_from.isoformat() if ag.effective_from else 'not configured'}, max_content_share="
+                     f"{ag.max_content_share if ag.max_content_share is not None else 'not configured'} "
+                     f"[{ag.confidence or 'unconfirmed'}] (source: {ag.source or 'not given'})")
+    if rules is not None and ag.max_content_share is not None and ag.content_counts_as_eligible:
+        parts.append(rules["agreement_content_excess"].assumption())
+    return "; ".join(parts) or None
+
+
+def r_orig_4(name: str, counts: Sequence[OriginCount], orig_1: bool | None,
+             rules: RuleSet | None = None) -> list[RuleFinding]:
     """Participation agreements: from their effective date, content counts eligible up to their cap."""
     out: list[RuleFinding] = []
     for c in counts:
         if c.agreement is None:
             continue
-        subject = f"{name}/{c.country}"
-        if c.missing:
-            passed = None if orig_1 is None else True
-            tail = ("; the verdict depends on it" if passed is None else "; the verdict is the same either way")
-            out.append(RuleFinding("R-ORIG-4", passed, f"{c.country} content EUR {c.amount} in {name}: {c.note}; "
-                                   f"not configured: {', '.join(c.missing)}{tail}", subject=subject,
-                                   missing=c.missing if passed is None else ()))
-        elif c.may_count_eligible and c.non_eligible_max > 0:
-            passed = False if orig_1 is False else True
-            out.append(RuleFinding("R-ORIG-4", passed, f"{c.country} content EUR {c.amount} in {name} exceeds its "
-                                   f"agreement cap: {c.note}", subject=subject))
-        else:
-            out.append(RuleFinding("R-ORIG-4", True, f"{c.country} content EUR {c.amount} in {name}: {c.note}",
-                                   subject=subject))
+        out.append(replace(_r_orig_4_one(name, c, orig_1), assumption=agreement_assumption(c.agreement, rules)))
     return out
+
+
+def _r_orig_4_one(name: str, c: OriginCount, orig_1: bool | None) -> RuleFinding:
+    subject = f"{name}/{c.country}"
+    if c.missing:
+        passed = None if orig_1 is None else True
+        tail = ("; the verdict depends on it" if passed is None else "; the verdict is the same either way")
+        return RuleFinding("R-ORIG-4", passed, f"{c.country} content EUR {c.amount} in {name}: {c.note}; "
+                           f"not configured: {', '.join(c.missing)}{tail}", subject=subject,
+                           missing=c.missing if passed is None else ())
+    if c.may_count_eligible and c.non_eligible_max > 0:
+        return RuleFinding("R-ORIG-4", False if orig_1 is False else True, f"{c.country} content EUR {c.amount} in "
+                           f"{name} exceeds its agreement cap: {c.note}", subject=subject)
+    return RuleFinding("R-ORIG-4", True, f"{c.country} content EUR {c.amount} in {name}: {c.note}", subject=subject)
 
 
 def r_orig_5(name: str, counts: Sequence[OriginCount], without_evidence: dict[str, list[str]],
@@ -410,7 +441,7 @@ def assess_end_product(ep: EndProductLike, area: Area) -> ProductAssessment:
     f3 = r_orig_3(result, f1.passed)
     if f3 is not None:
         findings.append(f3)
-    findings += r_orig_4(ep.name, counts, f1.passed)
+    findings += r_orig_4(ep.name, counts, f1.passed, area.rules)
     findings.append(r_orig_5(ep.name, counts, tally.without_evidence, rules))
     return ProductAssessment(result, findings, counts)
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from shared.contracts import countries
+from shared.contracts.decimals import ShareOut
 from shared.kit.web import UtcDateTime
 
 
@@ -92,7 +93,7 @@ class AgreementPublic(BaseModel):
     effective_from: date | None
     effective_to: date | None
     content_counts_as_eligible: bool
-    max_content_share: Decimal | None
+    max_content_share: ShareOut | None
     entities_eligible: bool
     source: str
     confidence: str

@@ -18,12 +18,43 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def test_balanced_books_report_no_difference():
-    f = FacilityBooks("DK", D("46796822"), D("7019523.30"), reserved=D("10"), released=D("5"),
-                      pre_financing=D("7019523.30"), instalments=D("5"), active_loans=D("5"))
-    loans = [LoanBooks("a", "DK", D("5"), "active", 1, D("5"), 0, D("0"), D("5")),
-             LoanBooks("b", "DK", D("5"), "released", 1, D("5"), 1, D("5"))]
+    # L-9: 1 500 000 advanced + 5 000 000 instalments ≤ 10 000 000 approved; the advance cleared against loan a
+    f = FacilityBooks("DK", D("46796822"), D("7019523.30"), reserved=D("15000000"), released=D("5000000"),
+                      pre_financing=D("1500000"), instalments=D("5000000"), active_loans=D("10000000"),
+                      cleared=D("1500000"))
+    loans = [LoanBooks("a", "DK", D("10000000"), "active", 1, D("10000000"), 0, D("0"), D("5000000"), D("1500000")),
+             LoanBooks("b", "DK", D("5000000"), "released", 1, D("5000000"), 1, D("5000000"))]
     report = compare(checked_at=NOW, facilities=[f], loans=loans)
-    assert report.ok and report.as_dict()["facilities"][0]["approved_eur"] == "5"
+    assert report.ok and report.as_dict()["facilities"][0]["approved_eur"] == "10000000"
+
+
+def test_pre_financing_paid_on_top_of_the_loans_fails_the_check():
+    # the EL books of issue 20: the whole facility approved, 15 % advanced, then the whole loan paid again
+    f = FacilityBooks("EL", D("787669283.00"), D("118150392.45"), reserved=D("787669283.00"),
+                      pre_financing=D("118150392.45"), instalments=D("787669283.00"), active_loans=D("787669283.00"))
+    loans = [LoanBooks("a", "EL", D("787669283.00"), "active", 1, D("787669283.00"), 0, D("0"), D("787669283.00"),
+                       D("0.01"))]
+    diffs = compare(checked_at=NOW, facilities=[f], loans=loans).differences
+    by_check = {d.check: d for d in diffs}
+    assert {"advances_within_approved", "disbursed_within_max", "loan_advances_within_amount"} <= set(by_check)
+    assert by_check["advances_within_approved"].actual == "905819675.45"
+    assert "L-9" in by_check["advances_within_approved"].message
+
+
+def test_exactly_the_approved_amount_paid_out_passes_and_one_cent_more_fails():
+    def books(instalments: str) -> FacilityBooks:
+        return FacilityBooks("EL", D("787669283.00"), None, reserved=D("1000.00"), pre_financing=D("150.00"),
+                             instalments=D(instalments), active_loans=D("1000.00"), cleared=D("150.00"))
+    assert compare(checked_at=NOW, facilities=[books("850.00")], loans=[]).ok
+    assert [d.check for d in compare(checked_at=NOW, facilities=[books("850.01")], loans=[]).differences] == [
+        "advances_within_approved"]
+
+
+def test_more_cleared_than_advanced_is_reported():
+    f = FacilityBooks("EL", D("1000"), None, reserved=D("100"), pre_financing=D("10"), instalments=D("0"),
+                      active_loans=D("100"), cleared=D("10.01"))
+    assert [d.check for d in compare(checked_at=NOW, facilities=[f], loans=[]).differences] == [
+        "cleared_within_pre_financing"]
 
 
 def test_every_difference_is_listed():
@@ -33,7 +64,7 @@ def test_every_difference_is_listed():
     checks = {d.check for d in compare(checked_at=NOW, facilities=[f], loans=loans).differences}
     assert checks == {"approved_matches_loans", "approved_within_max", "disbursed_within_approved",
                       "pre_financing_within_cap", "disbursed_within_max", "loan_reserved_once",
-                      "loan_instalments_within_amount"}
+                      "loan_instalments_within_amount", "advances_within_approved", "loan_advances_within_amount"}
 
 
 def test_running_totals_that_equal_the_ledger_sums_report_no_difference():

@@ -62,6 +62,7 @@ def agreement(**fields: Any) -> Agreement:
         content_counts_as_eligible=fields.get("content_counts_as_eligible", True),
         max_content_share=Decimal(share) if share is not None else None,
         entities_eligible=fields.get("entities_eligible", False), version=fields.get("version", 1),
+        source=fields.get("source", ""), confidence=fields.get("confidence", ""),
     )
 
 
