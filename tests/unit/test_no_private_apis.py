@@ -1,8 +1,8 @@
 """No new use of a dependency's private or internal API in services/ or shared/.
 
 Scanned (statically, with `ast`):
-- an attribute whose name starts with one underscore read on anything but `self`/`cls` (namedtuple's
-  documented `_make`, `_replace`, `_asdict`, `_fields` excepted);
+- an attribute whose name starts with one underscore read on anything but `self`/`cls` or a name imported
+  from the project's own modules (namedtuple's documented `_make`, `_replace`, `_asdict`, `_fields` excepted);
 - an import from a module path with an underscore-prefixed part, or from a module known to be internal;
 - a class that subclasses a third-party class and defines a single-underscore method the library's class
   already has: it overrides the library's private hooks.
@@ -31,8 +31,11 @@ def _scan(path: Path) -> set[str]:
     rel = path.relative_to(ROOT).as_posix()
     tree = ast.parse(path.read_text(), filename=rel)
     imported: dict[str, str] = {}  # local name → the third-party module it comes from
+    own_names: set[str] = set()  # names bound to the project's own modules and objects
     found: set[str] = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and _is_own(node.module, node.level):
+            own_names.update(a.asname or a.name for a in node.names)
         if isinstance(node, ast.ImportFrom) and not _is_own(node.module, node.level):
             module = node.module or ""
             if any(p.startswith("_") and not p.startswith("__") for p in module.split(".")) or module.startswith(
@@ -50,7 +53,7 @@ def _scan(path: Path) -> set[str]:
                     imported[top] = top
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
-            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+            if isinstance(node.value, ast.Name) and (node.value.id in ("self", "cls") or node.value.id in own_names):
                 continue
             if node.attr in NAMEDTUPLE_API:
                 continue
