@@ -43,6 +43,8 @@ class ServiceSettings(BaseSettings):
     relay_interval_ms: int = 200
     shutdown_timeout_s: float = 10.0
     max_body_bytes: int = 16 * 1024 * 1024
+    # governance (docs/governance.md): how often the audit chain head is published to `audit.anchors`
+    audit_anchor_interval_s: float = 60.0
 
     @model_validator(mode="after")
     def _defaults(self) -> ServiceSettings:
