@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.kit import db, governance_api, logs
+from shared.kit import approvals, db, governance_api, logs
 from shared.kit.auth import Principal, TokenStore, authenticate
 from shared.kit.messaging import Messaging
 from shared.kit.outbox import AfterPublish, OutboxRelay
@@ -447,6 +447,7 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
 
     app.include_router(ops_router(runtime))
     app.include_router(governance_api.router(runtime))
+    app.include_router(approvals.router(runtime))
     for router in spec.routers:
         app.include_router(router)
 

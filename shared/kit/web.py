@@ -177,6 +177,8 @@ DeadLetterId = Annotated[int, FastApiPath(ge=1, le=2**31 - 1)]
 
 
 def ops_router(runtime: Runtime) -> APIRouter:
+    from shared.kit import approvals  # imports this module
+
     r = APIRouter()
 
     @r.get("/health/live", tags=["health"])
@@ -310,7 +312,10 @@ def ops_router(runtime: Runtime) -> APIRouter:
 
     @r.post("/dead-letters/{dl_id}/replay", response_model=DeadLetterPublic, tags=["dead letters"],
             responses={409: _CONFLICT})
-    async def replay(dl_id: DeadLetterId, body: ReplayRequest | None = None, who: Principal = Depends(operator)) -> DeadLetterPublic:
+    @approvals.gated("dead_letter.replay", when=lambda kw, _: kw["body"] is not None and kw["body"].payload is not None,
+                     owner=runtime)
+    async def replay(request: Request, dl_id: DeadLetterId, body: ReplayRequest | None = None,
+                     who: Principal = Depends(operator)) -> DeadLetterPublic:
         """Publish the message again on its stream (optionally a corrected payload); audited."""
         dl = await _get(dl_id, who)
         if dl.status != "open":
