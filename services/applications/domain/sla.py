@@ -7,6 +7,7 @@ target started at a weekend counts from the next Monday 00:00 UTC. Pure: the cal
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,8 +44,9 @@ class Clock:
     over_by_seconds: float | None
 
 
+@functools.lru_cache(maxsize=8)
 def parse_targets(spec: str) -> dict[str, Target]:
-    """`status=5m,...` → targets; ValueError naming the first bad pair."""
+    """`status=5m,...` → targets (cached: do not change the dict); ValueError naming the first bad pair."""
     out: dict[str, Target] = {}
     for part in (p for p in spec.split(",") if p.strip()):
         m = _PAIR.match(part)
