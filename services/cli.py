@@ -154,6 +154,18 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def cmd_whatif(args: argparse.Namespace) -> int:
+    from services import governance_cli
+
+    async def go() -> int:
+        async with PlatformClient(_urls(args), args.token, timeout=600) as client:
+            code, out = await governance_cli.whatif(client.http, client.url("origin_verification", ""), args.rules,
+                                                    args.registry_at, args.since, as_json=args.json)
+        print(out)
+        return code
+    return asyncio.run(go())
+
+
 def cmd_ledger_check(_args: argparse.Namespace) -> int:
     from services.loan_disbursement.reconcile import main as reconcile_main
 
@@ -218,6 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     au.add_argument("--since")
     au.add_argument("--until")
     au.set_defaults(fn=cmd_audit)
+
+    wi = sub.add_parser("whatif", help="replay stored cases' verification with candidate rules / a registry snapshot")
+    wi.add_argument("--rules", help="candidate rulebook (YAML or JSON, the format of safe_rules.yaml)")
+    wi.add_argument("--registry-at", dest="registry_at", help="YYYY-MM-DD: the registry as received by that day")
+    wi.add_argument("--since", help="only cases decided since this date/time")
+    wi.add_argument("--json", action="store_true", help="the report as JSON instead of a table")
+    wi.set_defaults(fn=cmd_whatif)
 
     led = sub.add_parser("ledger", help="loan ledger tools")
     led.add_argument("action", choices=["check"])

@@ -49,3 +49,31 @@ def verify_table(report: list[dict[str, Any]]) -> str:
         lines.append(f"{r['service']:<22} {'OK' if r.get('ok') else 'BROKEN':<8} {r.get('entries', 0):>8} "
                      f"{r.get('head_seq', 0):>6} {r.get('anchors_checked', 0):>8}  {why}")
     return "\n".join(lines)
+
+
+async def whatif(http: httpx.AsyncClient, base: str, rules_path: str | None, registry_at: str | None,
+                 since: str | None, *, as_json: bool = False) -> tuple[int, str]:
+    """`safe-procurement whatif`: 0 when no verdict would change, 1 when some would, 2 when the replay failed."""
+    import json
+    from datetime import UTC, date, datetime
+    from pathlib import Path
+
+    import yaml
+
+    from services.origin_verification.service_layer.whatif import table
+
+    body: dict[str, Any] = {}
+    if rules_path:
+        text = Path(rules_path).read_text(encoding="utf-8")
+        doc = json.loads(text) if rules_path.endswith(".json") else yaml.safe_load(text)
+        body["rules"] = json.loads(json.dumps(doc, default=str))  # YAML dates become ISO strings
+    if registry_at:
+        body["registry_at"] = date.fromisoformat(registry_at).isoformat()
+    if since:
+        t = datetime.fromisoformat(since)
+        body["since"] = (t if t.tzinfo else t.replace(tzinfo=UTC)).isoformat()
+    r = await http.post(f"{base.rstrip('/')}/whatif", json=body)
+    if r.status_code != 200:
+        return 2, f"what-if failed: {r.status_code} {r.text}"
+    report = r.json()
+    return (1 if report["changed"] else 0), (json.dumps(report, indent=2) if as_json else table(report))
