@@ -76,6 +76,6 @@ def build_app(settings: Settings | None = None, *, clock: Clock | None = None, r
         publishes=PUBLISHES,
         on_startup=[_startup],
         gauges=_gauges,
-        openapi_models=[contracts.Proposal],
+        openapi_models=[contracts.Proposal, whatif_api.WhatIfRequest],
     )
     return create_app(spec, messaging_setup=setup)

@@ -121,6 +121,8 @@ def settings_diff(before: RuleSet, after: RuleSet) -> list[dict[str, Any]]:
 
 
 def _end_of(day: date) -> datetime:
+    if day == date.max:
+        return datetime.max.replace(tzinfo=UTC)
     return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
 
 
