@@ -132,6 +132,40 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from services import governance_cli
+
+    async def go() -> int:
+        urls = _urls(args)
+        if args.service:
+            urls = {args.service: urls[args.service], **{k: v for k, v in urls.items() if k != args.service}}
+        async with PlatformClient(urls, args.token) as client:
+            if args.action == "list":
+                params = {k: v for k, v in {"action": args.filter_action, "actor": args.actor, "since": args.since,
+                                            "until": args.until, "correlation_id": args.case}.items() if v}
+                r = await client.http.get(client.url(args.service or "applications", "/audit"), params=params)
+                print(json.dumps(r.json(), indent=2, default=str))
+                return 0 if r.status_code < 400 else 1
+            report = await governance_cli.verify_all(client.http, urls)
+            if args.service:
+                report = [r for r in report if r["service"] == args.service]
+        print(json.dumps(report, indent=2, default=str) if args.json else governance_cli.verify_table(report))
+        return 0 if all(r.get("ok") for r in report) else 1
+    return asyncio.run(go())
+
+
+def cmd_whatif(args: argparse.Namespace) -> int:
+    from services import governance_cli
+
+    async def go() -> int:
+        async with PlatformClient(_urls(args), args.token, timeout=600) as client:
+            code, out = await governance_cli.whatif(client.http, client.url("origin_verification", ""), args.rules,
+                                                    args.registry_at, args.since, as_json=args.json)
+        print(out)
+        return code
+    return asyncio.run(go())
+
+
 def cmd_ledger_check(_args: argparse.Namespace) -> int:
     from services.loan_disbursement.reconcile import main as reconcile_main
 
@@ -185,6 +219,24 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--status")
     d.add_argument("--reason")
     d.set_defaults(fn=cmd_dead_letters)
+
+    au = sub.add_parser("audit", help="verify the tamper-evident audit chains, or list audit entries")
+    au.add_argument("action", choices=["verify", "list"])
+    au.add_argument("--service", choices=list(SERVICES), help="one service (default: all for verify)")
+    au.add_argument("--json", action="store_true", help="verify: the report as JSON")
+    au.add_argument("--filter-action", dest="filter_action", help="list: only this action")
+    au.add_argument("--actor")
+    au.add_argument("--case", help="list: only entries of this case (correlation id)")
+    au.add_argument("--since")
+    au.add_argument("--until")
+    au.set_defaults(fn=cmd_audit)
+
+    wi = sub.add_parser("whatif", help="replay stored cases' verification with candidate rules / a registry snapshot")
+    wi.add_argument("--rules", help="candidate rulebook (YAML or JSON, the format of safe_rules.yaml)")
+    wi.add_argument("--registry-at", dest="registry_at", help="YYYY-MM-DD: the registry as received by that day")
+    wi.add_argument("--since", help="only cases decided since this date/time")
+    wi.add_argument("--json", action="store_true", help="the report as JSON instead of a table")
+    wi.set_defaults(fn=cmd_whatif)
 
     led = sub.add_parser("ledger", help="loan ledger tools")
     led.add_argument("action", choices=["check"])

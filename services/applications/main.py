@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import FastAPI
 from sqlalchemy import func
 from sqlmodel import col, select
 
 from services.applications.adapters.tables import CaseParticipant, CaseRow
 from services.applications.config import Settings
+from services.applications.domain import sla
+from services.applications.domain.case import Status, is_final
 from services.applications.entrypoints import admin_api, admin_schemas, subscribers
 from services.applications.service_layer import handlers
 from shared import contracts
@@ -15,6 +19,7 @@ from shared.contracts import streams
 from shared.kit import db
 from shared.kit.app import Runtime, ServiceSpec, create_app
 from shared.kit.auth import require_operator
+from shared.kit.tables import utcnow
 
 PUBLISHES = {
     streams.PROCUREMENT_SUBMITTED: contracts.ProcurementSubmitted,
@@ -32,7 +37,28 @@ async def _case_gauges(rt: Runtime) -> dict[str, dict[tuple[str, ...], float]]:
     """Cases per status. On SQLite, counted beside the service's connection (a scrape must not stall the batches)."""
     assert rt.factory is not None and rt.engine is not None
     rows = await db.read_beside(rt.engine, rt.factory, _CASES_BY_STATUS)
-    return {"safe_cases": {(status,): float(n) for status, n in rows}}
+    return {"safe_cases": {(status,): float(n) for status, n in rows},
+            "safe_cases_over_sla": await cases_over_sla(rt)}
+
+
+async def cases_over_sla(rt: Runtime) -> dict[tuple[str, ...], float]:
+    """Cases in each status with a target that have been in it longer than the target (0 for none)."""
+    assert rt.factory is not None
+    now = rt.state.get("clock", utcnow)()
+    out: dict[tuple[str, ...], float] = {}
+    async with rt.factory() as s:
+        for status, target in sla.parse_targets(rt.settings.sla_targets).items():  # type: ignore[attr-defined]
+            # at least this old: a target of n working days spans at least n calendar days, so the database
+            # narrows the cases down and the exact due time is computed only for those
+            least = timedelta(days=target.amount) if target.unit == "wd" else target.due(now) - now
+            q = select(CaseRow.status_since, CaseRow.financing_requested).where(
+                CaseRow.status == status, col(CaseRow.status_since) < now - least)
+            rows = (await s.exec(q)).all()
+            out[(status,)] = float(sum(
+                1 for since, financing in rows
+                if sla.clock(status, since, now, {status: target},
+                             final=is_final(Status(status), financing_requested=financing)).breached))
+    return out
 
 
 async def _participants_of(rt: Runtime, case_id: str) -> set[str] | None:
@@ -48,6 +74,7 @@ async def _participants_of(rt: Runtime, case_id: str) -> set[str] | None:
 
 async def _register_gauges(rt: Runtime) -> None:
     rt.metrics.gauge("safe_cases", "Procurement cases per status", ("status",))
+    rt.metrics.gauge("safe_cases_over_sla", "Cases in their status longer than its SLA target", ("status",))
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:

@@ -11,7 +11,7 @@ from services.origin_verification.adapters.tables import ReportRow
 from services.origin_verification.bootstrap import Clock, bootstrap
 from services.origin_verification.config import Settings
 from services.origin_verification.domain.rulebook import RuleBook
-from services.origin_verification.entrypoints import admin_api, subscribers
+from services.origin_verification.entrypoints import admin_api, subscribers, whatif_api
 from services.origin_verification.service_layer import handlers
 from shared import contracts
 from shared.contracts import streams
@@ -72,10 +72,10 @@ def build_app(settings: Settings | None = None, *, clock: Clock | None = None, r
                     "design authority) on its contract date, from a replica of the partner registry.",
         settings=settings,
         migrations=db.migrations_dir(__file__),
-        routers=[admin_api.router],
+        routers=[admin_api.router, whatif_api.router],
         publishes=PUBLISHES,
         on_startup=[_startup],
         gauges=_gauges,
-        openapi_models=[contracts.Proposal],
+        openapi_models=[contracts.Proposal, whatif_api.WhatIfRequest],
     )
     return create_app(spec, messaging_setup=setup)

@@ -26,6 +26,9 @@ OPERATOR_ACTION_RECORDED = {
     "loan_disbursement": "loan-disbursement.operator-action-recorded",
 }
 
+# every service's audit chain head, published periodically and kept by the other services (shared.kit.audit_chain)
+AUDIT_ANCHORS = "audit.anchors"
+
 ALL: tuple[str, ...] = (
     SUBMIT_PROCUREMENT,
     PROCUREMENT_SUBMITTED,

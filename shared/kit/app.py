@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.kit import db, logs
+from shared.kit import approvals, db, governance_api, logs
 from shared.kit.auth import Principal, TokenStore, authenticate
 from shared.kit.messaging import Messaging
 from shared.kit.outbox import AfterPublish, OutboxRelay
@@ -369,6 +369,7 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
     runtime = Runtime(spec=spec, settings=settings, messaging=messaging, broker=broker, metrics=metrics)
     messaging.on_emitted = runtime.wake_relay
     messaging_setup(messaging, runtime)
+    governance_api.register(messaging, runtime)
     messaging.attach(broker)
     for stream, model in spec.publishes.items():
         broker.publisher(
@@ -401,6 +402,7 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
         await messaging.start_background(runtime.redis)
         relay_task = asyncio.create_task(runtime.relay.run(), name="outbox-relay")
         runtime.tasks.append(relay_task)
+        runtime.tasks.append(asyncio.create_task(governance_api.anchor_loop(runtime), name="audit-anchors"))
         for bg in spec.background:
             runtime.tasks.append(asyncio.create_task(bg(runtime), name=bg.__name__))
         if os.environ.get("SAFE_GC_FREEZE") == "1":  # set by services.runner.tune_gc in a service process
@@ -444,6 +446,8 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
         return JSONResponse({"detail": "JSON nested too deeply"}, status_code=422)
 
     app.include_router(ops_router(runtime))
+    app.include_router(governance_api.router(runtime))
+    app.include_router(approvals.router(runtime))
     for router in spec.routers:
         app.include_router(router)
 

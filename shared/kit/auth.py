@@ -19,6 +19,9 @@ ROLES = ("operator", "auditor")
 class Principal:
     role: str
     name: str
+    # tells two holders of the same role apart (four-eyes: the checker's token must differ from the maker's);
+    # a domain-separated digest of the token, never the token
+    key: str = ""
 
     @property
     def can_write(self) -> bool:
@@ -75,8 +78,12 @@ class TokenStore:
             # compare against every token (no early exit), digests of equal length, so timing says
             # nothing about which token matched or how long the tokens are
             if hmac.compare_digest(known, given):
-                found = Principal(role=role, name=role)
+                found = Principal(role=role, name=role, key=principal_key(token))
         return found
+
+
+def principal_key(token: str) -> str:
+    return hashlib.sha256(b"safe-principal-key:" + token.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def _digest(token: str) -> bytes:

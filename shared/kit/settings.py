@@ -43,6 +43,12 @@ class ServiceSettings(BaseSettings):
     relay_interval_ms: int = 200
     shutdown_timeout_s: float = 10.0
     max_body_bytes: int = 16 * 1024 * 1024
+    # governance (docs/governance.md): how often the audit chain head is published to `audit.anchors`
+    audit_anchor_interval_s: float = 60.0
+    # four-eyes approval: None = on outside SAFE_ENV=dev, off in dev; thresholds `action=EUR,...` (below: one person)
+    four_eyes: bool | None = Field(default=None, validation_alias="SAFE_FOUR_EYES")
+    four_eyes_ttl_s: float = Field(default=172_800.0, gt=0, validation_alias="SAFE_FOUR_EYES_TTL_S")
+    four_eyes_thresholds: str = Field(default="", validation_alias="SAFE_FOUR_EYES_THRESHOLDS")
 
     @model_validator(mode="after")
     def _defaults(self) -> ServiceSettings:

@@ -68,6 +68,10 @@ def _as_utc(value: datetime | None) -> datetime | None:
 UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
+def _in_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 class DeadLetterPublic(BaseModel):
     id: int
     stream: str
@@ -102,6 +106,9 @@ class AuditPublic(BaseModel):
     correlation_id: str | None = Field(description="The case (or registry entity) the action concerns")
     reason: str | None = Field(description="Why, as given by the operator")
     details: Any = Field(default=None, description="Further details (JSON)")
+    seq: int | None = Field(default=None, description="Place in the tamper-evident chain (GET /audit/verify)")
+    prev_hash: str | None = Field(default=None, description="SHA-256 of the entry before it")
+    hash: str | None = Field(default=None, description="SHA-256 of this entry's canonical JSON form")
 
 
 class AuditPage(BaseModel):
@@ -138,7 +145,8 @@ def _audit_public(a: AuditEntry) -> AuditPublic:
     except Exception:
         details = a.details
     return AuditPublic(id=a.id or 0, at=a.at, actor=a.actor, action=a.action, target=a.target,
-                       correlation_id=a.correlation_id, reason=a.reason, details=details)
+                       correlation_id=a.correlation_id, reason=a.reason, details=details, seq=a.seq,
+                       prev_hash=a.prev_hash, hash=a.hash)
 
 
 def _participants(payload: Any) -> set[str]:
@@ -169,6 +177,8 @@ DeadLetterId = Annotated[int, FastApiPath(ge=1, le=2**31 - 1)]
 
 
 def ops_router(runtime: Runtime) -> APIRouter:
+    from shared.kit import approvals  # imports this module
+
     r = APIRouter()
 
     @r.get("/health/live", tags=["health"])
@@ -302,7 +312,10 @@ def ops_router(runtime: Runtime) -> APIRouter:
 
     @r.post("/dead-letters/{dl_id}/replay", response_model=DeadLetterPublic, tags=["dead letters"],
             responses={409: _CONFLICT})
-    async def replay(dl_id: DeadLetterId, body: ReplayRequest | None = None, who: Principal = Depends(operator)) -> DeadLetterPublic:
+    @approvals.gated("dead_letter.replay", when=lambda kw, _: kw["body"] is not None and kw["body"].payload is not None,
+                     owner=runtime)
+    async def replay(request: Request, dl_id: DeadLetterId, body: ReplayRequest | None = None,
+                     who: Principal = Depends(operator)) -> DeadLetterPublic:
         """Publish the message again on its stream (optionally a corrected payload); audited."""
         dl = await _get(dl_id, who)
         if dl.status != "open":
@@ -329,6 +342,12 @@ def ops_router(runtime: Runtime) -> APIRouter:
     async def list_audit(
         correlation_id: str | None = Query(default=None, max_length=100, description="Only actions on this case"),
         action: str | None = Query(default=None, max_length=100, description="Only this action, e.g. case.withdraw"),
+        actor: str | None = Query(default=None, max_length=100, description="Only actions by this actor"),
+        target: str | None = Query(default=None, max_length=200, description="Only actions on this target"),
+        action_prefix: str | None = Query(default=None, max_length=100,
+                                          description="Only actions starting so, e.g. `approval.` or `instalment.`"),
+        since: datetime | None = Query(default=None, description="Only actions at or after this time"),
+        until: datetime | None = Query(default=None, description="Only actions before this time"),
         limit: int = Query(default=50, ge=1, le=500),
         cursor: str | None = Query(default=None, max_length=200),
         who: Principal = Depends(staff),
@@ -344,6 +363,16 @@ def ops_router(runtime: Runtime) -> APIRouter:
                 q = q.where(AuditEntry.correlation_id == correlation_id)
             if action:
                 q = q.where(AuditEntry.action == action)
+            if actor:
+                q = q.where(AuditEntry.actor == actor)
+            if target:
+                q = q.where(AuditEntry.target == target)
+            if action_prefix:
+                q = q.where(col(AuditEntry.action).startswith(action_prefix, autoescape=True))
+            if since is not None:
+                q = q.where(col(AuditEntry.at) >= _in_utc(since))
+            if until is not None:
+                q = q.where(col(AuditEntry.at) < _in_utc(until))
             if after is not None:
                 q = q.where(col(AuditEntry.id) < after)
             rows = (await s.exec(q.limit(limit + 1))).all()

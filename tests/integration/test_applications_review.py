@@ -40,7 +40,7 @@ def database_url(request, tmp_path):
 def app(database_url, prefix, redis_url):
     tokens = ",".join(f"{role}:{token}" for role, token in TOKENS.items())
     return build_app(Settings(database_url=database_url, stream_prefix=prefix, consumer_name="t1",
-                              safe_tokens=tokens, safe_env="production", **FAST))
+                              safe_tokens=tokens, safe_env="production", four_eyes=False, **FAST))
 
 
 def proposal() -> dict:
@@ -128,3 +128,24 @@ async def test_a_participating_member_state_amends_and_another_cannot_see_the_ca
         async with rt.factory() as s:
             audit = (await s.exec(select(AuditEntry).where(AuditEntry.action == "case.amend"))).all()
         assert [json.loads(a.details)["revision"] for a in audit] == [2]
+
+
+async def test_a_review_decision_waits_for_a_second_operator_under_four_eyes(database_url, redis_client, prefix):
+    tokens = "operator:op-t,operator:op-2,auditor:au-t"
+    app = build_app(Settings(database_url=database_url, stream_prefix=prefix, consumer_name="t1", safe_tokens=tokens,
+                             safe_env="production", **FAST))  # four-eyes is on by default outside dev
+    second = {"Authorization": "Bearer op-2"}
+    async with running(app) as (client, _rt):
+        _, case_id = await _needs_review(client, redis_client, prefix)
+        decision = {"decision": "eligible", "justification": "declarations seen on site"}
+        r = await client.post(f"/procurements/{case_id}/review", json=decision, headers=as_("operator"))
+        assert r.status_code == 202 and r.json()["action"] == "review.decide", r.text
+        approval_id = r.json()["approval_id"]
+        case = (await client.get(f"/procurements/{case_id}", headers=as_("operator"))).json()
+        assert case["status"] == "needs_review"  # nothing decided yet
+        own = await client.post(f"/approvals/{approval_id}/approve", json={"reason": "ok"}, headers=as_("operator"))
+        assert own.status_code == 403
+        done = await client.post(f"/approvals/{approval_id}/approve", json={"reason": "file checked"}, headers=second)
+        assert done.status_code == 200 and done.json()["status"] == "executed", done.text
+        case = (await client.get(f"/procurements/{case_id}", headers=as_("operator"))).json()
+        assert case["status"] == "loan_requested"

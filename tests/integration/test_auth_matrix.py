@@ -63,6 +63,7 @@ def build(service: str, tmp_path: Path, prefix: str, **overrides: Any) -> Any:
     options: dict[str, Any] = dict(
         database_url=dbs.url(tmp_path, service), stream_prefix=prefix, consumer_name="t1",
         safe_tokens=SAFE_TOKENS, safe_env="production", **FAST,
+        four_eyes=False,  # roles only here; four-eyes approval has its own tests (test_four_eyes.py)
     )
     options.update(overrides)
     return main.build_app(config.Settings(**options))

@@ -56,6 +56,14 @@ def as_json(event: Any) -> dict[str, Any]:
     return json.loads(event.model_dump_json()) if hasattr(event, "model_dump_json") else dict(event)
 
 
+def _anchor() -> dict[str, Any]:
+    """A chain head another service published (every service keeps the others' heads)."""
+    from shared.contracts.audit import AuditAnchorPublished
+
+    return as_json(AuditAnchorPublished(correlation_id="audit/elsewhere", producer="elsewhere", service="elsewhere",
+                                        seq=1, hash="a" * 64))
+
+
 def poisons(valid: dict[str, Any]) -> list[tuple[str, str | bytes]]:
     """The three kinds of poison, and the word their dead-letter reason must contain."""
     return [
@@ -175,6 +183,7 @@ async def test_applications_dead_letters_poison_on_every_input_stream_and_a_corr
             valid[stream] = as_json(contracts.OperatorActionRecorded(
                 correlation_id=case_a, case_id=case_a, producer=producer, action="test.poke", actor="tester",
                 target=f"{producer}/x"))
+        valid[streams.AUDIT_ANCHORS] = _anchor()
         assert set(valid) == set(subs), "a new input stream needs a poison test"
         # the unknown-version poison of the verification stream is case B's result: replaying it fixed completes B
         version_bad = {**valid, streams.ORIGIN_VERIFICATION_COMPLETED: as_json(_ovc(case_b, rid_b))}
@@ -422,6 +431,7 @@ async def test_origin_verification_dead_letters_poison_on_every_input_stream_and
             streams.COUNTRY_STATUS_CHANGED: {**as_json(countries[0]), "event_id": str(uuid.uuid4())},
             streams.PARTNER_AGREEMENT_RECORDED: {**as_json(agreements[0]), "event_id": str(uuid.uuid4())},
             streams.REFERENCE_DATA_PUBLISHED: {**as_json(published), "event_id": str(uuid.uuid4())},
+            streams.AUDIT_ANCHORS: _anchor(),
         }
         assert set(valid) == set(subs), "a new input stream needs a poison test"
         version_bad = {**valid, streams.PROCUREMENT_SUBMITTED: as_json(later)}
@@ -505,7 +515,8 @@ async def test_loan_disbursement_dead_letters_poison_on_every_input_stream_and_a
         subs = list(rt.messaging.subscriptions)
         first, later = loan_requested(), loan_requested(amount="1000.00")
         withdrawn = contracts.ProcurementWithdrawn(correlation_id=first.case_id, case_id=first.case_id, reason="x")
-        valid = {streams.LOAN_REQUESTED: as_json(first), streams.PROCUREMENT_WITHDRAWN: as_json(withdrawn)}
+        valid = {streams.LOAN_REQUESTED: as_json(first), streams.PROCUREMENT_WITHDRAWN: as_json(withdrawn),
+                 streams.AUDIT_ANCHORS: _anchor()}
         assert set(valid) == set(subs), "a new input stream needs a poison test"
         version_bad = {**valid, streams.LOAN_REQUESTED: as_json(later)}
         for stream in subs:
@@ -515,6 +526,7 @@ async def test_loan_disbursement_dead_letters_poison_on_every_input_stream_and_a
         await xadd(redis_client, prefix, streams.LOAN_REQUESTED, json.dumps(valid[streams.LOAN_REQUESTED]))
         await wait_for(lambda: _at_least(_decisions(redis_client, prefix), 1), message="first decision")
         await xadd(redis_client, prefix, streams.PROCUREMENT_WITHDRAWN, json.dumps(valid[streams.PROCUREMENT_WITHDRAWN]))
+        await xadd(redis_client, prefix, streams.AUDIT_ANCHORS, json.dumps(valid[streams.AUDIT_ANCHORS]))
         for stream in subs:
             await assert_poison_dead_lettered(rt, stream, valid[stream])
         for stream, body in valid.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -14,14 +15,17 @@ from redis.exceptions import ResponseError
 from sqlmodel import col, select
 
 from services.applications.adapters.tables import CaseParticipant, CaseRow, TimelineRow
+from services.applications.domain import sla
 from services.applications.domain.case import Status, TransitionRefused, is_final
 from services.applications.entrypoints import admin_schemas as schemas
 from services.applications.service_layer import handlers, intake, review
 from shared import contracts
 from shared.contracts import countries, streams
-from shared.kit.app import runtime_of, validation_errors
+from shared.kit import approvals
+from shared.kit.app import Runtime, runtime_of, validation_errors
 from shared.kit.auth import Principal, operator, reader
 from shared.kit.db import transaction
+from shared.kit.tables import utcnow
 from shared.kit.web import decode_cursor, encode_cursor
 
 router = APIRouter(tags=["procurements"])
@@ -95,6 +99,17 @@ async def submit_procurement(request: Request, who: Principal) -> Response:
                     status_code=201, media_type="application/json")
 
 
+def _now(rt: Runtime) -> datetime:
+    return rt.state.get("clock", utcnow)()  # type: ignore[no-any-return]  # tests inject a clock here
+
+
+def _sla(rt: Runtime, status: str, since: datetime, financing_requested: bool, now: datetime) -> schemas.SlaPublic:
+    final = is_final(Status(status), financing_requested=financing_requested)
+    c = sla.clock(status, since, now, sla.parse_targets(rt.settings.sla_targets), final=final)  # type: ignore[attr-defined]
+    return schemas.SlaPublic(since=c.since, seconds_in_status=c.seconds_in_status, target=c.target, due_at=c.due_at,
+                             breached=c.breached, over_by_seconds=c.over_by_seconds)
+
+
 @router.get("/procurements", response_model=schemas.CasePage)
 async def list_procurements(
     request: Request,
@@ -113,7 +128,7 @@ async def list_procurements(
     rt = runtime_of(request)
     assert rt.factory is not None
     q = select(CaseRow.seq, CaseRow.id, CaseRow.reference, CaseRow.status, CaseRow.lead_member_state,
-               CaseRow.created_at, CaseRow.updated_at)
+               CaseRow.created_at, CaseRow.updated_at, CaseRow.status_since, CaseRow.financing_requested)
     scopes = [countries.canonical(c) for c in (member_state, who.member_state) if c]
     for i, country in enumerate(scopes):
         if not countries.is_known(country):
@@ -132,8 +147,9 @@ async def list_procurements(
     async with rt.factory() as session:
         rows = (await session.exec(q)).all()
     page = rows[:limit]
+    now = _now(rt)
     items = [schemas.CaseSummary(id=r[1], reference=r[2], status=r[3], lead_member_state=r[4], created_at=r[5],
-                                 updated_at=r[6]) for r in page]
+                                 updated_at=r[6], sla=_sla(rt, r[3], r[7], r[8], now)) for r in page]
     return schemas.CasePage(items=items, next_cursor=encode_cursor(page[-1][0]) if len(rows) > limit else None)
 
 
@@ -207,10 +223,15 @@ async def reverify_procurement(
     return await _operator_action(request, case_id, handlers.reverify, reason, who)
 
 
+def _parse_body(raw: bytes, model: type[Any]) -> Any:
+    """`raw` as `model`, JSON numbers as exact Decimals (raises ValidationError or ValueError)."""
+    return model.model_validate(json.loads(raw, parse_float=Decimal))
+
+
 async def _json_body(request: Request, model: type[Any]) -> Any:
     """The body as `model`, JSON numbers as exact Decimals; 422 listing every offending field."""
     try:
-        return model.model_validate(json.loads(await request.body(), parse_float=Decimal))
+        return _parse_body(await request.body(), model)
     except ValidationError as e:
         raise HTTPException(422, validation_errors(e.errors(include_url=False))) from None
     except (ValueError, UnicodeDecodeError) as e:
@@ -225,6 +246,7 @@ def _body(model: type[Any]) -> dict[str, Any]:
 
 @router.post("/procurements/{case_id}/review", response_model=schemas.CasePublic, openapi_extra=_body(schemas.ReviewRequest),
              responses={**_REFUSED, 422: {"description": "Invalid body: every offending field is listed"}})
+@approvals.gated("review.decide", parse=lambda raw: _parse_body(raw, schemas.ReviewRequest))
 async def review_procurement(case_id: str, request: Request, who: Principal = Depends(operator)) -> schemas.CasePublic:
     """Record a reviewer's decision on a needs_review case: eligible or ineligible, with a justification and
     evidence references. It becomes the verdict (marked human, with who and why) and moves the case on."""
@@ -325,4 +347,5 @@ async def explain_procurement(case_id: str, request: Request, who: Principal = D
         waiting_for=None if final else waiting, service=None if final else service,
         stream=None if final else stream, message_event_id=last.event_id if (last and not final) else None,
         stream_state=None if final else state, operator_actions=actions,
+        sla=_sla(rt, row.status, row.status_since, row.financing_requested, _now(rt)),
     )

@@ -28,6 +28,17 @@ class CasePublic(BaseModel):
     updated_at: UtcDateTime
 
 
+class SlaPublic(BaseModel):
+    """The case's SLA clock in its current status (docs/governance.md)."""
+
+    since: UtcDateTime = Field(description="When the case entered its status")
+    seconds_in_status: float = Field(description="Time in the status so far, seconds")
+    target: str | None = Field(description="The status's target (e.g. 5m, 5wd = five working days); null: none")
+    due_at: UtcDateTime | None = Field(description="When the target is reached")
+    breached: bool = Field(description="True when the case has been in its status longer than the target")
+    over_by_seconds: float | None = Field(description="How far past the target, seconds")
+
+
 class CaseSummary(BaseModel):
     id: str
     reference: str
@@ -35,6 +46,7 @@ class CaseSummary(BaseModel):
     lead_member_state: str
     created_at: UtcDateTime
     updated_at: UtcDateTime
+    sla: SlaPublic | None = Field(default=None, description="Time in status and any breach of its target")
 
 
 class CasePage(BaseModel):
@@ -72,6 +84,7 @@ class Explanation(BaseModel):
     message_event_id: str | None = Field(description="The event it waits on")
     stream_state: dict[str, Any] | None = Field(description="Pending/lag of the next service's group on that stream")
     operator_actions: list[str]
+    sla: SlaPublic | None = Field(default=None, description="Time in status and any breach of its target")
 
 
 class ReviewRequest(BaseModel):

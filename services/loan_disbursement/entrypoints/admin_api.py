@@ -29,6 +29,7 @@ from services.loan_disbursement.domain.money import CENT, ZERO, cents_floor
 from services.loan_disbursement.entrypoints import admin_schemas as schemas
 from services.loan_disbursement.service_layer import handlers, ledger
 from shared.contracts import Category, countries
+from shared.kit import approvals
 from shared.kit.app import Runtime, runtime_of
 from shared.kit.auth import Principal, operator, reader
 from shared.kit.db import transaction
@@ -153,6 +154,7 @@ async def get_facility(member_state: str, request: Request, _: Principal = Depen
 
 @router.put("/facilities/{member_state}", response_model=schemas.FacilityPublic, tags=["facilities"],
             responses={404: {"description": "No such facility"}, **_REFUSAL}, openapi_extra=_body(schemas.FacilityUpdate))
+@approvals.gated("facility.update", parse=lambda raw: schemas.parse_body(schemas.FacilityUpdate, raw))
 async def update_facility(member_state: str, request: Request, who: Principal = Depends(operator)) -> Any:
     """Set the Council maximum (all maxima ≤ the EUR 150 bn envelope, L-10) / pre-financing (≤ 15 % of the maximum) /
     suspension / lifecycle status (L-8; signing needs agreement_signed_on and agreement_reference); audited."""
@@ -178,6 +180,8 @@ async def update_facility(member_state: str, request: Request, who: Principal = 
 @router.post("/facilities/{member_state}/pre-financing", status_code=201, response_model=schemas.LedgerEntryPublic,
              tags=["facilities"], responses={404: {"description": "No such facility"}, **_REFUSAL},
              openapi_extra=_body(schemas.PaymentRequest))
+@approvals.gated("pre_financing.pay", parse=lambda raw: schemas.parse_body(schemas.PaymentRequest, raw),
+                  amount=lambda body: body.amount_eur)
 async def pay_pre_financing(member_state: str, request: Request, who: Principal = Depends(operator)) -> Any:
     """Pay pre-financing: cumulative ≤ the Council figure and ≤ 15 % of the facility (L-3), dated ≤ the last
     request date (L-4), never while suspended (L-5). 201 with the ledger entry; 422 with the reasons."""
@@ -263,6 +267,7 @@ async def get_plan(member_state: str, request: Request, _: Principal = Depends(r
 @router.put("/facilities/{member_state}/plan", response_model=schemas.PlanPublic, tags=["investment plans"],
             responses={404: {"description": "No such facility"}, 422: {"description": "Invalid body"}},
             openapi_extra=_body(schemas.PlanUpdate))
+@approvals.gated("plan.amend", parse=lambda raw: schemas.parse_body(schemas.PlanUpdate, raw))
 async def put_plan(member_state: str, request: Request, who: Principal = Depends(operator)) -> Any:
     """Replace (narrow or amend) the investment plan; audited with the reason. A loan request whose categories
     the plan does not cover, or whose amount exceeds what their lines have left, is rejected with rule PLAN."""
@@ -329,6 +334,8 @@ async def get_loan(loan_id: str, request: Request, who: Principal = Depends(read
 @router.post("/loans/{loan_id}/instalments", status_code=201, response_model=schemas.LedgerEntryPublic,
              tags=["loans"], responses={404: {"description": "No such loan"}, **_REFUSAL},
              openapi_extra=_body(schemas.PaymentRequest))
+@approvals.gated("instalment.pay", parse=lambda raw: schemas.parse_body(schemas.PaymentRequest, raw),
+                  amount=lambda body: body.amount_eur)
 async def pay_instalment(loan_id: str, request: Request, who: Principal = Depends(operator)) -> Any:
     """Pay an instalment: cumulative ≤ the approved loan (L-3), dated ≤ the last request date, 2030-12-31 by
     default (L-4), never while the facility is suspended (L-5). 201 with the ledger entry; 422 with the reasons."""

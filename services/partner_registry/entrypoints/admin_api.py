@@ -18,6 +18,7 @@ from services.partner_registry.entrypoints import admin_schemas as schemas
 from services.partner_registry.service_layer import handlers
 from shared.contracts import countries
 from shared.contracts.events import GROUPS
+from shared.kit import approvals
 from shared.kit.app import runtime_of, validation_errors
 from shared.kit.auth import Principal, operator, reader
 from shared.kit.db import transaction
@@ -173,6 +174,7 @@ _WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"$ref": "#/components/schemas/AgreementCreate"}}}}},
 )
+@approvals.gated("agreement.record", parse=lambda raw: _parse(schemas.AgreementCreate, raw))
 async def record_agreement(request: Request, who: Principal = Depends(operator)) -> Any:
     """Record a participation agreement (effective-dated) and announce it. An overlap with a confirmed agreement
     in force answers 409; an overlap with an unconfirmed seeded placeholder supersedes the placeholder."""
@@ -199,6 +201,7 @@ async def record_agreement(request: Request, who: Principal = Depends(operator))
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"$ref": "#/components/schemas/AgreementCorrection"}}}}},
 )
+@approvals.gated("agreement.correct", parse=lambda raw: _parse(schemas.AgreementCorrection, raw))
 async def correct_agreement(agreement_id: str, request: Request, who: Principal = Depends(operator)) -> Any:
     """Correct an agreement: a new version with the full corrected terms and a reason; earlier versions stay."""
     try:

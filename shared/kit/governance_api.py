@@ -1,0 +1,147 @@
+"""The audit chain on every service: anchors published and kept, `GET /audit/verify`, `GET /audit/anchors`.
+
+Wired in by `shared.kit.app.create_app`: each service publishes its chain head to `audit.anchors` (through its
+outbox, every `audit_anchor_interval_s` when the head moved) and keeps the heads the other services publish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from pydantic import BaseModel, Field
+from sqlmodel import col, select
+
+from shared.contracts import streams
+from shared.contracts.audit import AuditAnchorPublished
+from shared.kit import audit_chain
+from shared.kit.auth import staff
+from shared.kit.db import transaction
+from shared.kit.web import UtcDateTime
+
+log = logging.getLogger("safe.audit")
+
+_ANCHOR_ARG = re.compile(r"^(\d{1,12}):([0-9a-f]{64})$")
+
+
+class BreakPublic(BaseModel):
+    seq: int = Field(description="The first entry found wrong (for a deletion: the missing entry's seq)")
+    id: int | None = Field(description="Its row id, when the row exists")
+    problem: str = Field(description="edited | deleted | re-ordered | unchained | anchor-mismatch | truncated")
+    detail: str
+
+
+class VerifyPublic(BaseModel):
+    service: str
+    ok: bool = Field(description="True when every entry is intact and in order, and matches every anchor given")
+    entries: int = Field(description="Entries walked (up to and including the first break)")
+    head_seq: int = Field(description="The last intact entry's seq")
+    head_hash: str = Field(description="Its SHA-256")
+    anchors_checked: int = Field(description="Anchors (published heads) the chain was compared with")
+    first_break: BreakPublic | None
+    checked_at: UtcDateTime
+
+
+class AnchorPublic(BaseModel):
+    service: str
+    seq: int
+    hash: str
+    published_at: UtcDateTime
+    received_at: UtcDateTime
+
+
+def register(messaging: Any, runtime: Any) -> None:
+    """Keep the anchors the other services publish."""
+    own = runtime.spec.name
+
+    @messaging.subscribe(streams.AUDIT_ANCHORS, AuditAnchorPublished,
+                         description="Audit chain heads of the services, kept as witnesses of the other services' chains")
+    async def on_audit_anchor_published(ctx: Any, event: AuditAnchorPublished) -> None:
+        if event.service == own:
+            return
+        ctx.session.add(audit_chain.AuditAnchor(service=event.service, seq=event.seq, hash=event.hash,
+                                                published_at=event.occurred_at, event_id=str(event.event_id)))
+
+
+async def publish_anchor(runtime: Any) -> bool:
+    """Publish this service's chain head if it moved since the last anchor; True if one was published."""
+    from shared.kit import outbox
+
+    assert runtime.factory is not None
+    async with transaction(runtime.factory) as session:
+        seq, h = await audit_chain.head(session)
+        if seq == 0 or runtime.state.get("audit_anchor_seq") == seq:
+            return False
+        outbox.emit(session, streams.AUDIT_ANCHORS, AuditAnchorPublished(
+            correlation_id=f"audit/{runtime.spec.name}", producer=runtime.spec.name,
+            service=runtime.spec.name, seq=seq, hash=h,
+        ))
+    runtime.state["audit_anchor_seq"] = seq
+    runtime.wake_relay()
+    return True
+
+
+async def anchor_loop(runtime: Any) -> None:
+    interval = float(getattr(runtime.settings, "audit_anchor_interval_s", 60.0))
+    while True:
+        try:
+            await publish_anchor(runtime)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("publishing the audit anchor failed; next round retries")
+        await asyncio.sleep(interval)
+
+
+def _parse_anchors(values: list[str]) -> list[audit_chain.Anchor]:
+    anchors = []
+    bad = []
+    for i, v in enumerate(values):
+        m = _ANCHOR_ARG.match(v.strip())
+        if m is None:
+            bad.append({"loc": ["query", "anchor", i], "msg": "expected SEQ:SHA256HEX", "type": "value_error"})
+        else:
+            anchors.append(audit_chain.Anchor(seq=int(m[1]), hash=m[2]))
+    if bad:
+        raise HTTPException(422, bad)
+    return anchors
+
+
+def router(runtime: Any) -> APIRouter:
+    r = APIRouter()
+
+    @r.get("/audit/verify", response_model=VerifyPublic, tags=["audit"])
+    async def verify_audit(
+        anchor: list[str] = Query(default=[], max_length=1000,
+                                  description="Heads published by this service and kept elsewhere, as SEQ:SHA256HEX "
+                                              "(`safe-procurement audit verify` collects them from the other services)"),
+        _who: Any = Depends(staff),
+    ) -> VerifyPublic:
+        """Walk this service's audit chain and name the first entry edited, deleted or re-ordered."""
+        anchors = _parse_anchors(anchor)
+        assert runtime.factory is not None
+        async with runtime.factory() as s:
+            v = await audit_chain.verify(s, anchors)
+        b = v.first_break
+        return VerifyPublic(service=runtime.spec.name, ok=v.ok, entries=v.entries, head_seq=v.head_seq,
+                            head_hash=v.head_hash, anchors_checked=v.anchors_checked, checked_at=v.checked_at,
+                            first_break=BreakPublic(seq=b.seq, id=b.id, problem=b.problem, detail=b.detail) if b else None)
+
+    @r.get("/audit/anchors", response_model=list[AnchorPublic], tags=["audit"])
+    async def list_anchors(
+        service: str = Query(max_length=100, description="The service whose published heads this service kept"),
+        limit: int = Query(default=100, ge=1, le=1000),
+        _who: Any = Depends(staff),
+    ) -> list[AnchorPublic]:
+        """Chain heads another service published (newest first), kept here as witnesses."""
+        assert runtime.factory is not None
+        async with runtime.factory() as s:
+            rows = (await s.exec(select(audit_chain.AuditAnchor).where(audit_chain.AuditAnchor.service == service)
+                                 .order_by(col(audit_chain.AuditAnchor.seq).desc()).limit(limit))).all()
+        return [AnchorPublic(service=a.service, seq=a.seq, hash=a.hash, published_at=a.published_at,
+                             received_at=a.received_at) for a in rows]
+
+    return r
