@@ -8,7 +8,7 @@ from sqlmodel import col, select
 
 from services.applications.adapters.tables import CaseParticipant, CaseRow
 from services.applications.config import Settings
-from services.applications.entrypoints import admin_api, subscribers
+from services.applications.entrypoints import admin_api, case_index_api, subscribers
 from services.applications.service_layer import handlers
 from shared import contracts
 from shared.contracts import streams
@@ -58,7 +58,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         description="Owns the procurement case and its state machine; intake over HTTP and over a stream.",
         settings=settings,
         migrations=db.migrations_dir(__file__),
-        routers=[admin_api.router],
+        routers=[admin_api.router, case_index_api.router],
         publishes=PUBLISHES,
         on_startup=[_register_gauges],
         after_publish=handlers.after_publish,

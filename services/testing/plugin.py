@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from services.client import PlatformClient
-from services.launcher import SERVICES, env_name
+from services.launcher import CONSOLE_PORT, SERVICES, env_name
 
 
 def _ephemeral_floor() -> int:
@@ -46,7 +46,7 @@ def _free_offset() -> int:
     top = max(10_500, _ephemeral_floor() - highest)
     for _ in range(50):
         offset = random.randrange(10_000, top, 500)
-        ports = [p + offset + 100 * r for p in SERVICES.values() for r in range(3)]
+        ports = [p + offset + 100 * r for p in SERVICES.values() for r in range(3)] + [CONSOLE_PORT + offset]
         ok = True
         for port in ports:
             with socket.socket() as s:
@@ -75,6 +75,11 @@ class Stack:
     @property
     def urls(self) -> dict[str, str]:
         return {s: f"http://127.0.0.1:{p + self.port_offset}" for s, p in SERVICES.items()}
+
+    @property
+    def console_url(self) -> str:
+        """The operator console of this stack (started by the launcher beside the four services)."""
+        return f"http://127.0.0.1:{CONSOLE_PORT + self.port_offset}"
 
     def client(self, token: str = "dev-operator") -> PlatformClient:
         return PlatformClient(self.urls, token)
