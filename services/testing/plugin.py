@@ -71,6 +71,7 @@ class Stack:
     env: dict[str, str]
     replicas: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    console: bool = True  # the operator console as a fifth process (the launcher's default)
 
     @property
     def urls(self) -> dict[str, str]:
@@ -89,6 +90,8 @@ class Stack:
                 "--var", str(self.var_dir)]
         for svc, n in self.replicas.items():
             args += ["--replicas", f"{svc}={n}"]
+        if not self.console:
+            args.append("--no-console")
         self.var_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.var_dir / "launcher.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=log, start_new_session=True)
@@ -180,7 +183,8 @@ class Stack:
 
 
 def make_stack(var_dir: Path, *, redis_url: str | None = None, replicas: dict[str, int] | None = None,
-               database_urls: dict[str, str] | None = None, extra_env: dict[str, str] | None = None) -> Stack:
+               database_urls: dict[str, str] | None = None, extra_env: dict[str, str] | None = None,
+               console: bool = True) -> Stack:
     env = dict(os.environ)
     env.update({
         "REDIS_URL": redis_url or os.environ.get("REDIS_URL", "redis://localhost:6379/0"),
@@ -194,7 +198,7 @@ def make_stack(var_dir: Path, *, redis_url: str | None = None, replicas: dict[st
         env[f"{env_name(svc)}_DATABASE_URL"] = url
     env.update(extra_env or {})
     return Stack(var_dir=var_dir, prefix=env["SAFE_STREAM_PREFIX"], port_offset=_free_offset(),
-                 redis_url=env["REDIS_URL"], env=env, replicas=replicas or {})
+                 redis_url=env["REDIS_URL"], env=env, replicas=replicas or {}, console=console)
 
 
 @pytest.fixture(scope="session")
