@@ -90,7 +90,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         replicas[svc] = int(n)
     launcher = Launcher(var_dir=Path(args.var), replicas=replicas,
                         services=args.services.split(",") if args.services else list(SERVICES),
-                        port_offset=args.port_offset, restart=not args.no_restart)
+                        port_offset=args.port_offset, restart=not args.no_restart, console=not args.no_console)
     token = os.environ.get("SAFE_DEMO_TOKEN", "dev-operator")
     after = (lambda _l: demo(_urls(args), token)) if args.demo else None
     return asyncio.run(run_up(launcher, after))
@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--replicas", action="append", metavar="SERVICE=N", help="run N replicas of a service")
     up.add_argument("--services", help="comma-separated subset of services")
     up.add_argument("--no-restart", action="store_true", help="do not restart children that die")
+    up.add_argument("--no-console", action="store_true", help="do not start the operator console (port 8000)")
     up.add_argument("--demo", action="store_true", help="submit a demo proposal once ready and show its progress")
     up.set_defaults(fn=cmd_up)
 

@@ -26,6 +26,11 @@ SERVICES: dict[str, int] = {
 }
 
 
+# v2: the operator console (a fifth process; it calls the four services' APIs and owns no data)
+CONSOLE = "console"
+CONSOLE_PORT = 8000
+
+
 def env_name(service: str) -> str:
     return service.upper()
 
@@ -63,6 +68,7 @@ class Launcher:
     children: list[Child] = field(default_factory=list)
     _stopping: bool = False
     on_event: Callable[[str], None] | None = None
+    console: bool = True
 
     def say(self, text: str) -> None:
         if self.on_event:
@@ -86,8 +92,22 @@ class Launcher:
                 env.setdefault(f"{prefix}_DATABASE_URL", f"sqlite+aiosqlite:///{self.var_dir.resolve()}/{service}.db")
                 env[f"{prefix}_CONSUMER_NAME"] = f"{service}-{r + 1}"
                 children.append(Child(service, r + 1, port, env, log_path=self.var_dir / "logs" / f"{service}-{r + 1}.log"))
+        if self.console:
+            children.insert(0, self._console_child(children))
         self.children = children
         return children
+
+    def _console_child(self, services: list[Child]) -> Child:
+        """The console, pointed at the first replica of each service (CONSOLE_<SERVICE>_URL)."""
+        port = CONSOLE_PORT + self.port_offset
+        env = dict(self.base_env)
+        env.setdefault("SAFE_ENV", "dev")
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env["CONSOLE_PORT"] = str(port)
+        for child in services:
+            if child.replica == 1:
+                env[f"CONSOLE_{env_name(child.service)}_URL"] = child.url
+        return Child(CONSOLE, 1, port, env, log_path=self.var_dir / "logs" / f"{CONSOLE}-1.log")
 
     async def _spawn(self, child: Child) -> None:
         assert child.log_path is not None
@@ -174,7 +194,8 @@ class Launcher:
                 await child.proc.wait()
 
     def urls(self) -> list[str]:
-        return [f"  {c.name:<24} {c.url}   (docs {c.url}/docs)" for c in self.children]
+        return [f"  {c.name:<24} {c.url}   " + ("(the operator console: open it in a browser)" if c.service == CONSOLE
+                                                    else f"(docs {c.url}/docs)") for c in self.children]
 
 
 async def run_up(launcher: Launcher, after_ready: Callable[[Launcher], object] | None = None) -> int:

@@ -12,7 +12,7 @@ from services.applications.adapters.tables import CaseParticipant, CaseRow
 from services.applications.config import Settings
 from services.applications.domain import sla
 from services.applications.domain.case import Status, is_final
-from services.applications.entrypoints import admin_api, admin_schemas, subscribers
+from services.applications.entrypoints import admin_api, admin_schemas, case_index_api, subscribers
 from services.applications.service_layer import handlers
 from shared import contracts
 from shared.contracts import streams
@@ -85,7 +85,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         description="Owns the procurement case and its state machine; intake over HTTP and over a stream.",
         settings=settings,
         migrations=db.migrations_dir(__file__),
-        routers=[admin_api.router],
+        routers=[admin_api.router, case_index_api.router],
         publishes=PUBLISHES,
         on_startup=[_register_gauges],
         after_publish=handlers.after_publish,

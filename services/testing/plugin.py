@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from services.client import PlatformClient
-from services.launcher import SERVICES, env_name
+from services.launcher import CONSOLE_PORT, SERVICES, env_name
 
 
 def _ephemeral_floor() -> int:
@@ -46,7 +46,7 @@ def _free_offset() -> int:
     top = max(10_500, _ephemeral_floor() - highest)
     for _ in range(50):
         offset = random.randrange(10_000, top, 500)
-        ports = [p + offset + 100 * r for p in SERVICES.values() for r in range(3)]
+        ports = [p + offset + 100 * r for p in SERVICES.values() for r in range(3)] + [CONSOLE_PORT + offset]
         ok = True
         for port in ports:
             with socket.socket() as s:
@@ -71,10 +71,16 @@ class Stack:
     env: dict[str, str]
     replicas: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    console: bool = True  # the operator console as a fifth process (the launcher's default)
 
     @property
     def urls(self) -> dict[str, str]:
         return {s: f"http://127.0.0.1:{p + self.port_offset}" for s, p in SERVICES.items()}
+
+    @property
+    def console_url(self) -> str:
+        """The operator console of this stack (started by the launcher beside the four services)."""
+        return f"http://127.0.0.1:{CONSOLE_PORT + self.port_offset}"
 
     def client(self, token: str = "dev-operator") -> PlatformClient:
         return PlatformClient(self.urls, token)
@@ -84,6 +90,8 @@ class Stack:
                 "--var", str(self.var_dir)]
         for svc, n in self.replicas.items():
             args += ["--replicas", f"{svc}={n}"]
+        if not self.console:
+            args.append("--no-console")
         self.var_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.var_dir / "launcher.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=log, start_new_session=True)
@@ -175,7 +183,8 @@ class Stack:
 
 
 def make_stack(var_dir: Path, *, redis_url: str | None = None, replicas: dict[str, int] | None = None,
-               database_urls: dict[str, str] | None = None, extra_env: dict[str, str] | None = None) -> Stack:
+               database_urls: dict[str, str] | None = None, extra_env: dict[str, str] | None = None,
+               console: bool = True) -> Stack:
     env = dict(os.environ)
     env.update({
         "REDIS_URL": redis_url or os.environ.get("REDIS_URL", "redis://localhost:6379/0"),
@@ -189,7 +198,7 @@ def make_stack(var_dir: Path, *, redis_url: str | None = None, replicas: dict[st
         env[f"{env_name(svc)}_DATABASE_URL"] = url
     env.update(extra_env or {})
     return Stack(var_dir=var_dir, prefix=env["SAFE_STREAM_PREFIX"], port_offset=_free_offset(),
-                 redis_url=env["REDIS_URL"], env=env, replicas=replicas or {})
+                 redis_url=env["REDIS_URL"], env=env, replicas=replicas or {}, console=console)
 
 
 @pytest.fixture(scope="session")

@@ -556,7 +556,8 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
     database_urls = None
     if opts.pg:
         database_urls, pg_names = await _pg_databases(opts.pg_url, run_id)
-    stack = make_stack(var_dir, database_urls=database_urls, extra_env=dict(opts.env), replicas=opts.replicas)
+    stack = make_stack(var_dir, database_urls=database_urls, extra_env=dict(opts.env), replicas=opts.replicas,
+                       console=False)  # the flow's processes only: the console's CPU is not the platform's
     t = time.perf_counter()
     await asyncio.to_thread(stack.start, 120.0)
     report["platform"] = {"database": "postgresql" if opts.pg else "sqlite", "startup_s": round(time.perf_counter() - t, 1),

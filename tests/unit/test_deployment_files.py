@@ -106,7 +106,7 @@ def platform_containers() -> dict[str, tuple[str, dict[str, Any]]]:
     out = {}
     for name, svc in compose_services().items():
         build = svc.get("build")
-        if build is not None:
+        if build is not None and build["args"]["SERVICE"] != "console":  # the console: test_console_deployment.py
             out[name] = (build["args"]["SERVICE"], svc)
     return out
 
