@@ -185,6 +185,8 @@ def make_stack(var_dir: Path, *, redis_url: str | None = None, replicas: dict[st
         **{f"{env_name(s)}_CLAIM_IDLE_MS": "3000" for s in SERVICES},
     })
     env.pop("SAFE_TOKENS", None)
+    for svc in SERVICES:  # the stack chooses its own free ports (a developer's <SERVICE>_PORT would clash)
+        env.pop(f"{env_name(svc)}_PORT", None)
     for svc, url in (database_urls or {}).items():
         env[f"{env_name(svc)}_DATABASE_URL"] = url
     env.update(extra_env or {})
