@@ -27,6 +27,7 @@ BOTH_DB_TESTS := tests/integration/test_applications_service.py tests/integratio
 
 test: venv  ## the whole suite (unit, messaging, integration on real Redis + SQLite/PostgreSQL, e2e processes)
 	@infra/scripts/ensure-redis.sh
+	@infra/scripts/ensure-promtool.sh
 	@if infra/scripts/ensure-postgres.sh; then \
 	  export SAFE_REQUIRE_PG=1; \
 	  $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) && \
