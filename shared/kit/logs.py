@@ -60,6 +60,13 @@ def configure(service: str, level: str = "INFO", *, per_message: bool = False) -
     MESSAGES.setLevel(logging.INFO if per_message else logging.WARNING)
     for noisy in ("uvicorn.access", "faststream", "faststream.access", "faststream.access.redis"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # every library's lines in the same JSON: uvicorn's and alembic's loggers lose their own (plain text)
+    # handlers and go through the root's; alembic's per-start INFO lines (context, DDL mode) are left out
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "alembic", "alembic.runtime.migration"):
+        lib = logging.getLogger(name)
+        lib.handlers[:] = []
+        lib.propagate = True
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 # --- tracing ----------------------------------------------------------------------------------------------
