@@ -81,8 +81,9 @@ class Launcher:
         (self.var_dir / "logs").mkdir(exist_ok=True)
         children = []
         for service in self.services:
-            base = SERVICES[service] + self.port_offset
             prefix = env_name(service)
+            # an explicit <SERVICE>_PORT is the first replica's port; else the default port + --port-offset
+            base = int(self.base_env.get(f"{prefix}_PORT") or SERVICES[service] + self.port_offset)
             for r in range(self.replicas.get(service, 1)):
                 port = base + 100 * r
                 env = dict(self.base_env)

@@ -9,6 +9,7 @@ from typing import Any
 
 import uvicorn
 
+from shared.kit import logs
 from shared.kit.settings import ServiceSettings
 
 
@@ -26,9 +27,13 @@ def tune_gc() -> None:
 
 def serve(build: Callable[[Any], Any], settings: ServiceSettings) -> None:
     tune_gc()
+    # JSON logs from the first line: uvicorn's own start/stop/errors included (log_config=None: uvicorn
+    # leaves logging to us; its loggers propagate to the root's JSON handler)
+    logs.configure(settings.service_name, settings.log_level, per_message=settings.log_messages)
     app = build(settings)
     uvicorn.run(
         app,
+        log_config=None,
         host=settings.host,
         port=settings.port,
         log_level="warning",

@@ -6,7 +6,10 @@
             case = await client.wait_for_status(r.json()["id"])
 
 Each stack gets its own ports, state directory (fresh SQLite databases, or PostgreSQL when
-`SAFE_STACK_PG_URL` names an admin URL), and stream prefix on the given Redis (`REDIS_URL`)."""
+`SAFE_STACK_PG_URL` names an admin URL), and stream prefix on the given Redis (`REDIS_URL`); its streams
+are deleted when it stops. The fixtures are synchronous; an `async def` test needs pytest-asyncio and
+either `asyncio_mode = "auto"` under `[tool.pytest.ini_options]` or `@pytest.mark.asyncio` on the test.
+When Redis or the ports cannot be used, the fixture fails with one line saying which."""
 
 from __future__ import annotations
 
@@ -60,6 +63,19 @@ def _free_offset() -> int:
     raise RuntimeError("no free port range found")
 
 
+class StackError(RuntimeError):
+    """The stack cannot start: Redis unreachable, a port in use, the launcher exited (one-line cause)."""
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @dataclass
 class Stack:
     """A running platform: the launcher process and its four (or more) service processes."""
@@ -85,7 +101,25 @@ class Stack:
     def client(self, token: str = "dev-operator") -> PlatformClient:
         return PlatformClient(self.urls, token)
 
+    def preflight(self) -> None:
+        """Fail early with the cause: Redis not answering, or one of the stack's ports taken."""
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            client.ping()
+        except redis.RedisError as e:
+            raise StackError(f"Redis unreachable at {self.redis_url}: {e} (set REDIS_URL)") from None
+        finally:
+            client.close()
+        for svc, port in SERVICES.items():
+            for r in range(self.replicas.get(svc, 1)):
+                if not _port_free(port + self.port_offset + 100 * r):
+                    raise StackError(f"port {port + self.port_offset + 100 * r} on 127.0.0.1 is in use "
+                                     f"({svc}#{r + 1})")
+
     def start(self, timeout: float = 90.0) -> Stack:
+        self.preflight()
         args = [sys.executable, "-m", "services.cli", "--port-offset", str(self.port_offset), "up",
                 "--var", str(self.var_dir)]
         for svc, n in self.replicas.items():
@@ -98,11 +132,14 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"launcher exited {self.proc.returncode}: {self.launcher_log()}")
+                lines = [x for x in self.launcher_log().splitlines() if x.strip()]
+                raise StackError(f"launcher exited {self.proc.returncode}: {lines[-1] if lines else 'no output'} "
+                                 f"(logs in {self.var_dir})")
             if "all services ready" in self.launcher_log():
                 return self
             time.sleep(0.2)
-        raise TimeoutError(f"stack not ready in {timeout}s: {self.launcher_log()}")
+        self.stop(timeout=10)
+        raise StackError(f"stack not ready in {timeout}s (logs in {self.var_dir})")
 
     def launcher_log(self) -> str:
         path = self.var_dir / "launcher.log"
@@ -141,6 +178,25 @@ class Stack:
         raise TimeoutError(f"{service}#{replica} not back after {timeout}s")
 
     def stop(self, timeout: float = 30.0) -> int | None:
+        try:
+            return self._stop_processes(timeout)
+        finally:
+            self.delete_streams()
+
+    def delete_streams(self) -> int:
+        """Delete every key under the stack's prefix (streams, locks) from Redis; returns how many."""
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=2)
+        try:
+            keys = list(client.scan_iter(match=f"{self.prefix}*", count=1000))
+            return int(client.delete(*keys)) if keys else 0
+        except redis.RedisError:
+            return 0  # Redis gone: nothing to clean up there
+        finally:
+            client.close()
+
+    def _stop_processes(self, timeout: float) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(signal.SIGTERM)
@@ -194,6 +250,8 @@ def make_stack(var_dir: Path, *, redis_url: str | None = None, replicas: dict[st
         **{f"{env_name(s)}_CLAIM_IDLE_MS": "3000" for s in SERVICES},
     })
     env.pop("SAFE_TOKENS", None)
+    for svc in SERVICES:  # the stack chooses its own free ports (a developer's <SERVICE>_PORT would clash)
+        env.pop(f"{env_name(svc)}_PORT", None)
     for svc, url in (database_urls or {}).items():
         env[f"{env_name(svc)}_DATABASE_URL"] = url
     env.update(extra_env or {})
@@ -204,7 +262,10 @@ def make_stack(var_dir: Path, *, redis_url: str | None = None, replicas: dict[st
 @pytest.fixture(scope="session")
 def safe_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The platform's four services as real processes for the whole test session."""
-    stack = make_stack(tmp_path_factory.mktemp("safe-stack")).start()
+    try:
+        stack = make_stack(tmp_path_factory.mktemp("safe-stack")).start()
+    except StackError as e:
+        pytest.fail(f"safe_stack: {e}", pytrace=False)
     try:
         yield stack
     finally:
@@ -219,7 +280,10 @@ def safe_stack_factory(tmp_path: Path) -> Iterator[Any]:
     def factory(**kwargs: Any) -> Stack:
         stack = make_stack(tmp_path / f"stack{len(stacks)}", **kwargs)
         stacks.append(stack)
-        return stack.start()
+        try:
+            return stack.start()
+        except StackError as e:
+            pytest.fail(f"safe_stack_factory: {e}", pytrace=False)
 
     yield factory
     for s in stacks:

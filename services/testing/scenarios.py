@@ -39,11 +39,42 @@ class ScenarioResult:
         return text
 
 
+class ScenarioFileError(ValueError):
+    """A scenario file that cannot be run; the message names the file and what is wrong with it."""
+
+
 def load(path: str | Path) -> dict[str, Any]:
-    text = Path(path).read_text()
-    data = yaml.safe_load(text) if str(path).endswith((".yaml", ".yml")) else json.loads(text)
-    data.setdefault("name", Path(path).stem)
-    return data  # type: ignore[no-any-return]
+    """Read and validate one scenario file (JSON, or YAML for .yaml/.yml). Raises ScenarioFileError naming
+    the file: missing, unreadable, malformed, or without the fields a scenario needs."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ScenarioFileError(f"{path}: no such file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise ScenarioFileError(f"{path}: cannot be read ({e.__class__.__name__})") from None
+    try:
+        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ScenarioFileError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except yaml.YAMLError as e:
+        raise ScenarioFileError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ScenarioFileError(f"{path}: a scenario is an object, not {type(data).__name__}")
+    problems = []
+    expected = data.get("expected_outcome")
+    if not isinstance(expected, list) or not expected or not all(isinstance(x, str) for x in expected):
+        problems.append("`expected_outcome` must be a non-empty list of strings")
+    if "proposal" not in data:
+        problems.append("`proposal` is missing")
+    if not isinstance(data.get("registry_setup", []), list):
+        problems.append("`registry_setup` must be a list of agreement bodies")
+    if not isinstance(data.get("failed_rules_include_one_of", []) or [], list):
+        problems.append("`failed_rules_include_one_of` must be a list of rule ids")
+    if problems:
+        raise ScenarioFileError(f"{path}: " + "; ".join(problems))
+    data.setdefault("name", path.stem)
+    return data
 
 
 async def run(client: PlatformClient, scenario: dict[str, Any], *, unique: bool = False,

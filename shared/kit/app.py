@@ -9,6 +9,7 @@ import asyncio
 import gc
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -77,12 +78,40 @@ class ServiceApp(FastAPI):
         self.direct = dict(direct)
         self.body_limit = body_limit
 
+    http_metrics: Metrics | None = None
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            route = self.direct.get((scope["method"], scope["path"]))
-            if route is not None:
-                await self._direct(route, scope, receive, send)
-                return
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        if self.http_metrics is None:
+            await self._http(scope, receive, send)
+            return
+        status = 500
+        started_at = time.perf_counter()
+
+        async def counting_send(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._http(scope, receive, counting_send)
+        finally:
+            # the route template (/procurements/{case_id}), never the raw path: one series per route
+            route = scope.get("route")
+            template = getattr(route, "path", None) or (
+                scope["path"] if (scope["method"], scope["path"]) in self.direct else "unmatched")
+            labels = (self.http_metrics.service, scope["method"], template, str(status))
+            self.http_metrics.http_requests.labels(*labels).inc()
+            self.http_metrics.http_duration.labels(*labels).observe(time.perf_counter() - started_at)
+
+    async def _http(self, scope: Any, receive: Any, send: Any) -> None:
+        route = self.direct.get((scope["method"], scope["path"]))
+        if route is not None:
+            await self._direct(route, scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
 
     async def _direct(self, route: DirectRoute, scope: Any, receive: Any, send: Any) -> None:
@@ -430,6 +459,8 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
                      description=spec.description, version="1.0.0", lifespan=lifespan)
     app.state.runtime = runtime
     app.state.settings = settings
+    app.http_metrics = metrics
+    metrics.subscriptions = lambda: messaging.subscriptions.values()
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     try:  # FastAPI ≥ 0.16x opens a server span per request itself (continuing an incoming traceparent)
         import fastapi.telemetry  # noqa: F401

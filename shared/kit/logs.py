@@ -60,6 +60,13 @@ def configure(service: str, level: str = "INFO", *, per_message: bool = False) -
     MESSAGES.setLevel(logging.INFO if per_message else logging.WARNING)
     for noisy in ("uvicorn.access", "faststream", "faststream.access", "faststream.access.redis"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # every library's lines in the same JSON: uvicorn's and alembic's loggers lose their own (plain text)
+    # handlers and go through the root's; alembic's per-start INFO lines (context, DDL mode) are left out
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "alembic", "alembic.runtime.migration"):
+        lib = logging.getLogger(name)
+        lib.handlers[:] = []
+        lib.propagate = True
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 # --- tracing ----------------------------------------------------------------------------------------------
@@ -68,6 +75,28 @@ def configure(service: str, level: str = "INFO", *, per_message: bool = False) -
 def _recording() -> bool:
     """Whether spans are recorded: an SDK tracer provider is installed (by `configure_tracing` or a test)."""
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
+class _SkipProbes:
+    """A root sampler that drops the server spans of health probes and metric scrapes, else delegates."""
+
+    PATHS = ("/health", "/metrics")
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: Any = None,
+                      attributes: Any = None, links: Any = None, trace_state: Any = None) -> Any:
+        from opentelemetry.sdk.trace.sampling import Decision, SamplingResult
+
+        attrs = attributes or {}
+        path = str(attrs.get("url.path") or attrs.get("http.route") or attrs.get("http.target") or "")
+        if path.startswith(self.PATHS) or any(f" {p}" in name for p in self.PATHS):
+            return SamplingResult(Decision.DROP)
+        return self.inner.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return f"SkipProbes({self.inner.get_description()})"
 
 
 def configure_tracing(service: str) -> None:
@@ -86,11 +115,27 @@ def configure_tracing(service: str) -> None:
 
     if isinstance(trace.get_tracer_provider(), TracerProvider):
         return
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    if os.environ.get("OTEL_TRACES_EXPORTER", "").lower() == "console":
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    # each service its own service.name (under the launcher they share one environment); probes and
+    # scrapes (/health/*, /metrics) make no trace
+    provider = TracerProvider(resource=Resource.create({"service.name": service}),
+                              sampler=ParentBased(root=_SkipProbes(ALWAYS_ON)))
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    # the standard variable: a comma-separated list of exporters; `otlp` is OTLP over HTTP/protobuf, which
+    # reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, _HEADERS, _TIMEOUT… itself; BatchSpanProcessor reads OTEL_BSP_*
+    for name in {e.strip() for e in exporter.split(",")}:
+        if name == "console":
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        elif name in ("otlp", "otlp_proto_http"):
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        elif name not in ("", "none"):
+            logging.getLogger(__name__).warning("unknown OTEL_TRACES_EXPORTER %r ignored (console, otlp)", name)
     trace.set_tracer_provider(provider)
 
 

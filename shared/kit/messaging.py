@@ -704,11 +704,20 @@ class Messaging:
         self._overdelivered = {e.entry_id for e in over}
 
     async def _reclaim_loop(self) -> None:
+        from shared.kit.consumers import remove_dead_consumers
+
+        rounds = 0
+        # consumers gone (replaced pods) are removed once nothing is pending for them, about once a minute
+        sweep_every = max(1, 60_000 // max(self.reclaim_interval_ms, 1))
         while not self._stopping:
             await asyncio.sleep(self.reclaim_interval_ms / 1000)
+            rounds += 1
             for sub in list(self.subscriptions.values()):
                 try:
                     await self.reclaim_once(sub)
+                    if rounds % sweep_every == 0:
+                        await remove_dead_consumers(self.redis, self.key(sub.stream), self.group, self.consumer,
+                                                    idle_ms=max(20 * self.claim_idle_ms, 600_000))
                 except asyncio.CancelledError:
                     raise
                 except ResponseError as e:

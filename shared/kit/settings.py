@@ -12,7 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class ServiceSettings(BaseSettings):
     """Subclass per service with `env_prefix="<SERVICE>_"`, `service_name` and a default port."""
 
-    model_config = SettingsConfigDict(extra="ignore", env_file=None, populate_by_name=True)
+    # `.env` in the working directory (as docker compose reads it); real environment variables win over it
+    model_config = SettingsConfigDict(extra="ignore", env_file=".env", env_file_encoding="utf-8",
+                                      populate_by_name=True)
 
     service_name: str = "service"
     # shared, unprefixed

@@ -11,7 +11,18 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi import Path as FastApiPath
 from fastapi.responses import JSONResponse, PlainTextResponse
 from faststream.redis.prometheus import RedisPrometheusMiddleware
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily
 from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import func, text
 from sqlmodel import col, select
@@ -25,10 +36,46 @@ if TYPE_CHECKING:
     from shared.kit.app import Runtime
 
 
+class _SubscriptionCounters:
+    """The consumers' running totals (kept as plain ints on each subscription, on the hot path) exposed as
+    Prometheus counters, read at scrape time: `safe_messages_processed_total` and friends."""
+
+    FAMILIES = (
+        ("safe_messages_processed", "Messages handled (incl. duplicates)", "processed"),
+        ("safe_messages_failed", "Handler failures (before retry)", "failed"),
+        ("safe_messages_duplicates", "Duplicate deliveries skipped by the inbox", "duplicates"),
+        ("safe_message_batches", "Batches handled (processed / batches: the mean batch size)", "batches"),
+    )
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Any:
+        subs = list(self.metrics.subscriptions()) if self.metrics.subscriptions else []
+        for name, doc, attr in self.FAMILIES:
+            family = CounterMetricFamily(name, doc, labels=["service", "stream"])
+            for sub in subs:
+                family.add_metric([self.metrics.service, sub.stream], getattr(sub, attr))
+            yield family
+
+    def describe(self) -> Any:
+        return []
+
+
 class Metrics:
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry()
+        # the process's own metrics (process_*, python_gc_*, python_info), as on the default registry
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
+        self.subscriptions: Any = None  # set by the app: () -> the subscriptions whose totals are counted
+        self.registry.register(_SubscriptionCounters(self))
+        self.http_requests = Counter("http_requests", "HTTP requests answered, per route template and status",
+                                     ["service", "method", "route", "status"], registry=self.registry)
+        self.http_duration = Histogram("http_request_duration_seconds",
+                                       "Time to answer an HTTP request, per route template and status",
+                                       ["service", "method", "route", "status"], registry=self.registry)
         labels = ["service", "stream"]
         self.pending = Gauge("safe_stream_pending", "Entries delivered but not acknowledged", labels, registry=self.registry)
         self.lag = Gauge("safe_stream_lag", "Entries not yet delivered to the group", labels, registry=self.registry)
@@ -36,11 +83,6 @@ class Metrics:
             "safe_stream_oldest_pending_age_seconds", "Age of the oldest pending entry", labels, registry=self.registry
         )
         self.length = Gauge("safe_stream_length", "Entries in the stream", labels, registry=self.registry)
-        self.processed = Gauge("safe_messages_processed", "Messages handled (incl. duplicates)", labels, registry=self.registry)
-        self.failed = Gauge("safe_messages_failed", "Handler failures (before retry)", labels, registry=self.registry)
-        self.duplicates = Gauge("safe_messages_duplicates", "Duplicate deliveries skipped by the inbox", labels, registry=self.registry)
-        self.batches = Gauge("safe_message_batches", "Batches handled (processed / batches: the mean batch size)", labels,
-                             registry=self.registry)
         self.dead = Gauge("safe_dead_letters_open", "Open dead letters", ["service"], registry=self.registry)
         self.outbox = Gauge("safe_outbox_unsent", "Outbox rows not yet published", ["service"], registry=self.registry)
         self.custom: dict[str, Gauge] = {}
@@ -230,11 +272,6 @@ def ops_router(runtime: Runtime) -> APIRouter:
                 m.length.labels(svc, stream).set(info["length"])
         except Exception:
             pass
-        for sub in runtime.messaging.subscriptions.values():
-            m.processed.labels(svc, sub.stream).set(sub.processed)
-            m.failed.labels(svc, sub.stream).set(sub.failed)
-            m.duplicates.labels(svc, sub.stream).set(sub.duplicates)
-            m.batches.labels(svc, sub.stream).set(sub.batches)
         if runtime.factory is not None:
             async with runtime.factory() as s:
                 dead = (await s.exec(select(func.count()).select_from(DeadLetter).where(DeadLetter.status == "open"))).one()

@@ -297,7 +297,7 @@ class Platform:
                 text = (await self.http.get(f"{url}/metrics")).text
             except httpx.HTTPError:
                 continue
-            for m in re.finditer(r'^safe_(messages_processed|message_batches)\{[^}]*stream="([^"]+)"[^}]*\} ([0-9.e+]+)$',
+            for m in re.finditer(r'^safe_(messages_processed|message_batches)_total\{[^}]*stream="([^"]+)"[^}]*\} ([0-9.e+]+)$',
                                  text, re.M):
                 key = f"{service} {m.group(2)}"
                 done, batches = out.get(key, (0.0, 0.0))

@@ -29,7 +29,11 @@ K8S = ROOT / "infra" / "k8s"
 NAMESPACE = "safe-procurement"
 SCALED = ("origin_verification", "loan_disbursement")  # the consumers that run two replicas
 UVICORN_GRACE_S = 5  # services/runner.py: uvicorn's graceful window is SHUTDOWN_TIMEOUT_S + 5
-COMPOSE_ONLY_VARS = {"REDIS_HOST_PORT", "POSTGRES_HOST_PORT", "POSTGRES_PASSWORD"}
+COMPOSE_ONLY_VARS = {"REDIS_HOST_PORT", "POSTGRES_HOST_PORT", "SAFE_DB_PASSWORD", "SAFE_BIND_ADDRESS", "SAFE_VERSION",
+                     "PROMETHEUS_HOST_PORT", "GRAFANA_HOST_PORT"}
+# what an operator puts in .env for the variables docker-compose.yml requires (`${VAR:?…}`: no default)
+REQUIRED_EXAMPLES = {"SAFE_TOKENS": "operator:a-real-operator-token,auditor:a-real-auditor-token",
+                     "SAFE_DB_PASSWORD": "a-real-password"}
 
 
 # --- settings, derived from the code --------------------------------------------------------------------
@@ -70,8 +74,15 @@ def default_of(service: str, field: str) -> Any:
 
 
 def interpolate(value: Any) -> str:
-    """Compose's `${VAR:-default}` / `${VAR-default}` / `${VAR}`, with an empty host environment."""
-    return re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?[-?]([^}]*))?\}", lambda m: m.group(1) or "", str(value))
+    """Compose's `${VAR:-default}` / `${VAR-default}` / `${VAR}`, with an empty host environment; a required
+    `${VAR:?message}` gets the operator's value from REQUIRED_EXAMPLES."""
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(2) == "?":
+            return REQUIRED_EXAMPLES[m.group(1)]
+        return m.group(3) or ""
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?([-?])([^}]*))?\}", one, str(value))
 
 
 def assert_required_settings(env: dict[str, str], service: str, where: str) -> None:
@@ -327,11 +338,30 @@ def test_env_example_lists_nothing_that_is_not_a_setting() -> None:
     assert env_example_names() - valid == set()
 
 
-def test_the_dev_tokens_in_env_example_match_the_compose_default() -> None:
-    example = re.search(r"^SAFE_TOKENS=(.*)$", ENV_EXAMPLE.read_text(), re.MULTILINE)
-    assert example is not None
+def test_compose_has_no_default_secret_and_env_example_ships_none() -> None:
+    text = COMPOSE.read_text()
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+    assert required == set(REQUIRED_EXAMPLES)  # compose refuses to start without them
+    assert "dev-operator" not in text and "safe:safe@" not in text
+    assert re.search(r"^SAFE_TOKENS=", ENV_EXAMPLE.read_text(), re.MULTILINE) is None
     for _, svc in platform_containers().values():
-        assert environment(svc)["SAFE_TOKENS"] == example.group(1)
+        env = environment(svc)
+        assert env["SAFE_TOKENS"] == REQUIRED_EXAMPLES["SAFE_TOKENS"]
+        assert urlsplit(next(v for k, v in env.items() if k.endswith("_DATABASE_URL"))).password == \
+            REQUIRED_EXAMPLES["SAFE_DB_PASSWORD"]
+    postgres = compose_services()["postgres"]["environment"]
+    assert interpolate(postgres["POSTGRES_PASSWORD"]) == REQUIRED_EXAMPLES["SAFE_DB_PASSWORD"]
+    assert "SAFE_DB_PASSWORD" in (ROOT / "infra" / "postgres" / "set-password.sh").read_text()
+
+
+def test_compose_publishes_on_loopback_unless_asked_and_pins_images() -> None:
+    for name, svc in compose_services().items():
+        for spec in svc.get("ports", []):
+            assert spec.startswith("${SAFE_BIND_ADDRESS:-127.0.0.1}:"), (name, spec)
+        image = svc.get("image")
+        assert image, f"{name} has no image name"
+        repo, _, tag = image.rpartition(":")
+        assert tag and tag != "latest" and re.search(r"\d+\.\d+", interpolate(tag)), (name, image)
 
 
 # --- the Dockerfile -------------------------------------------------------------------------------------
