@@ -16,3 +16,6 @@ class Settings(ServiceSettings):
     pre_financing_share: Decimal = Decimal("0.15")
     # the seed file of facilities and investment plans; empty = the package's data/facilities.yaml
     facilities_file: str = ""
+    # whether a Member State token may read other states' facility totals (GET /facilities…); their ledgers and
+    # plans stay closed either way. A policy choice, closed by default (docs/security.md)
+    other_states_totals_visible: bool = False

@@ -34,7 +34,7 @@ from faststream.redis.parser.binary import BinaryMessageFormatV1
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel import col, select
@@ -741,11 +741,12 @@ class Messaging:
     # --- operator actions -----------------------------------------------------------------------
 
     async def replay(self, dead_letter_id: int, actor: str, payload: str | None = None) -> DeadLetter | None:
-        """Put a dead letter back on its stream (optionally corrected); audited."""
+        """Put a dead letter back on its stream (optionally corrected); audited. Raises `AlreadyResolved` when
+        another action resolved it first (decided inside the transaction)."""
         assert self.redis is not None
         async with transaction(self.factory) as session:
-            dl = await session.get(DeadLetter, dead_letter_id)
-            if dl is None or dl.status != "open":
+            dl = await _claim(session, dead_letter_id, "replayed")
+            if dl is None or dl.status != "replayed":
                 return dl
             body = payload if payload is not None else dl.payload
             new_id = await self.redis.xadd(self.key(dl.stream), {"__data__": body})
@@ -767,8 +768,8 @@ class Messaging:
 
     async def discard(self, dead_letter_id: int, actor: str, reason: str) -> DeadLetter | None:
         async with transaction(self.factory) as session:
-            dl = await session.get(DeadLetter, dead_letter_id)
-            if dl is None or dl.status != "open":
+            dl = await _claim(session, dead_letter_id, "discarded")
+            if dl is None or dl.status != "discarded":
                 return dl
             dl.status = "discarded"
             dl.resolved_at = utcnow()
@@ -894,3 +895,25 @@ def _error_text(ex: BaseException) -> str:
 def _is_inbox_conflict(ie: IntegrityError) -> bool:
     text = str(ie.orig).lower() if ie.orig is not None else str(ie).lower()
     return "inbox" in text
+
+
+class AlreadyResolved(Exception):
+    """A dead letter another replay or discard resolved first (answered 409)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"dead letter is already {status}")
+        self.status = status
+
+
+async def _claim(session: AsyncSession, dead_letter_id: int, status: str) -> DeadLetter | None:
+    """Move an open dead letter to `status` with one conditional UPDATE, the transaction's first write: of
+    concurrent actions on one dead letter exactly one changes the row (PostgreSQL's row lock, SQLite's write
+    lock), the others see it resolved and raise `AlreadyResolved`. None when there is no such dead letter."""
+    claimed = await session.execute(
+        update(DeadLetter).where(col(DeadLetter.id) == dead_letter_id, col(DeadLetter.status) == "open")
+        .values(status=status)
+    )
+    dl = await session.get(DeadLetter, dead_letter_id, populate_existing=True)
+    if dl is not None and claimed.rowcount != 1:  # type: ignore[attr-defined]
+        raise AlreadyResolved(dl.status)
+    return dl

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -19,6 +20,7 @@ from sqlmodel import col, select
 from shared.contracts.events import Event
 from shared.kit.auth import Principal, operator, reader, staff
 from shared.kit.db import transaction
+from shared.kit.messaging import AlreadyResolved
 from shared.kit.tables import AuditEntry, DeadLetter, OutboxRow
 
 if TYPE_CHECKING:
@@ -155,13 +157,35 @@ def encode_cursor(value: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
 
 
-def decode_cursor(cursor: str | None) -> Any:
+# every keyset cursor is a row's integer key, within a 64-bit column's range
+CURSOR_MAX = 2**63 - 1
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    """The key a cursor from `encode_cursor` holds; 422 "invalid cursor" for anything else (a cursor is client
+    input: `true`, a float, a 30-digit number or a negative one must never reach the database)."""
     if not cursor:
         return None
     try:
-        return json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        value = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
     except Exception as e:
         raise HTTPException(422, "invalid cursor") from e
+    if type(value) is not int or not 0 <= value <= CURSOR_MAX:
+        raise HTTPException(422, "invalid cursor")
+    return value
+
+
+def decode_text_cursor(cursor: str | None, pattern: str) -> str | None:
+    """A cursor holding a text key that must match `pattern` (e.g. a UUID); 422 "invalid cursor" otherwise."""
+    if not cursor:
+        return None
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+    except Exception as e:
+        raise HTTPException(422, "invalid cursor") from e
+    if type(value) is not str or re.fullmatch(pattern, value) is None:
+        raise HTTPException(422, "invalid cursor")
+    return value
 
 
 # a dead letter's id: within the column's integer range (a larger one is a 422, never a database error)
@@ -269,7 +293,7 @@ def ops_router(runtime: Runtime) -> APIRouter:
                 q = q.where(DeadLetter.stream == stream)
             if correlation_id:
                 q = q.where(DeadLetter.correlation_id == correlation_id)
-            if isinstance(after, int):
+            if after is not None:
                 q = q.where(col(DeadLetter.id) < after)
             rows = (await s.exec(q.limit(limit + 1 if who.member_state is None else 2000))).all()
         items = [_public(d) for d in rows]
@@ -310,8 +334,12 @@ def ops_router(runtime: Runtime) -> APIRouter:
         payload = None
         if body is not None and body.payload is not None:
             payload = body.payload if isinstance(body.payload, str) else json.dumps(body.payload)
-        done = await runtime.messaging.replay(dl_id, who.name, payload)
-        assert done is not None
+        try:
+            done = await runtime.messaging.replay(dl_id, who.name, payload)
+        except AlreadyResolved as e:
+            raise HTTPException(409, str(e)) from None
+        if done is None:
+            raise HTTPException(404, "no such dead letter")
         return _public(done)
 
     @r.post("/dead-letters/{dl_id}/discard", response_model=DeadLetterPublic, tags=["dead letters"],
@@ -321,8 +349,12 @@ def ops_router(runtime: Runtime) -> APIRouter:
         dl = await _get(dl_id, who)
         if dl.status != "open":
             raise HTTPException(409, f"dead letter is already {dl.status}")
-        done = await runtime.messaging.discard(dl_id, who.name, body.reason)
-        assert done is not None
+        try:
+            done = await runtime.messaging.discard(dl_id, who.name, body.reason)
+        except AlreadyResolved as e:
+            raise HTTPException(409, str(e)) from None
+        if done is None:
+            raise HTTPException(404, "no such dead letter")
         return _public(done)
 
     @r.get("/audit", response_model=AuditPage, tags=["audit"])
@@ -335,8 +367,6 @@ def ops_router(runtime: Runtime) -> APIRouter:
     ) -> AuditPage:
         """The audit trail of operator writes (who, when, what, why), newest first."""
         after = decode_cursor(cursor)
-        if after is not None and not isinstance(after, int):
-            raise HTTPException(422, "invalid cursor")
         assert runtime.factory is not None
         async with runtime.factory() as s:
             q = select(AuditEntry).order_by(col(AuditEntry.id).desc())

@@ -108,8 +108,6 @@ async def list_procurements(
     if status is not None and status not in {s.value for s in Status}:
         raise HTTPException(422, f"unknown status {status!r}")
     after = decode_cursor(cursor)
-    if after is not None and not isinstance(after, int):
-        raise HTTPException(422, "invalid cursor")
     rt = runtime_of(request)
     assert rt.factory is not None
     q = select(CaseRow.seq, CaseRow.id, CaseRow.reference, CaseRow.status, CaseRow.lead_member_state,

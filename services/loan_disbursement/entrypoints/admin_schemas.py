@@ -221,6 +221,7 @@ class LoanPublic(BaseModel):
 
 class LoanList(BaseModel):
     items: list[LoanPublic]
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` for the next page; null on the last page")
 
 
 class ReasonPublic(BaseModel):
