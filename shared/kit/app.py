@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.kit import db, logs
+from shared.kit import db, logs, signing
 from shared.kit.auth import Principal, TokenStore, authenticate
 from shared.kit.messaging import Messaging
 from shared.kit.outbox import AfterPublish, OutboxRelay
@@ -381,6 +381,9 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
         logs.configure(spec.name, settings.log_level, per_message=settings.log_messages)
         logs.configure_tracing(spec.name)
         app.state.tokens = TokenStore(settings.safe_tokens, dev=settings.is_dev)  # refuses to start without tokens
+        keyring = signing.Keyring(settings.safe_event_keys, service=spec.name, key_id=settings.event_key_id,
+                                  dev=settings.is_dev)  # refuses to start without event keys outside dev
+        messaging.keyring = keyring
         await db.migrate(settings.database_url, spec.migrations)
         runtime.engine = db.make_engine(settings.database_url)
         runtime.factory = db.session_factory(runtime.engine)
@@ -389,7 +392,7 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
         runtime.relay = OutboxRelay(
             runtime.factory, runtime.redis, prefix=settings.stream_prefix,
             interval_s=settings.relay_interval_ms / 1000, after_publish=spec.after_publish,
-            postgres=not db.is_sqlite(settings.database_url),
+            postgres=not db.is_sqlite(settings.database_url), sign=keyring.sign,
         )
         for hook in spec.on_startup:
             await hook(runtime)

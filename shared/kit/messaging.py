@@ -42,7 +42,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.contracts import streams
 from shared.contracts.events import Event, OperatorActionRecorded
-from shared.kit import logs, outbox
+from shared.kit import logs, outbox, signing
 from shared.kit.db import BATCH, add_row, transaction
 from shared.kit.tables import AuditEntry, DeadLetter, InboxRow, MessageFailure, utcnow
 
@@ -197,6 +197,8 @@ class Messaging:
         self.on_emitted = on_emitted
         # one relay round on the batch's connection right after its commit (OutboxRelay.publish_after_commit)
         self.publish_after_commit = publish_after_commit
+        # verifies internal entries before they are parsed, signs replays (set in the lifespan; shared/kit/signing.py)
+        self.keyring: signing.Keyring | None = None
         self.subscriptions: dict[str, Subscription[Any]] = {}
         self.redis: Redis | None = None
         self.broker: RedisBroker | None = None
@@ -346,6 +348,8 @@ class Messaging:
         poison: list[tuple[Entry, Poison]] = []
         for entry in entries:
             try:
+                if self.keyring is not None:
+                    signing_check(self.keyring, sub.stream, entry.fields)
                 payload = extract_payload(entry.fields)
                 parsed.append((entry, sub.model.model_validate(_loads_exact(payload))))
             except Poison as p:
@@ -749,7 +753,10 @@ class Messaging:
             if dl is None or dl.status != "replayed":
                 return dl
             body = payload if payload is not None else dl.payload
-            new_id = await self.redis.xadd(self.key(dl.stream), {"__data__": body})
+            fields = {"__data__": body}
+            if self.keyring is not None:
+                fields["__sig__"] = self.keyring.sign(dl.stream, body)
+            new_id = await self.redis.xadd(self.key(dl.stream), fields)  # type: ignore[arg-type]
             dl.status = "replayed"
             dl.resolved_at = utcnow()
             dl.resolved_by = actor
@@ -917,3 +924,11 @@ async def _claim(session: AsyncSession, dead_letter_id: int, status: str) -> Dea
     if dl is not None and claimed.rowcount != 1:  # type: ignore[attr-defined]
         raise AlreadyResolved(dl.status)
     return dl
+
+
+def signing_check(keyring: signing.Keyring, stream: str, fields: dict[bytes, bytes]) -> None:
+    """Dead-letter (kind `signature`) an internal entry whose signature does not verify."""
+    try:
+        keyring.verify(stream, fields)
+    except signing.SignatureError as e:
+        raise Poison("signature", f"signature: {e}") from None

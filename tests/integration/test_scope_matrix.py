@@ -27,8 +27,8 @@ from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
-from tests.integration.helpers import xadd
-from tests.integration.test_auth_matrix import SERVICES, build
+from tests.integration.helpers import signed_xadd, xadd
+from tests.integration.test_auth_matrix import EVENT_KEYS, SERVICES, build
 
 TOKENS = {
     "operator": "op-81c0a5d2e4", "auditor": "aud-2f9b6e0c13",
@@ -111,7 +111,7 @@ async def _origin_verification(client: httpx.AsyncClient, redis: Any, prefix: st
         case_id = str(uuid.uuid4())
         event = {"event_type": "ProcurementSubmitted", "event_id": str(uuid.uuid4()), "correlation_id": case_id,
                  "case_id": case_id, "proposal": {**proposal, "contract_value_eur": "not money"}}
-        await xadd(redis, prefix, streams.PROCUREMENT_SUBMITTED, event)  # invalid: dead-lettered
+        await signed_xadd(redis, prefix, streams.PROCUREMENT_SUBMITTED, event, EVENT_KEYS)  # invalid: dead-lettered
         dl = await _letter(client, proposal["reference"])
         sides[ms] = Side(fill={"case_id": case_id, "dl_id": str(dl["id"]), "member_state": ms},
                          secrets={case_id, proposal["reference"], dl["entry_id"]})
@@ -136,7 +136,7 @@ async def _loan_disbursement(client: httpx.AsyncClient, redis: Any, prefix: str)
             verification_outcome="eligible",
             financing=[contracts.FinancingLine(member_state=ms, amount_eur=Decimal(amount))],
         )
-        await xadd(redis, prefix, streams.LOAN_REQUESTED, event)
+        await signed_xadd(redis, prefix, streams.LOAN_REQUESTED, event, EVENT_KEYS)
 
         async def loan(case_id: str = case_id) -> dict[str, Any] | None:
             r = await _call(client, "GET", f"/loan-requests/{case_id}", "operator")
@@ -148,7 +148,7 @@ async def _loan_disbursement(client: httpx.AsyncClient, redis: Any, prefix: str)
         bad["reference"] = f"S-{ms}-{uuid.uuid4().hex[:10]}"
         bad["event_id"] = str(uuid.uuid4())
         bad["financing"][0]["amount_eur"] = "not money"  # dead-lettered at once
-        await xadd(redis, prefix, streams.LOAN_REQUESTED, bad)
+        await signed_xadd(redis, prefix, streams.LOAN_REQUESTED, bad, EVENT_KEYS)
         dl = await _letter(client, bad["reference"])
         facility = (await _call(client, "GET", f"/facilities/{ms}", "operator")).json()
         sides[ms] = Side(
@@ -279,11 +279,12 @@ async def test_loans_page_by_keyset_and_a_member_state_pages_through_its_own_loa
         for i in range(7):
             ms = "DK" if i % 2 == 0 else "EE"
             case_id = str(uuid.uuid4())
-            await xadd(redis_client, prefix, streams.LOAN_REQUESTED, contracts.LoanRequested(
+            await signed_xadd(redis_client, prefix, streams.LOAN_REQUESTED, contracts.LoanRequested(
                 correlation_id=case_id, case_id=case_id, reference=f"S-{case_id[:8]}", lead_member_state=ms,
                 participants=[ms, "SE"], categories=["ammunition_and_missiles"], contract_signed_on="2026-03-01",
                 verification_outcome="eligible", financing=[contracts.FinancingLine(member_state=ms,
-                                                                                    amount_eur=Decimal("10.00"))]))
+                                                                                    amount_eur=Decimal("10.00"))]),
+                              EVENT_KEYS)
             if ms == "DK":
                 mine.append(case_id)
 
