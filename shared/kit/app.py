@@ -28,6 +28,7 @@ from shared.kit.auth import Principal, TokenStore, authenticate
 from shared.kit.messaging import Messaging
 from shared.kit.outbox import AfterPublish, OutboxRelay
 from shared.kit.settings import ServiceSettings
+from shared.kit.strict import StrictJson
 from shared.kit.web import Metrics, ops_router
 
 log = logging.getLogger("safe.app")
@@ -107,7 +108,7 @@ class ServiceApp(FastAPI):
             await send(message)
 
         try:
-            await Tracing(BodyLimit(handle, self.body_limit))(scope, receive, tracking_send)
+            await Tracing(BodyLimit(StrictJson(handle), self.body_limit))(scope, receive, tracking_send)
         except Exception:
             log.exception("request failed", extra={"method": scope["method"], "path": scope["path"]})
             if not started:
@@ -431,6 +432,7 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
                      description=spec.description, version="1.0.0", lifespan=lifespan)
     app.state.runtime = runtime
     app.state.settings = settings
+    app.add_middleware(StrictJson)  # inside BodyLimit: the size is checked before the body is buffered
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     try:  # FastAPI ≥ 0.16x opens a server span per request itself (continuing an incoming traceparent)
         import fastapi.telemetry  # noqa: F401
@@ -507,7 +509,7 @@ def _problem(description: str, ref: str = "Problem") -> dict[str, Any]:
 
 def document_errors(app: FastAPI, doc: dict[str, Any]) -> None:
     """Complete the OpenAPI document with what the kit adds to every route: bearer auth (401/403), the
-    kit's 422 shape, 413 for bodies and 404 for resources by id."""
+    kit's 422 shape, 413 and 415 for bodies and 404 for resources by id."""
     components = doc.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     schemas.update({"Problem": _PROBLEM, "FieldError": _FIELD_ERROR, "ValidationProblem": _VALIDATION_PROBLEM})
@@ -522,6 +524,8 @@ def document_errors(app: FastAPI, doc: dict[str, Any]) -> None:
                 responses["422"] = _problem("Invalid input: every offending field is listed", "ValidationProblem")
             if op.get("requestBody"):
                 responses.setdefault("413", _problem("Body larger than the service accepts"))
+                # shared/kit/strict.py: the body is JSON or nothing; duplicate keys, NaN, exponents, NUL: 422
+                responses.setdefault("415", _problem("The body is not application/json", "ValidationProblem"))
             if path in OPEN_PATHS:
                 continue
             op.setdefault("security", [{"bearer": []}])

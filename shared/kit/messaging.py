@@ -24,7 +24,6 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from faststream import AckPolicy
@@ -42,7 +41,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.contracts import streams
 from shared.contracts.events import Event, OperatorActionRecorded
-from shared.kit import logs, outbox, signing
+from shared.kit import logs, outbox, signing, strict
 from shared.kit.db import BATCH, add_row, transaction
 from shared.kit.tables import AuditEntry, DeadLetter, InboxRow, MessageFailure, utcnow
 
@@ -864,11 +863,12 @@ async def _undecoded(_msg: Any) -> None:
 
 
 def _loads_exact(payload: bytes) -> Any:
-    """JSON numbers become Decimals, never floats (pydantic's own JSON parser rounds 17-digit amounts)."""
+    """JSON numbers become Decimals, never floats (pydantic's own JSON parser rounds 17-digit amounts); the same
+    strict JSON as over HTTP (shared/kit/strict.py: no duplicate keys, NaN, exponent numbers or NUL)."""
     try:
-        return json.loads(payload, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise Poison("validation", f"validation failed: (payload): invalid JSON: {e}") from None
+        return strict.loads(payload)
+    except strict.StrictJsonError as e:
+        raise Poison("validation", f"validation failed: (payload): {e}") from None
 
 
 def _sid(v: Any) -> str:

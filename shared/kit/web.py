@@ -13,11 +13,12 @@ from fastapi import Path as FastApiPath
 from fastapi.responses import JSONResponse, PlainTextResponse
 from faststream.redis.prometheus import RedisPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import func, text
 from sqlmodel import col, select
 
 from shared.contracts.events import Event
+from shared.kit import strict
 from shared.kit.auth import Principal, operator, reader, staff
 from shared.kit.db import transaction
 from shared.kit.messaging import AlreadyResolved
@@ -112,12 +113,15 @@ class AuditPage(BaseModel):
 
 
 class ReplayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     payload: Any | None = Field(default=None, description="A corrected payload (JSON) to publish instead of the original")
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: Annotated[str | None, AfterValidator(strict.not_blank)] = Field(default=None, max_length=2000)
 
 
 class DiscardRequest(BaseModel):
-    reason: str = Field(min_length=1, max_length=2000, description="Why the message is discarded")
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str, AfterValidator(strict.not_blank)] = Field(
+        min_length=1, max_length=2000, description="Why the message is discarded (not blank)")
 
 
 def _public(dl: DeadLetter) -> DeadLetterPublic:

@@ -26,6 +26,7 @@ from services.loan_disbursement.service_layer import handlers, ledger
 from shared.contracts import Category, countries
 from shared.kit.app import Runtime, runtime_of
 from shared.kit.auth import Principal, operator, reader, staff
+from shared.kit.budget import TOO_MANY, budget_of
 from shared.kit.db import transaction
 from shared.kit.web import decode_cursor, decode_text_cursor, encode_cursor
 
@@ -339,11 +340,12 @@ async def get_loan_request(case_id: str, request: Request, who: Principal = Depe
 # --- reconciliation ---------------------------------------------------------------------------------------
 
 
-@router.get("/ledger/check", tags=["ledger"])
+@router.get("/ledger/check", tags=["ledger"], responses=TOO_MANY)
 async def ledger_check(request: Request, _: Principal = Depends(staff)) -> dict[str, Any]:
     """Reconcile: balances recomputed from the ledger vs. the approved loans; every difference listed (it names
     every state's facility, loans and amounts: operators and auditors only)."""
     rt, settings = _rt(request)
-    async with transaction(rt.factory) as session:  # type: ignore[arg-type]
+    # it share-locks every facility and reads the whole ledger: two at a time per process, more answer 429
+    async with budget_of(rt.state, "ledger-check", 2).slot(), transaction(rt.factory) as session:  # type: ignore[arg-type]
         report = await ledger.reconcile(session, pre_financing_share=settings.pre_financing_share)
     return report.as_dict()
