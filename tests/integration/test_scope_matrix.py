@@ -309,3 +309,36 @@ async def test_loans_page_by_keyset_and_a_member_state_pages_through_its_own_loa
         assert len(everything) == len(set(everything)) == 7
         assert await pages("member-state-DK") == [c for c in everything if c in mine]
         assert set(await pages("member-state-EE")) == set(everything) - set(mine)
+
+
+async def test_a_member_state_sees_origin_verifications_dead_letter_about_its_case_without_participants_in_it(
+    tmp_path, prefix, redis_client
+):
+    """Defect 6: the dead letter's payload names no participants; the case's reports do."""
+    from services.origin_verification.config import Settings as OriginSettings
+    from services.origin_verification.main import build_app as build_origin
+    from tests import dbs
+    from tests.integration.helpers import FAST
+    from tests.integration.test_origin_verification_service import (
+        _completed,
+        _proposal,
+        _publish_seed,
+        _submitted,
+    )
+
+    app = build_origin(OriginSettings(database_url=dbs.url(tmp_path, "ov"), stream_prefix=prefix, consumer_name="t1",
+                                      safe_tokens=SAFE_TOKENS, replica_retry_s=0.1, **FAST))
+    async with running(app) as (client, _rt):
+        await _publish_seed(redis_client, prefix)
+        submitted = _submitted(_proposal(participants=["DK", "SE"], lead_member_state="DK"))
+        await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, submitted)
+        await _completed(redis_client, prefix)
+        broken = {"event_type": "ReverificationRequested", "event_id": str(uuid.uuid4()),
+                  "correlation_id": submitted.case_id, "case_id": submitted.case_id}  # no proposal
+        await xadd(redis_client, prefix, streams.REVERIFICATION_REQUESTED, broken)
+        letter = await _letter(client, broken["event_id"])
+        assert letter["correlation_id"] == submitted.case_id
+        assert (await _call(client, "GET", f"/dead-letters/{letter['id']}", "member-state-DK")).status_code == 200
+        assert (await _call(client, "GET", f"/dead-letters/{letter['id']}", "member-state-EE")).status_code == 404
+        listed = (await _call(client, "GET", "/dead-letters", "member-state-DK")).json()["items"]
+        assert letter["id"] in {d["id"] for d in listed}
