@@ -192,6 +192,10 @@ def decode_text_cursor(cursor: str | None, pattern: str) -> str | None:
     return value
 
 
+# a Member State's dead-letter list reads rows in batches of _BATCH, at most _SCAN per request
+_BATCH, _SCAN = 500, 5000
+
+
 # a dead letter's id: within the column's integer range (a larger one is a 422, never a database error)
 DeadLetterId = Annotated[int, FastApiPath(ge=1, le=2**31 - 1)]
 
@@ -297,14 +301,34 @@ def ops_router(runtime: Runtime) -> APIRouter:
                 q = q.where(DeadLetter.stream == stream)
             if correlation_id:
                 q = q.where(DeadLetter.correlation_id == correlation_id)
-            if after is not None:
-                q = q.where(col(DeadLetter.id) < after)
-            rows = (await s.exec(q.limit(limit + 1 if who.member_state is None else 2000))).all()
-        items = [_public(d) for d in rows]
-        if who.member_state is not None:
-            items = [i for i in items if await _visible(i, who)]
-        page, more = items[:limit], len(items) > limit
-        return DeadLetterPage(items=page, next_cursor=encode_cursor(page[-1].id) if more and page else None)
+            if who.member_state is None:
+                if after is not None:
+                    q = q.where(col(DeadLetter.id) < after)
+                rows = (await s.exec(q.limit(limit + 1))).all()
+        if who.member_state is None:
+            page = [_public(d) for d in rows[:limit]]
+            return DeadLetterPage(items=page, next_cursor=encode_cursor(page[-1].id) if len(rows) > limit else None)
+        # A Member State: filtered as the rows come, in keyset batches, never cut before filtering. A request
+        # scans at most _SCAN rows; if its page is not full by then, next_cursor continues where it stopped.
+        found: list[DeadLetterPublic] = []
+        scanned = 0
+        while True:
+            async with runtime.factory() as s:
+                batch_q = q if after is None else q.where(col(DeadLetter.id) < after)
+                rows = (await s.exec(batch_q.limit(_BATCH))).all()
+            for d in rows:
+                item = _public(d)
+                if await _visible(item, who):
+                    found.append(item)
+                    if len(found) > limit:
+                        page = found[:limit]
+                        return DeadLetterPage(items=page, next_cursor=encode_cursor(page[-1].id))
+            scanned += len(rows)
+            if len(rows) < _BATCH:
+                return DeadLetterPage(items=found, next_cursor=None)
+            after = rows[-1].id
+            if scanned >= _SCAN:
+                return DeadLetterPage(items=found, next_cursor=encode_cursor(after))
 
     async def _visible(item: DeadLetterPublic, who: Principal) -> bool:
         """A Member State sees a dead letter only when it participates in the case it concerns."""

@@ -342,3 +342,36 @@ async def test_a_member_state_sees_origin_verifications_dead_letter_about_its_ca
         assert (await _call(client, "GET", f"/dead-letters/{letter['id']}", "member-state-EE")).status_code == 404
         listed = (await _call(client, "GET", "/dead-letters", "member-state-DK")).json()["items"]
         assert letter["id"] in {d["id"] for d in listed}
+
+
+async def test_a_member_state_pages_through_its_dead_letters_past_many_of_other_states(
+    tmp_path, prefix, redis_client, monkeypatch
+):
+    """Defect 7's kin on the dead letters: rows were cut at 2 000 before the Member State filter. Now they are
+    filtered in keyset batches; with tiny batches (2 rows, 4 per request) every own letter is still reached."""
+    from shared.kit import web
+
+    monkeypatch.setattr(web, "_BATCH", 2)
+    monkeypatch.setattr(web, "_SCAN", 4)
+    app = build("applications", tmp_path, prefix, safe_tokens=SAFE_TOKENS)
+    async with running(app) as (client, _rt):
+        mine = []
+        for i in range(9):
+            ms, other = ("DK", "SE") if i % 3 == 0 else ("EE", "LV")
+            bad = _proposal([ms, other], "1.00")
+            bad["end_products"][0]["components"][0]["cost_eur"] = "1.001"
+            await xadd(redis_client, prefix, streams.SUBMIT_PROCUREMENT, bad)
+            letter = await _letter(client, bad["reference"])
+            if ms == "DK":
+                mine.append(letter["id"])
+        seen, cursor, requests = [], None, 0
+        while True:
+            r = await _call(client, "GET", "/dead-letters?limit=1" + (f"&cursor={cursor}" if cursor else ""),
+                            "member-state-DK")
+            requests += 1
+            assert r.status_code == 200 and requests < 30
+            seen += [d["id"] for d in r.json()["items"]]
+            cursor = r.json()["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == sorted(mine, reverse=True)
