@@ -170,23 +170,24 @@ def decode_cursor(cursor: str | None) -> int | None:
     input: `true`, a float, a 30-digit number or a negative one must never reach the database)."""
     if not cursor:
         return None
-    try:
-        value = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
-    except Exception as e:
-        raise HTTPException(422, "invalid cursor") from e
+    value = _cursor_value(cursor)
     if type(value) is not int or not 0 <= value <= CURSOR_MAX:
         raise HTTPException(422, "invalid cursor")
     return value
+
+
+def _cursor_value(cursor: str) -> Any:
+    try:
+        return json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+    except Exception as e:
+        raise HTTPException(422, "invalid cursor") from e
 
 
 def decode_text_cursor(cursor: str | None, pattern: str) -> str | None:
     """A cursor holding a text key that must match `pattern` (e.g. a UUID); 422 "invalid cursor" otherwise."""
     if not cursor:
         return None
-    try:
-        value = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
-    except Exception as e:
-        raise HTTPException(422, "invalid cursor") from e
+    value = _cursor_value(cursor)
     if type(value) is not str or re.fullmatch(pattern, value) is None:
         raise HTTPException(422, "invalid cursor")
     return value
