@@ -80,7 +80,7 @@ class DeadLetterPublic(BaseModel):
     correlation_id: str | None
     payload: Any = Field(description="The original payload (parsed JSON when it is JSON, else the raw text)")
     error: str
-    error_kind: str = Field(description="validation | handler | redelivery")
+    error_kind: str = Field(description="validation | signature | handler | redelivery")
     attempts: int
     first_failed_at: UtcDateTime
     last_failed_at: UtcDateTime
