@@ -375,3 +375,25 @@ async def test_a_member_state_pages_through_its_dead_letters_past_many_of_other_
             if cursor is None:
                 break
         assert seen == sorted(mine, reverse=True)
+
+
+async def test_a_lender_sees_the_case_it_lends_to_without_participating(tmp_path, prefix):
+    """Defect 6: 'a loan financed by DK on a PL-led case is invisible to DK'. The money rules may refuse to make
+    such a loan; the scope rule must still hold, so the rows are written directly here."""
+    from services.loan_disbursement.adapters.tables import LoanRequestRow, LoanRow
+    from shared.kit.db import transaction
+
+    app = build("loan_disbursement", tmp_path, prefix, safe_tokens=SAFE_TOKENS)
+    async with running(app) as (client, rt):
+        case_id, loan_id = str(uuid.uuid4()), str(uuid.uuid4())
+        async with transaction(rt.factory) as session:
+            session.add(LoanRequestRow(case_id=case_id, event_id=str(uuid.uuid4()), reference="PL-LED-1",
+                                       status="approved", verification_outcome="eligible", requested="[]",
+                                       categories="[]", participants='["PL", "LT"]', reasons="[]"))
+            await session.flush()
+            session.add(LoanRow(loan_id=loan_id, case_id=case_id, member_state="DK", amount_eur=Decimal("10.00")))
+        for who, status in (("member-state-DK", 200), ("member-state-EE", 404), ("auditor", 200)):
+            assert (await _call(client, "GET", f"/loans/{loan_id}", who)).status_code == status, who
+            assert (await _call(client, "GET", f"/loan-requests/{case_id}", who)).status_code == status, who
+            listed = {x["loan_id"] for x in (await _call(client, "GET", "/loans", who)).json()["items"]}
+            assert (loan_id in listed) == (status == 200), who
