@@ -397,3 +397,19 @@ async def test_a_lender_sees_the_case_it_lends_to_without_participating(tmp_path
             assert (await _call(client, "GET", f"/loan-requests/{case_id}", who)).status_code == status, who
             listed = {x["loan_id"] for x in (await _call(client, "GET", "/loans", who)).json()["items"]}
             assert (loan_id in listed) == (status == 200), who
+
+
+async def test_applications_shows_a_case_to_the_state_that_lends_to_it(tmp_path, prefix):
+    """Defect 6 in the applications service: the same rule, participant or lender."""
+    app = build("applications", tmp_path, prefix, safe_tokens=SAFE_TOKENS)
+    async with running(app) as (client, _rt):
+        body = _proposal(["PL", "LT"], "1000.00")
+        body["financing"] = [{"member_state": "DK", "amount_eur": "1000.00"}]
+        r = await _call(client, "POST", "/procurements", "operator", body)
+        assert r.status_code == 201, r.text
+        case_id = r.json()["id"]
+        for who, status in (("member-state-DK", 200), ("member-state-EE", 404)):
+            for suffix in ("", "/timeline", "/explain"):
+                assert (await _call(client, "GET", f"/procurements/{case_id}{suffix}", who)).status_code == status
+            listed = {c["id"] for c in (await _call(client, "GET", "/procurements", who)).json()["items"]}
+            assert (case_id in listed) == (status == 200), who
