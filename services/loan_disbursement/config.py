@@ -23,3 +23,6 @@ class Settings(ServiceSettings):
     envelope_eur: Decimal = Decimal("150000000000")
     # L-7: financing summed over its lines ≤ the contract value (else the component cost) [assumed; false = off]
     financing_within_contract_value: bool = True
+    # whether a Member State token may read other states' facility totals (GET /facilities…); their ledgers and
+    # plans stay closed either way. A policy choice, closed by default (docs/security.md)
+    other_states_totals_visible: bool = False

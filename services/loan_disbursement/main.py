@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from services.loan_disbursement.config import Settings
 from services.loan_disbursement.domain import reference
-from services.loan_disbursement.entrypoints import admin_api, admin_schemas, subscribers
+from services.loan_disbursement.entrypoints import admin_api, admin_schemas, scope, subscribers
 from services.loan_disbursement.service_layer import handlers
 from shared import contracts
 from shared.contracts import streams
@@ -44,6 +44,13 @@ async def _seed(rt: Runtime) -> None:
         await handlers.seed(session, ref)
 
 
+async def _participants_of(rt: Runtime, case_id: str) -> set[str] | None:
+    """Participants and lenders of a case: the Member States that see its dead letters (entrypoints/scope.py)."""
+    assert rt.factory is not None
+    async with rt.factory() as session:
+        return await scope.participants_of(session, case_id)
+
+
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     spec = ServiceSpec(
@@ -57,5 +64,6 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         publishes=PUBLISHES,
         on_startup=[_seed],
         openapi_models=[admin_schemas.FacilityUpdate, admin_schemas.PaymentRequest, admin_schemas.PlanUpdate],
+        participants_of=_participants_of,
     )
     return create_app(spec, messaging_setup=subscribers.register)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from fastapi import FastAPI
 from sqlalchemy import func
 from sqlmodel import select
@@ -45,6 +47,15 @@ async def _gauges(rt: Runtime) -> dict[str, dict[tuple[str, ...], float]]:
     }
 
 
+async def _participants_of(rt: Runtime, case_id: str) -> set[str] | None:
+    """Who takes part in a case (from its reports): lets Member State tokens see the dead letters of their cases,
+    the same rule as the applications and loan services (docs/security.md)."""
+    assert rt.factory is not None
+    async with rt.factory() as session:
+        rows = await handlers.reports_of(session, case_id)
+    return {p for r in rows for p in json.loads(r.participants)} or None
+
+
 def build_app(settings: Settings | None = None, *, clock: Clock | None = None, rules: RuleBook | None = None) -> FastAPI:
     settings = settings or Settings()
     deps = bootstrap(settings, clock=clock, rules=rules)
@@ -77,5 +88,6 @@ def build_app(settings: Settings | None = None, *, clock: Clock | None = None, r
         on_startup=[_startup],
         gauges=_gauges,
         openapi_models=[contracts.Proposal, whatif_api.WhatIfRequest],
+        participants_of=_participants_of,
     )
     return create_app(spec, messaging_setup=setup)

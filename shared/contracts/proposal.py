@@ -7,10 +7,20 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictBool,
+    model_validator,
+)
 
 from shared.contracts import countries
 from shared.contracts.decimals import money, plain
+from shared.contracts.formats import date_text, decimal_text
 
 MAX_END_PRODUCTS = 1_000
 MAX_COMPONENTS_PER_END_PRODUCT = 20_000
@@ -55,12 +65,16 @@ CountryCode = Annotated[
 ]
 Money = Annotated[
     Decimal,
-    Field(description="EUR amount as a decimal string (JSON numbers accepted), at most 2 decimal places"),
+    Field(description="EUR amount as a plain decimal string like \"1200000.00\" (exact JSON numbers accepted; no "
+                      "spaces, separators or exponent), at most 2 decimal places"),
+    BeforeValidator(decimal_text),
     AfterValidator(validate_money),
     PlainSerializer(money, return_type=str, when_used="json"),
 ]
-Share = Annotated[Decimal, Field(description="A share as a decimal string between 0 and 1"), AfterValidator(_share),
-                  PlainSerializer(plain, return_type=str, when_used="json")]
+# only YYYY-MM-DD: a date-time where a date is due is refused, not truncated
+Day = Annotated[date, BeforeValidator(date_text), Field(description="A date, YYYY-MM-DD")]
+Share = Annotated[Decimal, Field(description="A share as a decimal string between 0 and 1"), BeforeValidator(decimal_text),
+                  AfterValidator(_share), PlainSerializer(plain, return_type=str, when_used="json")]
 Name = Annotated[str, Field(min_length=1, max_length=300)]
 ShortText = Annotated[str, Field(max_length=300)]
 
@@ -103,8 +117,8 @@ class EndProduct(_Strict):
 
 
 class DesignAuthority(_Strict):
-    held: bool = Field(description="The contractor can determine the definition, adaptation and evolution of the design")
-    third_country_restrictions: bool = Field(description="The design is subject to third-country restrictions")
+    held: StrictBool = Field(description="The contractor can determine the definition, adaptation and evolution of the design")
+    third_country_restrictions: StrictBool = Field(description="The design is subject to third-country restrictions")
 
 
 class Contractor(_Strict):
@@ -115,7 +129,7 @@ class Contractor(_Strict):
     facilities_in: list[CountryCode] = Field(
         min_length=1, max_length=100, description="Countries of the infrastructure, facilities, assets (R-CON-4)"
     )
-    screening_and_guarantees: bool = Field(
+    screening_and_guarantees: StrictBool = Field(
         default=False, description="Security screening passed and guarantees approved (R-CON-3 derogation)"
     )
     design_authority: DesignAuthority | None = Field(default=None, description="Design authority (R-DES-1)")
@@ -125,10 +139,10 @@ class Subcontractor(_Strict):
     name: Name = Field(description="Subcontractor name")
     established_in: CountryCode = Field(description="Country of establishment")
     share_of_contract_value: Share = Field(description="Share of the contract value it receives (R-CON-5)")
-    contract_before: date | None = Field(
+    contract_before: Day | None = Field(
         default=None, description="Date of its direct contract with the contractor for this product, if any"
     )
-    replacement_study_committed: bool = Field(
+    replacement_study_committed: StrictBool = Field(
         default=False, description="The contractor commits to study replacing it within two years (R-CON-5 b)"
     )
 
@@ -158,7 +172,7 @@ class Proposal(_Strict):
     participants: list[CountryCode] = Field(
         min_length=1, max_length=MAX_PARTICIPANTS, description="Every country taking part in the procurement"
     )
-    contract_signed_on: date = Field(description="Date the contract was (or will be) signed; drives every dated rule")
+    contract_signed_on: Day = Field(description="Date the contract was (or will be) signed; drives every dated rule")
     contract_value_eur: Money | None = Field(default=None, description="Contract value (never the R-ORIG-1 base)")
     end_products: list[EndProduct] = Field(min_length=1, max_length=MAX_END_PRODUCTS, description="End products")
     contractor: Contractor = Field(description="The (prime) contractor")

@@ -24,11 +24,12 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.kit import approvals, db, governance_api, logs
+from shared.kit import approvals, db, governance_api, logs, signing
 from shared.kit.auth import Principal, TokenStore, authenticate
 from shared.kit.messaging import Messaging
 from shared.kit.outbox import AfterPublish, OutboxRelay
 from shared.kit.settings import ServiceSettings
+from shared.kit.strict import StrictJson
 from shared.kit.web import Metrics, ops_router
 
 log = logging.getLogger("safe.app")
@@ -136,7 +137,7 @@ class ServiceApp(FastAPI):
             await send(message)
 
         try:
-            await Tracing(BodyLimit(handle, self.body_limit))(scope, receive, tracking_send)
+            await Tracing(BodyLimit(StrictJson(handle), self.body_limit))(scope, receive, tracking_send)
         except Exception:
             log.exception("request failed", extra={"method": scope["method"], "path": scope["path"]})
             if not started:
@@ -411,6 +412,9 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
         logs.configure(spec.name, settings.log_level, per_message=settings.log_messages)
         logs.configure_tracing(spec.name)
         app.state.tokens = TokenStore(settings.safe_tokens, dev=settings.is_dev)  # refuses to start without tokens
+        keyring = signing.Keyring(settings.safe_event_keys, service=spec.name, key_id=settings.event_key_id,
+                                  dev=settings.is_dev)  # refuses to start without event keys outside dev
+        messaging.keyring = keyring
         await db.migrate(settings.database_url, spec.migrations)
         runtime.engine = db.make_engine(settings.database_url)
         runtime.factory = db.session_factory(runtime.engine)
@@ -419,7 +423,7 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
         runtime.relay = OutboxRelay(
             runtime.factory, runtime.redis, prefix=settings.stream_prefix,
             interval_s=settings.relay_interval_ms / 1000, after_publish=spec.after_publish,
-            postgres=not db.is_sqlite(settings.database_url),
+            postgres=not db.is_sqlite(settings.database_url), sign=keyring.sign,
         )
         for hook in spec.on_startup:
             await hook(runtime)
@@ -461,6 +465,7 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
     app.state.settings = settings
     app.http_metrics = metrics
     metrics.subscriptions = lambda: messaging.subscriptions.values()
+    app.add_middleware(StrictJson)  # inside BodyLimit: the size is checked before the body is buffered
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     try:  # FastAPI ≥ 0.16x opens a server span per request itself (continuing an incoming traceparent)
         import fastapi.telemetry  # noqa: F401
@@ -539,7 +544,7 @@ def _problem(description: str, ref: str = "Problem") -> dict[str, Any]:
 
 def document_errors(app: FastAPI, doc: dict[str, Any]) -> None:
     """Complete the OpenAPI document with what the kit adds to every route: bearer auth (401/403), the
-    kit's 422 shape, 413 for bodies and 404 for resources by id."""
+    kit's 422 shape, 413 and 415 for bodies and 404 for resources by id."""
     components = doc.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     schemas.update({"Problem": _PROBLEM, "FieldError": _FIELD_ERROR, "ValidationProblem": _VALIDATION_PROBLEM})
@@ -554,6 +559,8 @@ def document_errors(app: FastAPI, doc: dict[str, Any]) -> None:
                 responses["422"] = _problem("Invalid input: every offending field is listed", "ValidationProblem")
             if op.get("requestBody"):
                 responses.setdefault("413", _problem("Body larger than the service accepts"))
+                # shared/kit/strict.py: the body is JSON or nothing; duplicate keys, NaN, exponents, NUL: 422
+                responses.setdefault("415", _problem("The body is not application/json", "ValidationProblem"))
             if path in OPEN_PATHS:
                 continue
             op.setdefault("security", [{"bearer": []}])

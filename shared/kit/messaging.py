@@ -24,7 +24,6 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from faststream import AckPolicy
@@ -34,7 +33,7 @@ from faststream.redis.parser.binary import BinaryMessageFormatV1
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel import col, select
@@ -42,7 +41,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.contracts import streams
 from shared.contracts.events import Event, OperatorActionRecorded
-from shared.kit import logs, outbox
+from shared.kit import logs, outbox, signing, strict
 from shared.kit.db import BATCH, add_row, transaction
 from shared.kit.tables import AuditEntry, DeadLetter, InboxRow, MessageFailure, utcnow
 
@@ -197,6 +196,8 @@ class Messaging:
         self.on_emitted = on_emitted
         # one relay round on the batch's connection right after its commit (OutboxRelay.publish_after_commit)
         self.publish_after_commit = publish_after_commit
+        # verifies internal entries before they are parsed, signs replays (set in the lifespan; shared/kit/signing.py)
+        self.keyring: signing.Keyring | None = None
         self.subscriptions: dict[str, Subscription[Any]] = {}
         self.redis: Redis | None = None
         self.broker: RedisBroker | None = None
@@ -346,6 +347,8 @@ class Messaging:
         poison: list[tuple[Entry, Poison]] = []
         for entry in entries:
             try:
+                if self.keyring is not None:
+                    signing_check(self.keyring, sub.stream, entry.fields)
                 payload = extract_payload(entry.fields)
                 parsed.append((entry, sub.model.model_validate(_loads_exact(payload))))
             except Poison as p:
@@ -750,14 +753,18 @@ class Messaging:
     # --- operator actions -----------------------------------------------------------------------
 
     async def replay(self, dead_letter_id: int, actor: str, payload: str | None = None) -> DeadLetter | None:
-        """Put a dead letter back on its stream (optionally corrected); audited."""
+        """Put a dead letter back on its stream (optionally corrected); audited. Raises `AlreadyResolved` when
+        another action resolved it first (decided inside the transaction)."""
         assert self.redis is not None
         async with transaction(self.factory) as session:
-            dl = await session.get(DeadLetter, dead_letter_id)
-            if dl is None or dl.status != "open":
+            dl = await _claim(session, dead_letter_id, "replayed")
+            if dl is None or dl.status != "replayed":
                 return dl
             body = payload if payload is not None else dl.payload
-            new_id = await self.redis.xadd(self.key(dl.stream), {"__data__": body})
+            fields = {"__data__": body}
+            if self.keyring is not None:
+                fields["__sig__"] = self.keyring.sign(dl.stream, body)
+            new_id = await self.redis.xadd(self.key(dl.stream), fields)  # type: ignore[arg-type]
             dl.status = "replayed"
             dl.resolved_at = utcnow()
             dl.resolved_by = actor
@@ -776,8 +783,8 @@ class Messaging:
 
     async def discard(self, dead_letter_id: int, actor: str, reason: str) -> DeadLetter | None:
         async with transaction(self.factory) as session:
-            dl = await session.get(DeadLetter, dead_letter_id)
-            if dl is None or dl.status != "open":
+            dl = await _claim(session, dead_letter_id, "discarded")
+            if dl is None or dl.status != "discarded":
                 return dl
             dl.status = "discarded"
             dl.resolved_at = utcnow()
@@ -865,11 +872,12 @@ async def _undecoded(_msg: Any) -> None:
 
 
 def _loads_exact(payload: bytes) -> Any:
-    """JSON numbers become Decimals, never floats (pydantic's own JSON parser rounds 17-digit amounts)."""
+    """JSON numbers become Decimals, never floats (pydantic's own JSON parser rounds 17-digit amounts); the same
+    strict JSON as over HTTP (shared/kit/strict.py: no duplicate keys, NaN, exponent numbers or NUL)."""
     try:
-        return json.loads(payload, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise Poison("validation", f"validation failed: (payload): invalid JSON: {e}") from None
+        return strict.loads(payload)
+    except strict.StrictJsonError as e:
+        raise Poison("validation", f"validation failed: (payload): {e}") from None
 
 
 def _sid(v: Any) -> str:
@@ -903,3 +911,33 @@ def _error_text(ex: BaseException) -> str:
 def _is_inbox_conflict(ie: IntegrityError) -> bool:
     text = str(ie.orig).lower() if ie.orig is not None else str(ie).lower()
     return "inbox" in text
+
+
+class AlreadyResolved(Exception):
+    """A dead letter another replay or discard resolved first (answered 409)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"dead letter is already {status}")
+        self.status = status
+
+
+async def _claim(session: AsyncSession, dead_letter_id: int, status: str) -> DeadLetter | None:
+    """Move an open dead letter to `status` with one conditional UPDATE, the transaction's first write: of
+    concurrent actions on one dead letter exactly one changes the row (PostgreSQL's row lock, SQLite's write
+    lock), the others see it resolved and raise `AlreadyResolved`. None when there is no such dead letter."""
+    claimed = await session.execute(
+        update(DeadLetter).where(col(DeadLetter.id) == dead_letter_id, col(DeadLetter.status) == "open")
+        .values(status=status)
+    )
+    dl = await session.get(DeadLetter, dead_letter_id, populate_existing=True)
+    if dl is not None and claimed.rowcount != 1:  # type: ignore[attr-defined]
+        raise AlreadyResolved(dl.status)
+    return dl
+
+
+def signing_check(keyring: signing.Keyring, stream: str, fields: dict[bytes, bytes]) -> None:
+    """Dead-letter (kind `signature`) an internal entry whose signature does not verify."""
+    try:
+        keyring.verify(stream, fields)
+    except signing.SignatureError as e:
+        raise Poison("signature", f"signature: {e}") from None

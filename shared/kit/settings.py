@@ -25,6 +25,8 @@ class ServiceSettings(BaseSettings):
     redis_sentinel_master: str = Field(default="mymaster", validation_alias="REDIS_SENTINEL_MASTER")
     safe_tokens: str | None = Field(default=None, validation_alias="SAFE_TOKENS")
     safe_env: str = Field(default="dev", validation_alias="SAFE_ENV")
+    # service:key_id:secret,… — the HMAC keys of internal events (shared/kit/signing.py, docs/security.md)
+    safe_event_keys: str | None = Field(default=None, validation_alias="SAFE_EVENT_KEYS", repr=False)
     stream_prefix: str = Field(default="", validation_alias="SAFE_STREAM_PREFIX")
     log_level: str = Field(default="INFO", validation_alias="SAFE_LOG_LEVEL")
     log_messages: bool = Field(default=False, validation_alias="SAFE_LOG_MESSAGES")
@@ -51,6 +53,8 @@ class ServiceSettings(BaseSettings):
     four_eyes: bool | None = Field(default=None, validation_alias="SAFE_FOUR_EYES")
     four_eyes_ttl_s: float = Field(default=172_800.0, gt=0, validation_alias="SAFE_FOUR_EYES_TTL_S")
     four_eyes_thresholds: str = Field(default="", validation_alias="SAFE_FOUR_EYES_THRESHOLDS")
+    # the key this service signs its events with (default: its first in SAFE_EVENT_KEYS)
+    event_key_id: str | None = None
 
     @model_validator(mode="after")
     def _defaults(self) -> ServiceSettings:

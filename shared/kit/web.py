@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,13 +24,15 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import func, text
 from sqlmodel import col, select
 
 from shared.contracts.events import Event
+from shared.kit import strict
 from shared.kit.auth import Principal, operator, reader, staff
 from shared.kit.db import transaction
+from shared.kit.messaging import AlreadyResolved
 from shared.kit.tables import AuditEntry, DeadLetter, OutboxRow
 
 if TYPE_CHECKING:
@@ -123,7 +126,7 @@ class DeadLetterPublic(BaseModel):
     correlation_id: str | None
     payload: Any = Field(description="The original payload (parsed JSON when it is JSON, else the raw text)")
     error: str
-    error_kind: str = Field(description="validation | handler | redelivery")
+    error_kind: str = Field(description="validation | signature | handler | redelivery")
     attempts: int
     first_failed_at: UtcDateTime
     last_failed_at: UtcDateTime
@@ -159,12 +162,15 @@ class AuditPage(BaseModel):
 
 
 class ReplayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     payload: Any | None = Field(default=None, description="A corrected payload (JSON) to publish instead of the original")
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: Annotated[str | None, AfterValidator(strict.not_blank)] = Field(default=None, max_length=2000)
 
 
 class DiscardRequest(BaseModel):
-    reason: str = Field(min_length=1, max_length=2000, description="Why the message is discarded")
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str, AfterValidator(strict.not_blank)] = Field(
+        min_length=1, max_length=2000, description="Why the message is discarded (not blank)")
 
 
 def _public(dl: DeadLetter) -> DeadLetterPublic:
@@ -205,13 +211,40 @@ def encode_cursor(value: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
 
 
-def decode_cursor(cursor: str | None) -> Any:
+# every keyset cursor is a row's integer key, within a 64-bit column's range
+CURSOR_MAX = 2**63 - 1
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    """The key a cursor from `encode_cursor` holds; 422 "invalid cursor" for anything else (a cursor is client
+    input: `true`, a float, a 30-digit number or a negative one must never reach the database)."""
     if not cursor:
         return None
+    value = _cursor_value(cursor)
+    if type(value) is not int or not 0 <= value <= CURSOR_MAX:
+        raise HTTPException(422, "invalid cursor")
+    return value
+
+
+def _cursor_value(cursor: str) -> Any:
     try:
-        return json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
     except Exception as e:
         raise HTTPException(422, "invalid cursor") from e
+
+
+def decode_text_cursor(cursor: str | None, pattern: str) -> str | None:
+    """A cursor holding a text key that must match `pattern` (e.g. a UUID); 422 "invalid cursor" otherwise."""
+    if not cursor:
+        return None
+    value = _cursor_value(cursor)
+    if type(value) is not str or re.fullmatch(pattern, value) is None:
+        raise HTTPException(422, "invalid cursor")
+    return value
+
+
+# a Member State's dead-letter list reads rows in batches of _BATCH, at most _SCAN per request
+_BATCH, _SCAN = 500, 5000
 
 
 # a dead letter's id: within the column's integer range (a larger one is a 422, never a database error)
@@ -316,14 +349,34 @@ def ops_router(runtime: Runtime) -> APIRouter:
                 q = q.where(DeadLetter.stream == stream)
             if correlation_id:
                 q = q.where(DeadLetter.correlation_id == correlation_id)
-            if isinstance(after, int):
-                q = q.where(col(DeadLetter.id) < after)
-            rows = (await s.exec(q.limit(limit + 1 if who.member_state is None else 2000))).all()
-        items = [_public(d) for d in rows]
-        if who.member_state is not None:
-            items = [i for i in items if await _visible(i, who)]
-        page, more = items[:limit], len(items) > limit
-        return DeadLetterPage(items=page, next_cursor=encode_cursor(page[-1].id) if more and page else None)
+            if who.member_state is None:
+                if after is not None:
+                    q = q.where(col(DeadLetter.id) < after)
+                rows = (await s.exec(q.limit(limit + 1))).all()
+        if who.member_state is None:
+            page = [_public(d) for d in rows[:limit]]
+            return DeadLetterPage(items=page, next_cursor=encode_cursor(page[-1].id) if len(rows) > limit else None)
+        # A Member State: filtered as the rows come, in keyset batches, never cut before filtering. A request
+        # scans at most _SCAN rows; if its page is not full by then, next_cursor continues where it stopped.
+        found: list[DeadLetterPublic] = []
+        scanned = 0
+        while True:
+            async with runtime.factory() as s:
+                batch_q = q if after is None else q.where(col(DeadLetter.id) < after)
+                rows = (await s.exec(batch_q.limit(_BATCH))).all()
+            for d in rows:
+                item = _public(d)
+                if await _visible(item, who):
+                    found.append(item)
+                    if len(found) > limit:
+                        page = found[:limit]
+                        return DeadLetterPage(items=page, next_cursor=encode_cursor(page[-1].id))
+            scanned += len(rows)
+            if len(rows) < _BATCH:
+                return DeadLetterPage(items=found, next_cursor=None)
+            after = rows[-1].id
+            if scanned >= _SCAN:
+                return DeadLetterPage(items=found, next_cursor=encode_cursor(after))
 
     async def _visible(item: DeadLetterPublic, who: Principal) -> bool:
         """A Member State sees a dead letter only when it participates in the case it concerns."""
@@ -360,8 +413,12 @@ def ops_router(runtime: Runtime) -> APIRouter:
         payload = None
         if body is not None and body.payload is not None:
             payload = body.payload if isinstance(body.payload, str) else json.dumps(body.payload)
-        done = await runtime.messaging.replay(dl_id, who.name, payload)
-        assert done is not None
+        try:
+            done = await runtime.messaging.replay(dl_id, who.name, payload)
+        except AlreadyResolved as e:
+            raise HTTPException(409, str(e)) from None
+        if done is None:
+            raise HTTPException(404, "no such dead letter")
         return _public(done)
 
     @r.post("/dead-letters/{dl_id}/discard", response_model=DeadLetterPublic, tags=["dead letters"],
@@ -371,8 +428,12 @@ def ops_router(runtime: Runtime) -> APIRouter:
         dl = await _get(dl_id, who)
         if dl.status != "open":
             raise HTTPException(409, f"dead letter is already {dl.status}")
-        done = await runtime.messaging.discard(dl_id, who.name, body.reason)
-        assert done is not None
+        try:
+            done = await runtime.messaging.discard(dl_id, who.name, body.reason)
+        except AlreadyResolved as e:
+            raise HTTPException(409, str(e)) from None
+        if done is None:
+            raise HTTPException(404, "no such dead letter")
         return _public(done)
 
     @r.get("/audit", response_model=AuditPage, tags=["audit"])
@@ -391,8 +452,6 @@ def ops_router(runtime: Runtime) -> APIRouter:
     ) -> AuditPage:
         """The audit trail of operator writes (who, when, what, why), newest first."""
         after = decode_cursor(cursor)
-        if after is not None and not isinstance(after, int):
-            raise HTTPException(422, "invalid cursor")
         assert runtime.factory is not None
         async with runtime.factory() as s:
             q = select(AuditEntry).order_by(col(AuditEntry.id).desc())

@@ -25,6 +25,16 @@ async def xadd(r: aioredis.Redis, prefix: str, stream: str, payload: BaseModel |
     return entry.decode() if isinstance(entry, bytes) else str(entry)
 
 
+async def signed_xadd(r: aioredis.Redis, prefix: str, stream: str, payload: BaseModel | dict, keys: str) -> str:
+    """XADD an internal event signed as its producer would sign it (shared/kit/signing.py), with `keys`."""
+    from shared.kit import signing
+
+    data = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
+    keyring = signing.Keyring(keys, service=signing.producer_of(stream), dev=False)
+    entry = await r.xadd(f"{prefix}{stream}", {"__data__": data, "__sig__": keyring.sign(stream, data)})
+    return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+
 async def read_all(r: aioredis.Redis, prefix: str, stream: str) -> list[dict[str, Any]]:
     entries = await r.xrange(f"{prefix}{stream}")
     return [json.loads(fields[b"__data__"]) for _, fields in entries]

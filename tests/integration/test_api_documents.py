@@ -194,6 +194,11 @@ async def test_every_openapi_operation_is_documented_and_secured_as_the_contract
                         assert "403" in op["responses"], label
 
 
+# requests sent and 5xx answers seen by the schemathesis runs of this session (printed with -s)
+CALLS: dict[str, int] = {}
+SERVER_ERRORS: list[str] = []
+
+
 def _fuzz(base: str, seeded: dict[str, str], *, examples_per_operation: int) -> tuple[list[str], list[str]]:
     """Fuzz every operation of the service at `base` with the operator token; collect every failure."""
     import hypothesis
@@ -223,6 +228,10 @@ def _fuzz(base: str, seeded: dict[str, str], *, examples_per_operation: int) -> 
                     and hash(str(case.path_parameters)) % 3 == 0:
                 case.path_parameters["case_id"] = seeded["case_id"]  # hit a real case now and then
             response = case.call(base_url=base, headers=OPERATOR, timeout=10)
+            called = f"{case.method.upper()} {case.path}"
+            CALLS[called] = CALLS.get(called, 0) + 1
+            if response.status_code >= 500 and not (case.path == "/health/ready" and response.status_code == 503):
+                SERVER_ERRORS.append(f"{called}: {response.status_code}")
             if case.path == "/health/ready" and response.status_code == 503:
                 return  # not ready (e.g. no registry data yet) is a documented answer, not a server error
             case.validate_response(response, checks=selected)
@@ -233,6 +242,8 @@ def _fuzz(base: str, seeded: dict[str, str], *, examples_per_operation: int) -> 
         except Exception as e:  # collect every operation's failure, report them all
             failures.append(f"{label}: {type(e).__name__}: {str(e)[:1500]}")
         assert time.monotonic() - started < 60, f"{label} took too long"
+    print(f"schemathesis at {base}: {len(tested)} operations, {sum(CALLS.values())} requests in this session so far, "
+          f"{len(SERVER_ERRORS)} answered 5xx (a not-ready 503 from /health/ready aside)")
     return tested, failures
 
 

@@ -37,6 +37,9 @@ TOKENS = {
     "member-state-DE": "de-7b2d9e5c30",
 }
 SAFE_TOKENS = ",".join(f"{role}:{token}" for role, token in TOKENS.items())
+# outside dev a service needs its event keys too (shared/kit/signing.py); one per service, as deployed
+EVENT_KEYS = ",".join(f"{svc}:k1:{svc}-test-event-key-0123456789abcdef" for svc in
+                      ("applications", "origin_verification", "partner_registry", "loan_disbursement"))
 WHO = ["operator", "auditor", "member-state-PL", "member-state-DE", "none", "bad"]
 
 # service name → (module with build_app, module with Settings)
@@ -62,7 +65,7 @@ def build(service: str, tmp_path: Path, prefix: str, **overrides: Any) -> Any:
     config = importlib.import_module(config_mod)
     options: dict[str, Any] = dict(
         database_url=dbs.url(tmp_path, service), stream_prefix=prefix, consumer_name="t1",
-        safe_tokens=SAFE_TOKENS, safe_env="production", **FAST,
+        safe_tokens=SAFE_TOKENS, safe_env="production", safe_event_keys=EVENT_KEYS, **FAST,
         four_eyes=False,  # roles only here; four-eyes approval has its own tests (test_four_eyes.py)
     )
     options.update(overrides)

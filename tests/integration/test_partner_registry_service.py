@@ -148,7 +148,9 @@ async def test_invalid_agreements_answer_422_and_overlaps_409(
             r = await client.post("/agreements", json=body)
             assert r.status_code == 422, (body, r.text)
             assert field in {d["field"] for d in r.json()["detail"]}, (body, r.json())
-        assert (await client.post("/agreements", content=b"{not json")).status_code == 422
+        assert (await client.post("/agreements", content=b"{not json")).status_code == 415  # no JSON content type
+        assert (await client.post("/agreements", content=b"{not json",
+                                  headers={"content-type": "application/json"})).status_code == 422
 
         first = await client.post("/agreements", json=agreement(max_content_share=0.5))  # a JSON number is exact
         assert first.status_code == 201 and first.json()["max_content_share"] == "0.5"

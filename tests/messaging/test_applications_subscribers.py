@@ -86,7 +86,10 @@ async def test_a_batch_of_submissions_stores_each_case_with_its_own_participants
     by_seq: dict[int, set[str]] = {}
     for p in parts:
         by_seq.setdefault(p.case_seq, set()).add(p.country)
-    assert {cases[b["reference"]].seq: set(b["participants"]) for b in bodies} == by_seq
+    # the Member States each case concerns: its participants and its lenders (docs/security.md)
+    concerned = {b["reference"]: set(b["participants"]) | {f["member_state"] for f in b.get("financing") or []}
+                 for b in bodies}
+    assert {cases[b["reference"]].seq: concerned[b["reference"]] for b in bodies} == by_seq
 
 
 async def test_an_invalid_proposal_on_the_stream_is_dead_lettered_not_dropped(wired):

@@ -213,7 +213,11 @@ def test_a_container_environment_yields_valid_settings_for_production(name: str,
     assert s.port == SERVICES[service]
     assert s.host == "0.0.0.0"
     assert s.database_url.startswith("postgresql+asyncpg://")
-    assert s.redis_url.startswith("redis://redis:")
+    # the service's own Redis user (infra/redis/users.acl), and event keys it can sign with
+    assert s.redis_url.startswith(f"redis://{service}:") and "@redis:6379/" in s.redis_url
+    from shared.kit.signing import Keyring
+
+    Keyring(s.safe_event_keys, service=service, key_id=s.event_key_id, dev=s.is_dev)
 
 
 def test_every_service_container_has_a_readiness_healthcheck_on_its_port() -> None:

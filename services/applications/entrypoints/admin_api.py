@@ -46,8 +46,10 @@ def _visible(row: CaseRow | handlers.Case | None, who: Principal) -> CaseRow | h
     if row is None:
         raise HTTPException(404, "no such procurement case")
     if who.member_state is not None:
-        participants = json.loads(row.proposal).get("participants", [])
-        if not who.sees(participants):
+        proposal = json.loads(row.proposal)
+        concerned = [*proposal.get("participants", []),
+                     *(line.get("member_state", "") for line in proposal.get("financing") or [])]
+        if not who.sees(concerned):  # a participant or a lender (docs/security.md)
             raise HTTPException(404, "no such procurement case")
     return row
 
@@ -119,12 +121,10 @@ async def list_procurements(
     cursor: str | None = Query(default=None, max_length=100),
     who: Principal = Depends(reader),
 ) -> schemas.CasePage:
-    """Cases, newest first, filtered by status and participating Member State (keyset pagination)."""
+    """Cases, newest first, filtered by status and Member State (a participant or a lender; keyset pagination)."""
     if status is not None and status not in {s.value for s in Status}:
         raise HTTPException(422, f"unknown status {status!r}")
     after = decode_cursor(cursor)
-    if after is not None and not isinstance(after, int):
-        raise HTTPException(422, "invalid cursor")
     rt = runtime_of(request)
     assert rt.factory is not None
     q = select(CaseRow.seq, CaseRow.id, CaseRow.reference, CaseRow.status, CaseRow.lead_member_state,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from shared import contracts
+from shared.kit import strict
 from shared.kit.web import UtcDateTime
 
 
@@ -70,7 +71,9 @@ class Timeline(BaseModel):
 
 
 class ActionRequest(BaseModel):
-    reason: str = Field(default="", max_length=2000, description="Why (recorded in the audit trail)")
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str, AfterValidator(strict.not_blank)] = Field(
+        default="", max_length=2000, description="Why (recorded in the audit trail; not blank when given)")
 
 
 class Explanation(BaseModel):

@@ -193,7 +193,8 @@ async def submit(
         proposal=text, financing_requested=bool(proposal.financing),
         verification_request_id=str(event.event_id),
     )
-    countries = sorted(set(proposal.participants))
+    # the Member States the case concerns, as participants or as lenders (one scope rule: docs/security.md)
+    countries = sorted(set(proposal.participants) | {line.member_state for line in proposal.financing or []})
     row: CaseRow | Case
     if session.info.get(BATCH):
         # One batch transaction: no savepoint, no flush and no ORM object here. The case and its participants

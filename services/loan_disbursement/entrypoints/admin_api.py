@@ -27,15 +27,19 @@ from services.loan_disbursement.config import Settings
 from services.loan_disbursement.domain import lifecycle, rules
 from services.loan_disbursement.domain.money import CENT, ZERO, cents_floor
 from services.loan_disbursement.entrypoints import admin_schemas as schemas
+from services.loan_disbursement.entrypoints import scope
 from services.loan_disbursement.service_layer import handlers, ledger
 from shared.contracts import Category, countries
 from shared.kit import approvals
 from shared.kit.app import Runtime, runtime_of
-from shared.kit.auth import Principal, operator, reader
+from shared.kit.auth import Principal, operator, reader, staff
+from shared.kit.budget import TOO_MANY, budget_of
 from shared.kit.db import transaction
-from shared.kit.web import decode_cursor, encode_cursor
+from shared.kit.web import decode_cursor, decode_text_cursor, encode_cursor
 
 router = APIRouter()
+# loan ids are time-ordered UUIDs (version 7): the keyset of GET /loans
+_LOAN_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 _REFUSAL = {422: {"model": schemas.Refusal, "description": "Invalid body, or refused by a rule (reasons in words)"}}
 
@@ -120,33 +124,32 @@ async def _loan(session: AsyncSession, loan: LoanRow) -> schemas.LoanPublic:
     )
 
 
-async def _participants(session: AsyncSession, case_ids: set[str]) -> dict[str, list[str]]:
-    if not case_ids:
-        return {}
-    rows = (await session.exec(select(LoanRequestRow).where(col(LoanRequestRow.case_id).in_(sorted(case_ids))))).all()
-    return {r.case_id: json.loads(r.participants) for r in rows}
-
-
 # --- facilities -------------------------------------------------------------------------------------------
 
 
 @router.get("/facilities", response_model=schemas.FacilityList, tags=["facilities"])
-async def list_facilities(request: Request, _: Principal = Depends(reader)) -> schemas.FacilityList:
-    """Every Member State facility with its balances (the ledger's running totals)."""
+async def list_facilities(request: Request, who: Principal = Depends(reader)) -> schemas.FacilityList:
+    """Every Member State facility with its balances (the ledger's running totals). A Member State token sees its
+    own facility only, unless other states' totals are opened by the setting `other_states_totals_visible`."""
     rt, settings = _rt(request)
     async with rt.factory() as session:  # type: ignore[misc]
         items = await _facilities(session, settings.pre_financing_share)
-    return schemas.FacilityList(items=items, envelope_eur=settings.envelope_eur.quantize(CENT),
+    visible = [f for f in items if scope.facility_readable(
+        who, f.member_state, totals_of_others=settings.other_states_totals_visible)]
+    # the envelope's use is an aggregate over every facility: it names no state's figures
+    return schemas.FacilityList(items=visible, envelope_eur=settings.envelope_eur.quantize(CENT),
                                 maxima_total_eur=sum((f.max_eur for f in items), ZERO))
 
 
 @router.get("/facilities/{member_state}", response_model=schemas.FacilityPublic, tags=["facilities"],
             responses={404: {"description": "No SAFE facility for this Member State"}})
-async def get_facility(member_state: str, request: Request, _: Principal = Depends(reader)) -> schemas.FacilityPublic:
+async def get_facility(member_state: str, request: Request, who: Principal = Depends(reader)) -> schemas.FacilityPublic:
     """One facility: maximum, approved, disbursed, available, pre-financing, suspension, source."""
     rt, settings = _rt(request)
-    async with rt.factory() as session:  # type: ignore[misc]
-        found = await _facilities(session, settings.pre_financing_share, _ms(member_state))
+    found = []
+    if scope.facility_readable(who, _ms(member_state), totals_of_others=settings.other_states_totals_visible):
+        async with rt.factory() as session:  # type: ignore[misc]
+            found = await _facilities(session, settings.pre_financing_share, _ms(member_state))
     if not found:
         raise HTTPException(404, f"{_ms(member_state)} has no SAFE loan facility")
     return found[0]
@@ -207,13 +210,14 @@ async def pay_pre_financing(member_state: str, request: Request, who: Principal 
 @router.get("/facilities/{member_state}/ledger", response_model=schemas.LedgerPage, tags=["facilities"])
 async def facility_ledger(
     member_state: str, request: Request, limit: int = Query(default=100, ge=1, le=1000),
-    cursor: str | None = Query(default=None, max_length=100), _: Principal = Depends(reader),
+    cursor: str | None = Query(default=None, max_length=100), who: Principal = Depends(reader),
 ) -> schemas.LedgerPage:
-    """The facility's ledger entries, oldest first (keyset pagination)."""
+    """The facility's ledger entries, oldest first (keyset pagination); a Member State reads its own only."""
     rt, _settings = _rt(request)
     after = decode_cursor(cursor)
+    scope.own_facility(who, _ms(member_state))
     q = select(LedgerEntry).where(LedgerEntry.member_state == _ms(member_state))
-    if isinstance(after, int):
+    if after is not None:
         q = q.where(col(LedgerEntry.id) > after)
     async with rt.factory() as session:  # type: ignore[misc]
         if await session.get(FacilityRow, _ms(member_state)) is None:
@@ -257,9 +261,11 @@ async def _plan(session: AsyncSession, ms: str) -> schemas.PlanPublic:
 
 
 @router.get("/facilities/{member_state}/plan", response_model=schemas.PlanPublic, tags=["investment plans"])
-async def get_plan(member_state: str, request: Request, _: Principal = Depends(reader)) -> schemas.PlanPublic:
-    """The Member State's investment plan: lines by category, what approved loans drew, what remains."""
+async def get_plan(member_state: str, request: Request, who: Principal = Depends(reader)) -> schemas.PlanPublic:
+    """The Member State's investment plan: lines by category, what approved loans drew, what remains (a Member
+    State reads its own only)."""
     rt, _settings = _rt(request)
+    scope.own_facility(who, _ms(member_state))
     async with rt.factory() as session:  # type: ignore[misc]
         return await _plan(session, _ms(member_state))
 
@@ -297,11 +303,16 @@ async def list_loans(
     member_state: str | None = Query(default=None, min_length=2, max_length=2),
     status: str | None = Query(default=None, pattern="^(active|released)$"),
     limit: int = Query(default=100, ge=1, le=1000),
+    cursor: str | None = Query(default=None, max_length=100),
     who: Principal = Depends(reader),
 ) -> schemas.LoanList:
-    """Approved loans, filtered by case, Member State and status."""
+    """Approved loans, oldest first (keyset pagination on the time-ordered loan id), filtered by case, Member
+    State and status; a Member State token lists the loans of the cases it takes part in or lends to."""
     rt, _settings = _rt(request)
-    q = select(LoanRow)
+    after = decode_text_cursor(cursor, _LOAN_ID)
+    q = select(LoanRow).where(scope.loans_condition(who))
+    if after is not None:
+        q = q.where(col(LoanRow.loan_id) > after)
     if case_id:
         q = q.where(LoanRow.case_id == case_id)
     if member_state:
@@ -309,12 +320,10 @@ async def list_loans(
     if status:
         q = q.where(LoanRow.status == status)
     async with rt.factory() as session:  # type: ignore[misc]
-        rows = (await session.exec(q.order_by(col(LoanRow.approved_at), col(LoanRow.loan_id))
-                                   .limit(limit if who.member_state is None else 10_000))).all()
-        if who.member_state is not None:
-            parts = await _participants(session, {r.case_id for r in rows})
-            rows = [r for r in rows if who.sees(parts.get(r.case_id, []))][:limit]
-        return schemas.LoanList(items=[await _loan(session, r) for r in rows])
+        rows = (await session.exec(q.order_by(col(LoanRow.loan_id)).limit(limit + 1))).all()
+        page = rows[:limit]
+        return schemas.LoanList(items=[await _loan(session, r) for r in page],
+                                next_cursor=encode_cursor(page[-1].loan_id) if len(rows) > limit else None)
 
 
 @router.get("/loans/{loan_id}", response_model=schemas.LoanPublic, tags=["loans"])
@@ -323,9 +332,8 @@ async def get_loan(loan_id: str, request: Request, who: Principal = Depends(read
     rt, _settings = _rt(request)
     async with rt.factory() as session:  # type: ignore[misc]
         loan = await session.get(LoanRow, loan_id)
-        if loan is not None and who.member_state is not None:
-            if not who.sees((await _participants(session, {loan.case_id})).get(loan.case_id, [])):
-                loan = None
+        if loan is not None and not await scope.case_concerns(session, who, loan.case_id):
+            loan = None
         if loan is None:
             raise HTTPException(404, "no such loan")
         return await _loan(session, loan)
@@ -362,7 +370,7 @@ async def get_loan_request(case_id: str, request: Request, who: Principal = Depe
     rt, _settings = _rt(request)
     async with rt.factory() as session:  # type: ignore[misc]
         row = await session.get(LoanRequestRow, case_id)
-        if row is None or not who.sees(json.loads(row.participants)):
+        if row is None or not await scope.case_concerns(session, who, case_id, json.loads(row.participants)):
             raise HTTPException(404, "no loan decision for this case")
         loans = (await session.exec(select(LoanRow).where(LoanRow.case_id == case_id)
                                     .order_by(col(LoanRow.member_state)))).all()
@@ -379,10 +387,12 @@ async def get_loan_request(case_id: str, request: Request, who: Principal = Depe
 # --- reconciliation ---------------------------------------------------------------------------------------
 
 
-@router.get("/ledger/check", tags=["ledger"])
-async def ledger_check(request: Request, _: Principal = Depends(reader)) -> dict[str, Any]:
-    """Reconcile: balances recomputed from the ledger vs. the approved loans; every difference listed."""
+@router.get("/ledger/check", tags=["ledger"], responses=TOO_MANY)
+async def ledger_check(request: Request, _: Principal = Depends(staff)) -> dict[str, Any]:
+    """Reconcile: balances recomputed from the ledger vs. the approved loans; every difference listed (it names
+    every state's facility, loans and amounts: operators and auditors only)."""
     rt, settings = _rt(request)
-    async with transaction(rt.factory) as session:  # type: ignore[arg-type]
+    # it share-locks every facility and reads the whole ledger: two at a time per process, more answer 429
+    async with budget_of(rt.state, "ledger-check", 2).slot(), transaction(rt.factory) as session:  # type: ignore[arg-type]
         report = await ledger.reconcile(session, pre_financing_share=settings.pre_financing_share)
     return report.as_dict()

@@ -5,7 +5,6 @@ Decimal (json.loads(parse_float=Decimal)), then validated; a float never exists 
 
 from __future__ import annotations
 
-import json
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
@@ -16,6 +15,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     model_validator,
 )
@@ -24,6 +24,9 @@ from services.loan_disbursement.domain.money import CENT
 from shared.contracts import Category
 from shared.contracts.decimals import MoneyOut
 from shared.contracts.proposal import validate_money
+from shared.contracts.formats import decimal_text
+from shared.contracts.proposal import Day, validate_money
+from shared.kit import strict
 from shared.kit.app import validation_errors
 from shared.kit.web import UtcDateTime
 
@@ -51,6 +54,7 @@ def _positive(value: Decimal) -> Decimal:
 Amount = Annotated[
     Decimal,
     BeforeValidator(_no_float),
+    BeforeValidator(decimal_text),
     AfterValidator(_money),
     Field(description="EUR amount as a decimal string (JSON numbers accepted), at most 2 decimal places"),
 ]
@@ -64,16 +68,12 @@ class BodyError(Exception):
         self.detail = detail
 
 
-def _constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number")
-
-
 def parse_body(model: type[M], raw: bytes) -> M:
     """The body as `model`, with JSON numbers decoded as exact Decimals; BodyError lists every problem."""
     try:
-        data = json.loads(raw or b"", parse_float=Decimal, parse_constant=_constant)
-    except ValueError as e:
-        raise BodyError([{"loc": ["body"], "field": "body", "msg": f"invalid JSON: {e}", "type": "json_invalid"}]) from e
+        data = strict.loads(raw or b"")
+    except strict.StrictJsonError as e:
+        raise BodyError([{"loc": ["body"], "field": "body", "msg": str(e), "type": e.kind}]) from e
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -93,7 +93,7 @@ class FacilityUpdate(_Strict):
     max_eur: PositiveAmount | None = Field(default=None, description="Council-decision maximum loan amount")
     pre_financing_eur: Amount | None = Field(
         default=None, description="Council pre-financing; ≤ 15 % of the maximum; explicit null = unconfirmed")
-    suspended: bool | None = Field(default=None, description="Suspend (true) or reinstate (false) the facility (L-5)")
+    suspended: StrictBool | None = Field(default=None, description="Suspend (true) or reinstate (false) the facility (L-5)")
     source: str | None = Field(default=None, max_length=500, description="Where the new figures come from")
     confidence: Literal["official", "secondary", "assumed"] | None = None
     notes: str | None = Field(default=None, max_length=2000)
@@ -129,7 +129,7 @@ class PaymentRequest(_Strict):
     """A pre-financing payment or an instalment request."""
 
     amount_eur: PositiveAmount
-    requested_on: date = Field(description="Date of the payment request (L-4: at most the last request date)")
+    requested_on: Day = Field(description="Date of the payment request (L-4: at most the last request date)")
     note: str | None = Field(default=None, max_length=2000, description="Recorded on the ledger entry")
 
 
@@ -142,7 +142,7 @@ class PlanUpdate(_Strict):
     """The Member State's European Defence Industry Investment Plan, replacing the current one."""
 
     lines: list[PlanLineIn] = Field(max_length=len(Category), description="Planned procurement lines; one per category")
-    supports_ukraine: bool = Field(description="Whether the plan supports Ukraine")
+    supports_ukraine: StrictBool = Field(description="Whether the plan supports Ukraine")
     source: str | None = Field(default=None, max_length=500)
     reason: Reason
 
@@ -269,6 +269,7 @@ class LoanPublic(BaseModel):
 
 class LoanList(BaseModel):
     items: list[LoanPublic]
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` for the next page; null on the last page")
 
 
 class ReasonPublic(BaseModel):

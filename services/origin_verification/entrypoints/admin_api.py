@@ -17,6 +17,7 @@ from services.origin_verification.service_layer import handlers
 from shared import contracts
 from shared.kit.app import runtime_of, validation_errors
 from shared.kit.auth import Principal, reader, staff
+from shared.kit.budget import TOO_MANY, budget_of
 
 router = APIRouter(tags=["origin verification"])
 
@@ -90,7 +91,7 @@ async def get_replica_agreements(
 @router.post(
     "/verifications/preview",
     response_model=contracts.VerificationResult,
-    responses={422: {"description": "Invalid proposal"}, 503: {"description": "Registry replica not ready"}},
+    responses={422: {"description": "Invalid proposal"}, 503: {"description": "Registry replica not ready"}, **TOO_MANY},
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"$ref": "#/components/schemas/Proposal"}}}}},
 )
@@ -103,7 +104,8 @@ async def preview_verification(request: Request, _: Principal = Depends(staff)) 
         return JSONResponse({"detail": validation_errors(e.errors(include_url=False))}, status_code=422)
     rt = runtime_of(request)
     assert rt.factory is not None
-    async with rt.factory() as session:
+    # CPU-bound on up to 50 000 components: four at a time per process, more answer 429
+    async with budget_of(rt.state, "preview", 4).slot(), rt.factory() as session:
         try:
             result, _status = await handlers.evaluate(session, proposal, _deps(request), rt.state)
         except handlers.ReplicaNotReady as e:
