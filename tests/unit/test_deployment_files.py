@@ -33,7 +33,10 @@ COMPOSE_ONLY_VARS = {"REDIS_HOST_PORT", "POSTGRES_HOST_PORT", "SAFE_DB_PASSWORD"
                      "PROMETHEUS_HOST_PORT", "GRAFANA_HOST_PORT"}
 # what an operator puts in .env for the variables docker-compose.yml requires (`${VAR:?…}`: no default)
 REQUIRED_EXAMPLES = {"SAFE_TOKENS": "operator:a-real-operator-token,auditor:a-real-auditor-token",
-                     "SAFE_DB_PASSWORD": "a-real-password"}
+                     "SAFE_DB_PASSWORD": "a-real-password",
+                     "SAFE_EVENT_KEYS": ",".join(f"{s}:k1:a-real-event-key-of-{s}-0000000000" for s in
+                                                 ("applications", "origin_verification", "partner_registry",
+                                                  "loan_disbursement"))}
 
 
 # --- settings, derived from the code --------------------------------------------------------------------

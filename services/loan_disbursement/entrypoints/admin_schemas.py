@@ -23,7 +23,6 @@ from pydantic import (
 from services.loan_disbursement.domain.money import CENT
 from shared.contracts import Category
 from shared.contracts.decimals import MoneyOut
-from shared.contracts.proposal import validate_money
 from shared.contracts.formats import decimal_text
 from shared.contracts.proposal import Day, validate_money
 from shared.kit import strict
