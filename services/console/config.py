@@ -30,6 +30,10 @@ class ConsoleSettings(BaseSettings):
     safe_tokens: str | None = Field(default=None, validation_alias="SAFE_TOKENS")
     safe_env: str = Field(default="dev", validation_alias="SAFE_ENV")
     shutdown_timeout_s: float = 5.0
+    # what services/runner.py's serve() reads of every process it runs
+    service_name: str = "console"
+    log_level: str = Field(default="INFO", validation_alias="SAFE_LOG_LEVEL")
+    log_messages: bool = False
 
     @property
     def is_dev(self) -> bool:
