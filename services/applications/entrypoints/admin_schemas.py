@@ -71,3 +71,7 @@ class Explanation(BaseModel):
     message_event_id: str | None = Field(description="The event it waits on")
     stream_state: dict[str, Any] | None = Field(description="Pending/lag of the next service's group on that stream")
     operator_actions: list[str]
+    redis_recovery: dict[str, Any] | None = Field(
+        default=None,
+        description="While the case waits: whether Redis lost writes since this service's last event for it "
+                    "(`note`, in words), and what its guard re-published (docs/scaling.md)")
