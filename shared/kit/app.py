@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.kit import approvals, db, governance_api, logs, signing
+from shared.kit import approvals, db, governance_api, logs, recovery, signing
 from shared.kit.auth import Principal, TokenStore, authenticate
 from shared.kit.messaging import Messaging
 from shared.kit.outbox import AfterPublish, OutboxRelay
@@ -157,6 +157,7 @@ class Runtime:
     factory: async_sessionmaker[AsyncSession] | None = None
     redis: Redis | None = None
     relay: OutboxRelay | None = None
+    guard: recovery.RedisGuard | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -436,6 +437,14 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
         relay_task = asyncio.create_task(runtime.relay.run(), name="outbox-relay")
         runtime.tasks.append(relay_task)
         runtime.tasks.append(asyncio.create_task(governance_api.anchor_loop(runtime), name="audit-anchors"))
+        if settings.redis_guard_interval_ms > 0:
+            runtime.guard = recovery.RedisGuard(
+                service=spec.name, redis=runtime.redis, engine=runtime.engine, streams_published=spec.publishes,
+                republish=runtime.relay.publish_rows, prefix=settings.stream_prefix,
+                interval_s=settings.redis_guard_interval_ms / 1000, margin_s=settings.redis_guard_margin_ms / 1000,
+                fallback_window_s=settings.redis_guard_fallback_window_s,
+            )
+            runtime.tasks.append(asyncio.create_task(runtime.guard.run(), name="redis-guard"))
         for bg in spec.background:
             runtime.tasks.append(asyncio.create_task(bg(runtime), name=bg.__name__))
         if os.environ.get("SAFE_GC_FREEZE") == "1":  # set by services.runner.tune_gc in a service process

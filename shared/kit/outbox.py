@@ -207,6 +207,12 @@ class OutboxRelay:
             if isinstance(result, Exception):  # failed inside EXEC; the round rolls back, the rows stay unsent
                 raise result
 
+    async def publish_rows(self, rows: Sequence[Published]) -> None:
+        """Publish rows again as a round publishes them, without marking anything (recovery after Redis lost
+        writes: shared.kit.recovery); raises if Redis refused any."""
+        for i in range(0, len(rows), self._batch):
+            await self._publish(rows[i:i + self._batch], ())
+
     async def _send(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         return await send(self._redis, commands)
 

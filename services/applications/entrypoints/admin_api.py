@@ -348,4 +348,5 @@ async def explain_procurement(case_id: str, request: Request, who: Principal = D
         stream=None if final else stream, message_event_id=last.event_id if (last and not final) else None,
         stream_state=None if final else state, operator_actions=actions,
         sla=_sla(rt, row.status, row.status_since, row.financing_requested, _now(rt)),
+        redis_recovery=None if final or rt.guard is None else await rt.guard.explain_case(row.id),
     )

@@ -88,6 +88,10 @@ class Explanation(BaseModel):
     stream_state: dict[str, Any] | None = Field(description="Pending/lag of the next service's group on that stream")
     operator_actions: list[str]
     sla: SlaPublic | None = Field(default=None, description="Time in status and any breach of its target")
+    redis_recovery: dict[str, Any] | None = Field(
+        default=None,
+        description="While the case waits: whether Redis lost writes since this service's last event for it "
+                    "(`note`, in words), and what its guard re-published")
 
 
 class ReviewRequest(BaseModel):
