@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from shared.contracts import Proposal
 
-SCENARIOS = Path(__file__).resolve().parents[2].parent / "shared" / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[2] / "services" / "scenarios"  # shipped with the package
 DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
 
 
@@ -27,7 +27,9 @@ def test_the_contract_example_parses():
 
 
 def test_every_example_scenario_proposal_parses():
-    for f in sorted(SCENARIOS.glob("*.json")):
+    files = sorted(SCENARIOS.glob("*.json"))
+    assert len(files) >= 10, f"the example scenarios are missing from {SCENARIOS}"
+    for f in files:
         Proposal.model_validate(json.loads(f.read_text())["proposal"])
 
 
