@@ -458,6 +458,8 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
             messaging.begin_stop()  # before the broker stops, or the group keeper restarts its subscribers
             await broker.stop()  # waits up to graceful_timeout for in-flight handlers
             await messaging.stop(settings.shutdown_timeout_s)
+            if runtime.guard is not None:
+                runtime.guard.stop()
             others = [t for t in runtime.tasks if t is not relay_task]
             for t in others:
                 t.cancel()

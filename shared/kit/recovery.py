@@ -197,6 +197,10 @@ class RedisGuard:
             except asyncio.CancelledError:
                 raise
             except Exception:  # Redis unreachable (restarting, failing over): look again on the next tick
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # a client library turned our cancellation into its own error: stop, as asked
+                    raise asyncio.CancelledError from None
                 log.warning("redis guard check failed; next tick", exc_info=True)
             await asyncio.sleep(self._interval)
 
