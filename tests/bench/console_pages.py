@@ -66,7 +66,8 @@ async def measure(cases: int, repeat: int = 15, workdir: Path | None = None) -> 
 
     workdir = workdir or Path(tempfile.mkdtemp(prefix="console-bench-"))
     settings = Settings(database_url=dbs.url(workdir, "applications"), stream_prefix=f"cb{uuid.uuid4().hex[:8]}:",
-                        consumer_name="bench", safe_tokens=TOKENS, safe_env="production")
+                        consumer_name="bench", safe_tokens=TOKENS, safe_env="production",
+                        safe_event_keys="applications:k1:bench-event-key-applications-0123456789")
     app = build_app(settings)
     report: dict[str, Any] = {"cases": cases, "target_ms": TARGET_MS, "pages": {}}
     async with running(app) as (_client, rt):

@@ -19,7 +19,8 @@ from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
 from shared.kit.tables import AuditEntry
-from tests.integration.helpers import FAST, read_all, xadd
+from tests.integration.helpers import FAST, read_all, signed_xadd
+from tests.integration.test_auth_matrix import EVENT_KEYS
 
 DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
 TOKENS = {"operator": "op-t", "auditor": "au-t", "member-state-PL": "pl-t", "member-state-FR": "fr-t"}
@@ -40,7 +41,8 @@ def database_url(request, tmp_path):
 def app(database_url, prefix, redis_url):
     tokens = ",".join(f"{role}:{token}" for role, token in TOKENS.items())
     return build_app(Settings(database_url=database_url, stream_prefix=prefix, consumer_name="t1",
-                              safe_tokens=tokens, safe_env="production", four_eyes=False, **FAST))
+                              safe_tokens=tokens, safe_env="production", four_eyes=False, safe_event_keys=EVENT_KEYS,
+                              **FAST))
 
 
 def proposal() -> dict:
@@ -61,8 +63,8 @@ async def _needs_review(client, redis_client, prefix) -> tuple[dict, str]:
     event = await wait_for(submitted, message="submitted")
     result = contracts.VerificationResult(outcome="needs_review", checked_at=event.occurred_at, rules_version="t",
                                           end_products=[], findings=[], missing=["evidence for casing"])
-    await xadd(redis_client, prefix, streams.ORIGIN_VERIFICATION_COMPLETED, contracts.OriginVerificationCompleted(
-        correlation_id=created["id"], case_id=created["id"], causation_id=event.event_id, result=result))
+    await signed_xadd(redis_client, prefix, streams.ORIGIN_VERIFICATION_COMPLETED, contracts.OriginVerificationCompleted(
+        correlation_id=created["id"], case_id=created["id"], causation_id=event.event_id, result=result), EVENT_KEYS)
 
     async def in_review():
         case = (await client.get(f"/procurements/{created['id']}", headers=as_("operator"))).json()
@@ -133,7 +135,7 @@ async def test_a_participating_member_state_amends_and_another_cannot_see_the_ca
 async def test_a_review_decision_waits_for_a_second_operator_under_four_eyes(database_url, redis_client, prefix):
     tokens = "operator:op-t,operator:op-2,auditor:au-t"
     app = build_app(Settings(database_url=database_url, stream_prefix=prefix, consumer_name="t1", safe_tokens=tokens,
-                             safe_env="production", **FAST))  # four-eyes is on by default outside dev
+                             safe_env="production", safe_event_keys=EVENT_KEYS, **FAST))  # four-eyes: on outside dev
     second = {"Authorization": "Bearer op-2"}
     async with running(app) as (client, _rt):
         _, case_id = await _needs_review(client, redis_client, prefix)
