@@ -426,6 +426,19 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
             interval_s=settings.relay_interval_ms / 1000, after_publish=spec.after_publish,
             postgres=not db.is_sqlite(settings.database_url), sign=keyring.sign,
         )
+        if settings.redis_guard_interval_ms > 0:
+            runtime.guard = recovery.RedisGuard(
+                service=spec.name, redis=runtime.redis, engine=runtime.engine, streams_published=spec.publishes,
+                republish=runtime.relay.publish_rows, prefix=settings.stream_prefix,
+                interval_s=settings.redis_guard_interval_ms / 1000, margin_s=settings.redis_guard_margin_ms / 1000,
+                fallback_window_s=settings.redis_guard_fallback_window_s,
+            )
+            # its first look comes before this run publishes anything: rows already published are then a
+            # previous run's, and missing markers mean Redis lost them while the service was down
+            try:
+                await runtime.guard.start()
+            except Exception:  # Redis not answering yet: the guard's loop takes its first look later
+                log.warning("redis guard: first look failed; retried in the background", exc_info=True)
         for hook in spec.on_startup:
             await hook(runtime)
         messaging.redis = runtime.redis
@@ -437,13 +450,7 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
         relay_task = asyncio.create_task(runtime.relay.run(), name="outbox-relay")
         runtime.tasks.append(relay_task)
         runtime.tasks.append(asyncio.create_task(governance_api.anchor_loop(runtime), name="audit-anchors"))
-        if settings.redis_guard_interval_ms > 0:
-            runtime.guard = recovery.RedisGuard(
-                service=spec.name, redis=runtime.redis, engine=runtime.engine, streams_published=spec.publishes,
-                republish=runtime.relay.publish_rows, prefix=settings.stream_prefix,
-                interval_s=settings.redis_guard_interval_ms / 1000, margin_s=settings.redis_guard_margin_ms / 1000,
-                fallback_window_s=settings.redis_guard_fallback_window_s,
-            )
+        if runtime.guard is not None:
             runtime.tasks.append(asyncio.create_task(runtime.guard.run(), name="redis-guard"))
         for bg in spec.background:
             runtime.tasks.append(asyncio.create_task(bg(runtime), name=bg.__name__))

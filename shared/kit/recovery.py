@@ -106,6 +106,7 @@ class RedisGuard:
         self._markers = [f"{{{k}}}:published-by:{service}" for k in self._keys]
         self._cluster = not isinstance(redis, Redis)
         self._stopping = False
+        self.started = False
         self.epoch: tuple[tuple[str, str], ...] | None = None
         self.watermark_ms: int | None = None
         # what an operator (and /explain) can read
@@ -184,14 +185,13 @@ class RedisGuard:
         await self._set_markers()
         if present < len(self._markers) and await self._has_published():
             await self._recover("no marker at start (Redis empty or flushed while this service was down)", None)
+        self.started = True
 
     async def run(self) -> None:
-        started = False
         while not self._stopping:
             try:
-                if not started:
+                if not self.started:
                     await self.start()
-                    started = True
                 else:
                     await self.check_once()
             except asyncio.CancelledError:
