@@ -231,10 +231,12 @@ async def facility_ledger(
 
 @router.get("/facilities/{member_state}/status-history", response_model=schemas.StatusHistory, tags=["facilities"])
 async def facility_status_history(member_state: str, request: Request,
-                                  _: Principal = Depends(reader)) -> schemas.StatusHistory:
-    """Every lifecycle change of the facility (L-8), oldest first: from, to, date, reference, reason, who."""
+                                  who: Principal = Depends(reader)) -> schemas.StatusHistory:
+    """Every lifecycle change of the facility (L-8), oldest first: from, to, date, reference, reason, who; a
+    Member State reads its own only."""
     rt, _settings = _rt(request)
     ms = _ms(member_state)
+    scope.own_facility(who, ms)
     async with rt.factory() as session:  # type: ignore[misc]
         if await session.get(FacilityRow, ms) is None:
             raise HTTPException(404, f"{ms} has no SAFE loan facility")
