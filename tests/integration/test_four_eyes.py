@@ -49,12 +49,31 @@ async def pre_financing_entries(client: httpx.AsyncClient) -> list[dict[str, Any
     return [e for e in r.json()["items"] if e["kind"] == "pre_financing"]
 
 
+async def sign_dk(client: httpx.AsyncClient) -> None:
+    """L-8: payments only under a signed agreement; the signature itself is a facility change, so it takes four eyes."""
+    r = await client.put("/facilities/DK", headers=A, json={"status": "agreement_signed", "agreement_signed_on": "2026-05-15",
+                                                             "agreement_reference": "SAFE-LA-DK-2026", "reason": "signed"})
+    if r.status_code == 202:
+        r = await approve(client, r.json()["approval_id"], B)
+    assert r.status_code == 200, r.text
+
+
+async def dk_ready_to_pay(client: httpx.AsyncClient, redis_client: Any, prefix: str) -> None:
+    """DK signed and a loan approved on it (L-9: pre-financing is an advance on loans approved)."""
+    from tests.integration.test_loan_disbursement_service import decided, loan_requested
+
+    await sign_dk(client)
+    await xadd(redis_client, prefix, streams.LOAN_REQUESTED, loan_requested(("DK", "5000000")))
+    await decided(redis_client, prefix, 1)
+
+
 async def approve(client: httpx.AsyncClient, approval_id: str, who: dict[str, str], reason: str = "checked the file"):
     return await client.post(f"/approvals/{approval_id}/approve", json={"reason": reason}, headers=who)
 
 
-async def test_a_payment_waits_for_a_second_operator_and_the_maker_cannot_approve_it(tmp_path, prefix, redis_url):
+async def test_a_payment_waits_for_a_second_operator_and_the_maker_cannot_approve_it(tmp_path, prefix, redis_url, redis_client):
     async with running(loans(tmp_path, prefix)) as (client, _rt):
+        await dk_ready_to_pay(client, redis_client, prefix)
         r = await client.post("/facilities/DK/pre-financing", json={**PAY, "note": "first tranche"}, headers=A)
         assert r.status_code == 202, r.text
         approval_id = r.json()["approval_id"]
@@ -85,14 +104,15 @@ async def test_a_payment_waits_for_a_second_operator_and_the_maker_cannot_approv
         assert (await client.get("/audit/verify", headers=AUDITOR)).json()["ok"] is True
 
 
-async def test_two_operators_approving_at_once_pay_exactly_once(tmp_path, prefix, redis_url):
+async def test_two_operators_approving_at_once_pay_exactly_once(tmp_path, prefix, redis_url, redis_client):
     async with running(loans(tmp_path, prefix)) as (client, _rt):
+        await dk_ready_to_pay(client, redis_client, prefix)
         approval_id = (await client.post("/facilities/DK/pre-financing", json=PAY, headers=A)).json()["approval_id"]
         answers = await asyncio.gather(approve(client, approval_id, B), approve(client, approval_id, C))
         assert sorted(a.status_code for a in answers) == [200, 409]
         assert len(await pre_financing_entries(client)) == 1
         executed = (await client.get("/audit", params={"action": "approval.execute"}, headers=AUDITOR)).json()["items"]
-        assert len(executed) == 1
+        assert len([e for e in executed if "pre-financing" in json.dumps(e)]) == 1  # (the other: DK's signature)
 
 
 async def test_an_expired_or_rejected_request_does_nothing(tmp_path, prefix, redis_url):
@@ -114,15 +134,17 @@ async def test_an_expired_or_rejected_request_does_nothing(tmp_path, prefix, red
         assert actions == {"approval.request", "approval.reject", "approval.expire"}
 
 
-async def test_amounts_under_the_threshold_need_one_person_and_invalid_bodies_answer_422_at_once(tmp_path, prefix, redis_url):
+async def test_amounts_under_the_threshold_need_one_person_and_invalid_bodies_answer_422_at_once(tmp_path, prefix, redis_url, redis_client):
     async with running(loans(tmp_path, prefix, four_eyes_thresholds="pre_financing.pay=5000.00")) as (client, _rt):
+        await dk_ready_to_pay(client, redis_client, prefix)
         r = await client.post("/facilities/DK/pre-financing", json={**PAY, "amount_eur": "4999.99"}, headers=A)
         assert r.status_code == 201
         r = await client.post("/facilities/DK/pre-financing", json={**PAY, "amount_eur": "5000.00"}, headers=A)
         assert r.status_code == 202
         r = await client.post("/facilities/DK/pre-financing", json={**PAY, "amount_eur": "1.001"}, headers=A)
         assert r.status_code == 422 and r.json()["detail"][0]["field"] == "amount_eur"
-        assert len((await client.get("/approvals", headers=AUDITOR)).json()["items"]) == 1
+        pending = (await client.get("/approvals", headers=AUDITOR)).json()["items"]
+        assert [p["action"] for p in pending if p["action"] == "pre_financing.pay"] == ["pre_financing.pay"]
 
 
 @pytest.mark.parametrize("method,path,body,action,check", [
@@ -148,6 +170,7 @@ async def test_instalments_wait_for_a_second_operator(tmp_path, prefix, redis_ur
     from tests.integration.test_loan_disbursement_service import decided, loan_requested
 
     async with running(loans(tmp_path, prefix)) as (client, _rt):
+        await sign_dk(client)
         await xadd(redis_client, prefix, streams.LOAN_REQUESTED, loan_requested(("DK", "5000000")))
         (approved,), _ = await decided(redis_client, prefix, 1)
         loan_id = approved.loans[0].loan_id
