@@ -199,11 +199,11 @@ async def test_executemany_on_sqlite_stores_what_a_core_execute_stores(tmp_path)
 
 
 async def test_fetch_all_reads_what_a_core_execute_reads(tmp_path):
-    """The direct sqlite3 path of `fetch_inline` / `fetch_all` returns the same values as a Core execute: each column
-    through its type's result processor (exact money from integer cents, booleans, dates), expanding `IN` lists of
-    any length (one plan per length, the empty list included), text statements, a bound literal; with a list of
-    another length it never reuses a plan; outside a transaction or for a list longer than it plans for it declines
-    (None), and `fetch_all` goes through Core."""
+    """The direct path of `fetch_all` (straight to the driver connection) returns the same values as a Core execute:
+    each column through its type's result processor (exact money from integer cents, booleans, dates), expanding
+    `IN` lists of any length (one plan per length, the empty list included), text statements, a bound literal; with
+    a list of another length it never reuses a plan; outside a transaction or for a list longer than it plans for
+    it goes through Core."""
     from datetime import UTC, datetime
     from decimal import Decimal
 

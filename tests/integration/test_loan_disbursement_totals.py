@@ -326,7 +326,7 @@ async def statements_of(engine):  # noqa: ANN001, ANN201
     statements: list[str] = []
     if engine.dialect.name == "sqlite":
         async with engine.connect() as conn:  # the engine's one pooled connection
-            raw = (await conn.get_raw_connection()).driver_connection._connection
+            raw = (await conn.get_raw_connection()).driver_connection.connection  # the InlineSQLite driver's sqlite3
         raw.set_trace_callback(lambda statement: statements.append(" ".join(statement.split())))
         try:
             yield statements
