@@ -219,14 +219,16 @@ MAX_PLANNED_LIST = 256
 
 def _driver_in_transaction(conn: AsyncConnection) -> Any | None:
     """The driver connection under `conn` (its public async interface: `executemany`, `execute_fetchall`) when it
-    is SQLite inside SQLAlchemy's transaction; None otherwise, and the caller executes through SQLAlchemy.
+    is SQLite inside a transaction; None otherwise, and the caller executes through SQLAlchemy.
 
     A statement sent to it directly skips SQLAlchemy's execution path (the execution context, the adapted cursor,
     the result's row objects), which costs several times a small local statement; on aiosqlite it is also one call
     to its thread where the adapted cursor makes three or four (cursor, execute, fetch, close)."""
-    if conn.dialect.driver not in _DIRECT_DRIVERS or conn.sync_connection is None or not conn.in_transaction():
+    if conn.dialect.driver not in _DIRECT_DRIVERS or conn.sync_connection is None:
         return None
-    return conn.sync_connection.connection.driver_connection
+    driver = conn.sync_connection.connection.driver_connection
+    # SQLAlchemy's transaction, or the driver's own one of `short_transaction`
+    return driver if conn.in_transaction() or driver.in_transaction else None
 
 
 def _plan(statement: Any, keys: tuple[str, ...], dialect: Any, params: dict[str, Any]) -> _Plan | None:
@@ -340,14 +342,44 @@ async def fetch_all(conn: AsyncConnection, statement: Any, params: dict[str, Any
 
 @asynccontextmanager
 async def short_transaction(conn: AsyncConnection) -> AsyncIterator[None]:
-    """A transaction of a few Core statements on `conn`: committed after the body, rolled back if it or the commit
-    fails (the connection then takes the next transaction)."""
+    """A transaction of a few statements on `conn`, run with `executemany` / `fetch_all` only: committed after the
+    body, rolled back if it or the commit fails (the connection then takes the next transaction).
+
+    On SQLite, with SQLAlchemy's connection idle, it is the driver connection's own short transaction (BEGIN
+    IMMEDIATE, COMMIT or ROLLBACK through the driver's public interface), begun and ended here while SQLAlchemy
+    holds no transaction on the connection: SQLAlchemy's transaction around a few direct statements (its begin,
+    commit and events) costs more than they do, once per relay round. A Core statement inside would make
+    SQLAlchemy begin a transaction of its own, which SQLite refuses: use the direct statements. Elsewhere it is
+    `conn.begin()`."""
+    driver = _idle_driver(conn)
+    if driver is None:
+        try:
+            async with conn.begin():
+                yield
+        except BaseException:
+            await _end_failed_commit(conn)
+            raise
+        return
+    await driver.execute("BEGIN IMMEDIATE")
     try:
-        async with conn.begin():
-            yield
+        yield
+        if driver.in_transaction:
+            try:
+                await driver.commit()
+            except sqlite3.Error as e:
+                raise _as_core_error(e, "COMMIT", ()) from e
     except BaseException:
-        await _end_failed_commit(conn)
+        if driver.in_transaction:
+            await driver.rollback()
         raise
+
+
+def _idle_driver(conn: AsyncConnection) -> Any | None:
+    """The SQLite driver connection under `conn` when neither SQLAlchemy nor the driver has a transaction open."""
+    if conn.dialect.driver not in _DIRECT_DRIVERS or conn.sync_connection is None or conn.in_transaction():
+        return None
+    driver = conn.sync_connection.connection.driver_connection
+    return None if driver.in_transaction else driver
 
 
 async def _end_failed_commit(conn: AsyncConnection) -> None:

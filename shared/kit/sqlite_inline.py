@@ -38,7 +38,8 @@ def _busy(e: sqlite3.OperationalError) -> bool:
 
 class InlineSQLite:
     """The driver connection: a `sqlite3.Connection` with aiosqlite's async interface for what the kit uses
-    (`executemany`, `execute_fetchall`, `commit`, `rollback`, `in_transaction`), each call run in place."""
+    (`execute`, `executemany`, `execute_fetchall`, `commit`, `rollback`, `in_transaction`), each call run in
+    place."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
@@ -61,6 +62,9 @@ class InlineSQLite:
                     raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+    async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return await self.call(self.connection.execute, sql, parameters)  # type: ignore[no-any-return]
 
     async def executemany(self, sql: str, parameters: Sequence[Any]) -> None:
         await self.call(self.connection.executemany, sql, parameters)

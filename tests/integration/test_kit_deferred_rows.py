@@ -262,6 +262,8 @@ async def test_a_transaction_waits_for_another_process_holding_the_sqlite_write_
     import asyncio
     import sqlite3
 
+    import sqlalchemy as sa
+
     path = tmp_path / "lock.db"
     engine = db.make_engine(f"sqlite+aiosqlite:///{path}")
     other = sqlite3.connect(path, isolation_level=None)
@@ -272,8 +274,8 @@ async def test_a_transaction_waits_for_another_process_holding_the_sqlite_write_
 
         async def write() -> None:
             if kind == "short_transaction":
-                async with engine.connect() as conn, db.short_transaction(conn):
-                    await conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+                async with engine.connect() as conn, db.short_transaction(conn):  # direct statements only
+                    await db.executemany(conn, sa.text("INSERT INTO t VALUES (:x)"), [{"x": 1}])
             elif kind == "kit_transaction":
                 async with engine.connect() as conn, db.transaction(db.session_factory(engine), connection=conn) as s:
                     await (await db.connection_of(s)).exec_driver_sql("INSERT INTO t VALUES (1)")
@@ -295,8 +297,8 @@ async def test_a_transaction_waits_for_another_process_holding_the_sqlite_write_
 
 
 async def test_a_short_transaction_commits_what_ran_in_it_and_rolls_back_on_error(factory):
-    """`short_transaction`: statements run in it with `executemany` / `fetch_all` (on SQLite straight to the
-    aiosqlite connection, inside SQLAlchemy's transaction) commit together, or not at all."""
+    """`short_transaction`: statements run in it with `executemany` / `fetch_all` (on SQLite the driver
+    connection's own transaction, SQLAlchemy's connection idle) commit together, or not at all."""
     from sqlalchemy import bindparam, update
 
     from shared.kit.tables import TS, utcnow
