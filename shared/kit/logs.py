@@ -38,16 +38,43 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        span = trace.get_current_span().get_span_context()
-        if span.is_valid:
-            out["trace_id"] = format(span.trace_id, "032x")
-            out["span_id"] = format(span.span_id, "016x")
+        # the trace a line belongs to: the one its record names (`_trace`, see `span_ids`), else the current span's
+        ids = record.__dict__["_trace"] if "_trace" in record.__dict__ else span_ids(trace.get_current_span())
+        if ids is not None:
+            out["trace_id"], out["span_id"] = ids
         for k, v in record.__dict__.items():
             if k not in _STD and not k.startswith("_"):
                 out[k] = v
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
+
+
+def span_ids(span: trace.Span) -> tuple[str, str] | None:
+    """(trace id, span id) in hex of a span, or None for no span (`trace.INVALID_SPAN`)."""
+    ctx = span.get_span_context()
+    return (format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")) if ctx.is_valid else None
+
+
+def carrier_ids(carrier: dict[str, str] | None) -> tuple[str, str] | None:
+    """(trace id, span id) of a W3C trace context carrier (`Event.trace_context`), or None."""
+    return span_ids(trace.get_current_span(propagate.extract(carrier))) if carrier else None
+
+
+def handled(span: trace.Span, **fields: Any) -> None:
+    """The per-message "handled" line, in the trace of the message's span (written once that span has closed,
+    when the batch's span may be current)."""
+    MESSAGES.info("handled", extra={**fields, "_trace": span_ids(span)})
+
+
+def published(payload: str, **fields: Any) -> None:
+    """The per-message "published" line of an outbox row, in the trace the event was recorded in (the relay
+    publishes in a round of its own, within no span of the event's)."""
+    try:
+        carrier = json.loads(payload).get("trace_context")
+    except (ValueError, AttributeError):
+        carrier = None
+    MESSAGES.info("published", extra={**fields, "_trace": carrier_ids(carrier if isinstance(carrier, dict) else None)})
 
 
 def configure(service: str, level: str = "INFO", *, per_message: bool = False) -> None:
@@ -194,10 +221,14 @@ async def _consumer_span(service: str, stream: str, event: Any, event_id: str,
             yield span
         return
     parent = propagate.extract(carrier) if carrier else otel_context.get_current()
+    # the batch's span (FastStream's "process", in a trace of its own) is linked, not the parent: the message's
+    # span continues the producer's trace, so that a case stays one trace across services
+    batch = trace.get_current_span().get_span_context()
     with _tracer.start_as_current_span(
         f"{stream} handle",
         context=parent,
         kind=trace.SpanKind.CONSUMER,
+        links=[trace.Link(batch)] if carrier and batch.is_valid else None,
         attributes={
             "messaging.system": "redis",
             "messaging.destination.name": stream,
