@@ -120,6 +120,10 @@ class _SkipProbes:
         path = str(attrs.get("url.path") or attrs.get("http.route") or attrs.get("http.target") or "")
         if path.startswith(self.PATHS) or any(f" {p}" in name for p in self.PATHS):
             return SamplingResult(Decision.DROP)
+        # a Redis command or SQL statement outside any request or message (stream polling, relay rounds,
+        # the reclaimer, the Redis guard): a trace per call is noise, and a traced case's calls have a parent
+        if kind == trace.SpanKind.CLIENT:
+            return SamplingResult(Decision.DROP)
         return self.inner.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
 
     def get_description(self) -> str:
@@ -164,6 +168,28 @@ def configure_tracing(service: str) -> None:
         elif name not in ("", "none"):
             logging.getLogger(__name__).warning("unknown OTEL_TRACES_EXPORTER %r ignored (console, otlp)", name)
     trace.set_tracer_provider(provider)
+
+
+def instrument(engine: Any) -> None:
+    """The maintained OpenTelemetry instrumentations of Redis (redis-py, every client of the process) and SQLAlchemy
+    (`engine`, an AsyncEngine), when spans are recorded (`configure_tracing`); nothing is patched otherwise, so they
+    cost nothing with tracing off. `OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=redis,sqlalchemy` (the standard variable)
+    leaves either out."""
+    if not _recording():
+        return
+    disabled = {x.strip() for x in os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")}
+    if "redis" not in disabled:
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        if not RedisInstrumentor().is_instrumented_by_opentelemetry:
+            RedisInstrumentor().instrument()
+    if "sqlalchemy" not in disabled:
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        # one engine per process (a service's); its declared range stops below SQLAlchemy 2.1, whose event API
+        # it uses is unchanged (tests/unit/test_tracing_instrumentations.py)
+        if not SQLAlchemyInstrumentor().is_instrumented_by_opentelemetry:
+            SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, skip_dep_check=True)
 
 
 def current_trace_context() -> dict[str, str] | None:
