@@ -19,6 +19,7 @@ class ReceivedSpan:
     name: str
     kind: str  # SERVER, CONSUMER, INTERNAL…
     attributes: dict[str, str]
+    links: tuple[str, ...] = ()  # the linked spans' ids, hex
 
 
 class Receiver(ThreadingHTTPServer):
@@ -43,7 +44,8 @@ class Receiver(ThreadingHTTPServer):
                                 span_id=span.span_id.hex(), parent_span_id=span.parent_span_id.hex(),
                                 name=span.name, kind=Span.SpanKind.Name(span.kind).removeprefix("SPAN_KIND_"),
                                 attributes={a.key: a.value.string_value or str(a.value.int_value)
-                                            for a in span.attributes}))
+                                            for a in span.attributes},
+                                links=tuple(link.span_id.hex() for link in span.links)))
                 with receiver.lock:
                     receiver.spans.extend(got)
                 self.send_response(200)

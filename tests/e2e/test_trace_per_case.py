@@ -102,6 +102,15 @@ async def test_one_case_is_one_trace_across_the_four_services_and_its_log_lines_
     # the requests' server spans continue the caller's trace
     assert {(s.service, s.kind) for s in ours if s.kind == "SERVER"} >= {
         ("partner_registry", "SERVER"), ("applications", "SERVER")}, ours
+    # a message's span links the span of the batch it came in (FastStream's, in a trace of its own)
+    by_id = {s.span_id: s for s in spans}
+    handles = [s for s in ours if s.kind == "CONSUMER" and s.name.endswith(" handle")]
+    assert handles and all(len(s.links) == 1 for s in handles), handles
+    batches = [by_id[s.links[0]] for s in handles if s.links[0] in by_id]
+    assert batches and all(b.trace_id != trace_id and b.name.endswith(" process") for b in batches), batches
+    # the instrumented SQL statements of the request are in the case's trace (a batch's commit is in the batch's)
+    assert [s for s in ours if s.service == "applications" and s.kind == "CLIENT"
+            and s.attributes.get("db.system") == "sqlite"], ours
     # nothing of the case went into another trace
     strays = [s for s in spans if s.trace_id != trace_id
               and s.attributes.get("messaging.message.conversation_id") == case_id]
@@ -113,10 +122,15 @@ async def test_one_case_is_one_trace_across_the_four_services_and_its_log_lines_
     assert not [s for s in spans if "/health" in s.name or "/metrics" in s.name], "probes make no trace"
 
     # every log line of the case carries its trace id, the per-message lines included
-    lines = [x for x in _log_lines(traced_stack.var_dir)
-             if case_id in (x.get("correlation_id"), x.get("case_id"))]
-    handled = [x for x in lines if x["message"] == "handled"]
-    published = [x for x in lines if x["message"] == "published"]
-    assert {x["service"] for x in handled} == {"applications", "origin_verification", "loan_disbursement"}, lines
-    assert {x["service"] for x in published} == {"applications", "origin_verification", "loan_disbursement"}, lines
+    def case_lines() -> list[dict]:
+        return [x for x in _log_lines(traced_stack.var_dir) if case_id in (x.get("correlation_id"), x.get("case_id"))]
+
+    async def every_hop_logged() -> list[dict]:
+        lines = case_lines()
+        handled = {(x["service"], x["stream"]) for x in lines if x["message"] == "handled"}
+        published = {x["stream"] for x in lines if x["message"] == "published"}
+        hops = {hop for hop in HOPS if hop[1] != streams.PARTNER_AGREEMENT_RECORDED}
+        return lines if hops <= handled and {stream for _, stream in hops} <= published else []
+
+    lines = await wait_for(every_hop_logged, timeout=30, message="a handled and a published line of every hop")
     assert [x for x in lines if x.get("trace_id") != trace_id] == [], lines
