@@ -130,6 +130,31 @@ class _SkipProbes:
         return f"SkipProbes({self.inner.get_description()})"
 
 
+def _root_sampler() -> Any:
+    """The decision for a trace's first span from the standard `OTEL_TRACES_SAMPLER` (`[parentbased_]always_on`,
+    `[parentbased_]always_off`, `[parentbased_]traceidratio` with `OTEL_TRACES_SAMPLER_ARG`, a ratio in [0, 1]).
+    Spans with a parent always follow it (the parent-based samplers' behaviour, kept for the plain names too)."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, TraceIdRatioBased
+
+    name = os.environ.get("OTEL_TRACES_SAMPLER", "").strip().lower().removeprefix("parentbased_")
+    if name in ("", "always_on"):
+        return ALWAYS_ON
+    if name == "always_off":
+        return ALWAYS_OFF
+    if name == "traceidratio":
+        try:
+            ratio = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
+        except ValueError:
+            ratio = -1.0
+        if 0.0 <= ratio <= 1.0:
+            return TraceIdRatioBased(ratio)
+        logging.getLogger(__name__).warning("OTEL_TRACES_SAMPLER_ARG must be a ratio in [0, 1]; sampling all")
+        return ALWAYS_ON
+    logging.getLogger(__name__).warning("unknown OTEL_TRACES_SAMPLER %r ignored (always_on, always_off, "
+                                        "traceidratio, with or without parentbased_)", name)
+    return ALWAYS_ON
+
+
 def configure_tracing(service: str) -> None:
     """Install the OpenTelemetry SDK tracer provider once per process when spans go somewhere:
     `OTEL_TRACES_EXPORTER=console` prints them, `SAFE_TRACING=1` records them without an exporter (trace ids in
@@ -146,12 +171,13 @@ def configure_tracing(service: str) -> None:
 
     if isinstance(trace.get_tracer_provider(), TracerProvider):
         return
-    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+    from opentelemetry.sdk.trace.sampling import ParentBased
 
     # each service its own service.name (under the launcher they share one environment); probes and
-    # scrapes (/health/*, /metrics) make no trace
+    # scrapes (/health/*, /metrics) make no trace; a span with a parent follows its parent's decision, so a
+    # case sampled where it starts is sampled in every service
     provider = TracerProvider(resource=Resource.create({"service.name": service}),
-                              sampler=ParentBased(root=_SkipProbes(ALWAYS_ON)))
+                              sampler=ParentBased(root=_SkipProbes(_root_sampler())))
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     # the standard variable: a comma-separated list of exporters; `otlp` is OTLP over HTTP/protobuf, which

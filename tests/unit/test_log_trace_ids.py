@@ -77,3 +77,19 @@ def test_other_lines_name_the_current_span(lines: io.StringIO) -> None:
     with trace.use_span(BATCH):
         logs.MESSAGES.info("anything")
     assert _last(lines)["trace_id"] == "1" * 32
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, "AlwaysOnSampler"),
+    ({"OTEL_TRACES_SAMPLER": "parentbased_always_off"}, "AlwaysOffSampler"),
+    ({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.25"}, "TraceIdRatioBased{0.25}"),
+    ({"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"}, "AlwaysOnSampler"),
+    ({"OTEL_TRACES_SAMPLER": "jaeger_remote"}, "AlwaysOnSampler"),
+])
+def test_the_root_sampler_follows_the_standard_variables(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                                          expected: str) -> None:
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER_ARG", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert logs._root_sampler().get_description() == expected
