@@ -6,6 +6,7 @@ per-message "handled" and "published" lines included) carries the same trace id.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import uuid
@@ -17,6 +18,7 @@ from services.launcher import SERVICES
 from services.testing.plugin import make_stack
 from services.testing.waiting import wait_for
 from shared.contracts import streams
+from tests import dbs
 from tests.otlp import Receiver
 
 pytestmark = pytest.mark.e2e
@@ -49,20 +51,26 @@ def receiver():
     r.shutdown()
 
 
-@pytest.fixture
-def traced_stack(tmp_path, receiver):
-    stack = make_stack(tmp_path / "stack", console=False, extra_env={
+@pytest.fixture(params=["sqlite", "postgres"])
+def traced_stack(request, tmp_path, receiver):
+    env = {
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
         "OTEL_SERVICE_NAME": "one-name-for-all-that-each-service-overrides",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "SAFE_LOG_MESSAGES": "1",
-    })
-    stack.start()
-    try:
-        yield stack
-    finally:
-        stack.stop()
+    }
+    with contextlib.ExitStack() as resources:
+        urls = None
+        if request.param == "postgres":
+            request.getfixturevalue("pg_admin_url")  # skips (or fails under SAFE_REQUIRE_PG=1) without PostgreSQL
+            urls = resources.enter_context(dbs.pg_databases(SERVICES))
+        stack = make_stack(tmp_path / "stack", console=False, database_urls=urls, extra_env=env)
+        stack.start()
+        try:
+            yield stack
+        finally:
+            stack.stop()
 
 
 async def test_one_case_is_one_trace_across_the_four_services_and_its_log_lines_carry_it(traced_stack, receiver):
@@ -110,7 +118,7 @@ async def test_one_case_is_one_trace_across_the_four_services_and_its_log_lines_
     assert batches and all(b.trace_id != trace_id and b.name.endswith(" process") for b in batches), batches
     # the instrumented SQL statements of the request are in the case's trace (a batch's commit is in the batch's)
     assert [s for s in ours if s.service == "applications" and s.kind == "CLIENT"
-            and s.attributes.get("db.system") == "sqlite"], ours
+            and s.attributes.get("db.system") in ("sqlite", "postgresql")], ours
     # nothing of the case went into another trace
     strays = [s for s in spans if s.trace_id != trace_id
               and s.attributes.get("messaging.message.conversation_id") == case_id]
