@@ -67,14 +67,20 @@ def handled(span: trace.Span, **fields: Any) -> None:
     MESSAGES.info("handled", extra={**fields, "_trace": span_ids(span)})
 
 
+def payload_ids(payload: str | bytes | None) -> tuple[str, str] | None:
+    """(trace id, span id) of the trace context an event's JSON carries (`trace_context`), or None (none, or not
+    an event's JSON). For a line about a message written outside its span: `extra={"_trace": payload_ids(…)}`."""
+    try:
+        carrier = json.loads(payload).get("trace_context") if payload else None
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return carrier_ids(carrier) if isinstance(carrier, dict) else None
+
+
 def published(payload: str, **fields: Any) -> None:
     """The per-message "published" line of an outbox row, in the trace the event was recorded in (the relay
     publishes in a round of its own, within no span of the event's)."""
-    try:
-        carrier = json.loads(payload).get("trace_context")
-    except (ValueError, AttributeError):
-        carrier = None
-    MESSAGES.info("published", extra={**fields, "_trace": carrier_ids(carrier if isinstance(carrier, dict) else None)})
+    MESSAGES.info("published", extra={**fields, "_trace": payload_ids(payload)})
 
 
 def configure(service: str, level: str = "INFO", *, per_message: bool = False) -> None:

@@ -549,7 +549,8 @@ class Messaging:
         log.error(
             "message dead-lettered",
             extra={"stream": sub.stream, "entry_id": entry.entry_id, "event_id": event_id, "kind": kind,
-                   "correlation_id": correlation_id, "error": error[:500]},
+                   "correlation_id": correlation_id, "error": error[:500],
+                   "_trace": logs.payload_ids(payload)},  # the message's trace
         )
 
     def _max_attempts(self, sub: Subscription[Any]) -> int:
@@ -595,7 +596,8 @@ class Messaging:
         log.warning(
             "message failed",
             extra={"stream": sub.stream, "entry_id": entry.entry_id, "event_id": event_id,
-                   "attempts": attempts, "error": error[:500]},
+                   "attempts": attempts, "error": error[:500],
+                   "_trace": logs.payload_ids(entry.fields.get(b"__data__"))},  # the message's trace
         )
         if dead:
             await self._ack(sub, [entry.entry_id])

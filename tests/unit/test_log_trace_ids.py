@@ -93,3 +93,13 @@ def test_the_root_sampler_follows_the_standard_variables(monkeypatch: pytest.Mon
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert logs._root_sampler().get_description() == expected
+
+
+def test_a_line_about_a_message_can_name_the_trace_its_payload_carries(lines: io.StringIO) -> None:
+    payload = json.dumps({"trace_context": {"traceparent": f"00-{MESSAGE_TRACE}-{MESSAGE_SPAN}-01"}}).encode()
+    with trace.use_span(BATCH):
+        logs.MESSAGES.warning("message failed", extra={"_trace": logs.payload_ids(payload)})
+        logs.MESSAGES.warning("message failed", extra={"_trace": logs.payload_ids(b"\xff not json")})
+    first, second = (json.loads(x) for x in lines.getvalue().splitlines()[-2:])
+    assert first["trace_id"] == MESSAGE_TRACE
+    assert "trace_id" not in second
