@@ -3,7 +3,8 @@
 Tracing: FastStream's `RedisTelemetryMiddleware` traces the broker's reads, but our outbox relay publishes
 with a raw XADD, so the W3C trace context travels inside the event (`Event.trace_context`): it is injected
 when the outbox row is written and extracted by the kit consumer, which starts one span per handled message
-as a child of the producer's span. One trace then follows a case across services."""
+as a child of the producer's span (linked to FastStream's span of the batch). One trace then follows a case
+across services, and the per-message log lines written outside that span name its trace explicitly (`_trace`)."""
 
 from __future__ import annotations
 
@@ -164,8 +165,8 @@ def _root_sampler() -> Any:
 def configure_tracing(service: str) -> None:
     """Install the OpenTelemetry SDK tracer provider once per process when spans go somewhere:
     `OTEL_TRACES_EXPORTER=console` prints them, `SAFE_TRACING=1` records them without an exporter (trace ids in
-    the logs). Otherwise (the default, or `OTEL_SDK_DISABLED=true`) no span is recorded — `make bench` measured
-    recording every message's span at several per cent of the CPU per case — but an incoming W3C trace context
+    the logs). Otherwise (the default, or `OTEL_SDK_DISABLED=true`) no span is recorded (recording them costs
+    CPU per case: docs/ecosystem.md, "Tracing") — but an incoming W3C trace context
     (HTTP `traceparent`, `Event.trace_context`) is still passed on to the events a request or message causes."""
     if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return
