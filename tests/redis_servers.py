@@ -93,6 +93,17 @@ class Server:
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=out, start_new_session=True)
         wait_ping(self.port, log=log)
+        # the port was free when chosen; whoever answers on it now must be this process, not a server another
+        # test started there meanwhile (this test flushes and kills what it started)
+        c = self.client()
+        try:
+            pid = int(c.info("server")["process_id"])
+        finally:
+            c.close()
+        if pid != self.proc.pid:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            raise RuntimeError(f"port {self.port} is answered by process {pid}, not the redis-server started there")
         return self
 
     def kill(self) -> None:
