@@ -147,8 +147,8 @@ async def _through_a_failover(stack: Stack, failover: Failover, *, label: str) -
     noticed = await wait_for(lambda: _async(_guard_noticed(stack) or None), timeout=30,
                              message="a service's guard logged its re-publication")
     print(f"\n{label}: {len(submitted)} cases ({len(waiting)} waiting in Redis at the kill, {len(later)} submitted "
-          f"during the failover) — replica promoted {promoted_s:.1f} s after the SIGKILL, outbox re-published "
-          f"by {republished_s:.1f} s (guards: {', '.join(noticed)}), every case final {recovered_s:.1f} s after "
+          f"during the failover) — replica promoted {promoted_s:.1f} s after the SIGKILL, outbox re-publication under "
+          f"way by {republished_s:.1f} s (guards: {', '.join(noticed)}), every case final {recovered_s:.1f} s after "
           f"the kill; {dict(sorted(report.statuses.items()))}; ledger check: "
           f"{ledger.stdout.strip().splitlines()[-1] if ledger.stdout.strip() else 'ok'}")
 
