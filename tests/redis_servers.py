@@ -236,6 +236,15 @@ class Cluster:
                 return next(n for n in self.nodes if n.port == port)
         raise RuntimeError(f"no node serves slot {slot} of {key}")
 
+    def slots_of(self, primary: Server) -> list[tuple[int, int]]:
+        """The slot ranges `primary` serves now."""
+        c = self.alive()[0].client()
+        try:
+            shards = c.execute_command("CLUSTER", "SLOTS")
+        finally:
+            c.close()
+        return [(int(start), int(end)) for start, end, node, *_ in shards if int(node[1]) == primary.port]
+
     def replica_of(self, primary: Server) -> Server:
         def find() -> Server | None:
             c = primary.client()
