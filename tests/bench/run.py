@@ -119,12 +119,21 @@ class Poster:
     async def post(self, path: str, body: bytes) -> int:
         conn = await self.pool.get()
         try:
+            reused = conn is not None
             if conn is None:
                 conn = await asyncio.open_connection(self.host, self.port)
             reader, writer = conn
-            writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self.head}"
-                         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+            request = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self.head}"
+                       f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+            writer.write(request)
             status_line = await reader.readline()
+            if not status_line and reused:
+                # the server closed this idle keep-alive connection (its timeout, e.g. during a long `--preload`):
+                # the request was not read; sent again on a new connection (the intake is idempotent anyway)
+                writer.close()
+                conn = reader, writer = await asyncio.open_connection(self.host, self.port)
+                writer.write(request)
+                status_line = await reader.readline()
             length, keep = 0, True
             while (line := await reader.readline()) not in (b"\r\n", b""):
                 name, _, value = line.partition(b":")
@@ -211,8 +220,11 @@ class Platform:
         self.apps = stack.urls["applications"]
         self.poster = poster or Poster(self.apps, TOKEN, 64)
         self.final_base = 0
+        self.watch: scale.FinalCounter | None = None  # `--watch db`: counted in the database, not from /metrics
 
     async def final_count(self) -> int:
+        if self.watch is not None:
+            return await self.watch.count()
         r = await self.http.get(f"{self.apps}/metrics")
         total = 0
         for m in re.finditer(r'^safe_cases\{[^}]*status="([a-z_]+)"[^}]*\} ([0-9.e+]+)$', r.text, re.M):
@@ -339,7 +351,8 @@ class Platform:
 
     async def all_cases(self, wanted: set[str] | None = None) -> dict[str, dict[str, Any]]:
         """Every case, read in pages of 500 through the list endpoint (keyset cursor, newest first); with `wanted`
-        (references), only until each of them was seen (cases stored before them, e.g. `--preload`, are not read)."""
+        (references), only until each of them was seen or the cases stored by `--preload` begin (older than every
+        case a phase submits: a reference whose post failed is not looked for among them)."""
         out: dict[str, dict[str, Any]] = {}
         dup: list[str] = []
         cursor = None
@@ -357,6 +370,8 @@ class Platform:
                 out[item["reference"]] = item
                 if missing is not None:
                     missing.discard(item["reference"])
+                    if item["reference"].startswith(scale.SEED_PREFIX):
+                        missing.clear()
             cursor = page.get("next_cursor")
             if not cursor:
                 break
@@ -599,6 +614,10 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
         platform.final_base = await platform.final_count()
         if opts.preload:
             await preload_cases(opts, platform, var_dir, database_urls, run_id, out)
+        if opts.watch == "db":
+            url = (database_urls or {}).get("applications") or f"sqlite+aiosqlite:///{var_dir.resolve()}/applications.db"
+            platform.watch = await scale.FinalCounter.open(url, FINAL)
+            platform.final_base = await platform.final_count()
 
         # warm-up: first requests compile queries, fill pools, open connections
         warm = phase("warmup", min(50, opts.cases))
@@ -689,6 +708,8 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
         out["replicas"] = {s: len(ps) for s, ps in pids.items()}
         await http.aclose()
         await platform.poster.close()
+        if platform.watch is not None:
+            await platform.watch.close()
         await asyncio.to_thread(stack.stop)
         await _delete_prefix(redis, stack.prefix)
         await redis.aclose()
@@ -1051,6 +1072,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "over the applications replicas")
     ap.add_argument("--preload", type=int, default=0, metavar="N",
                     help="store N cases in the applications database before the measured phases (tests/bench/scale.py)")
+    ap.add_argument("--watch", choices=("metrics", "db"), default="metrics",
+                    help="how the end of a phase is seen: the applications service's safe_cases gauge (a GROUP BY over "
+                         "every case, per scrape) or a count of this run's final cases in its database (read beside "
+                         "the service; its cost does not grow with the cases stored)")
     ap.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                     help="instead of the saturation and offered-rate phases: one offered rate for SECONDS, sampling "
                          "every service's resident memory (writes soak.json and soak.png)")
@@ -1094,7 +1119,8 @@ async def main_async(opts: argparse.Namespace) -> dict[str, Any]:
                               "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                               "options": {"cases": opts.cases, "quick": opts.quick, "concurrency": opts.concurrency,
                                           "rates": opts.rates, "env": dict(opts.env), "replicas": opts.replicas,
-                                          "repeat": opts.repeat, "preload": opts.preload, "soak_s": opts.soak}}
+                                          "repeat": opts.repeat, "preload": opts.preload, "soak_s": opts.soak,
+                                          "watch": opts.watch}}
     if "baseline" in opts.only:
         say(f"baseline: {opts.baseline_messages} messages through a 4-hop raw redis-py chain …")
         report["baseline"] = await run_baseline(redis_url, messages=opts.baseline_messages,
@@ -1135,7 +1161,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not opts.no_plot:
             s = report["platform"]["soak"]
             reps = ", ".join(f"{k}×{v}" for k, v in report["platform"].get("replicas", {}).items() if v > 1)
-            scale.plot_soak(s, out / "soak.png", f"SAFE soak: {s['offered_per_s']:.0f} cases/s for {s['seconds'] / 60:.0f} min "
+            length = f"{s['seconds'] / 60:.0f} min" if s["seconds"] >= 120 else f"{s['seconds']:.0f} s"
+            scale.plot_soak(s, out / "soak.png", f"SAFE soak: {s['offered_per_s']:.0f} cases/s for {length} "
                                                  f"({report['database']}{', ' + reps if reps else ''})")
             report["soak_plot"] = str(out / "soak.png")
     if not opts.no_plot and report.get("platform", {}).get("offered"):

@@ -20,6 +20,8 @@ from typing import Any
 
 import psutil
 
+SEED_PREFIX = "SEED-"  # the references of the stored copies
+
 # the per-case rows of the applications database, copied from a template case: table → (columns, select list)
 # over `t` (the template row) and `g` (1..N); `:salt` keeps this run's ids apart from any other's
 _CASE_ID_PG = "md5(:salt || 'c' || g)::uuid::text"
@@ -32,7 +34,7 @@ def _pg_statements(n: int) -> list[str]:
     return [
         f"""INSERT INTO cases (id, reference, status, lead_member_state, proposal_hash, proposal,
                 financing_requested, verification, verification_request_id, loan, status_since, created_at, updated_at)
-            SELECT {cid}, 'SEED-' || :salt || '-' || lpad(g::text, 7, '0'), t.status, t.lead_member_state,
+            SELECT {cid}, :seed || :salt || '-' || lpad(g::text, 7, '0'), t.status, t.lead_member_state,
                    t.proposal_hash, t.proposal, t.financing_requested, t.verification,
                    md5(:salt || 'v' || g)::uuid::text, t.loan,
                    t.status_since - make_interval(secs => g), t.created_at - make_interval(secs => g),
@@ -40,7 +42,7 @@ def _pg_statements(n: int) -> list[str]:
             FROM cases t, generate_series(1, {n}) g WHERE t.seq = :seq ORDER BY g""",
         """INSERT INTO case_participants (case_seq, country)
             SELECT c.seq, p.country FROM cases c JOIN case_participants p ON p.case_seq = :seq
-            WHERE c.reference LIKE 'SEED-' || :salt || '-%'""",
+            WHERE c.reference LIKE :seed || :salt || '-%'""",
         f"""INSERT INTO timeline (case_id, type, at, recorded_at, event_id, causation_id, service, summary)
             SELECT {cid}, tl.type, tl.at - make_interval(secs => g), tl.recorded_at - make_interval(secs => g),
                    CASE WHEN tl.event_id IS NULL THEN NULL ELSE md5(:salt || 'e' || g || '-' || tl.id)::uuid::text END,
@@ -67,13 +69,13 @@ def _sqlite_statements(n: int) -> list[str]:
         f"SELECT g, {_CASE_ID_SQLITE} AS id FROM {hashed}",
         """INSERT INTO cases (id, reference, status, lead_member_state, proposal_hash, proposal,
                 financing_requested, verification, verification_request_id, loan, status_since, created_at, updated_at)
-            SELECT i.id, 'SEED-' || :salt || '-' || printf('%07d', i.g), t.status, t.lead_member_state,
+            SELECT i.id, :seed || :salt || '-' || printf('%07d', i.g), t.status, t.lead_member_state,
                    t.proposal_hash, t.proposal, t.financing_requested, t.verification, lower(hex(randomblob(16))),
                    t.loan, t.status_since, t.created_at, t.updated_at
             FROM cases t, seed_ids i WHERE t.seq = :seq ORDER BY i.g""",
         """INSERT INTO case_participants (case_seq, country)
             SELECT c.seq, p.country FROM cases c JOIN case_participants p ON p.case_seq = :seq
-            WHERE c.reference LIKE 'SEED-' || :salt || '-%'""",
+            WHERE c.reference LIKE :seed || :salt || '-%'""",
         """INSERT INTO timeline (case_id, type, at, recorded_at, event_id, causation_id, service, summary)
             SELECT i.id, tl.type, tl.at, tl.recorded_at,
                    CASE WHEN tl.event_id IS NULL THEN NULL ELSE lower(hex(randomblob(16))) END,
@@ -105,7 +107,7 @@ async def preload(database_url: str, template_case_id: str, n: int, inbox_stream
             seq = (await conn.execute(sa.text("SELECT seq FROM cases WHERE id = :cid"),
                                       {"cid": template_case_id})).scalar_one()
             # the template's own inbox rows are not findable by case: two per case (the verdict, the loan decision)
-            params = {"salt": salt, "seq": seq, "cid": template_case_id, "stream": inbox_stream, "inbox": 2}
+            params = {"seed": SEED_PREFIX, "salt": salt, "seq": seq, "cid": template_case_id, "stream": inbox_stream, "inbox": 2}
             for stmt in (_pg_statements(n) if pg else _sqlite_statements(n)):
                 used = {k: v for k, v in params.items() if f":{k}" in stmt}
                 res = await conn.execute(sa.text(stmt), used)
@@ -133,6 +135,45 @@ async def preload(database_url: str, template_case_id: str, n: int, inbox_stream
         await engine.dispose()
     return {"cases": n, "rows": counts, "load_s": round(load_s, 1), "total_s": round(time.perf_counter() - t0, 1),
             "database_mb": round(int(size) / 2**20, 1)}
+
+
+class FinalCounter:
+    """`--watch db`: the final cases, counted in the applications database: those stored up to now once, then at
+    each poll only the newer ones (`seq` above the mark; the `(status, seq)` index), so a poll costs the same
+    with 1 000 000 cases stored as with none. Cases stored before the mark are final (preloaded, or of the
+    warm-up) and stay so."""
+
+    def __init__(self, engine: Any, final: tuple[str, ...]) -> None:
+        self._engine = engine
+        self._final = final
+        self._mark = 0
+        self._before = 0
+
+    @classmethod
+    async def open(cls, database_url: str, final: tuple[str, ...]) -> FinalCounter:
+        import sqlalchemy as sa
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        self = cls(create_async_engine(database_url, pool_size=1) if database_url.startswith("postgresql")
+                   else create_async_engine(database_url), final)
+        async with self._engine.connect() as conn:
+            self._mark = int((await conn.execute(sa.text("SELECT coalesce(max(seq), 0) FROM cases"))).scalar_one())
+            self._before = int((await conn.execute(
+                sa.text("SELECT count(*) FROM cases WHERE seq <= :mark AND status IN :final").bindparams(
+                    sa.bindparam("final", expanding=True)), {"mark": self._mark, "final": list(final)})).scalar_one())
+        return self
+
+    async def count(self) -> int:
+        import sqlalchemy as sa
+
+        async with self._engine.connect() as conn:
+            newer = (await conn.execute(
+                sa.text("SELECT count(*) FROM cases WHERE seq > :mark AND status IN :final").bindparams(
+                    sa.bindparam("final", expanding=True)), {"mark": self._mark, "final": list(self._final)})).scalar_one()
+        return self._before + int(newer)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
 
 
 # --- the soak ---------------------------------------------------------------------------------------------
