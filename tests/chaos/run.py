@@ -333,8 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=20.0, help="submissions per second (default 20)")
     p.add_argument("--kill-interval", type=float, default=4.0,
                    help="seconds between one service being back and the next kill (default 4)")
-    p.add_argument("--kills-per-service", type=int, default=1,
-                   help="at least this many kills of each service (default 1; more if the load lasts longer)")
+    p.add_argument("--kills-per-service", type=int, default=None,
+                   help="at least this many kills of each service (default: its replicas, so each replica is killed "
+                        "once; more if the load lasts longer)")
     p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds (default 600)")
     p.add_argument("--redis-url", default=None, help="Redis to use (default REDIS_URL); streams get a unique prefix")
     p.add_argument("--var", default=None, help="state directory (default: a temporary one)")
@@ -349,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         if svc not in (*SERVICES, "all"):
             p.error(f"--replicas: unknown service {svc!r}")
         replicas |= {s: int(n) for s in SERVICES} if svc == "all" else {svc: int(n)}
+    if args.kills_per_service is None:
+        args.kills_per_service = max(replicas.values(), default=1)
     var = Path(args.var) if args.var else Path(tempfile.mkdtemp(prefix="safe-chaos-"))
     with contextlib.ExitStack() as resources:
         urls = resources.enter_context(dbs.pg_databases(SERVICES, label="chaos")) if args.pg else None
