@@ -135,6 +135,11 @@ async def test_on_a_real_redis_the_applications_service_does_its_job_as_its_own_
     async with running(app) as (client, rt):
         client.headers.pop("Authorization", None)
         assert (await client.get("/health/ready", headers=headers("operator"))).status_code in (200, 503)
+        # the Redis guard (recovery after Redis loses writes) can do its job as this user too
+        assert rt.guard is not None
+        checks = rt.guard.checks
+        assert rt.guard.started and await rt.guard.check_once() is False
+        assert rt.guard.checks > checks
         # an external system submits through the intake user; the service consumes it and publishes on
         body = proposal(["PL", "LT"])
         intake = _as(acl_redis, "intake")
