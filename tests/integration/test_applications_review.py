@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-import uuid
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from sqlmodel import select
@@ -19,10 +17,10 @@ from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
 from shared.kit.tables import AuditEntry
+from tests.builders import proposal
 from tests.integration.helpers import FAST, read_all, signed_xadd
 from tests.integration.test_auth_matrix import EVENT_KEYS
 
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
 TOKENS = {"operator": "op-t", "auditor": "au-t", "member-state-PL": "pl-t", "member-state-FR": "fr-t"}
 
 
@@ -43,12 +41,6 @@ def app(database_url, prefix, redis_url):
     return build_app(Settings(database_url=database_url, stream_prefix=prefix, consumer_name="t1",
                               safe_tokens=tokens, safe_env="production", four_eyes=False, safe_event_keys=EVENT_KEYS,
                               **FAST))
-
-
-def proposal() -> dict:
-    body = json.loads(DEMO.read_text())
-    body["reference"] = f"RV-{uuid.uuid4().hex[:10]}"
-    return body
 
 
 async def _needs_review(client, redis_client, prefix) -> tuple[dict, str]:

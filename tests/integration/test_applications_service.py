@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func
@@ -18,16 +17,8 @@ from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
 from shared.kit.tables import DeadLetter, InboxRow, OutboxRow
+from tests.builders import proposal
 from tests.integration.helpers import FAST, read_all, xadd
-
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
-
-
-def proposal(reference: str | None = None, **changes) -> dict:
-    body = json.loads(DEMO.read_text())
-    body["reference"] = reference or f"T-{uuid.uuid4().hex[:10]}"
-    body.update(changes)
-    return body
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from contextlib import AsyncExitStack
-from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -21,6 +20,7 @@ from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
 from shared.kit.tables import AuditEntry, DeadLetter
+from tests.builders import loan_requested
 from tests.integration.helpers import FAST, read_all, xadd
 
 D = Decimal
@@ -36,17 +36,6 @@ def database_url(request, tmp_path):
 
 def settings(database_url: str, prefix: str, consumer: str = "t1", **changes) -> Settings:
     return Settings(database_url=database_url, stream_prefix=prefix, consumer_name=consumer, **{**FAST, **changes})
-
-
-def loan_requested(*lines: tuple[str, str], case_id: str | None = None, outcome: str = "eligible",
-                   categories: tuple[str, ...] = ("ammunition_and_missiles",)) -> contracts.LoanRequested:
-    case_id = case_id or str(uuid.uuid4())
-    return contracts.LoanRequested(
-        correlation_id=case_id, case_id=case_id, reference=f"R-{case_id[:8]}", lead_member_state=lines[0][0],
-        participants=sorted({ms for ms, _ in lines} | {"PL"}), categories=list(categories),
-        contract_signed_on=date(2026, 3, 1), verification_outcome=outcome,
-        financing=[contracts.FinancingLine(member_state=ms, amount_eur=D(a)) for ms, a in lines],
-    )
 
 
 async def decisions(redis_client, prefix) -> tuple[list[contracts.LoanApproved], list[contracts.LoanRejected]]:

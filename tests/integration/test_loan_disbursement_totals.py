@@ -40,14 +40,9 @@ from shared.contracts import streams
 from shared.kit import db
 from shared.kit.messaging import HandlerContext
 from shared.kit.tables import TS, AuditEntry, OutboxRow
+from tests.builders import loan_requested
 from tests.integration.helpers import xadd
-from tests.integration.test_loan_disbursement_service import (
-    decided,
-    ledger_rows,
-    loan_requested,
-    settings,
-    sign,
-)
+from tests.integration.test_loan_disbursement_service import decided, ledger_rows, settings, sign
 
 D = Decimal
 KIND_TOTAL = {"reservation": "reserved_eur", "release": "released_eur", "pre_financing": "pre_financing_paid_eur",

@@ -18,8 +18,9 @@ from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
 from shared.kit.tables import AuditEntry
+from tests.builders import loan_requested
 from tests.integration.helpers import xadd
-from tests.integration.test_loan_disbursement_service import decided, loan_requested, settings, sign
+from tests.integration.test_loan_disbursement_service import decided, settings, sign
 
 D = Decimal
 

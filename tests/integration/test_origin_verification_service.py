@@ -23,31 +23,11 @@ from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
 from shared.kit.tables import DeadLetter, MessageFailure
+from tests.builders import proposal_model, submitted
 from tests.integration.helpers import FAST, read_all, xadd
 from tests.unit.origin_verification.seed import seed_events
 
 FIXED_NOW = datetime(2031, 1, 1, 12, 0, tzinfo=UTC)
-
-
-def _proposal(**changes: Any) -> contracts.Proposal:
-    body: dict[str, Any] = {
-        "reference": f"OV-{uuid.uuid4().hex[:10]}", "title": "155 mm shells", "lead_member_state": "PL",
-        "participants": ["PL", "LT"], "contract_signed_on": "2026-09-01",
-        "end_products": [{"name": "shell", "category": "ammunition_and_missiles", "components": [
-            {"name": "casing", "origin_country": "DE", "cost_eur": "500000.00", "evidence_ref": "d0"},
-            {"name": "fuze", "origin_country": "PL", "cost_eur": "200000.00", "evidence_ref": "d1"},
-            {"name": "propellant", "origin_country": "US", "cost_eur": "250000.00", "evidence_ref": "d2"},
-        ]}],
-        "contractor": {"name": "Prime", "established_in": "PL", "executive_management_in": "PL",
-                       "controlled_from": "PL", "facilities_in": ["PL"]},
-    }
-    body.update(changes)
-    return contracts.Proposal.model_validate(body)
-
-
-def _submitted(proposal: contracts.Proposal) -> contracts.ProcurementSubmitted:
-    case_id = str(uuid.uuid4())
-    return contracts.ProcurementSubmitted(correlation_id=case_id, case_id=case_id, proposal=proposal)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -94,7 +74,7 @@ async def _count(rt: Any, model: Any) -> int:
 
 async def test_a_submission_waits_for_the_replica_and_is_then_verified(app, redis_client, prefix) -> None:
     async with running(app) as (client, rt):
-        event = _submitted(_proposal())
+        event = submitted()
         await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, event)
 
         ready = await client.get("/health/ready")
@@ -134,7 +114,7 @@ async def _ready(client: Any) -> dict[str, Any] | None:
 async def test_a_duplicate_submission_yields_exactly_one_report(app, redis_client, prefix) -> None:
     async with running(app) as (client, rt):
         await _publish_seed(redis_client, prefix)
-        event = _submitted(_proposal())
+        event = submitted()
         await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, event)
         second = await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, event)
         await _completed(redis_client, prefix)
@@ -154,7 +134,7 @@ async def test_a_duplicate_submission_yields_exactly_one_report(app, redis_clien
 async def test_a_reverification_adds_a_new_report_and_keeps_the_old_one(app, redis_client, prefix) -> None:
     async with running(app) as (client, rt):
         await _publish_seed(redis_client, prefix)
-        first = _submitted(_proposal())
+        first = submitted()
         await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, first)
         await _completed(redis_client, prefix)
         again = contracts.ReverificationRequested(correlation_id=first.case_id, case_id=first.case_id,
@@ -177,7 +157,7 @@ def _canada(version: int, effective_from: date | None, cap: str | None) -> contr
 
 
 def _with_canadian_content(signed_on: str) -> contracts.Proposal:
-    return _proposal(contract_signed_on=signed_on, end_products=[{
+    return proposal_model(contract_signed_on=signed_on, end_products=[{
         "name": "radar", "category": "ammunition_and_missiles", "components": [
             {"name": "antenna", "origin_country": "CA", "cost_eur": "400000.00", "evidence_ref": "d0"},
             {"name": "mast", "origin_country": "FR", "cost_eur": "600000.00", "evidence_ref": "d1"}]}])
@@ -199,7 +179,7 @@ async def test_the_replica_keeps_the_highest_agreement_version_and_decides_on_th
         items = await wait_for(history, message="three CA agreement versions")
         assert [i["version"] for i in items] == [1, 2, 3]
 
-        before, on_the_day = _submitted(_with_canadian_content("2026-02-15")), _submitted(
+        before, on_the_day = submitted(_with_canadian_content("2026-02-15")), submitted(
             _with_canadian_content("2026-02-16"))
         await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, before)
         await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, on_the_day)
@@ -223,7 +203,7 @@ async def test_rules_and_replica_status_are_served_with_sources(app, redis_clien
         await _publish_seed(redis_client, prefix)
         await wait_for(lambda: _replica_ready(client), message="replica ready")
         assert (await client.get("/rules", headers={"Authorization": ""})).status_code == 401
-        body = json.loads(_proposal().model_dump_json())
+        body = json.loads(proposal_model().model_dump_json())
         preview = (await client.post("/verifications/preview", json=body)).json()
         assert preview["outcome"] == "eligible"
         assert (await client.get("/openapi.json")).status_code == 200

@@ -23,7 +23,8 @@ import redis
 from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared.contracts import streams
-from tests.integration.test_auth_matrix import SERVICES, build, headers, proposal
+from tests.builders import proposal
+from tests.integration.test_auth_matrix import SERVICES, build, headers
 
 ACL = Path(__file__).resolve().parents[2] / "infra" / "redis" / "users.acl"
 PASSWORD = "dev-redis-{}-change-me"  # the development defaults (docker-compose.yml); hashed in the ACL file
@@ -135,7 +136,7 @@ async def test_on_a_real_redis_the_applications_service_does_its_job_as_its_own_
         client.headers.pop("Authorization", None)
         assert (await client.get("/health/ready", headers=headers("operator"))).status_code in (200, 503)
         # an external system submits through the intake user; the service consumes it and publishes on
-        body = proposal(["PL", "LT"])
+        body = proposal(financing=[])
         intake = _as(acl_redis, "intake")
         await xadd_sync(intake, body)
 
@@ -147,9 +148,9 @@ async def test_on_a_real_redis_the_applications_service_does_its_job_as_its_own_
         admin = _as(acl_redis, "admin")
         assert admin.xlen(streams.PROCUREMENT_SUBMITTED) == 1
         # the HTTP intake and a dead-letter replay work too
-        r = await client.post("/procurements", json=proposal(["PL", "LT"]), headers=headers("operator"))
+        r = await client.post("/procurements", json=proposal(financing=[]), headers=headers("operator"))
         assert r.status_code == 201
-        bad = proposal(["PL", "LT"])
+        bad = proposal(financing=[])
         bad["participants"] = ["PL", "ZZ"]
         await xadd_sync(intake, bad)
 
@@ -158,7 +159,7 @@ async def test_on_a_real_redis_the_applications_service_does_its_job_as_its_own_
             return items[0]["id"] if items else None
 
         dl = await wait_for(letter, message="the invalid proposal dead-lettered")
-        assert (await client.post(f"/dead-letters/{dl}/replay", json={"payload": proposal(["PL", "LT"])},
+        assert (await client.post(f"/dead-letters/{dl}/replay", json={"payload": proposal(financing=[])},
                                   headers=headers("operator"))).status_code == 200
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import uuid
-from pathlib import Path
 
 import pytest
 from faststream.redis import TestRedisBroker
@@ -18,8 +16,7 @@ from shared.contracts import streams
 from shared.kit import db
 from shared.kit.tables import DeadLetter, OutboxRow
 from tests import dbs
-
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
+from tests.builders import proposal
 
 
 class RecordingRedis:
@@ -49,12 +46,6 @@ async def wired(tmp_path):
 async def count(rt, model) -> int:
     async with rt.factory() as s:
         return (await s.exec(select(func.count()).select_from(model))).one()
-
-
-def proposal() -> dict:
-    body = json.loads(DEMO.read_text())
-    body["reference"] = f"TB-{uuid.uuid4().hex[:8]}"
-    return body
 
 
 async def test_a_proposal_published_on_the_submit_stream_creates_one_case_and_one_outbox_event(wired):
