@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from services import scenarios as examples
 from services.testing import scenarios
 from services.testing.waiting import wait_for
 from shared.contracts import streams
@@ -15,7 +16,8 @@ from tests.builders import proposal
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = sorted((ROOT.parent / "shared" / "scenarios").glob("*.json"))
+SCENARIOS = examples.files()
+assert SCENARIOS, "the example scenarios are missing from services/scenarios"
 
 
 async def test_a_proposal_travels_through_four_processes_to_an_approved_loan(safe_stack):

@@ -54,6 +54,7 @@ def test_each_service_user_covers_exactly_the_streams_its_code_reads_and_writes(
     consumed = {s.stream for s in rt.messaging.subscriptions.values()}
     published = set(rt.spec.publishes)
     patterns = _keys(_users()[service])
+    assert consumed and published, service
     for stream in consumed | published:
         assert _allowed(patterns, stream), f"{service} cannot reach {stream}"
     # nothing of another producer beyond what it consumes

@@ -7,15 +7,14 @@ import copy
 import json
 import uuid
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import sqlalchemy as sa
 import yaml
 
 from services import governance_cli
+from services import scenarios as examples
 from services.origin_verification.adapters.rules_file import DEFAULT_PATH
 from services.origin_verification.config import Settings
 from services.origin_verification.main import build_app
@@ -27,13 +26,12 @@ from tests import dbs
 from tests.integration.helpers import FAST, read_all, xadd
 from tests.integration.test_reliability import _seed_registry
 
-SCENARIOS = Path(__file__).resolve().parents[3] / "shared" / "scenarios"  # ../shared/scenarios from the repo root
 AUDITOR = {"Authorization": "Bearer aud-1"}
 
 
 def scenarios() -> list[dict[str, Any]]:
     out = []
-    for path in sorted(SCENARIOS.glob("*.json")):
+    for path in examples.files():
         s = json.loads(path.read_text())
         if "rejected_at_intake" not in s["expected_outcome"]:
             out.append(s)
@@ -55,7 +53,6 @@ async def table_count(rt: Any, table: str) -> int:
         return int((await conn.execute(sa.text(f"SELECT count(*) FROM {table}"))).scalar_one())
 
 
-@pytest.mark.skipif(not SCENARIOS.is_dir(), reason=f"no scenarios under {SCENARIOS}")
 async def test_a_stricter_cap_changes_exactly_the_cases_between_30_and_35_percent_and_the_current_rules_none(
         tmp_path, prefix, redis_client):
     app = build_app(Settings(database_url=dbs.url(tmp_path, "ov"), stream_prefix=prefix, consumer_name="t1",
