@@ -69,6 +69,11 @@ async def count(rt: Any, model: Any, *where: Any) -> int:
         return int((await s.exec(q)).one())
 
 
+async def all_published(rt: Any) -> bool:
+    """No outbox row left unsent: every event the handlers wrote is on its stream."""
+    return await count(rt, OutboxRow, OutboxRow.published_at.is_(None)) == 0  # type: ignore[union-attr]
+
+
 async def settled(r: Any, prefix: str, group: str, names: list[str]) -> bool:
     """Every entry of these streams delivered to the group and acknowledged."""
     for name in names:
@@ -245,7 +250,8 @@ async def test_applications_every_event_type_delivered_twice_changes_nothing(app
             await xadd(redis_client, prefix, stream, ev)
         twice = [*decisions, *actions]
         await wait_for(lambda: settled(redis_client, prefix, "applications", subs), message="all acked")
-        await asyncio.sleep(0.3)  # let the relay run once more: a doubled effect would show now
+        # what the handlers wrote is all on the streams now: a doubled effect would show below
+        await wait_for(lambda: all_published(rt), message="every outbox row published")
 
         cases = (await client.get("/procurements", params={"limit": 100})).json()["items"]
         assert sorted(c["id"] for c in cases) == sorted([case_a, case_b])
@@ -350,7 +356,7 @@ async def test_an_xadd_refused_inside_the_publish_round_leaves_the_rows_unsent_u
 
 @pytest.fixture
 def ov_app(tmp_path, prefix, redis_url):
-    ov = pytest.importorskip("services.origin_verification.main")
+    from services.origin_verification import main as ov
     from services.origin_verification.config import Settings
 
     settings = Settings(database_url=dbs.url(tmp_path, "ov"), stream_prefix=prefix,
@@ -435,7 +441,7 @@ async def test_origin_verification_every_event_type_delivered_twice_changes_noth
             await xadd(redis_client, prefix, stream, ev)
         await wait_for(lambda: _at_least(_results(redis_client, prefix), 2), message="results")
         await wait_for(lambda: settled(redis_client, prefix, "origin_verification", subs), message="all acked")
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: all_published(rt), message="every outbox row published")
         results = await _results(redis_client, prefix)
         assert sorted(str(r["causation_id"]) for r in results) == sorted([str(sub.event_id), str(twice[-1][1].event_id)])
         history = (await client.get(f"/verifications/{sub.case_id}")).json()
@@ -456,7 +462,9 @@ def _loan_settings(tmp_path: Path, prefix: str, consumer: str = "rel-loans", **c
 
 @pytest.fixture
 def loans_module():
-    return pytest.importorskip("services.loan_disbursement.main")
+    from services.loan_disbursement import main
+
+    return main
 
 
 async def _decisions(redis_client: Any, prefix: str) -> list[dict[str, Any]]:
@@ -516,7 +524,7 @@ async def test_loan_disbursement_every_event_type_delivered_twice_changes_nothin
         await xadd(redis_client, prefix, streams.PROCUREMENT_WITHDRAWN, withdrawn)
         await wait_for(lambda: inbox_has(rt, withdrawn.event_id), message="withdrawal")
         await wait_for(lambda: settled(redis_client, prefix, "loan_disbursement", subs), message="all acked")
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: all_published(rt), message="every outbox row published")
         decisions = await _decisions(redis_client, prefix)
         assert sorted(d["case_id"] for d in decisions) == sorted([kept.case_id, released.case_id])
         assert all(d["event_type"] == "LoanApproved" for d in decisions)
@@ -590,7 +598,7 @@ def _slow(rt: Any, stream: str, seconds: float, started: asyncio.Event) -> None:
 
     async def slow(ctx: Any, event: Any) -> None:
         started.set()
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(seconds)  # the handler's work: its length against the shutdown timeout is under test
         await real(ctx, event)
 
     sub.handler = slow
@@ -646,7 +654,7 @@ async def test_shutdown_also_finishes_a_handler_running_on_the_retry_path(loans_
             if len(calls) == 1:
                 raise RuntimeError("transient failure: retried with backoff")
             started.set()
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(1.5)  # work still in flight when shutdown begins: what is under test
             await real(ctx, event)
 
         sub.handler = fails_once_then_slow
@@ -656,6 +664,18 @@ async def test_shutdown_also_finishes_a_handler_running_on_the_retry_path(loans_
     assert pending["pending"] == 0
     [decision] = await _decisions(redis_client, prefix)
     assert decision["case_id"] == ev.case_id
+
+
+def _count_calls(rt: Any, stream: str, calls: list[int]) -> None:
+    """Count the calls of the handler of `stream` (while the replica is empty, each one is a deferral)."""
+    sub = rt.messaging.subscriptions[stream]
+    real = sub.handler
+
+    async def counting(ctx: Any, event: Any) -> None:
+        calls.append(1)
+        await real(ctx, event)
+
+    sub.handler = counting
 
 
 async def test_a_long_deferred_entry_taken_over_from_a_dead_consumer_is_not_dead_lettered(
@@ -670,14 +690,7 @@ async def test_a_long_deferred_entry_taken_over_from_a_dead_consumer_is_not_dead
     deferrals: list[int] = []
     event = submitted()
     async with running(ov_app) as (client, rt):  # replica empty: verification is deferred, again and again
-        sub = rt.messaging.subscriptions[streams.PROCUREMENT_SUBMITTED]
-        real = sub.handler
-
-        async def counting(ctx: Any, ev: Any) -> None:
-            deferrals.append(1)
-            await real(ctx, ev)
-
-        sub.handler = counting
+        _count_calls(rt, streams.PROCUREMENT_SUBMITTED, deferrals)
         await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, event)
         await wait_for(lambda: _true(len(deferrals) >= 20), message="20 deferrals")
     # that consumer is gone; another replica with a short claim idle time takes its entry over
@@ -686,13 +699,15 @@ async def test_a_long_deferred_entry_taken_over_from_a_dead_consumer_is_not_dead
                       clock=lambda: NOW)
     async with running(other) as (client, rt):
         key = f"{prefix}{streams.PROCUREMENT_SUBMITTED}"
+        later: list[int] = []
+        _count_calls(rt, streams.PROCUREMENT_SUBMITTED, later)
 
         async def taken_over() -> bool:
             return any(c["name"] == b"rel-ov-other" and c["pending"] == 1
                        for c in await redis_client.xinfo_consumers(key, "origin_verification"))
 
         await wait_for(taken_over, message="the entry taken over by XAUTOCLAIM")
-        await asyncio.sleep(0.5)  # a few more reclaim rounds
+        await wait_for(lambda: _true(len(later) >= 3), message="three deferrals on the new consumer")
         await _seed_registry(redis_client, prefix)
         [done] = await wait_for(lambda: _results_for(redis_client, prefix, event.case_id), message="verified")
         assert done["causation_id"] == str(event.event_id)
