@@ -136,6 +136,16 @@ def _held(relay: OutboxRelay) -> tuple[asyncio.Event, asyncio.Event]:
     return inside, release
 
 
+def _suspended_in(task: asyncio.Task[Any]) -> list[str]:
+    """The coroutines `task` is suspended in, outermost first (their public `cr_await` chain)."""
+    names = []
+    coro: Any = task.get_coro()
+    while coro is not None and hasattr(coro, "cr_code"):
+        names.append(coro.cr_code.co_qualname)
+        coro = coro.cr_await
+    return names
+
+
 async def _published(redis_client: Any, prefix: str) -> list[str]:
     key = streams.qualified(streams.PROCUREMENT_SUBMITTED, prefix)
     return [json.loads(f[b"__data__"])["event_id"] for _, f in await redis_client.xrange(key)]
@@ -158,8 +168,8 @@ async def test_a_round_after_a_commit_waits_for_its_process_round_under_way_and_
         await _queue(factory, (streams.PROCUREMENT_SUBMITTED, "second"))
         second = asyncio.create_task(relay.publish_after_commit(c2))
 
-        async def queued() -> bool:  # (asyncio.Lock keeps no public count of its waiters)
-            return second.done() or bool(relay._one_round._waiters)
+        async def queued() -> bool:
+            return second.done() or "Lock.acquire" in _suspended_in(second)
 
         await wait_for(queued, timeout=10, message="the second round at the relay's round lock")
         assert not second.done()

@@ -321,12 +321,12 @@ async def statements_of(engine):  # noqa: ANN001, ANN201
     statements: list[str] = []
     if engine.dialect.name == "sqlite":
         async with engine.connect() as conn:  # the engine's one pooled connection
-            raw = (await conn.get_raw_connection()).driver_connection._connection
-        raw.set_trace_callback(lambda statement: statements.append(" ".join(statement.split())))
+            driver = (await conn.get_raw_connection()).driver_connection  # aiosqlite's Connection
+        await driver.set_trace_callback(lambda statement: statements.append(" ".join(statement.split())))
         try:
             yield statements
         finally:
-            raw.set_trace_callback(None)
+            await driver.set_trace_callback(None)
         return
 
     def record(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
