@@ -28,13 +28,6 @@ def as_(role: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[role]}"}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/apps.db"
-    return request.getfixturevalue("pg_url")
-
-
 @pytest.fixture
 def app(database_url, prefix, redis_url):
     tokens = ",".join(f"{role}:{token}" for role, token in TOKENS.items())

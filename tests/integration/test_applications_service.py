@@ -21,13 +21,6 @@ from tests.builders import proposal
 from tests.integration.helpers import FAST, read_all, xadd
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/apps.db"
-    return request.getfixturevalue("pg_url")
-
-
 @pytest.fixture
 def app(database_url, prefix, redis_url):
     return build_app(Settings(database_url=database_url, stream_prefix=prefix, consumer_name="t1", **FAST))

@@ -49,12 +49,13 @@ SERVICES = {
 }
 
 
-def headers(who: str) -> dict[str, str]:
+def headers(who: str, tokens: dict[str, str] = TOKENS) -> dict[str, str]:
+    """The Authorization header of `who`: a role of `tokens`, "none" (no header) or "bad" (an unknown token)."""
     if who == "none":
         return {}
     if who == "bad":
         return {"Authorization": "Bearer not-a-known-token"}
-    return {"Authorization": f"Bearer {TOKENS[who]}"}
+    return {"Authorization": f"Bearer {tokens[who]}"}
 
 
 def build(service: str, tmp_path: Path, prefix: str, **overrides: Any) -> Any:

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from contextlib import AsyncExitStack
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import func, text
@@ -25,13 +26,6 @@ from tests.integration.helpers import FAST, read_all, xadd
 
 D = Decimal
 DK_MAX = D("46796822.00")
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/loans.db"
-    return request.getfixturevalue("pg_url")
 
 
 def settings(database_url: str, prefix: str, consumer: str = "t1", **changes) -> Settings:
@@ -319,19 +313,31 @@ async def test_reconciliation_reports_a_ledger_that_disagrees_with_the_loans(dat
 # --- concurrency ---------------------------------------------------------------------------------------------
 
 
+async def start_replicas(stack: AsyncExitStack, database_url: str, prefix: str, replicas: int,
+                         **changes: Any) -> tuple[Any, list[Any]]:
+    """`replicas` services on one database, started inside `stack`: a client of the last one and every runtime."""
+    runtimes = []
+    for i in range(replicas):
+        app = build_app(settings(database_url, prefix, consumer=f"replica-{i}", **changes))
+        client, rt = await stack.enter_async_context(running(app))
+        runtimes.append(rt)
+    return client, runtimes
+
+
+async def request_loans(redis_client: Any, prefix: str, n: int, line: tuple[str, str]) -> None:
+    """`n` loan requests for `line` (Member State, amount) on the stream, in one round trip."""
+    pipe = redis_client.pipeline(transaction=False)
+    for _ in range(n):
+        pipe.xadd(f"{prefix}{streams.LOAN_REQUESTED}", {"__data__": loan_requested(line).model_dump_json()})
+    await pipe.execute()
+
+
 @pytest.mark.parametrize("replicas", [1, 2])
 async def test_thirty_requests_at_once_never_over_commit_the_danish_facility(database_url, prefix, redis_client, replicas):
     """30 × EUR 5 000 000 against DK's 46 796 822 → exactly 9 approved, 21 rejected (L-2), ledger balanced."""
     async with AsyncExitStack() as stack:
-        runtimes = []
-        for i in range(replicas):
-            app = build_app(settings(database_url, prefix, consumer=f"replica-{i}", batch_size=2))
-            client, rt = await stack.enter_async_context(running(app))
-            runtimes.append(rt)
-        pipe = redis_client.pipeline(transaction=False)
-        for _ in range(30):
-            pipe.xadd(f"{prefix}{streams.LOAN_REQUESTED}", {"__data__": loan_requested(("DK", "5000000")).model_dump_json()})
-        await pipe.execute()
+        client, runtimes = await start_replicas(stack, database_url, prefix, replicas, batch_size=2)
+        await request_loans(redis_client, prefix, 30, ("DK", "5000000"))
         approved, rejected = await decided(redis_client, prefix, 30)
         assert len(approved) == 9 and len(rejected) == 21
         assert all([r.rule for r in x.reasons] == ["L-2"] for x in rejected)

@@ -24,7 +24,7 @@ from shared.contracts import streams
 from shared.kit.tables import DeadLetter, InboxRow, OutboxRow
 from tests import dbs
 from tests.builders import NOW, loan_requested, proposal, reverification, submitted, verification_completed
-from tests.integration.helpers import FAST, read_all, xadd
+from tests.integration.helpers import FAST, publish_registry_seed, read_all, xadd
 
 
 def as_json(event: Any) -> dict[str, Any]:
@@ -85,6 +85,18 @@ async def settled(r: Any, prefix: str, group: str, names: list[str]) -> bool:
         if g is None or int(g["pending"]) or (g.get("lag") or 0):
             return False
     return True
+
+
+async def poison_then_valid(rt: Any, redis_client: Any, prefix: str, version_bad: dict[str, Any],
+                            valid: dict[str, Any]) -> None:
+    """On every stream the service consumes, its poisons (built from `version_bad`) then its `valid` message;
+    each poison dead-lettered."""
+    for stream in rt.messaging.subscriptions:
+        for _what, payload in poisons(version_bad[stream]):
+            await xadd(redis_client, prefix, stream, payload)
+        await xadd(redis_client, prefix, stream, json.dumps(valid[stream]))
+    for stream in rt.messaging.subscriptions:
+        await assert_poison_dead_lettered(rt, stream, valid[stream])
 
 
 async def assert_poison_dead_lettered(rt: Any, stream: str, valid: dict[str, Any]) -> None:
@@ -162,12 +174,7 @@ async def test_applications_dead_letters_poison_on_every_input_stream_and_a_corr
         assert set(valid) == set(subs), "a new input stream needs a poison test"
         # the unknown-version poison of the verification stream is case B's result: replaying it fixed completes B
         version_bad = {**valid, streams.ORIGIN_VERIFICATION_COMPLETED: as_json(verification_completed(case_b, rid_b))}
-        for stream in subs:
-            for _what, payload in poisons(version_bad[stream]):
-                await xadd(redis_client, prefix, stream, payload)
-            await xadd(redis_client, prefix, stream, json.dumps(valid[stream]))
-        for stream in subs:
-            await assert_poison_dead_lettered(rt, stream, valid[stream])
+        await poison_then_valid(rt, redis_client, prefix, version_bad, valid)
         # the consumer went on: each stream's valid message after the poison was processed
         good = await wait_for(lambda: client.get(f"/procurements/by-reference/{valid[streams.SUBMIT_PROCUREMENT]['reference']}"),
                               message="the good proposal after the poison")
@@ -364,18 +371,6 @@ def ov_app(tmp_path, prefix, redis_url):
     return ov.build_app(settings, clock=lambda: NOW)
 
 
-async def _seed_registry(redis_client: Any, prefix: str) -> tuple[list[Any], list[Any], Any]:
-    from tests.unit.origin_verification.seed import seed_events
-
-    countries, agreements, published = seed_events()
-    await xadd(redis_client, prefix, streams.REFERENCE_DATA_PUBLISHED, published)
-    for c in countries:
-        await xadd(redis_client, prefix, streams.COUNTRY_STATUS_CHANGED, c)
-    for a in agreements:
-        await xadd(redis_client, prefix, streams.PARTNER_AGREEMENT_RECORDED, a)
-    return countries, agreements, published
-
-
 async def _results(redis_client: Any, prefix: str) -> list[dict[str, Any]]:
     return await read_all(redis_client, prefix, streams.ORIGIN_VERIFICATION_COMPLETED)
 
@@ -385,7 +380,7 @@ async def test_origin_verification_dead_letters_poison_on_every_input_stream_and
 ):
     async with running(ov_app) as (client, rt):
         subs = list(rt.messaging.subscriptions)
-        countries, agreements, published = await _seed_registry(redis_client, prefix)
+        countries, agreements, published = await publish_registry_seed(redis_client, prefix)
         await wait_for(lambda: _ok(client.get("/health/ready")), message="replica ready")
         first, later = submitted(), submitted()
         valid = {
@@ -399,12 +394,7 @@ async def test_origin_verification_dead_letters_poison_on_every_input_stream_and
         }
         assert set(valid) == set(subs), "a new input stream needs a poison test"
         version_bad = {**valid, streams.PROCUREMENT_SUBMITTED: as_json(later)}
-        for stream in subs:
-            for _what, payload in poisons(version_bad[stream]):
-                await xadd(redis_client, prefix, stream, payload)
-            await xadd(redis_client, prefix, stream, json.dumps(valid[stream]))
-        for stream in subs:
-            await assert_poison_dead_lettered(rt, stream, valid[stream])
+        await poison_then_valid(rt, redis_client, prefix, version_bad, valid)
         for stream, body in valid.items():
             await wait_for(lambda b=body: inbox_has(rt, b["event_id"]), message=f"valid message on {stream}")
         await wait_for(lambda: _at_least(_results(redis_client, prefix), 2), message="two results for the first case")
@@ -427,7 +417,7 @@ async def _results_for(redis_client: Any, prefix: str, case_id: str) -> list[dic
 async def test_origin_verification_every_event_type_delivered_twice_changes_nothing(ov_app, redis_client, prefix):
     async with running(ov_app) as (client, rt):
         subs = list(rt.messaging.subscriptions)
-        countries, agreements, published = await _seed_registry(redis_client, prefix)
+        countries, agreements, published = await publish_registry_seed(redis_client, prefix)
         await wait_for(lambda: _ok(client.get("/health/ready")), message="replica ready")
         before = (await client.get("/replica")).json()
         sub = submitted()
@@ -592,26 +582,29 @@ async def test_another_replica_takes_over_the_pending_entries_of_a_dead_one(
         assert consumers[b"rel-loans-dead"] == 0
 
 
-def _slow(rt: Any, stream: str, seconds: float, started: asyncio.Event) -> None:
-    sub = rt.messaging.subscriptions[stream]
-    real = sub.handler
+async def _shut_down_while_handling(app: Any, redis_client: Any, prefix: str, ev: Any, seconds: float) -> Any:
+    """Start `app`, hand it `ev` with a handler that works `seconds` first, and end the lifespan (what SIGTERM
+    does) while that handler runs; returns the runtime."""
+    started = asyncio.Event()
+    async with running(app) as (_client, rt):
+        sub = rt.messaging.subscriptions[streams.LOAN_REQUESTED]
+        real = sub.handler
 
-    async def slow(ctx: Any, event: Any) -> None:
-        started.set()
-        await asyncio.sleep(seconds)  # the handler's work: its length against the shutdown timeout is under test
-        await real(ctx, event)
+        async def slow(ctx: Any, event: Any) -> None:
+            started.set()
+            await asyncio.sleep(seconds)  # the handler's work: its length against the shutdown timeout is under test
+            await real(ctx, event)
 
-    sub.handler = slow
+        sub.handler = slow
+        await xadd(redis_client, prefix, streams.LOAN_REQUESTED, ev)
+        await asyncio.wait_for(started.wait(), 10)
+    return rt
 
 
 async def test_shutdown_finishes_an_in_flight_handler_within_the_timeout(loans_module, tmp_path, redis_client, prefix):
     settings = _loan_settings(tmp_path, prefix, consumer="rel-graceful", shutdown_timeout_s=10.0)
     ev = loan_requested(("PL", "5000.00"))
-    started = asyncio.Event()
-    async with running(loans_module.build_app(settings)) as (client, rt):
-        _slow(rt, streams.LOAN_REQUESTED, 2.5, started)
-        await xadd(redis_client, prefix, streams.LOAN_REQUESTED, ev)
-        await asyncio.wait_for(started.wait(), 10)
+    rt = await _shut_down_while_handling(loans_module.build_app(settings), redis_client, prefix, ev, 2.5)
     # kit bug: while the broker waited for the handler, the group keeper saw stopped subscribers and restarted
     # them, so the service went on consuming after SIGTERM
     assert [s.stream for s in rt.messaging.subscriptions.values() if s.subscriber.running] == []
@@ -627,11 +620,7 @@ async def test_shutdown_leaves_a_handler_slower_than_the_timeout_pending_for_the
 ):
     settings = _loan_settings(tmp_path, prefix, consumer="rel-slow", shutdown_timeout_s=0.5)
     ev = loan_requested(("PL", "6000.00"))
-    started = asyncio.Event()
-    async with running(loans_module.build_app(settings)) as (client, rt):
-        _slow(rt, streams.LOAN_REQUESTED, 30, started)
-        await xadd(redis_client, prefix, streams.LOAN_REQUESTED, ev)
-        await asyncio.wait_for(started.wait(), 10)
+    await _shut_down_while_handling(loans_module.build_app(settings), redis_client, prefix, ev, 30)
     pending = await redis_client.xpending(f"{prefix}{streams.LOAN_REQUESTED}", "loan_disbursement")
     assert pending["pending"] == 1 and await _decisions(redis_client, prefix) == []
     async with running(loans_module.build_app(settings)) as (client, rt):
@@ -708,7 +697,7 @@ async def test_a_long_deferred_entry_taken_over_from_a_dead_consumer_is_not_dead
 
         await wait_for(taken_over, message="the entry taken over by XAUTOCLAIM")
         await wait_for(lambda: _true(len(later) >= 3), message="three deferrals on the new consumer")
-        await _seed_registry(redis_client, prefix)
+        await publish_registry_seed(redis_client, prefix)
         [done] = await wait_for(lambda: _results_for(redis_client, prefix, event.case_id), message="verified")
         assert done["causation_id"] == str(event.event_id)
         assert await letters(rt) == []

@@ -27,7 +27,7 @@ from services.testing.waiting import wait_for
 from shared.contracts import streams
 from tests import builders
 from tests.integration.helpers import signed_xadd, xadd
-from tests.integration.test_auth_matrix import EVENT_KEYS, SERVICES, build
+from tests.integration.test_auth_matrix import EVENT_KEYS, SERVICES, build, headers
 
 TOKENS = {
     "operator": "op-81c0a5d2e4", "auditor": "aud-2f9b6e0c13",
@@ -46,11 +46,7 @@ MEMBER_STATE_WRITES = {"/procurements/{case_id}/amend"}
 
 
 def _headers(who: str) -> dict[str, str]:
-    if who == "none":
-        return {}
-    if who == "bad":
-        return {"Authorization": "Bearer not-a-known-token"}
-    return {"Authorization": f"Bearer {TOKENS[who]}"}
+    return headers(who, TOKENS)
 
 
 @dataclass
@@ -307,16 +303,13 @@ async def test_a_member_state_sees_origin_verifications_dead_letter_about_its_ca
     from services.origin_verification.config import Settings as OriginSettings
     from services.origin_verification.main import build_app as build_origin
     from tests import dbs
-    from tests.integration.helpers import FAST
-    from tests.integration.test_origin_verification_service import (
-        _completed,
-        _publish_seed,
-    )
+    from tests.integration.helpers import FAST, publish_registry_seed
+    from tests.integration.test_origin_verification_service import _completed
 
     app = build_origin(OriginSettings(database_url=dbs.url(tmp_path, "ov"), stream_prefix=prefix, consumer_name="t1",
                                       safe_tokens=SAFE_TOKENS, replica_retry_s=0.1, **FAST))
     async with running(app) as (client, _rt):
-        await _publish_seed(redis_client, prefix)
+        await publish_registry_seed(redis_client, prefix)
         submitted = builders.submitted(builders.proposal_model(participants=["DK", "SE"], lead_member_state="DK"))
         await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, submitted)
         await _completed(redis_client, prefix)

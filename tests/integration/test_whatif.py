@@ -23,8 +23,7 @@ from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
 from tests import dbs
-from tests.integration.helpers import FAST, read_all, xadd
-from tests.integration.test_reliability import _seed_registry
+from tests.integration.helpers import FAST, publish_registry_seed, read_all, xadd
 
 AUDITOR = {"Authorization": "Bearer aud-1"}
 
@@ -58,7 +57,7 @@ async def test_a_stricter_cap_changes_exactly_the_cases_between_30_and_35_percen
     app = build_app(Settings(database_url=dbs.url(tmp_path, "ov"), stream_prefix=prefix, consumer_name="t1",
                              replica_retry_s=0.1, safe_tokens="operator:dev-operator,auditor:aud-1", **FAST))
     async with running(app) as (client, rt):
-        await _seed_registry(redis_client, prefix)
+        await publish_registry_seed(redis_client, prefix)
         cases = {}
         for s in scenarios():
             case_id = str(uuid.uuid4())
@@ -124,7 +123,7 @@ async def test_the_registry_as_of_a_day_before_it_was_received_decides_different
     app = build_app(Settings(database_url=dbs.url(tmp_path, "ov"), stream_prefix=prefix, consumer_name="t1",
                              replica_retry_s=0.1, **FAST))
     async with running(app) as (client, _rt):
-        await _seed_registry(redis_client, prefix)
+        await publish_registry_seed(redis_client, prefix)
         s = scenarios()[0]
         case_id = str(uuid.uuid4())
         await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, contracts.ProcurementSubmitted(
