@@ -422,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--demo", action="store_true", help="submit a demo proposal once ready and show its progress")
     up.set_defaults(fn=cmd_up)
 
-    s = add("submit", "submit a proposal file (JSON, the shape in CONTRACT.md)")
+    s = add("submit", "submit a proposal file (JSON, the shape in docs/interface.md)")
     s.add_argument("file", help="path of the proposal JSON file")
     s.add_argument("--watch", action="store_true", help="then show the case's progress until it is final")
     s.add_argument("--timeout", type=float, default=60, help="seconds --watch waits for a final status")
