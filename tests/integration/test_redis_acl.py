@@ -11,9 +11,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from services.testing.waiting import wait_for
 from shared.contracts import streams
 from tests.builders import proposal
 from tests.integration.test_auth_matrix import SERVICES, build, headers
+from tests.redis_servers import free_port, wait_ping
 
 ACL = Path(__file__).resolve().parents[2] / "infra" / "redis" / "users.acl"
 PASSWORD = "dev-redis-{}-change-me"  # the development defaults (docker-compose.yml); hashed in the ACL file
@@ -71,12 +70,6 @@ def test_the_intake_user_may_only_add_to_the_command_stream_and_the_default_user
     assert "-@all" in users["default"] and "+ping" in users["default"] and not _keys(users["default"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def acl_redis(tmp_path) -> Iterator[int]:
     """A redis-server of this test only, on a private port, with infra/redis/users.acl."""
@@ -85,20 +78,12 @@ def acl_redis(tmp_path) -> Iterator[int]:
         pytest.skip("redis-server is not installed")
     acl = tmp_path / "users.acl"
     acl.write_text(ACL.read_text())
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", str(tmp_path), "--aclfile", str(acl)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=port, socket_connect_timeout=0.2).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the private redis-server did not start") from None
-                time.sleep(0.05)
+        wait_ping(port, timeout=10)
         yield port
     finally:
         proc.terminate()
