@@ -83,11 +83,12 @@ def verification_result(outcome: str = "eligible", *, checked_at: datetime = NOW
     return contracts.VerificationResult(**(fields | changes))
 
 
-def verification_completed(case_id: str, causation_id: uuid.UUID | str, outcome: str = "eligible", **changes: Any) \
-        -> contracts.OriginVerificationCompleted:
-    """Origin verification's answer for `case_id` to the request `causation_id`."""
+def verification_completed(case_id: str, causation_id: uuid.UUID | str | None, outcome: str = "eligible",
+                           **changes: Any) -> contracts.OriginVerificationCompleted:
+    """Origin verification's answer for `case_id` to the request `causation_id` (None: to no known request);
+    `changes` go to its `verification_result`."""
     return contracts.OriginVerificationCompleted(
-        correlation_id=case_id, case_id=case_id, causation_id=uuid.UUID(str(causation_id)),
+        correlation_id=case_id, case_id=case_id, causation_id=uuid.UUID(str(causation_id)) if causation_id else None,
         result=verification_result(outcome, **changes))
 
 

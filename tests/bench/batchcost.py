@@ -136,15 +136,8 @@ async def loan_disbursement(work: Path, redis_url: str, prefix: str, batches: in
 
 
     async def make(n: int) -> list[Entry]:
-        out = []
-        for _ in range(n):
-            case_id = str(uuid.uuid4())
-            out.append(entry(contracts.LoanRequested(
-                correlation_id=case_id, case_id=case_id, reference=f"R-{case_id[:8]}", lead_member_state="PL",
-                participants=["LT", "PL"], categories=["ammunition_and_missiles"], contract_signed_on=date(2026, 9, 1),
-                verification_outcome="eligible",
-                financing=[contracts.FinancingLine(member_state="PL", amount_eur=Decimal("1000.00"))])))
-        return out
+        return [entry(builders.loan_requested(("PL", "1000.00"), participants=["LT", "PL"], signed_on=date(2026, 9, 1)))
+                for _ in range(n)]
 
     async with running(build("loan_disbursement", work, redis_url, prefix)) as (_, rt):
         return {"LoanRequested": await measure(rt, streams.LOAN_REQUESTED, make, batches)}
@@ -157,8 +150,7 @@ async def origin_verification(work: Path, redis_url: str, prefix: str, batches: 
     async def make(n: int) -> list[Entry]:
         out = []
         for _ in range(n):
-            case_id = str(uuid.uuid4())
-            out.append(entry(contracts.ProcurementSubmitted(correlation_id=case_id, case_id=case_id, proposal=builders.proposal_model(tag="BC"))))
+            out.append(entry(builders.submitted(builders.proposal_model(tag="BC"))))
         return out
 
     async with running(build("origin_verification", work, redis_url, prefix)) as (client, rt):
@@ -198,11 +190,7 @@ async def applications(work: Path, redis_url: str, prefix: str, batches: int) ->
             return [(c, found[c]) for c in ids]
 
         async def verified(n: int) -> list[Entry]:
-            return [entry(contracts.OriginVerificationCompleted(
-                correlation_id=c, case_id=c, causation_id=uuid.UUID(e),
-                result=contracts.VerificationResult(outcome="eligible", checked_at=now, rules_version="bench",
-                                                    end_products=[], findings=[])))
-                for c, e in await cases(n)]
+            return [entry(builders.verification_completed(c, e, checked_at=now)) for c, e in await cases(n)]
 
         approvable: list[str] = []
 

@@ -17,7 +17,7 @@ from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
 from shared.kit.tables import AuditEntry
-from tests.builders import proposal
+from tests.builders import proposal, verification_completed
 from tests.integration.helpers import FAST, read_all, signed_xadd
 from tests.integration.test_auth_matrix import EVENT_KEYS
 
@@ -46,10 +46,9 @@ async def _needs_review(client, redis_client, prefix) -> tuple[dict, str]:
                 return contracts.ProcurementSubmitted.model_validate(x)
         return None
     event = await wait_for(submitted, message="submitted")
-    result = contracts.VerificationResult(outcome="needs_review", checked_at=event.occurred_at, rules_version="t",
-                                          end_products=[], findings=[], missing=["evidence for casing"])
-    await signed_xadd(redis_client, prefix, streams.ORIGIN_VERIFICATION_COMPLETED, contracts.OriginVerificationCompleted(
-        correlation_id=created["id"], case_id=created["id"], causation_id=event.event_id, result=result), EVENT_KEYS)
+    verdict = verification_completed(created["id"], event.event_id, "needs_review", checked_at=event.occurred_at,
+                                     missing=["evidence for casing"])
+    await signed_xadd(redis_client, prefix, streams.ORIGIN_VERIFICATION_COMPLETED, verdict, EVENT_KEYS)
 
     async def in_review():
         case = (await client.get(f"/procurements/{created['id']}", headers=as_("operator"))).json()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +22,7 @@ from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
 from tests import dbs
+from tests.builders import submitted
 from tests.integration.helpers import FAST, publish_registry_seed, read_all, xadd
 
 AUDITOR = {"Authorization": "Bearer aud-1"}
@@ -60,10 +60,9 @@ async def test_a_stricter_cap_changes_exactly_the_cases_between_30_and_35_percen
         await publish_registry_seed(redis_client, prefix)
         cases = {}
         for s in scenarios():
-            case_id = str(uuid.uuid4())
-            cases[case_id] = s["name"]
-            await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, contracts.ProcurementSubmitted(
-                correlation_id=case_id, case_id=case_id, proposal=contracts.Proposal.model_validate(s["proposal"])))
+            event = submitted(contracts.Proposal.model_validate(s["proposal"]))
+            cases[event.case_id] = s["name"]
+            await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, event)
 
         async def all_answered() -> list[dict[str, Any]] | None:
             done = await read_all(redis_client, prefix, streams.ORIGIN_VERIFICATION_COMPLETED)
@@ -125,9 +124,8 @@ async def test_the_registry_as_of_a_day_before_it_was_received_decides_different
     async with running(app) as (client, _rt):
         await publish_registry_seed(redis_client, prefix)
         s = scenarios()[0]
-        case_id = str(uuid.uuid4())
-        await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, contracts.ProcurementSubmitted(
-            correlation_id=case_id, case_id=case_id, proposal=contracts.Proposal.model_validate(s["proposal"])))
+        event = submitted(contracts.Proposal.model_validate(s["proposal"]))
+        await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, event)
         await wait_for(lambda: read_all(redis_client, prefix, streams.ORIGIN_VERIFICATION_COMPLETED), message="verified")
         today = (await client.post("/whatif", json={"registry_at": "2999-01-01"})).json()
         assert today["changed"] == 0

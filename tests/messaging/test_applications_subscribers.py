@@ -16,7 +16,7 @@ from shared.contracts import streams
 from shared.kit import db
 from shared.kit.tables import DeadLetter, OutboxRow
 from tests import dbs
-from tests.builders import proposal
+from tests.builders import proposal, verification_completed
 
 
 class RecordingRedis:
@@ -125,10 +125,7 @@ async def test_the_loan_request_carries_the_stored_proposals_terms_exactly(wired
             case = (await s.exec(select(CaseRow))).one()
             await s.exec(update(CaseRow).values(status="verifying"))  # as the relay's publish would
             await s.commit()
-        result = contracts.VerificationResult(outcome="eligible", checked_at=datetime.now(UTC), rules_version="t",
-                                              end_products=[], findings=[])
-        done = contracts.OriginVerificationCompleted(correlation_id=case.id, case_id=case.id, result=result,
-                                                     causation_id=uuid.UUID(case.verification_request_id))
+        done = verification_completed(case.id, case.verification_request_id, checked_at=datetime.now(UTC))
         await br.publish(done.model_dump(mode="json"), stream=streams.ORIGIN_VERIFICATION_COMPLETED)
     async with wired.factory() as s:
         [row] = (await s.exec(select(OutboxRow).where(OutboxRow.event_type == "LoanRequested"))).all()
