@@ -21,6 +21,7 @@ import redis
 from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared.contracts import streams
+from shared.kit import governance_api
 from tests.builders import proposal
 from tests.integration.test_auth_matrix import SERVICES, build, headers
 from tests.redis_servers import free_port, wait_ping
@@ -118,7 +119,7 @@ def test_on_a_real_redis_the_intake_user_cannot_write_an_internal_stream(acl_red
 async def test_on_a_real_redis_the_applications_service_does_its_job_as_its_own_user(acl_redis, tmp_path):
     url = f"redis://applications:{PASSWORD.format('applications')}@127.0.0.1:{acl_redis}/0"
     app = build("applications", tmp_path, "", redis_url=url)
-    async with running(app) as (client, _rt):
+    async with running(app) as (client, rt):
         client.headers.pop("Authorization", None)
         assert (await client.get("/health/ready", headers=headers("operator"))).status_code in (200, 503)
         # an external system submits through the intake user; the service consumes it and publishes on
@@ -147,6 +148,10 @@ async def test_on_a_real_redis_the_applications_service_does_its_job_as_its_own_
         dl = await wait_for(letter, message="the invalid proposal dead-lettered")
         assert (await client.post(f"/dead-letters/{dl}/replay", json={"payload": proposal(financing=[])},
                                   headers=headers("operator"))).status_code == 200
+        # the replay is in the audit chain; its head is anchored under the lease the replicas share
+        assert await governance_api.publish_anchor(rt) is True
+        assert admin.exists(f"{streams.AUDIT_ANCHORS}:applications:lease")
+        assert int(admin.get(f"{streams.AUDIT_ANCHORS}:applications:seq")) >= 1
 
 
 async def xadd_sync(client: redis.Redis, body: dict) -> None:
