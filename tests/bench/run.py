@@ -52,11 +52,12 @@ import redis.asyncio as aioredis
 from services.launcher import SERVICES
 from services.testing.plugin import Stack, make_stack
 from shared.contracts import streams
+from tests import builders
 from tests.bench import batchcost, scale
 from tests.bench.baseline import run_baseline
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = json.loads((ROOT / "services" / "demo" / "proposal.json").read_text())
+DEMO = builders.demo()
 FINAL = ("loan_approved", "loan_rejected", "origin_rejected", "withdrawn")
 TOKEN = {"Authorization": "Bearer dev-operator"}
 

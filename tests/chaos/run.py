@@ -33,17 +33,14 @@ import httpx
 from services.client import PlatformClient, is_final
 from services.launcher import SERVICES
 from services.testing.plugin import Stack, make_stack
-from tests import dbs
+from tests import builders, dbs
 
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
 KILL_ORDER = ("applications", "origin_verification", "loan_disbursement", "partner_registry")
 
 
 def proposal(kind: str, run_id: str, i: int) -> tuple[dict[str, Any], str]:
     """A unique proposal of one kind and the final status it must reach."""
-    body: dict[str, Any] = json.loads(DEMO.read_text())
-    body["reference"] = f"CHAOS-{run_id}-{i:05d}"
-    body["title"] = f"chaos {kind} {i}"
+    body = builders.proposal(f"CHAOS-{run_id}-{i:05d}", title=f"chaos {kind} {i}")
     if kind == "approved_lt":  # eligible, financed by Lithuania
         body.update(lead_member_state="LT", participants=["LT", "PL"],
                     financing=[{"member_state": "LT", "amount_eur": "125000.50"}])
