@@ -38,8 +38,8 @@ def _busy(e: sqlite3.OperationalError) -> bool:
 
 class InlineSQLite:
     """The driver connection: a `sqlite3.Connection` with aiosqlite's async interface for what the kit uses
-    (`execute`, `executemany`, `execute_fetchall`, `commit`, `rollback`, `in_transaction`), each call run in
-    place."""
+    (`execute`, `executemany`, `execute_fetchall`, `commit`, `rollback`, `in_transaction`,
+    `set_trace_callback`), each call run in place."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
@@ -74,6 +74,9 @@ class InlineSQLite:
 
     async def commit(self) -> None:
         await self.call(self.connection.commit)
+
+    async def set_trace_callback(self, fn: Callable[[str], Any] | None) -> None:
+        self.connection.set_trace_callback(fn)
 
     async def rollback(self) -> None:
         self.connection.rollback()
