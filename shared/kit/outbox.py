@@ -86,7 +86,7 @@ class OutboxRelay:
         self._postgres = postgres
         self._sign = sign  # the `__sig__` of an entry (shared/kit/signing.py)
         self._engine = factory.kw["bind"]
-        self._mark = _mark_oldest(batch)
+        self._mark = _mark_oldest_locked(batch) if postgres else _mark_oldest(batch)
         # a round's commands written by `send` (see _publish); a cluster client (not a `Redis`) goes through
         # `publish_on_cluster`
         self._raw_multi = isinstance(redis, Redis)
@@ -214,18 +214,17 @@ class OutboxRelay:
         return await send(self._redis, commands)
 
     async def _round_on(self, conn: AsyncConnection, then: Sequence[Any]) -> int | None:
-        # Core statements on the connection, in a transaction of its own: no ORM session per round (on this
-        # process's SQLite connection, its BEGIN and COMMIT straight on sqlite3)
+        # Core statements on the connection, in a transaction of its own: no ORM session per round
         async with self._one_round, short_transaction(conn):
-            if self._postgres:
-                # One relay at a time per database keeps the published order equal to the commit order.
-                locked = (await conn.execute(_PG_RELAY_LOCK)).scalar()
-                if not locked:
-                    return None
-            # Mark and read the oldest unsent rows in one statement. The mark is only committed after every XADD
-            # went through: if publishing fails, the transaction rolls back and the rows stay unsent.
+            # Mark and read the oldest unsent rows in one statement (on PostgreSQL with the relay lock taken in it).
+            # The mark is only committed after every XADD went through: if publishing fails, the transaction rolls
+            # back and the rows stay unsent.
             now = utcnow()
-            taken = await fetch_all(conn, self._mark, {"now": now})  # SQLite on this thread: straight on sqlite3
+            taken = await fetch_all(conn, self._mark, {"now": now})
+            if self._postgres:
+                if not taken[0][0]:
+                    return None  # another process's relay holds the lock
+                taken = [row[1:] for row in taken if row[1] is not None]
             rows = sorted(map(Published._make, taken), key=lambda r: r.id)  # RETURNING promises no order
             if not rows:
                 return 0
@@ -280,11 +279,6 @@ async def send(redis: Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         await pool.release(conn)
 
 
-# The round's lock, and its commit without waiting for the WAL flush (SET LOCAL synchronous_commit, in the same
-# statement): the round only marks rows that its XADDs already published, so a mark that a PostgreSQL crash loses
-# makes them go out again, at least once, as after any crash between the XADD and the mark. The batches whose
-# state changes wrote the rows keep the synchronous commit: their events must never outlive them.
-_PG_RELAY_LOCK = text("SELECT pg_try_advisory_xact_lock(424242), set_config('synchronous_commit', 'off', true)")
 # the relay task, when another process's relay holds the PostgreSQL lock (a round lasts about a millisecond): tries
 # again after 1 ms, then twice as long each time, until the wait would exceed its tick
 _BUSY_FIRST_S = 0.001
@@ -296,3 +290,29 @@ def _mark_oldest(batch: int) -> Any:
     oldest = select(t.c.id).where(t.c.published_at.is_(None)).order_by(t.c.id).limit(batch)
     return (update(t).where(t.c.id.in_(oldest.scalar_subquery())).values(published_at=bindparam("now", type_=TS))
             .returning(t.c.id, t.c.event_id, t.c.stream, t.c.event_type, t.c.correlation_id, t.c.payload))
+
+
+# On PostgreSQL the round takes the database's relay lock in the same statement as its mark (one round trip less):
+# one relay at a time per database keeps the published order equal to the commit order. The statement also makes
+# the round's commit not wait for the WAL flush (synchronous_commit off for this transaction): the round only marks
+# rows that its XADDs already published, so a mark that a PostgreSQL crash loses makes them go out again, at least
+# once, as after any crash between the XADD and the mark. The batches whose state changes wrote the rows keep the
+# synchronous commit: their events must never outlive them. Its rows: (lock taken, then the columns of `Published`
+# or NULLs when nothing was marked); at least one row, so that a lock held elsewhere is told from nothing to send.
+_PG_RELAY_LOCK_KEY = 424242
+
+
+def _mark_oldest_locked(batch: int) -> Any:
+    """`_mark_oldest` for PostgreSQL, with the relay lock taken in the same statement."""
+    return text(f"""
+        WITH lk AS MATERIALIZED (
+            SELECT pg_try_advisory_xact_lock({_PG_RELAY_LOCK_KEY}) AS ok,
+                   set_config('synchronous_commit', 'off', true) AS sync),
+        marked AS (
+            UPDATE outbox SET published_at = :now
+            WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND (SELECT ok FROM lk)
+                         ORDER BY id LIMIT {int(batch)})
+            RETURNING id, event_id, stream, event_type, correlation_id, payload)
+        SELECT lk.ok, m.id, m.event_id, m.stream, m.event_type, m.correlation_id, m.payload
+        FROM lk LEFT JOIN marked m ON true
+    """).bindparams(bindparam("now", type_=TS))

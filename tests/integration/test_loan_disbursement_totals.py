@@ -314,7 +314,7 @@ async def statements_of(engine):  # noqa: ANN001, ANN201
     statements: list[str] = []
     if engine.dialect.name == "sqlite":
         async with engine.connect() as conn:  # the engine's one pooled connection
-            driver = (await conn.get_raw_connection()).driver_connection  # aiosqlite's Connection
+            driver = (await conn.get_raw_connection()).driver_connection  # the driver's public interface
         await driver.set_trace_callback(lambda statement: statements.append(" ".join(statement.split())))
         try:
             yield statements
