@@ -34,9 +34,8 @@ class Checkpointer(threading.Thread):
     """Moves the WAL into the database file from its own thread and connection.
 
     SQLite's automatic checkpoint runs inside the COMMIT that crosses 1 000 WAL pages, and a checkpoint
-    fsyncs the database file. With statements on the event loop's thread (shared.kit.sqlite_inline), that stalled
-    the whole service: `make bench` saw commits of 0.5 ms at the median and 13–66 ms at the 95th percentile,
-    which became every queued message's latency. Here a PASSIVE checkpoint (it never waits for readers or
+    fsyncs the database file. With statements on the event loop's thread (shared.kit.sqlite_inline), that would
+    stall the whole service, and the stall would become every queued message's latency. Here a PASSIVE checkpoint (it never waits for readers or
     writers) runs every `interval_s` beside the service's connection, which commits without fsync
     (WAL, synchronous=NORMAL: durable against a process crash, as before)."""
 
@@ -75,8 +74,8 @@ def _inline_sqlite() -> bool:
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     if is_sqlite(url):
         return _sqlite_engine(url)
-    # No pre-ping: it is a round trip before every transaction (measured: 0.49 → 0.88 ms of CPU for a small
-    # transaction, nearly doubling the cost of a one-message batch). A connection that died (PostgreSQL
+    # No pre-ping: it is a round trip before every transaction (it would nearly double the cost of a
+    # one-message batch; docs/performance-history.md). A connection that died (PostgreSQL
     # restarted) fails its transaction instead; SQLAlchemy then invalidates it, and the failed batch is retried by
     # the message kit (HTTP callers get a 5xx for that one request). `pool_recycle` retires connections before an
     # idle timeout of a proxy in between can cut them.
@@ -94,8 +93,8 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     # One connection per process: SQLite has a single writer anyway, and every transaction here takes
     # the write lock up front (BEGIN IMMEDIATE below). With several pooled connections, concurrent
     # sessions of the same process queue inside SQLite's busy handler, which sleeps in steps of up to
-    # 100 ms; waiting for the one connection in the pool is an asyncio FIFO wait instead (measured by
-    # `make bench`: p99 at half load 2.6 s → 0.2 s, saturation +29 %). Other processes on the same
+    # 100 ms; waiting for the one connection in the pool is an asyncio FIFO wait instead, fair and
+    # without sleeps (docs/performance-history.md has the figures). Other processes on the same
     # file (replicas): the inline driver waits for them with an asyncio sleep, aiosqlite in the busy handler on
     # its thread; neither blocks the event loop.
     engine = create_async_engine(url, connect_args={"timeout": BUSY_WAIT_S}, pool_size=1, max_overflow=0,

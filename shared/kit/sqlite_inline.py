@@ -3,8 +3,8 @@
 aiosqlite hands every call to a worker thread and back (a queue put, a thread wake-up, a `call_soon_threadsafe`),
 and SQLAlchemy's adapted cursor makes three or four such calls per statement (cursor, execute, fetch, close). A
 local SQLite statement takes microseconds, less than one such hop; on a loaded machine each hop also waits for
-the worker thread to be scheduled, which `make bench` saw as the largest single cost and latency of a consumed
-message. Here the statement runs in place.
+the worker thread to be scheduled: the largest single cost and latency of a consumed message
+(docs/performance-history.md). Here the statement runs in place.
 
 Built as SQLAlchemy builds its own asyncio dialects, without reaching into its internals: SQLAlchemy's pysqlite
 dialect declared `is_async` and registered with `sqlalchemy.dialects.registry` (how third-party dialects plug
