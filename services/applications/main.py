@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from sqlalchemy import func
 from sqlmodel import col, select
 
+from services.applications.adapters.repository import ApplicationsUnitOfWork
 from services.applications.adapters.tables import CaseParticipant, CaseRow
 from services.applications.config import Settings
 from services.applications.domain import sla
@@ -89,6 +90,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         publishes=PUBLISHES,
         on_startup=[_register_gauges],
         after_publish=handlers.after_publish,
+        unit_of_work=ApplicationsUnitOfWork,
         gauges=_case_gauges,
         openapi_models=[contracts.Proposal, admin_schemas.ReviewRequest, admin_schemas.AmendmentRequest],
         participants_of=_participants_of,

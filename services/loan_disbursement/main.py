@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from fastapi import FastAPI
 
+from services.loan_disbursement.adapters.repository import LoanUnitOfWork
 from services.loan_disbursement.config import Settings
 from services.loan_disbursement.domain import reference
 from services.loan_disbursement.entrypoints import admin_api, admin_schemas, scope, subscribers
@@ -18,6 +19,7 @@ from shared import contracts
 from shared.contracts import streams
 from shared.kit import db
 from shared.kit.app import Runtime, ServiceSpec, create_app
+from shared.kit.uow import begin
 
 PUBLISHES = {
     streams.LOAN_APPROVED: contracts.LoanApproved,
@@ -40,8 +42,8 @@ async def _seed(rt: Runtime) -> None:
     ref = await asyncio.to_thread(load_reference, settings.facilities_file or None)
     rt.state["reference"] = ref
     assert rt.factory is not None
-    async with db.transaction(rt.factory) as session:
-        await handlers.seed(session, ref)
+    async with begin(rt.factory, LoanUnitOfWork) as uow:
+        await handlers.seed(uow, ref)
 
 
 async def _participants_of(rt: Runtime, case_id: str) -> set[str] | None:
@@ -65,5 +67,6 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         on_startup=[_seed],
         openapi_models=[admin_schemas.FacilityUpdate, admin_schemas.PaymentRequest, admin_schemas.PlanUpdate],
         participants_of=_participants_of,
+        unit_of_work=LoanUnitOfWork,
     )
     return create_app(spec, messaging_setup=subscribers.register)

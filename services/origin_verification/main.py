@@ -9,6 +9,7 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from services.origin_verification.adapters import replica
+from services.origin_verification.adapters.repository import VerificationUnitOfWork, reports_of
 from services.origin_verification.adapters.tables import ReportRow
 from services.origin_verification.bootstrap import Clock, bootstrap
 from services.origin_verification.config import Settings
@@ -52,7 +53,7 @@ async def _participants_of(rt: Runtime, case_id: str) -> set[str] | None:
     the same rule as the applications and loan services (docs/security.md)."""
     assert rt.factory is not None
     async with rt.factory() as session:
-        rows = await handlers.reports_of(session, case_id)
+        rows = await reports_of(session, case_id)
     return {p for r in rows for p in json.loads(r.participants)} or None
 
 
@@ -89,5 +90,6 @@ def build_app(settings: Settings | None = None, *, clock: Clock | None = None, r
         gauges=_gauges,
         openapi_models=[contracts.Proposal, whatif_api.WhatIfRequest],
         participants_of=_participants_of,
+        unit_of_work=VerificationUnitOfWork,
     )
     return create_app(spec, messaging_setup=setup)

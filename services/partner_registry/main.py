@@ -16,7 +16,7 @@ from shared import contracts
 from shared.contracts import streams
 from shared.kit import db
 from shared.kit.app import Runtime, ServiceSpec, create_app
-from shared.kit.db import transaction
+from shared.kit.uow import begin
 
 log = logging.getLogger("safe.partner_registry")
 
@@ -34,8 +34,8 @@ def _seed_loader(settings: Settings):  # type: ignore[no-untyped-def]
             return
         seed = await asyncio.to_thread(seed_file.load, settings.seed_path or None)
         assert rt.factory is not None
-        async with transaction(rt.factory) as session:
-            published = await handlers.load_seed(session, seed)
+        async with begin(rt.factory, repo.RegistryUnitOfWork) as uow:
+            published = await handlers.load_seed(seed, uow)
         if published is None:
             log.info("seed unchanged; nothing published", extra={"seed_version": seed.version})
             return
@@ -76,5 +76,6 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         on_startup=[_register_gauges, _seed_loader(settings)],
         gauges=_gauges,
         openapi_models=[admin_schemas.AgreementCreate, admin_schemas.AgreementCorrection],
+        unit_of_work=repo.RegistryUnitOfWork,
     )
     return create_app(spec, messaging_setup=subscribers.register)

@@ -30,6 +30,7 @@ from shared.kit.messaging import Messaging
 from shared.kit.outbox import AfterPublish, OutboxRelay
 from shared.kit.settings import ServiceSettings
 from shared.kit.strict import StrictJson
+from shared.kit.uow import UnitOfWork
 from shared.kit.web import Metrics, ops_router
 
 log = logging.getLogger("safe.app")
@@ -58,6 +59,8 @@ class ServiceSpec:
     # (method, path) → (the role check, the handler). The route stays declared on a router too, for the
     # OpenAPI document, and calls the same handler.
     direct_routes: dict[tuple[str, str], DirectRoute] = field(default_factory=dict)
+    # (session, *, batch) → the service's unit of work: what message handlers get with each message
+    unit_of_work: Callable[..., UnitOfWork] = UnitOfWork
 
 
 # a direct route: the role check (e.g. auth.require_operator), then the handler
@@ -395,6 +398,7 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
         retry_backoff_max_ms=settings.retry_backoff_max_ms,
         claim_idle_ms=settings.claim_idle_ms,
         reclaim_interval_ms=settings.reclaim_interval_ms,
+        unit_of_work=spec.unit_of_work,
     )
     broker = make_broker(settings, metrics)
     runtime = Runtime(spec=spec, settings=settings, messaging=messaging, broker=broker, metrics=metrics)

@@ -59,10 +59,10 @@ def register(messaging: Any, runtime: Any) -> None:
 
     @messaging.subscribe(streams.AUDIT_ANCHORS, AuditAnchorPublished,
                          description="Audit chain heads of the services, kept as witnesses of the other services' chains")
-    async def on_audit_anchor_published(ctx: Any, event: AuditAnchorPublished) -> None:
+    async def on_audit_anchor_published(event: AuditAnchorPublished, uow: Any) -> None:
         if event.service == own:
             return
-        ctx.session.add(audit_chain.AuditAnchor(service=event.service, seq=event.seq, hash=event.hash,
+        uow.session.add(audit_chain.AuditAnchor(service=event.service, seq=event.seq, hash=event.hash,
                                                 published_at=event.occurred_at, event_id=str(event.event_id)))
 
 

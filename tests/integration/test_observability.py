@@ -28,8 +28,9 @@ from shared.contracts import streams
 from shared.kit import db
 from shared.kit.app import ServiceSpec, create_app
 from shared.kit.logs import JsonFormatter
-from shared.kit.messaging import HandlerContext, Messaging
+from shared.kit.messaging import Messaging
 from shared.kit.settings import ServiceSettings
+from shared.kit.uow import UnitOfWork
 from tests import dbs
 from tests.integration.helpers import FAST, read_all, xadd
 
@@ -168,7 +169,7 @@ def probe_service(tmp_path: Path, prefix: str, seen: list[dict[str, Any]]) -> An
 
     def setup(m: Messaging, _rt: Any) -> None:
         @m.subscribe(streams.PROCUREMENT_SUBMITTED, contracts.ProcurementSubmitted)
-        async def on_procurement_submitted(ctx: HandlerContext, event: contracts.ProcurementSubmitted) -> None:
+        async def on_procurement_submitted(event: contracts.ProcurementSubmitted, _uow: UnitOfWork) -> None:
             """Record the span the kit opened for this message."""
             span = trace.get_current_span().get_span_context()
             seen.append({"case": event.case_id, "trace_id": span.trace_id, "span_id": span.span_id})
