@@ -14,7 +14,6 @@ from services.applications.config import Settings
 from services.applications.domain import sla
 from services.applications.domain.case import Status, is_final
 from services.applications.entrypoints import admin_api, admin_schemas, case_index_api, subscribers
-from services.applications.service_layer import handlers
 from shared import contracts
 from shared.contracts import streams
 from shared.kit import db
@@ -89,7 +88,6 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         routers=[admin_api.router, case_index_api.router],
         publishes=PUBLISHES,
         on_startup=[_register_gauges],
-        after_publish=handlers.after_publish,
         unit_of_work=ApplicationsUnitOfWork,
         gauges=_case_gauges,
         openapi_models=[contracts.Proposal, admin_schemas.ReviewRequest, admin_schemas.AmendmentRequest],

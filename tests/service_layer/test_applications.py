@@ -108,3 +108,15 @@ async def test_withdrawal_is_audited_and_announced() -> None:
     assert uow.cases.stored[case.id].status == Status.withdrawn
     assert [e.case_id for e in uow.emitted_on(streams.PROCUREMENT_WITHDRAWN)] == [case.id]
     assert [(a["action"], a["actor"]) for a in uow.audits] == [("case.withdraw", "op")]
+
+
+async def test_a_published_verification_request_puts_the_case_in_verifying_once() -> None:
+    uow = FakeApplicationsUnitOfWork()
+    case, _ = await handlers.submit(proposal(), uow, via="HTTP")
+    [submitted] = uow.emitted_on(streams.PROCUREMENT_SUBMITTED)
+    sent = handlers.VerificationRequestSent.model_validate_json(submitted.model_dump_json())
+    await handlers.on_verification_request_sent(sent, uow)
+    assert uow.cases.stored[case.id].status == Status.verifying
+    await handlers.on_verification_completed(verdict(case.id, str(sent.event_id), "ineligible"), uow)
+    await handlers.on_verification_request_sent(sent, uow)  # late or again: the case has moved on
+    assert uow.cases.stored[case.id].status == Status.origin_rejected

@@ -9,7 +9,6 @@ executemany just before the commit; a new case and its participants go in with t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -24,7 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.applications.adapters.tables import CaseParticipant, CaseRow, ProposalRevisionRow, TimelineRow
 from services.applications.domain.case import Status
 from shared.kit.db import add_row, at_commit, connection_of, defer_rows, executemany, fetch_all
-from shared.kit.tables import TS, utcnow
+from shared.kit.tables import utcnow
 from shared.kit.uow import UnitOfWork
 
 
@@ -69,14 +68,6 @@ _LOAD = {key: select(_CASES).where(_CASES.c[key].in_(bindparam("keys", expanding
 _CHANGING = ("status", "status_since", "verification", "verification_request_id", "loan", "updated_at")
 _SAVE = update(_CASES).where(_CASES.c.seq == bindparam("b_seq")).values(
     {name: bindparam(f"b_{name}", type_=_CASES.c[name].type) for name in _CHANGING})
-_NOW_VERIFYING = (  # built once: one row per case whose verification request went out
-    update(_CASES)
-    .where(_CASES.c.id == bindparam("v_id"), _CASES.c.status == Status.submitted.value)
-    .values(status=Status.verifying.value, status_since=bindparam("v_now", type_=TS),
-            updated_at=bindparam("v_now", type_=TS))
-)
-
-
 async def _load(session: AsyncSession, keys: list[str], by: str = "id") -> dict[str, Case]:
     """The cases whose `by` column ("id" or "reference") is one of `keys`, by that value."""
     rows = await fetch_all(await connection_of(session), _LOAD[by], {"keys": keys})
@@ -88,13 +79,6 @@ async def _save_changed(conn: AsyncConnection, changed: dict[int | None, Case]) 
     if changed:
         await executemany(conn, _SAVE, [{"b_seq": seq, **{f"b_{n}": getattr(c, n) for n in _CHANGING}}
                                         for seq, c in changed.items()])
-
-
-async def mark_verifying(conn: AsyncConnection, case_ids: Sequence[str]) -> None:
-    """Cases still `submitted` whose verification request went out are `verifying` (one executemany)."""
-    now = utcnow()
-    if case_ids:
-        await executemany(conn, _NOW_VERIFYING, [{"v_id": case_id, "v_now": now} for case_id in case_ids])
 
 
 class SqlCaseRepository:

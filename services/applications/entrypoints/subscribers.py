@@ -22,6 +22,17 @@ def register(m: Messaging, _runtime: Any = None) -> None:
     async def on_submit_procurement(proposal: contracts.Proposal, uow: ApplicationsUnitOfWork) -> None:
         await handlers.on_submit_command(proposal, uow)
 
+    for stream in (streams.PROCUREMENT_SUBMITTED, streams.REVERIFICATION_REQUESTED):
+
+        async def on_verification_request_sent(
+            event: handlers.VerificationRequestSent, uow: ApplicationsUnitOfWork
+        ) -> None:
+            """The case's verification request is out, with origin verification: `submitted` → `verifying`."""
+            await handlers.on_verification_request_sent(event, uow)
+
+        m.subscribe(stream, handlers.VerificationRequestSent, prefetch=handlers.prefetch_cases)(
+            on_verification_request_sent)
+
     @m.subscribe(streams.ORIGIN_VERIFICATION_COMPLETED, contracts.OriginVerificationCompleted, prefetch=handlers.prefetch_cases)
     async def on_origin_verification_completed(event: contracts.OriginVerificationCompleted, uow: ApplicationsUnitOfWork) -> None:
         """Record the verification report; request the loan when eligible and financing is asked."""

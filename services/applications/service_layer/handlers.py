@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from services.applications.adapters.repository import ApplicationsUnitOfWork, Case, mark_verifying
+from pydantic import BaseModel, ConfigDict
+
+from services.applications.adapters.repository import ApplicationsUnitOfWork, Case
 from services.applications.domain.case import CaseState, Status, TransitionRefused
 from shared import contracts
 from shared.contracts import streams
@@ -113,10 +115,25 @@ async def on_submit_command(proposal: contracts.Proposal, uow: ApplicationsUnitO
         raise Poison("conflict", f"reference {proposal.reference!r} already exists with a different proposal") from None
 
 
-async def after_publish(conn: Any, rows: Sequence[Any]) -> None:
-    """A published verification request means the case is now with origin verification."""
-    await mark_verifying(conn, [r.correlation_id for r in rows
-                                if r.event_type in ("ProcurementSubmitted", "ReverificationRequested")])
+class VerificationRequestSent(BaseModel):
+    """A verification request this service published (ProcurementSubmitted or ReverificationRequested), as it
+    reads it back from its own stream: which case, which request."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    event_id: uuid.UUID
+    event_type: str
+    case_id: str
+
+
+async def on_verification_request_sent(event: VerificationRequestSent, uow: ApplicationsUnitOfWork) -> None:
+    """A request on its stream is with origin verification: a submitted case is now `verifying`."""
+    row = await uow.cases.get(event.case_id)
+    if row is None:
+        raise LookupError(f"case {event.case_id} not (yet) known")
+    state = _state(row)
+    if state.on_handed_to_verification():
+        _apply(row, state)
+        await uow.cases.save(row)
 
 
 async def on_verification_completed(event: contracts.OriginVerificationCompleted, uow: ApplicationsUnitOfWork) -> None:
