@@ -11,6 +11,7 @@ import yaml
 from fastapi import FastAPI
 
 from services.loan_disbursement.adapters.repository import LoanUnitOfWork
+from services.loan_disbursement.bootstrap import bootstrap
 from services.loan_disbursement.config import Settings
 from services.loan_disbursement.domain import reference
 from services.loan_disbursement.entrypoints import admin_api, admin_schemas, scope, subscribers
@@ -40,7 +41,7 @@ def load_reference(path: str | Path | None = None) -> reference.Reference:
 async def _seed(rt: Runtime) -> None:
     settings: Settings = rt.settings  # type: ignore[assignment]
     ref = await asyncio.to_thread(load_reference, settings.facilities_file or None)
-    rt.state["reference"] = ref
+    rt.deps.reference = ref
     assert rt.factory is not None
     async with begin(rt.factory, LoanUnitOfWork) as uow:
         await handlers.seed(uow, ref)
@@ -56,6 +57,7 @@ async def _participants_of(rt: Runtime, case_id: str) -> set[str] | None:
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     spec = ServiceSpec(
+        deps=bootstrap(settings),
         name="loan_disbursement",
         title="SAFE loan disbursement",
         description="Member State SAFE facilities and investment plans; decides loan requests (L-1..L-5, PLAN) "

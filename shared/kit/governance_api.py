@@ -73,13 +73,13 @@ async def publish_anchor(runtime: Any) -> bool:
     assert runtime.factory is not None
     async with transaction(runtime.factory) as session:
         seq, h = await audit_chain.head(session)
-        if seq == 0 or runtime.state.get("audit_anchor_seq") == seq:
+        if seq == 0 or runtime.anchor_seq == seq:
             return False
         outbox.emit(session, streams.AUDIT_ANCHORS, AuditAnchorPublished(
             correlation_id=f"audit/{runtime.spec.name}", producer=runtime.spec.name,
             service=runtime.spec.name, seq=seq, hash=h,
         ))
-    runtime.state["audit_anchor_seq"] = seq
+    runtime.anchor_seq = seq
     runtime.wake_relay()
     return True
 

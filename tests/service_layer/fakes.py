@@ -82,9 +82,10 @@ class FakeCases:
         self.participants[case.id] = list(countries)
         return None
 
-    async def save(self, case: Case) -> None:
+    async def save(self, case: Case, *, expected: str | None = None) -> None:
         assert case.id in self.stored, "save of a case never added"
-        self.stored[case.id] = dataclasses.replace(case)
+        if expected is None or self.stored[case.id].status == expected:
+            self.stored[case.id] = dataclasses.replace(case)
 
     async def replace_proposal(self, case: Case, text: str, *, participants: list[str]) -> None:
         case.proposal = text

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -38,28 +37,28 @@ def deps() -> Dependencies:
 async def test_a_request_is_answered_with_its_verdict_and_the_report_is_kept(scenario: str, outcome: str) -> None:
     uow = FakeVerificationUnitOfWork(seed_reference())
     event = submitted(scenario)
-    state: dict[str, Any] = {}
-    await handlers.on_verification_requested(event, uow, deps(), state)
+    d = deps()
+    await handlers.on_verification_requested(event, uow, d)
     [answer] = uow.emitted_on(streams.ORIGIN_VERIFICATION_COMPLETED)
     assert (answer.case_id, answer.causation_id, answer.result.outcome) == (event.case_id, event.event_id, outcome)
     [report] = uow.reports.rows
     assert (report["request_event_id"], report["outcome"]) == (str(event.event_id), outcome)
-    assert state["ready_checks"][handlers.READY_CHECK] is True
-    await handlers.on_verification_requested(event, uow, deps(), state)  # the same request again
+    assert d.replica.status is not None and d.replica.status.ready
+    await handlers.on_verification_requested(event, uow, d)  # the same request again
     assert len(uow.events) == 1 and len(uow.reports.rows) == 1
 
 
 async def test_no_verdict_before_the_replica_is_complete() -> None:
     uow = FakeVerificationUnitOfWork(seed_reference(), ready=False)
-    state: dict[str, Any] = {}
+    d = deps()
     with pytest.raises(Defer) as deferred:
-        await handlers.on_verification_requested(submitted("01-baseline-pass"), uow, deps(), state)
+        await handlers.on_verification_requested(submitted("01-baseline-pass"), uow, d)
     assert deferred.value.delay_s == 0.5
     assert uow.events == [] and uow.reports.rows == []
-    assert state["ready_checks"][handlers.READY_CHECK] is False
+    assert d.replica.status is not None and not d.replica.status.ready
     published = contracts.ReferenceDataPublished(correlation_id="registry", registry_version=1, seed_version="s",
                                                  countries=1, agreements=0)
-    await handlers.on_reference_data_published(published, uow, state)
-    assert state["ready_checks"][handlers.READY_CHECK] is True
-    await handlers.on_verification_requested(submitted("01-baseline-pass"), uow, deps(), state)
+    await handlers.on_reference_data_published(published, uow, d)
+    assert d.replica.status is not None and d.replica.status.ready
+    await handlers.on_verification_requested(submitted("01-baseline-pass"), uow, d)
     assert len(uow.emitted_on(streams.ORIGIN_VERIFICATION_COMPLETED)) == 1

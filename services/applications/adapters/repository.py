@@ -68,6 +68,8 @@ _LOAD = {key: select(_CASES).where(_CASES.c[key].in_(bindparam("keys", expanding
 _CHANGING = ("status", "status_since", "verification", "verification_request_id", "loan", "updated_at")
 _SAVE = update(_CASES).where(_CASES.c.seq == bindparam("b_seq")).values(
     {name: bindparam(f"b_{name}", type_=_CASES.c[name].type) for name in _CHANGING})
+_SAVE_IF = update(_CASES).where(_CASES.c.seq == bindparam("b_seq"), _CASES.c.status == bindparam("b_expected")).values(
+    {name: bindparam(f"b_{name}", type_=_CASES.c[name].type) for name in _CHANGING})
 async def _load(session: AsyncSession, keys: list[str], by: str = "id") -> dict[str, Case]:
     """The cases whose `by` column ("id" or "reference") is one of `keys`, by that value."""
     rows = await fetch_all(await connection_of(session), _LOAD[by], {"keys": keys})
@@ -75,10 +77,16 @@ async def _load(session: AsyncSession, keys: list[str], by: str = "id") -> dict[
     return {getattr(case, by): case for case in cases}
 
 
-async def _save_changed(conn: AsyncConnection, changed: dict[int | None, Case]) -> None:
-    if changed:
+async def _save_changed(conn: AsyncConnection, changed: dict[int | None, tuple[Case, str | None]]) -> None:
+    plain = [(seq, c) for seq, (c, expected) in changed.items() if expected is None]
+    guarded = [(seq, c, expected) for seq, (c, expected) in changed.items() if expected is not None]
+    if plain:
         await executemany(conn, _SAVE, [{"b_seq": seq, **{f"b_{n}": getattr(c, n) for n in _CHANGING}}
-                                        for seq, c in changed.items()])
+                                        for seq, c in plain])
+    if guarded:
+        await executemany(conn, _SAVE_IF, [{"b_seq": seq, "b_expected": expected,
+                                            **{f"b_{n}": getattr(c, n) for n in _CHANGING}}
+                                           for seq, c, expected in guarded])
 
 
 class SqlCaseRepository:
@@ -87,7 +95,7 @@ class SqlCaseRepository:
         self.batch = batch
         self._by_id: dict[str, Case] = {}
         self._by_reference: dict[str, Case | None] = {}
-        self._changed: dict[int | None, Case] = {}
+        self._changed: dict[int | None, tuple[Case, str | None]] = {}
 
     async def prefetch(self, case_ids: list[str]) -> None:
         """The cases a batch names, loaded with one query."""
@@ -139,14 +147,16 @@ class SqlCaseRepository:
         case.seq = row.seq
         return None
 
-    async def save(self, case: Case) -> None:
+    async def save(self, case: Case, *, expected: str | None = None) -> None:
         """Write a case's changed columns: at once, or in a batch with the batch's other cases, as one
-        executemany just before the commit."""
+        executemany just before the commit. With `expected`, only if the stored status still is that one (a
+        transition that another transaction's commit may have overtaken)."""
         if self.batch:
-            self._changed[case.seq] = case
+            earlier = self._changed.get(case.seq)
+            self._changed[case.seq] = (case, expected if earlier is None else earlier[1])
             at_commit(self.session, f"applications.cases.{id(self)}", self._save_batch)
         else:
-            await _save_changed(await connection_of(self.session), {case.seq: case})
+            await _save_changed(await connection_of(self.session), {case.seq: (case, expected)})
 
     async def _save_batch(self, conn: AsyncConnection) -> None:
         changed, self._changed = self._changed, {}

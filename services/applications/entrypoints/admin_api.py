@@ -21,16 +21,16 @@ from services.applications.adapters.repository import (
     SqlRevisions,
 )
 from services.applications.adapters.tables import CaseParticipant, CaseRow, TimelineRow
+from services.applications.bootstrap import intake_of, runtime_from
 from services.applications.domain import sla
 from services.applications.domain.case import Status, TransitionRefused, is_final
 from services.applications.entrypoints import admin_schemas as schemas
-from services.applications.service_layer import handlers, intake, review
+from services.applications.service_layer import handlers, review
 from shared import contracts
 from shared.contracts import countries, streams
 from shared.kit import approvals
 from shared.kit.app import Runtime, runtime_of, validation_errors
 from shared.kit.auth import Principal, operator, reader
-from shared.kit.tables import utcnow
 from shared.kit.uow import begin
 from shared.kit.web import decode_cursor, encode_cursor
 
@@ -88,14 +88,8 @@ async def submit_procurement(request: Request, who: Principal) -> Response:
     except (ValueError, UnicodeDecodeError) as e:
         return JSONResponse({"detail": [{"loc": ["body"], "field": "body", "msg": f"invalid JSON: {e}",
                                          "type": "json_invalid"}]}, status_code=422)
-    rt = runtime_of(request)
-    assert rt.factory is not None
-    batcher = rt.state.get("intake")
-    if batcher is None:
-        batcher = rt.state["intake"] = intake.SubmitBatcher(rt.factory, on_committed=rt.wake_relay,
-                                                            publish_after_commit=rt.messaging.publish_after_commit)
     try:
-        row, created = await batcher.submit(proposal)
+        row, created = await intake_of(runtime_from(request)).submit(proposal)
     except handlers.ReferenceConflict:
         return JSONResponse(
             {"detail": f"reference {proposal.reference!r} already exists with a different proposal"}, status_code=409
@@ -108,7 +102,7 @@ async def submit_procurement(request: Request, who: Principal) -> Response:
 
 
 def _now(rt: Runtime) -> datetime:
-    return rt.state.get("clock", utcnow)()  # type: ignore[no-any-return]  # tests inject a clock here
+    return rt.clock()
 
 
 def _sla(rt: Runtime, status: str, since: datetime, financing_requested: bool, now: datetime) -> schemas.SlaPublic:

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.applications.adapters.repository import ApplicationsUnitOfWork, Case
 from services.applications.domain.case import CaseState, Status, TransitionRefused
@@ -120,9 +120,9 @@ class VerificationRequestSent(BaseModel):
     reads it back from its own stream: which case, which request."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
-    event_id: uuid.UUID
-    event_type: str
-    case_id: str
+    event_id: uuid.UUID = Field(description="The request's event id (origin verification answers with it as causation)")
+    event_type: str = Field(description="ProcurementSubmitted or ReverificationRequested")
+    case_id: str = Field(description="Case id")
 
 
 async def on_verification_request_sent(event: VerificationRequestSent, uow: ApplicationsUnitOfWork) -> None:
@@ -133,7 +133,8 @@ async def on_verification_request_sent(event: VerificationRequestSent, uow: Appl
     state = _state(row)
     if state.on_handed_to_verification():
         _apply(row, state)
-        await uow.cases.save(row)
+        # only if still submitted: a verdict or a withdrawal committed meanwhile has moved the case on
+        await uow.cases.save(row, expected=Status.submitted.value)
 
 
 async def on_verification_completed(event: contracts.OriginVerificationCompleted, uow: ApplicationsUnitOfWork) -> None:

@@ -398,6 +398,6 @@ async def ledger_check(request: Request, _: Principal = Depends(staff)) -> dict[
     every state's facility, loans and amounts: operators and auditors only)."""
     rt, settings = _rt(request)
     # it share-locks every facility and reads the whole ledger: two at a time per process, more answer 429
-    async with budget_of(rt.state, "ledger-check", 2).slot(), transaction(rt.factory) as session:  # type: ignore[arg-type]
+    async with budget_of(rt.budgets, "ledger-check", 2).slot(), transaction(rt.factory) as session:  # type: ignore[arg-type]
         report = await ledger.reconcile(session, pre_financing_share=settings.pre_financing_share)
     return report.as_dict()

@@ -28,10 +28,8 @@ class ReplicaNotReady(Exception):
         self.status = status
 
 
-def note_readiness(state: dict[str, Any], status: replica.Readiness) -> None:
-    """Expose the replica's readiness on /health/ready (runtime.state["ready_checks"])."""
-    state.setdefault("ready_checks", {})[READY_CHECK] = status.ready
-    state["registry_replica"] = status
+def note_readiness(deps: Dependencies, status: replica.Readiness) -> None:
+    deps.replica.status = status
 
 
 async def prefetch_reports(uow: VerificationUnitOfWork, events: list[Any]) -> None:
@@ -40,32 +38,30 @@ async def prefetch_reports(uow: VerificationUnitOfWork, events: list[Any]) -> No
 
 
 async def evaluate(
-    uow: VerificationUnitOfWork, proposal: contracts.Proposal, deps: Dependencies, state: dict[str, Any]
+    uow: VerificationUnitOfWork, proposal: contracts.Proposal, deps: Dependencies
 ) -> tuple[contracts.VerificationResult, replica.Readiness]:
     """Verify against the replica as it stands; refuses (ReplicaNotReady) while reference data is incomplete."""
     status = await uow.replica.readiness()
-    note_readiness(state, status)
+    note_readiness(deps, status)
     if not status.ready:
         raise ReplicaNotReady(status)
-    cached = state.get("reference_cache")
-    if cached is not None and cached[0] == status.fingerprint:
-        reference = cached[1]
-    else:  # the replica changed (or first use): load it once, reuse it until it changes again
+    reference = deps.replica.reference_for(status)
+    if reference is None:  # the replica changed (or first use): load it once, reuse it until it changes again
         reference = await uow.replica.reference(status.registry_version)
-        state["reference_cache"] = (status.fingerprint, reference)
+        deps.replica.loaded = (status.fingerprint, reference)
     rules = deps.rules.for_date(proposal.contract_signed_on)
     verdict = engine.verify(proposal, reference, rules, checked_at=deps.clock())
     return mapping.to_result(verdict), status
 
 
 async def on_verification_requested(
-    event: VerificationRequest, uow: VerificationUnitOfWork, deps: Dependencies, state: dict[str, Any]
+    event: VerificationRequest, uow: VerificationUnitOfWork, deps: Dependencies
 ) -> None:
     """Verify the proposal, keep the report (history per case), answer with OriginVerificationCompleted."""
     if await uow.reports.answered(str(event.event_id)):
         return  # answered already (the inbox normally catches this first)
     try:
-        result, status = await evaluate(uow, event.proposal, deps, state)
+        result, status = await evaluate(uow, event.proposal, deps)
     except ReplicaNotReady as e:
         raise Defer(f"registry replica not ready ({e.status.reason})", delay_s=deps.replica_retry_s) from None
     out = contracts.OriginVerificationCompleted(
@@ -85,21 +81,21 @@ async def on_verification_requested(
 
 
 async def on_country_status_changed(
-    event: contracts.CountryStatusChanged, uow: VerificationUnitOfWork, state: dict[str, Any]
+    event: contracts.CountryStatusChanged, uow: VerificationUnitOfWork, deps: Dependencies
 ) -> None:
     await uow.replica.upsert_country(event)
-    note_readiness(state, await uow.replica.readiness())
+    note_readiness(deps, await uow.replica.readiness())
 
 
 async def on_partner_agreement_recorded(
-    event: contracts.PartnerAgreementRecorded, uow: VerificationUnitOfWork, state: dict[str, Any]
+    event: contracts.PartnerAgreementRecorded, uow: VerificationUnitOfWork, deps: Dependencies
 ) -> None:
     await uow.replica.upsert_agreement(event)
-    note_readiness(state, await uow.replica.readiness())
+    note_readiness(deps, await uow.replica.readiness())
 
 
 async def on_reference_data_published(
-    event: contracts.ReferenceDataPublished, uow: VerificationUnitOfWork, state: dict[str, Any]
+    event: contracts.ReferenceDataPublished, uow: VerificationUnitOfWork, deps: Dependencies
 ) -> None:
     await uow.replica.record_publication(event)
-    note_readiness(state, await uow.replica.readiness())
+    note_readiness(deps, await uow.replica.readiness())
