@@ -88,8 +88,8 @@ async def seed(uow: LoanUnitOfWork, reference: Reference) -> list[str]:
         for cat in Category:
             uow.ledger.add(PlanLineRow(member_state=f.member_state, category=cat.value, amount_eur=f.max_eur))
         uow.audit(actor="system", action="facility.seed", target=f"facilities/{f.member_state}",
-                               reason=f"seeded from {reference.version}",
-                               details=json.dumps({"max_eur": str(f.max_eur), "source": f.source}))
+                  reason=f"seeded from {reference.version}",
+                  details=json.dumps({"max_eur": str(f.max_eur), "source": f.source}))
         added.append(f.member_state)
     return added
 
@@ -105,7 +105,7 @@ def _seed_status(uow: LoanUnitOfWork, row: FacilityRow, seed_row: Any, version: 
                                         reference=seed_row.agreement_reference or seed_row.source,
                                         reason=f"seeded from {version}", actor="system"))
     uow.audit(actor="system", action="facility.status.seed", target=f"facilities/{row.member_state}",
-                           reason=f"seeded from {version}", details=json.dumps({"status": row.status}))
+              reason=f"seeded from {version}", details=json.dumps({"status": row.status}))
 
 
 # --- loan decision ---------------------------------------------------------------------------------------
@@ -270,7 +270,7 @@ def _refused(uow: LoanUnitOfWork, actor: str, action: str, target: str, reasons:
              details: dict[str, Any]) -> Outcome:
     # a refusal is a decision too: recorded with its reasons (the transaction still commits)
     uow.audit(actor=actor, action=f"{action}.refused", target=target,
-                           reason="; ".join(str(r) for r in reasons), details=json.dumps(details, default=str))
+              reason="; ".join(str(r) for r in reasons), details=json.dumps(details, default=str))
     return Outcome(reasons=reasons)
 
 
@@ -324,7 +324,7 @@ async def update_facility(
     uow.ledger.add(row)
     after = {k: getattr(row, k) for k in before}
     uow.audit(actor=actor, action="facility.update", target=target, reason=reason,
-                           details=json.dumps({"before": before, "after": after}, default=str))
+              details=json.dumps({"before": before, "after": after}, default=str))
     return Outcome(facility=row)
 
 
@@ -374,9 +374,9 @@ async def amend_plan(
     row.updated_at = utcnow()
     uow.ledger.add(row)
     uow.audit(actor=actor, action="plan.amend", target=f"facilities/{member_state}/plan", reason=reason,
-                           details=json.dumps({"before": before, "after": lines,
-                                               "supports_ukraine": supports_ukraine, "version": row.plan_version},
-                                              default=str))
+              details=json.dumps({"before": before, "after": lines,
+                                  "supports_ukraine": supports_ukraine, "version": row.plan_version},
+                                 default=str))
     return row
 
 
@@ -403,7 +403,7 @@ async def pay_pre_financing(
     uow.ledger.add(entry)
     await uow.flush()
     uow.audit(actor=actor, action="pre_financing.pay", target=target, reason=entry.reason,
-                           details=json.dumps({"ledger_entry": entry.id, "amount_eur": str(amount)}))
+              details=json.dumps({"ledger_entry": entry.id, "amount_eur": str(amount)}))
     return Outcome(entry=entry, facility=row)
 
 
@@ -445,8 +445,8 @@ async def pay_instalment(
         uow.ledger.add(ClearingRow(ledger_entry_id=entry.id, member_state=loan.member_state, loan_id=loan_id,
                                 amount=clearing.cleared))
     uow.audit(actor=actor, action="instalment.pay", target=target, correlation_id=loan.case_id,
-                           reason=entry.reason, details=json.dumps({"ledger_entry": entry.id, "amount_eur": str(amount),
-                                                                    "pre_financing_cleared_eur": str(clearing.cleared)}))
+              reason=entry.reason, details=json.dumps({"ledger_entry": entry.id, "amount_eur": str(amount),
+                                                       "pre_financing_cleared_eur": str(clearing.cleared)}))
     return Outcome(entry=entry, facility=row, cleared=clearing.cleared)
 
 
