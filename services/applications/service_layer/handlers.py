@@ -6,7 +6,7 @@ import json
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,6 +14,7 @@ from services.applications.adapters.repository import ApplicationsUnitOfWork, Ca
 from services.applications.domain.case import CaseState, Status, TransitionRefused
 from shared import contracts
 from shared.contracts import streams
+from shared.contracts.events import SCHEMA_VERSION
 from shared.contracts.ids import new_id
 from shared.kit.messaging import Poison
 from shared.kit.tables import utcnow
@@ -121,15 +122,15 @@ class VerificationRequestSent(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
     event_id: uuid.UUID = Field(description="The request's event id (origin verification answers with it as causation)")
-    event_type: str = Field(description="ProcurementSubmitted or ReverificationRequested")
     case_id: str = Field(description="Case id")
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="Payload schema version")
 
 
 async def on_verification_request_sent(event: VerificationRequestSent, uow: ApplicationsUnitOfWork) -> None:
     """A request on its stream is with origin verification: a submitted case is now `verifying`."""
     row = await uow.cases.get(event.case_id)
     if row is None:
-        raise LookupError(f"case {event.case_id} not (yet) known")
+        return  # not a case of ours: the service committed each of its cases before publishing its request
     state = _state(row)
     if state.on_handed_to_verification():
         _apply(row, state)
