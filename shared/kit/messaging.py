@@ -417,7 +417,7 @@ class Messaging:
                     emitted = uow.emitted
                     if not isolate:
                         try:
-                            async with logs.consumer_span(self.service, sub.stream, event, event_id):
+                            async with logs.consumer_span(self.service, sub.stream, event, event_id) as span:
                                 await sub.handler(event, uow)
                                 uow.processed(event_id, delivery)
                         except Exception as ex:
@@ -425,7 +425,7 @@ class Messaging:
                     else:
                         try:
                             async with (
-                                logs.consumer_span(self.service, sub.stream, event, event_id),
+                                logs.consumer_span(self.service, sub.stream, event, event_id) as span,
                                 session.begin_nested(),
                             ):
                                 await sub.handler(event, uow)
@@ -451,15 +451,9 @@ class Messaging:
                     seen.add(event_id)
                     outcome.ack.append(entry.entry_id)
                     outcome.emitted += uow.emitted - emitted
-                    if logging.getLogger("safe.messages").isEnabledFor(logging.INFO):
-                        logging.getLogger("safe.messages").info(
-                            "handled",
-                            extra={
-                                "event_id": event_id,
-                                "correlation_id": getattr(event, "correlation_id", None),
-                                "stream": sub.stream,
-                            },
-                        )
+                    if logs.MESSAGES.isEnabledFor(logging.INFO):  # in the message's trace, not the batch's
+                        logs.handled(span, event_id=event_id, correlation_id=getattr(event, "correlation_id", None),
+                                     stream=sub.stream)
                 for entry, p in poison:
                     await self._dead_letter(session, sub, entry, str(p), p.kind, attempts=1)
                     outcome.ack.append(entry.entry_id)
@@ -534,7 +528,8 @@ class Messaging:
         log.error(
             "message dead-lettered",
             extra={"stream": sub.stream, "entry_id": entry.entry_id, "event_id": event_id, "kind": kind,
-                   "correlation_id": correlation_id, "error": error[:500]},
+                   "correlation_id": correlation_id, "error": error[:500],
+                   "_trace": logs.payload_ids(payload)},  # the message's trace
         )
 
     def _max_attempts(self, sub: Subscription[Any]) -> int:
@@ -580,7 +575,8 @@ class Messaging:
         log.warning(
             "message failed",
             extra={"stream": sub.stream, "entry_id": entry.entry_id, "event_id": event_id,
-                   "attempts": attempts, "error": error[:500]},
+                   "attempts": attempts, "error": error[:500],
+                   "_trace": logs.payload_ids(entry.fields.get(b"__data__"))},  # the message's trace
         )
         if dead:
             await self._ack(sub, [entry.entry_id])
