@@ -87,8 +87,8 @@ class OutboxRelay:
         self._sign = sign  # the `__sig__` of an entry (shared/kit/signing.py)
         self._engine = factory.kw["bind"]
         self._mark = _mark_oldest(batch)
-        # a round's commands written by `send` (see _publish); a cluster client (not a `Redis`) keeps redis-py's
-        # transaction pipeline
+        # a round's commands written by `send` (see _publish); a cluster client (not a `Redis`) goes through
+        # `publish_on_cluster`
         self._raw_multi = isinstance(redis, Redis)
         self._wake = asyncio.Event()
         # One round at a time in this process. On PostgreSQL each round takes the database's relay lock with a
@@ -191,11 +191,8 @@ class OutboxRelay:
              "__sig__", sign(row.stream, row.payload))
             for row in rows]
         commands.extend(then)
-        if not self._raw_multi:  # a cluster client: redis-py's transaction pipeline
-            pipe = self._redis.pipeline(transaction=True)
-            for command in commands:
-                pipe.execute_command(*command)
-            await pipe.execute()
+        if not self._raw_multi:  # a cluster client
+            await publish_on_cluster(self._redis, commands)
             return
         # one XADD needs no MULTI: nothing to split (an XACK beside it wakes no reader, and need not be atomic with it)
         multi = len(rows) > 1
@@ -242,6 +239,22 @@ class OutboxRelay:
         self.published_total += len(rows)
         self.last_published_at = now
         return len(rows)
+
+
+async def publish_on_cluster(redis: Any, commands: Sequence[tuple[Any, ...]]) -> None:
+    """`commands` (each naming its key second, as XADD and XACK do) on a cluster client: one MULTI/EXEC per hash
+    slot, since a transaction cannot span slots (CROSSSLOT) and a round's streams are spread over them. Each slot's
+    commands keep their order (so each stream's entries keep the outbox order); the slots go one after the other,
+    in the order their first command came. Raises on the first refusal: the round rolls back, and what earlier
+    slots took goes out again with it (consumers deduplicate)."""
+    by_slot: dict[int, list[tuple[Any, ...]]] = {}
+    for command in commands:
+        by_slot.setdefault(redis.keyslot(command[1]), []).append(command)
+    for group in by_slot.values():
+        pipe = redis.pipeline(transaction=len(group) > 1)
+        for command in group:
+            pipe.execute_command(*command)
+        await pipe.execute()
 
 
 async def send(redis: Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
