@@ -42,7 +42,7 @@ test: venv  ## the whole suite (unit, messaging, integration on real Redis + SQL
 	fi
 
 test-unit: venv
-	$(PY) -m pytest -q tests/unit tests/messaging
+	$(PY) -m pytest -q tests/unit tests/service_layer tests/messaging
 
 test-integration: venv
 	@infra/scripts/ensure-redis.sh

@@ -8,18 +8,18 @@ from fastapi import FastAPI
 from sqlalchemy import func
 from sqlmodel import col, select
 
+from services.applications.adapters.repository import ApplicationsUnitOfWork
 from services.applications.adapters.tables import CaseParticipant, CaseRow
+from services.applications.bootstrap import bootstrap
 from services.applications.config import Settings
 from services.applications.domain import sla
 from services.applications.domain.case import Status, is_final
 from services.applications.entrypoints import admin_api, admin_schemas, case_index_api, subscribers
-from services.applications.service_layer import handlers
 from shared import contracts
 from shared.contracts import streams
 from shared.kit import db
 from shared.kit.app import Runtime, ServiceSpec, create_app
 from shared.kit.auth import require_operator
-from shared.kit.tables import utcnow
 
 PUBLISHES = {
     streams.PROCUREMENT_SUBMITTED: contracts.ProcurementSubmitted,
@@ -44,7 +44,7 @@ async def _case_gauges(rt: Runtime) -> dict[str, dict[tuple[str, ...], float]]:
 async def cases_over_sla(rt: Runtime) -> dict[tuple[str, ...], float]:
     """Cases in each status with a target that have been in it longer than the target (0 for none)."""
     assert rt.factory is not None
-    now = rt.state.get("clock", utcnow)()
+    now = rt.clock()
     out: dict[tuple[str, ...], float] = {}
     async with rt.factory() as s:
         for status, target in sla.parse_targets(rt.settings.sla_targets).items():  # type: ignore[attr-defined]
@@ -80,6 +80,7 @@ async def _register_gauges(rt: Runtime) -> None:
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     spec = ServiceSpec(
+        deps=bootstrap(settings),
         name="applications",
         title="SAFE applications",
         description="Owns the procurement case and its state machine; intake over HTTP and over a stream.",
@@ -88,7 +89,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         routers=[admin_api.router, case_index_api.router],
         publishes=PUBLISHES,
         on_startup=[_register_gauges],
-        after_publish=handlers.after_publish,
+        unit_of_work=ApplicationsUnitOfWork,
         gauges=_case_gauges,
         openapi_models=[contracts.Proposal, admin_schemas.ReviewRequest, admin_schemas.AmendmentRequest],
         participants_of=_participants_of,

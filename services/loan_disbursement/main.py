@@ -10,6 +10,8 @@ from typing import Any
 import yaml
 from fastapi import FastAPI
 
+from services.loan_disbursement.adapters.repository import LoanUnitOfWork
+from services.loan_disbursement.bootstrap import bootstrap
 from services.loan_disbursement.config import Settings
 from services.loan_disbursement.domain import reference
 from services.loan_disbursement.entrypoints import admin_api, admin_schemas, scope, subscribers
@@ -18,6 +20,7 @@ from shared import contracts
 from shared.contracts import streams
 from shared.kit import db
 from shared.kit.app import Runtime, ServiceSpec, create_app
+from shared.kit.uow import begin
 
 PUBLISHES = {
     streams.LOAN_APPROVED: contracts.LoanApproved,
@@ -38,10 +41,10 @@ def load_reference(path: str | Path | None = None) -> reference.Reference:
 async def _seed(rt: Runtime) -> None:
     settings: Settings = rt.settings  # type: ignore[assignment]
     ref = await asyncio.to_thread(load_reference, settings.facilities_file or None)
-    rt.state["reference"] = ref
+    rt.deps.reference = ref
     assert rt.factory is not None
-    async with db.transaction(rt.factory) as session:
-        await handlers.seed(session, ref)
+    async with begin(rt.factory, LoanUnitOfWork) as uow:
+        await handlers.seed(uow, ref)
 
 
 async def _participants_of(rt: Runtime, case_id: str) -> set[str] | None:
@@ -54,6 +57,7 @@ async def _participants_of(rt: Runtime, case_id: str) -> set[str] | None:
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     spec = ServiceSpec(
+        deps=bootstrap(settings),
         name="loan_disbursement",
         title="SAFE loan disbursement",
         description="Member State SAFE facilities and investment plans; decides loan requests (L-1..L-5, PLAN) "
@@ -65,5 +69,6 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         on_startup=[_seed],
         openapi_models=[admin_schemas.FacilityUpdate, admin_schemas.PaymentRequest, admin_schemas.PlanUpdate],
         participants_of=_participants_of,
+        unit_of_work=LoanUnitOfWork,
     )
     return create_app(spec, messaging_setup=subscribers.register)

@@ -9,9 +9,9 @@ import asyncio
 import json
 import sys
 
+from services.loan_disbursement.adapters.ledger import reconcile
 from services.loan_disbursement.config import Settings
 from services.loan_disbursement.domain.reconcile import Report
-from services.loan_disbursement.service_layer.ledger import reconcile
 from shared.kit import db
 
 __all__ = ["main", "reconcile", "run"]

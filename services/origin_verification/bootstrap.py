@@ -1,14 +1,20 @@
-"""The one place that picks real or fake dependencies: the rules configuration and the clock."""
+"""The one place that picks real or fake dependencies: the rules configuration, the clock, and what the
+process keeps of the registry replica."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from fastapi import Request
+
+from services.origin_verification.adapters.replica import Readiness
 from services.origin_verification.adapters.rules_file import load_rulebook
 from services.origin_verification.config import Settings
+from services.origin_verification.domain.reference import ReferenceData
 from services.origin_verification.domain.rulebook import RuleBook
+from shared.kit.runtime import runtime_of
 
 Clock = Callable[[], datetime]
 
@@ -17,11 +23,24 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass
+class ReplicaView:
+    """What this process last saw of the registry replica, and the reference data loaded for that state (reused
+    until the replica changes: its fingerprint grows with every version)."""
+
+    status: Readiness | None = None
+    loaded: tuple[tuple[object, ...], ReferenceData] | None = None
+
+    def reference_for(self, status: Readiness) -> ReferenceData | None:
+        return self.loaded[1] if self.loaded is not None and self.loaded[0] == status.fingerprint else None
+
+
 @dataclass(frozen=True)
 class Dependencies:
     rules: RuleBook
     clock: Clock  # only stamps `checked_at`; no verdict ever depends on it
     replica_retry_s: float = 1.0
+    replica: ReplicaView = field(default_factory=ReplicaView)
 
 
 def bootstrap(settings: Settings, *, clock: Clock | None = None, rules: RuleBook | None = None) -> Dependencies:
@@ -30,3 +49,7 @@ def bootstrap(settings: Settings, *, clock: Clock | None = None, rules: RuleBook
         clock=clock or system_clock,
         replica_retry_s=settings.replica_retry_s,
     )
+
+
+def deps_of(request: Request) -> Dependencies:
+    return runtime_of(request).deps  # type: ignore[no-any-return]

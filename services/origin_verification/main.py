@@ -9,8 +9,9 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from services.origin_verification.adapters import replica
+from services.origin_verification.adapters.repository import VerificationUnitOfWork, reports_of
 from services.origin_verification.adapters.tables import ReportRow
-from services.origin_verification.bootstrap import Clock, bootstrap
+from services.origin_verification.bootstrap import Clock, Dependencies, bootstrap
 from services.origin_verification.config import Settings
 from services.origin_verification.domain.rulebook import RuleBook
 from services.origin_verification.entrypoints import admin_api, subscribers, whatif_api
@@ -32,7 +33,7 @@ async def _startup(rt: Runtime) -> None:
     rt.metrics.gauge("safe_registry_replica_ready", "1 when the registry replica is complete", ("registry",))
     assert rt.factory is not None
     async with rt.factory() as session:
-        handlers.note_readiness(rt.state, await replica.readiness(session))
+        handlers.note_readiness(rt.deps, await replica.readiness(session))
 
 
 async def _gauges(rt: Runtime) -> dict[str, dict[tuple[str, ...], float]]:
@@ -40,7 +41,7 @@ async def _gauges(rt: Runtime) -> dict[str, dict[tuple[str, ...], float]]:
     async with rt.factory() as s:
         rows = (await s.exec(select(ReportRow.outcome, func.count()).group_by(ReportRow.outcome))).all()
         status = await replica.readiness(s)
-    handlers.note_readiness(rt.state, status)
+    handlers.note_readiness(rt.deps, status)
     return {
         "safe_verification_reports": {(outcome,): float(n) for outcome, n in rows},
         "safe_registry_replica_ready": {("partner_registry",): 1.0 if status.ready else 0.0},
@@ -52,7 +53,7 @@ async def _participants_of(rt: Runtime, case_id: str) -> set[str] | None:
     the same rule as the applications and loan services (docs/security.md)."""
     assert rt.factory is not None
     async with rt.factory() as session:
-        rows = await handlers.reports_of(session, case_id)
+        rows = await reports_of(session, case_id)
     return {p for r in rows for p in json.loads(r.participants)} or None
 
 
@@ -60,20 +61,17 @@ def build_app(settings: Settings | None = None, *, clock: Clock | None = None, r
     settings = settings or Settings()
     deps = bootstrap(settings, clock=clock, rules=rules)
 
-    def setup(m: Messaging, rt: Runtime) -> None:
-        rt.state["deps"] = deps
-        rt.state.setdefault("ready_checks", {})[handlers.READY_CHECK] = False
-
+    def setup(m: Messaging, rt: Runtime[Dependencies]) -> None:
         async def replica_probe() -> bool:
             # read from the database: with several replicas, another one may have completed the replica
             if rt.factory is None:
                 return False
             async with rt.factory() as session:
                 status = await replica.readiness(session)
-            handlers.note_readiness(rt.state, status)
+            handlers.note_readiness(deps, status)
             return status.ready
 
-        rt.state.setdefault("ready_probes", {})[handlers.READY_CHECK] = replica_probe
+        rt.ready_probes[handlers.READY_CHECK] = replica_probe
         subscribers.register(m, rt)
 
     spec = ServiceSpec(
@@ -83,11 +81,13 @@ def build_app(settings: Settings | None = None, *, clock: Clock | None = None, r
                     "design authority) on its contract date, from a replica of the partner registry.",
         settings=settings,
         migrations=db.migrations_dir(__file__),
+        deps=deps,
         routers=[admin_api.router, whatif_api.router],
         publishes=PUBLISHES,
         on_startup=[_startup],
         gauges=_gauges,
         openapi_models=[contracts.Proposal, whatif_api.WhatIfRequest],
         participants_of=_participants_of,
+        unit_of_work=VerificationUnitOfWork,
     )
     return create_app(spec, messaging_setup=setup)

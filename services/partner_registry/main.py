@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from services.partner_registry.adapters import repository as repo
 from services.partner_registry.adapters import seed as seed_file
+from services.partner_registry.bootstrap import Dependencies, bootstrap
 from services.partner_registry.config import Settings
 from services.partner_registry.entrypoints import admin_api, admin_schemas, subscribers
 from services.partner_registry.service_layer import handlers
@@ -16,7 +17,7 @@ from shared import contracts
 from shared.contracts import streams
 from shared.kit import db
 from shared.kit.app import Runtime, ServiceSpec, create_app
-from shared.kit.db import transaction
+from shared.kit.uow import begin
 
 log = logging.getLogger("safe.partner_registry")
 
@@ -27,24 +28,21 @@ PUBLISHES = {
 }
 
 
-def _seed_loader(settings: Settings):  # type: ignore[no-untyped-def]
-    async def load_seed(rt: Runtime) -> None:
-        """Publish whatever the seed file adds or changes (nothing on an unchanged seed)."""
-        if not settings.load_seed:
-            return
-        seed = await asyncio.to_thread(seed_file.load, settings.seed_path or None)
-        assert rt.factory is not None
-        async with transaction(rt.factory) as session:
-            published = await handlers.load_seed(session, seed)
-        if published is None:
-            log.info("seed unchanged; nothing published", extra={"seed_version": seed.version})
-            return
-        log.info("seed published", extra={"seed_version": seed.version, "registry_version": published.registry_version,
-                                          "countries": len(published.countries),
-                                          "agreements": len(published.agreements)})
-        rt.wake_relay()
-
-    return load_seed
+async def _load_seed(rt: Runtime[Dependencies]) -> None:
+    """Publish whatever the seed file adds or changes (nothing on an unchanged seed)."""
+    if not rt.deps.load_seed:
+        return
+    seed = await asyncio.to_thread(seed_file.load, rt.deps.seed_path)
+    assert rt.factory is not None
+    async with begin(rt.factory, repo.RegistryUnitOfWork) as uow:
+        published = await handlers.load_seed(seed, uow)
+    if published is None:
+        log.info("seed unchanged; nothing published", extra={"seed_version": seed.version})
+        return
+    log.info("seed published", extra={"seed_version": seed.version, "registry_version": published.registry_version,
+                                      "countries": len(published.countries),
+                                      "agreements": len(published.agreements)})
+    rt.wake_relay()
 
 
 async def _register_gauges(rt: Runtime) -> None:
@@ -65,6 +63,7 @@ async def _gauges(rt: Runtime) -> dict[str, dict[tuple[str, ...], float]]:
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     spec = ServiceSpec(
+        deps=bootstrap(settings),
         name="partner_registry",
         title="SAFE partner registry",
         description="The effective-dated source of truth about countries, partners and participation agreements; "
@@ -73,8 +72,9 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         migrations=db.migrations_dir(__file__),
         routers=[admin_api.router],
         publishes=PUBLISHES,
-        on_startup=[_register_gauges, _seed_loader(settings)],
+        on_startup=[_register_gauges, _load_seed],
         gauges=_gauges,
         openapi_models=[admin_schemas.AgreementCreate, admin_schemas.AgreementCorrection],
+        unit_of_work=repo.RegistryUnitOfWork,
     )
     return create_app(spec, messaging_setup=subscribers.register)

@@ -10,59 +10,29 @@ import gc
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
 from faststream.redis import RedisBroker
-from pydantic import BaseModel
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.kit import approvals, db, governance_api, logs, recovery, signing
-from shared.kit.auth import Principal, TokenStore, authenticate
+from shared.kit.auth import TokenStore, authenticate
 from shared.kit.messaging import Messaging
-from shared.kit.outbox import AfterPublish, OutboxRelay
+from shared.kit.metrics import Metrics
+from shared.kit.outbox import OutboxRelay
+from shared.kit.runtime import DirectRoute, Runtime, ServiceSpec, runtime_of
+
+__all__ = ["DirectRoute", "Runtime", "ServiceSpec", "create_app", "make_broker", "make_redis", "runtime_of", "validation_errors"]
 from shared.kit.settings import ServiceSettings
 from shared.kit.strict import StrictJson
-from shared.kit.web import Metrics, ops_router
+from shared.kit.web import ops_router
 
 log = logging.getLogger("safe.app")
-
-Hook = Callable[["Runtime"], Awaitable[None]]
-
-
-@dataclass
-class ServiceSpec:
-    name: str
-    title: str
-    description: str
-    settings: ServiceSettings
-    migrations: str
-    routers: list[APIRouter] = field(default_factory=list)
-    publishes: dict[str, type[BaseModel]] = field(default_factory=dict)
-    on_startup: list[Hook] = field(default_factory=list)
-    after_publish: AfterPublish | None = None
-    gauges: Callable[[Runtime], Awaitable[dict[str, dict[tuple[str, ...], float]]]] | None = None
-    background: list[Callable[[Runtime], Awaitable[None]]] = field(default_factory=list)
-    openapi_models: list[type[BaseModel]] = field(default_factory=list)
-    # Participants of a case this service knows (member-state scoping of dead letters whose payload does
-    # not name them); None when unknown.
-    participants_of: Callable[[Runtime, str], Awaitable[set[str] | None]] | None = None
-    # The hottest requests, served before FastAPI's routing and dependency resolution (see ServiceApp):
-    # (method, path) → (the role check, the handler). The route stays declared on a router too, for the
-    # OpenAPI document, and calls the same handler.
-    direct_routes: dict[tuple[str, str], DirectRoute] = field(default_factory=dict)
-
-
-# a direct route: the role check (e.g. auth.require_operator), then the handler
-DirectRoute = tuple[Callable[[Principal], Principal], Callable[[Request, Principal], Awaitable[Response]]]
-
 
 class ServiceApp(FastAPI):
     """FastAPI, with a few direct routes served without its machinery.
@@ -142,28 +112,6 @@ class ServiceApp(FastAPI):
             log.exception("request failed", extra={"method": scope["method"], "path": scope["path"]})
             if not started:
                 await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
-
-
-@dataclass
-class Runtime:
-    """Everything a route or hook may need, built once per process."""
-
-    spec: ServiceSpec
-    settings: ServiceSettings
-    messaging: Messaging
-    broker: RedisBroker
-    metrics: Metrics
-    engine: AsyncEngine | None = None
-    factory: async_sessionmaker[AsyncSession] | None = None
-    redis: Redis | None = None
-    relay: OutboxRelay | None = None
-    guard: recovery.RedisGuard | None = None
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    state: dict[str, Any] = field(default_factory=dict)
-
-    def wake_relay(self) -> None:
-        if self.relay is not None:
-            self.relay.wake()
 
 
 def _redis_nodes(url: str, default_port: int) -> tuple[list[tuple[str, int]], dict[str, Any]]:
@@ -395,9 +343,11 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
         retry_backoff_max_ms=settings.retry_backoff_max_ms,
         claim_idle_ms=settings.claim_idle_ms,
         reclaim_interval_ms=settings.reclaim_interval_ms,
+        unit_of_work=spec.unit_of_work,
     )
     broker = make_broker(settings, metrics)
-    runtime = Runtime(spec=spec, settings=settings, messaging=messaging, broker=broker, metrics=metrics)
+    runtime = Runtime(spec=spec, deps=spec.deps, settings=settings, messaging=messaging, broker=broker,
+                      metrics=metrics)
     messaging.on_emitted = runtime.wake_relay
     messaging_setup(messaging, runtime)
     governance_api.register(messaging, runtime)
@@ -523,10 +473,6 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
-
-
-def runtime_of(request: Request) -> Runtime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
 
 
 OPEN_PATHS = frozenset({"/health/live", "/health/ready", "/metrics", "/asyncapi.json"})

@@ -209,7 +209,7 @@ def _audit(session: Any, actor: Principal | str, action: str, row: ApprovalRow, 
 
 async def request_approval(rt: Any, *, status: int = 200, action: str, target: str, method: str, path: str, args: dict[str, Any],
                            raw: str, amount: Decimal | None, reason: str | None, maker: Principal) -> ApprovalRow:
-    now = rt.state.get("clock", utcnow)()
+    now = rt.clock()
     row = ApprovalRow(
         id=str(uuid.uuid4()), action=action, target=target, method=method, path=path,
         request=json.dumps({"args": args, "body": raw, "status": status}), amount_eur=amount, reason=reason,
@@ -318,7 +318,7 @@ def router(runtime: Any) -> APIRouter:
     r = APIRouter()
 
     def now() -> datetime:
-        return runtime.state.get("clock", utcnow)()  # type: ignore[no-any-return]
+        return runtime.clock()
 
     @r.get("/approvals", response_model=ApprovalPage, tags=["approvals"])
     async def list_approvals(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import HTTPException
 
@@ -33,9 +32,8 @@ class Budget:
             self.running -= 1
 
 
-def budget_of(state: dict[str, Any], name: str, limit: int) -> Budget:
-    """The process's budget `name` (kept in the runtime's state: one per app, not per module)."""
-    found = state.get(("budget", name))
-    if found is None:
-        found = state[("budget", name)] = Budget(limit)
-    return found  # type: ignore[no-any-return]
+def budget_of(budgets: dict[str, Budget], name: str, limit: int) -> Budget:
+    """The process's budget `name` (kept in the runtime: one per app, not per module)."""
+    if name not in budgets:
+        budgets[name] = Budget(limit)
+    return budgets[name]

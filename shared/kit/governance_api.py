@@ -61,10 +61,10 @@ def register(messaging: Any, runtime: Any) -> None:
 
     @messaging.subscribe(streams.AUDIT_ANCHORS, AuditAnchorPublished,
                          description="Audit chain heads of the services, kept as witnesses of the other services' chains")
-    async def on_audit_anchor_published(ctx: Any, event: AuditAnchorPublished) -> None:
+    async def on_audit_anchor_published(event: AuditAnchorPublished, uow: Any) -> None:
         if event.service == own:
             return
-        ctx.session.add(audit_chain.AuditAnchor(service=event.service, seq=event.seq, hash=event.hash,
+        uow.session.add(audit_chain.AuditAnchor(service=event.service, seq=event.seq, hash=event.hash,
                                                 published_at=event.occurred_at, event_id=str(event.event_id)))
 
 
@@ -80,7 +80,7 @@ async def publish_anchor(runtime: Any) -> bool:
     assert runtime.factory is not None
     async with runtime.factory() as session:
         seq, _ = await audit_chain.head(session)
-    if seq == 0 or runtime.state.get("audit_anchor_seq") == seq:
+    if seq == 0 or runtime.anchor_seq == seq:
         return False
     redis = runtime.redis
     keys = _anchor_keys(runtime)
@@ -94,7 +94,7 @@ async def publish_anchor(runtime: Any) -> bool:
             log.warning("audit anchor lease unavailable; anchoring without it", exc_info=True)
             redis, last = None, None
         if last is not None and int(last) >= seq:
-            runtime.state["audit_anchor_seq"] = seq
+            runtime.anchor_seq = seq
             return False
     async with transaction(runtime.factory) as session:
         seq, h = await audit_chain.head(session)
@@ -102,7 +102,7 @@ async def publish_anchor(runtime: Any) -> bool:
             correlation_id=f"audit/{runtime.spec.name}", producer=runtime.spec.name,
             service=runtime.spec.name, seq=seq, hash=h,
         ))
-    runtime.state["audit_anchor_seq"] = seq
+    runtime.anchor_seq = seq
     if redis is not None:
         with contextlib.suppress(RedisError):  # lost: the next replica anchors this head once more, harmlessly
             await redis.set(keys[1], str(seq))

@@ -40,10 +40,12 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.contracts import streams
-from shared.contracts.events import Event, OperatorActionRecorded
+from shared.contracts.events import OperatorActionRecorded
 from shared.kit import logs, outbox, signing, strict
-from shared.kit.db import BATCH, add_row, transaction
+from shared.kit.db import transaction
 from shared.kit.tables import AuditEntry, DeadLetter, InboxRow, MessageFailure, utcnow
+from shared.kit.uow import Delivery, UnitOfWork
+from shared.kit.uow import begin as uow_begin
 
 log = logging.getLogger("safe.messaging")
 
@@ -67,40 +69,14 @@ class Defer(Exception):
         self.delay_s = delay_s
 
 
-@dataclass
-class HandlerContext:
-    """What a handler gets besides the event: its transaction and a way to emit events."""
-
-    session: AsyncSession
-    stream: str
-    entry_id: str
-    event: Any
-    emitted: int = 0
-
-    def emit(self, stream: str, event: Event, *, last: tuple[str, str] | None = None) -> None:
-        outbox.emit(self.session, stream, event, last=last)
-        self.emitted += 1
-
-    def audit(self, actor: str, action: str, target: str, *, reason: str | None = None, details: Any = None) -> None:
-        self.session.add(
-            AuditEntry(
-                actor=actor,
-                action=action,
-                target=target,
-                correlation_id=getattr(self.event, "correlation_id", None),
-                reason=reason,
-                details=json.dumps(details, default=str) if details is not None else None,
-            )
-        )
-
-
-Handler = Callable[[HandlerContext, Any], Awaitable[None]]
+# A handler gets the message and the unit of work of its transaction (shared/kit/uow.py).
+Handler = Callable[[Any, UnitOfWork], Awaitable[None]]
 # Loads what a whole batch's handlers will need with one query per kind (e.g. the cases named by the events)
-# into `session.info`, so that handlers do not query, and so do not flush, once per message.
-Prefetch = Callable[[AsyncSession, list[Any]], Awaitable[None]]
+# into the unit of work's repositories, so that handlers do not query, and so do not flush, once per message.
+Prefetch = Callable[[UnitOfWork, list[Any]], Awaitable[None]]
 
-# BATCH (shared.kit.db) is set while handlers run together in one optimistic batch transaction: any failure
-# redoes the batch message by message, each in its own savepoint, with BATCH False and nothing prefetched.
+# Handlers run together in one optimistic batch transaction (a unit of work with `batch` True): any failure
+# redoes the batch message by message, each in its own savepoint, with `batch` False and nothing prefetched.
 
 
 @dataclass
@@ -180,8 +156,10 @@ class Messaging:
         reclaim_interval_ms: int = 1_000,
         on_emitted: Callable[[], None] | None = None,
         publish_after_commit: Callable[..., Awaitable[bool]] | None = None,
+        unit_of_work: Callable[..., UnitOfWork] = UnitOfWork,
     ) -> None:
         self.service = service
+        self.unit_of_work = unit_of_work  # (session, *, batch) → the service's unit of work
         self.group = service
         self.factory = factory
         self.consumer = consumer_name
@@ -415,7 +393,8 @@ class Messaging:
     ) -> _Outcome:
         outcome = _Outcome()
         try:
-            async with transaction(self.factory, connection=conn) as session:
+            async with uow_begin(self.factory, self.unit_of_work, batch=not isolate, connection=conn) as uow:
+                session = uow.session
                 seen: set[str] = set()
                 if isolate:
                     # The optimistic batch does not look the batch up in the inbox first: a redelivered event
@@ -426,21 +405,21 @@ class Messaging:
                     if ids:
                         seen = set((await session.exec(
                             select(InboxRow.event_id).where(col(InboxRow.event_id).in_(ids)))).all())
-                session.info[BATCH] = not isolate
                 if not isolate and sub.prefetch is not None and parsed:
-                    await sub.prefetch(session, [ev for _, ev in parsed])
+                    await sub.prefetch(uow, [ev for _, ev in parsed])
                 for entry, event in parsed:
                     event_id = sub.key_of(event, entry.entry_id)
                     if event_id in seen:
                         outcome.duplicates += 1
                         outcome.ack.append(entry.entry_id)
                         continue
-                    ctx = HandlerContext(session=session, stream=sub.stream, entry_id=entry.entry_id, event=event)
+                    delivery = uow.delivery = Delivery(sub.stream, entry.entry_id)
+                    emitted = uow.emitted
                     if not isolate:
                         try:
                             async with logs.consumer_span(self.service, sub.stream, event, event_id) as span:
-                                await sub.handler(ctx, event)
-                                add_row(session, InboxRow, event_id=event_id, stream=sub.stream, entry_id=entry.entry_id)
+                                await sub.handler(event, uow)
+                                uow.processed(event_id, delivery)
                         except Exception as ex:
                             raise _Isolate() from ex
                     else:
@@ -449,8 +428,8 @@ class Messaging:
                                 logs.consumer_span(self.service, sub.stream, event, event_id) as span,
                                 session.begin_nested(),
                             ):
-                                await sub.handler(ctx, event)
-                                add_row(session, InboxRow, event_id=event_id, stream=sub.stream, entry_id=entry.entry_id)
+                                await sub.handler(event, uow)
+                                uow.processed(event_id, delivery)
                                 await session.flush()
                         except IntegrityError as ie:
                             if _is_inbox_conflict(ie):
@@ -471,7 +450,7 @@ class Messaging:
                             continue
                     seen.add(event_id)
                     outcome.ack.append(entry.entry_id)
-                    outcome.emitted += ctx.emitted
+                    outcome.emitted += uow.emitted - emitted
                     if logs.MESSAGES.isEnabledFor(logging.INFO):  # in the message's trace, not the batch's
                         logs.handled(span, event_id=event_id, correlation_id=getattr(event, "correlation_id", None),
                                      stream=sub.stream)

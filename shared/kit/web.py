@@ -6,24 +6,15 @@ import base64
 import json
 import re
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi import Path as FastApiPath
 from fastapi.responses import JSONResponse, PlainTextResponse
-from faststream.redis.prometheus import RedisPrometheusMiddleware
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
-    GC_COLLECTOR,
-    PLATFORM_COLLECTOR,
-    PROCESS_COLLECTOR,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import func, text
 from sqlmodel import col, select
@@ -33,71 +24,8 @@ from shared.kit import strict
 from shared.kit.auth import Principal, operator, reader, staff
 from shared.kit.db import transaction
 from shared.kit.messaging import AlreadyResolved
+from shared.kit.runtime import Runtime
 from shared.kit.tables import AuditEntry, DeadLetter, OutboxRow
-
-if TYPE_CHECKING:
-    from shared.kit.app import Runtime
-
-
-class _SubscriptionCounters:
-    """The consumers' running totals (kept as plain ints on each subscription, on the hot path) exposed as
-    Prometheus counters, read at scrape time: `safe_messages_processed_total` and friends."""
-
-    FAMILIES = (
-        ("safe_messages_processed", "Messages handled (incl. duplicates)", "processed"),
-        ("safe_messages_failed", "Handler failures (before retry)", "failed"),
-        ("safe_messages_duplicates", "Duplicate deliveries skipped by the inbox", "duplicates"),
-        ("safe_message_batches", "Batches handled (processed / batches: the mean batch size)", "batches"),
-    )
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-
-    def collect(self) -> Any:
-        subs = list(self.metrics.subscriptions()) if self.metrics.subscriptions else []
-        for name, doc, attr in self.FAMILIES:
-            family = CounterMetricFamily(name, doc, labels=["service", "stream"])
-            for sub in subs:
-                family.add_metric([self.metrics.service, sub.stream], getattr(sub, attr))
-            yield family
-
-    def describe(self) -> Any:
-        return []
-
-
-class Metrics:
-    def __init__(self, service: str) -> None:
-        self.service = service
-        self.registry = CollectorRegistry()
-        # the process's own metrics (process_*, python_gc_*, python_info), as on the default registry
-        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
-            self.registry.register(collector)
-        self.subscriptions: Any = None  # set by the app: () -> the subscriptions whose totals are counted
-        self.registry.register(_SubscriptionCounters(self))
-        self.http_requests = Counter("http_requests", "HTTP requests answered, per route template and status",
-                                     ["service", "method", "route", "status"], registry=self.registry)
-        self.http_duration = Histogram("http_request_duration_seconds",
-                                       "Time to answer an HTTP request, per route template and status",
-                                       ["service", "method", "route", "status"], registry=self.registry)
-        labels = ["service", "stream"]
-        self.pending = Gauge("safe_stream_pending", "Entries delivered but not acknowledged", labels, registry=self.registry)
-        self.lag = Gauge("safe_stream_lag", "Entries not yet delivered to the group", labels, registry=self.registry)
-        self.oldest = Gauge(
-            "safe_stream_oldest_pending_age_seconds", "Age of the oldest pending entry", labels, registry=self.registry
-        )
-        self.length = Gauge("safe_stream_length", "Entries in the stream", labels, registry=self.registry)
-        self.dead = Gauge("safe_dead_letters_open", "Open dead letters", ["service"], registry=self.registry)
-        self.outbox = Gauge("safe_outbox_unsent", "Outbox rows not yet published", ["service"], registry=self.registry)
-        self.custom: dict[str, Gauge] = {}
-
-    def faststream_middleware(self) -> RedisPrometheusMiddleware:
-        return RedisPrometheusMiddleware(registry=self.registry, app_name=self.service)
-
-    def gauge(self, name: str, doc: str, labels: tuple[str, ...]) -> Gauge:
-        if name not in self.custom:
-            self.custom[name] = Gauge(name, doc, ["service", *labels], registry=self.registry)
-        return self.custom[name]
-
 
 _CONFLICT = {"description": "Already replayed or discarded",
              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
@@ -281,13 +209,11 @@ def ops_router(runtime: Runtime) -> APIRouter:
         checks["subscribers"] = all(
             s.subscriber is not None and s.subscriber.running for s in runtime.messaging.subscriptions.values()
         )
-        for name, probe in runtime.state.get("ready_probes", {}).items():
+        for name, probe in runtime.ready_probes.items():
             try:
                 checks[name] = bool(await probe())
             except Exception:
                 checks[name] = False
-        for name, ok in runtime.state.get("ready_checks", {}).items():
-            checks.setdefault(name, bool(ok))
         ok = all(checks.values())
         return JSONResponse({"status": "ready" if ok else "not_ready", "service": runtime.spec.name, "checks": checks},
                             status_code=200 if ok else 503)

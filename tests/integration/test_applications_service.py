@@ -259,7 +259,7 @@ async def test_concurrent_posts_share_transactions_and_each_gets_its_own_answer(
             ids.setdefault(body["reference"], set()).add(a.json()["id"])
         assert len(ids) == 40 and all(len(v) == 1 for v in ids.values())  # a repeat names the same case
         assert await count(rt, CaseRow) == 41
-        batcher = rt.state["intake"]
+        batcher = rt.deps.intake
         assert batcher.batches < 51 and batcher.fallbacks == 0
 
         async def all_published():
@@ -293,4 +293,4 @@ async def test_when_a_shared_intake_transaction_fails_each_request_is_redone_alo
         answers = await asyncio.gather(*(client.post("/procurements", json=b) for b in bodies))
         assert [a.status_code for a in answers] == [201] * 5
         assert await count(rt, CaseRow) == 5
-        assert rt.state["intake"].fallbacks == 1
+        assert rt.deps.intake.fallbacks == 1

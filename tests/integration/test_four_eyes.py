@@ -124,7 +124,7 @@ async def test_an_expired_or_rejected_request_does_nothing(tmp_path, prefix, red
         assert r.status_code == 200 and r.json()["status"] == "rejected"
         assert (await approve(client, rejected, C)).status_code == 409
 
-        rt.state["clock"] = lambda: utcnow() + timedelta(seconds=61)  # the injected clock: a minute later
+        rt.clock = lambda: utcnow() + timedelta(seconds=61)  # the injected clock: a minute later
         assert [p["id"] for p in (await client.get("/approvals", params={"status": "expired"}, headers=AUDITOR)).json()["items"]] == [late]
         r = await approve(client, late, B)
         assert r.status_code == 409 and "expired" in r.json()["detail"]

@@ -120,9 +120,9 @@ async def test_a_redelivered_event_in_an_optimistic_batch_is_acknowledged_as_a_d
     m = Messaging(service="kit-test", factory=factory, consumer_name="t", prefix=prefix)
 
     @m.subscribe("kit.pings", Ping)
-    async def on_ping(ctx, event: Ping) -> None:  # type: ignore[no-untyped-def]
+    async def on_ping(event: Ping, uow) -> None:  # type: ignore[no-untyped-def]
         calls.append(event.event_id)
-        db.add_row(ctx.session, OutboxRow, event_id=f"out-{event.event_id}", stream="x", event_type="T",
+        db.add_row(uow.session, OutboxRow, event_id=f"out-{event.event_id}", stream="x", event_type="T",
                    correlation_id="c", payload="{}")
 
     m.redis = redis_client

@@ -21,6 +21,8 @@ from sqlmodel import func, select
 
 from services.loan_disbursement import main as loan_main
 from services.loan_disbursement import reconcile as reconcile_cli
+from services.loan_disbursement.adapters import ledger
+from services.loan_disbursement.adapters.repository import LoanUnitOfWork
 from services.loan_disbursement.adapters.tables import (
     FacilityRow,
     LedgerEntry,
@@ -32,14 +34,14 @@ from services.loan_disbursement.adapters.tables import (
 from services.loan_disbursement.adapters.types import Money
 from services.loan_disbursement.domain.reference import Reference
 from services.loan_disbursement.main import build_app, load_reference
-from services.loan_disbursement.service_layer import handlers, ledger
+from services.loan_disbursement.service_layer import handlers
 from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
 from shared.kit import db
-from shared.kit.messaging import HandlerContext
 from shared.kit.tables import TS, AuditEntry, OutboxRow
+from shared.kit.uow import begin
 from tests.builders import loan_requested
 from tests.integration.helpers import xadd
 from tests.integration.test_loan_disbursement_service import (
@@ -264,8 +266,8 @@ async def loans_db(database_url) -> AsyncIterator[tuple[Any, Any, Reference]]:
     engine = db.make_engine(database_url, pool_size=2)
     factory = db.session_factory(engine)
     reference = load_reference()
-    async with db.transaction(factory) as s:
-        await handlers.seed(s, reference)
+    async with begin(factory, LoanUnitOfWork) as uow:
+        await handlers.seed(uow, reference)
     try:
         yield engine, factory, reference
     finally:
@@ -277,11 +279,11 @@ async def run_batch(factory, reference: Reference, events: list[Any], *, savepoi
     with `savepoints`, each message in its own savepoint (a failure rolls back that message only). Returns the
     case ids whose message failed."""
     failed = []
-    async with db.transaction(factory) as session:
-        for i, ev in enumerate(events):
-            ctx = HandlerContext(session=session, stream="s", entry_id=f"0-{i}", event=ev)
-            handler = (handlers.on_procurement_withdrawn(ctx, ev) if isinstance(ev, contracts.ProcurementWithdrawn)
-                       else handlers.on_loan_requested(ctx, ev, reference))
+    async with begin(factory, LoanUnitOfWork) as uow:
+        session = uow.session
+        for ev in events:
+            handler = (handlers.on_procurement_withdrawn(ev, uow) if isinstance(ev, contracts.ProcurementWithdrawn)
+                       else handlers.on_loan_requested(ev, uow, reference))
             if not savepoints:
                 await handler
                 continue

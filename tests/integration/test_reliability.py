@@ -171,6 +171,12 @@ async def test_applications_dead_letters_poison_on_every_input_stream_and_a_corr
                 correlation_id=case_a, case_id=case_a, producer=producer, action="test.poke", actor="tester",
                 target=f"{producer}/x"))
         valid[streams.AUDIT_ANCHORS] = _anchor()
+        # its own verification requests, read back (a case already verifying stays so)
+        submitted = contracts.ProcurementSubmitted(correlation_id=case_a, case_id=case_a,
+                                                   proposal=contracts.Proposal.model_validate(proposal()))
+        valid[streams.PROCUREMENT_SUBMITTED] = as_json(submitted)
+        valid[streams.REVERIFICATION_REQUESTED] = as_json(contracts.ReverificationRequested(
+            correlation_id=case_a, case_id=case_a, proposal=submitted.proposal, requested_by="tester", reason="poke"))
         assert set(valid) == set(subs), "a new input stream needs a poison test"
         # the unknown-version poison of the verification stream is case B's result: replaying it fixed completes B
         version_bad = {**valid, streams.ORIGIN_VERIFICATION_COMPLETED: as_json(verification_completed(case_b, rid_b))}
@@ -328,13 +334,14 @@ async def test_an_xadd_refused_inside_the_publish_round_leaves_the_rows_unsent_u
     inside MULTI/EXEC, see test_kit_outbox) fails the whole round: the rows stay unsent and the relay publishes them,
     once, when Redis accepts them."""
     key = f"{prefix}{streams.PROCUREMENT_SUBMITTED}"
-    await redis_client.set(key, "not a stream")
     refused: list[logging.LogRecord] = []
     handler = logging.Handler(logging.ERROR)
     handler.emit = refused.append  # type: ignore[method-assign]
     logging.getLogger("safe.outbox").addHandler(handler)
     try:
         async with running(apps_app) as (client, rt):
+            # after the start: the service reads this stream back too, and would not start on a string key
+            await redis_client.set(key, "not a stream")
             r = await client.post("/procurements", json=proposal())
             assert r.status_code == 201
             # the round right after the commit and at least one of the relay task's, each refused

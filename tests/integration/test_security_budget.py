@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from services.loan_disbursement.service_layer import ledger
+from services.loan_disbursement.adapters import ledger
 from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from tests.integration.test_auth_matrix import build, headers

@@ -33,13 +33,13 @@ async def test_a_case_past_its_status_target_is_shown_in_breach_and_counted(tmp_
         await wait_for(verifying, message="verifying")  # no origin verification runs: the case waits there
 
         since = (await client.get(f"/procurements/{case_id}/explain")).json()["sla"]["since"]
-        rt.state["clock"] = lambda: utcnow() + timedelta(minutes=4)
+        rt.clock = lambda: utcnow() + timedelta(minutes=4)
         item = (await client.get("/procurements", params={"status": "verifying"})).json()["items"][0]
         assert item["sla"]["target"] == "5m" and item["sla"]["breached"] is False
         assert item["sla"]["seconds_in_status"] >= 240
         assert over_sla((await client.get("/metrics")).text, "verifying") == 0.0
 
-        rt.state["clock"] = lambda: utcnow() + timedelta(minutes=6)
+        rt.clock = lambda: utcnow() + timedelta(minutes=6)
         item = (await client.get("/procurements", params={"status": "verifying"})).json()["items"][0]
         assert item["sla"]["breached"] is True and item["sla"]["over_by_seconds"] > 0
         explained = (await client.get(f"/procurements/{case_id}/explain")).json()["sla"]

@@ -16,8 +16,8 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 
 from services.launcher import SERVICES
 from shared.kit.app import make_broker, make_redis
+from shared.kit.metrics import Metrics
 from shared.kit.settings import ServiceSettings
-from shared.kit.web import Metrics
 
 
 @pytest.fixture(autouse=True)

@@ -14,18 +14,24 @@ from pydantic import ValidationError
 from redis.exceptions import ResponseError
 from sqlmodel import col, select
 
+from services.applications.adapters.repository import (
+    ApplicationsUnitOfWork,
+    Case,
+    SqlCaseRepository,
+    SqlRevisions,
+)
 from services.applications.adapters.tables import CaseParticipant, CaseRow, TimelineRow
+from services.applications.bootstrap import intake_of, runtime_from
 from services.applications.domain import sla
 from services.applications.domain.case import Status, TransitionRefused, is_final
 from services.applications.entrypoints import admin_schemas as schemas
-from services.applications.service_layer import handlers, intake, review
+from services.applications.service_layer import handlers, review
 from shared import contracts
 from shared.contracts import countries, streams
 from shared.kit import approvals
 from shared.kit.app import Runtime, runtime_of, validation_errors
 from shared.kit.auth import Principal, operator, reader
-from shared.kit.db import transaction
-from shared.kit.tables import utcnow
+from shared.kit.uow import begin
 from shared.kit.web import decode_cursor, encode_cursor
 
 router = APIRouter(tags=["procurements"])
@@ -34,7 +40,7 @@ _PROBLEM = {"application/json": {"schema": {"$ref": "#/components/schemas/Proble
 _REFUSED = {409: {"description": "The case's status does not allow it", "content": _PROBLEM}}
 
 
-def _public(row: CaseRow | handlers.Case) -> schemas.CasePublic:
+def _public(row: Case) -> schemas.CasePublic:
     return schemas.CasePublic(
         id=row.id, reference=row.reference, status=row.status, proposal=json.loads(row.proposal),
         verification=json.loads(row.verification) if row.verification else None,
@@ -42,7 +48,7 @@ def _public(row: CaseRow | handlers.Case) -> schemas.CasePublic:
     )
 
 
-def _visible(row: CaseRow | handlers.Case | None, who: Principal) -> CaseRow | handlers.Case:
+def _visible(row: Case | None, who: Principal) -> Case:
     if row is None:
         raise HTTPException(404, "no such procurement case")
     if who.member_state is not None:
@@ -82,14 +88,8 @@ async def submit_procurement(request: Request, who: Principal) -> Response:
     except (ValueError, UnicodeDecodeError) as e:
         return JSONResponse({"detail": [{"loc": ["body"], "field": "body", "msg": f"invalid JSON: {e}",
                                          "type": "json_invalid"}]}, status_code=422)
-    rt = runtime_of(request)
-    assert rt.factory is not None
-    batcher = rt.state.get("intake")
-    if batcher is None:
-        batcher = rt.state["intake"] = intake.SubmitBatcher(rt.factory, on_committed=rt.wake_relay,
-                                                            publish_after_commit=rt.messaging.publish_after_commit)
     try:
-        row, created = await batcher.submit(proposal)
+        row, created = await intake_of(runtime_from(request)).submit(proposal)
     except handlers.ReferenceConflict:
         return JSONResponse(
             {"detail": f"reference {proposal.reference!r} already exists with a different proposal"}, status_code=409
@@ -102,7 +102,7 @@ async def submit_procurement(request: Request, who: Principal) -> Response:
 
 
 def _now(rt: Runtime) -> datetime:
-    return rt.state.get("clock", utcnow)()  # type: ignore[no-any-return]  # tests inject a clock here
+    return rt.clock()
 
 
 def _sla(rt: Runtime, status: str, since: datetime, financing_requested: bool, now: datetime) -> schemas.SlaPublic:
@@ -159,7 +159,7 @@ async def get_by_reference(reference: str, request: Request, who: Principal = De
     rt = runtime_of(request)
     assert rt.factory is not None
     async with rt.factory() as session:
-        row = await handlers.by_reference(session, reference)
+        row = await SqlCaseRepository(session).by_reference(reference)
     return _public(_visible(row, who))
 
 
@@ -169,7 +169,7 @@ async def get_procurement(case_id: str, request: Request, who: Principal = Depen
     rt = runtime_of(request)
     assert rt.factory is not None
     async with rt.factory() as session:
-        row = await handlers.by_id(session, case_id)
+        row = await SqlCaseRepository(session).get(case_id)
     return _public(_visible(row, who))
 
 
@@ -179,7 +179,7 @@ async def get_timeline(case_id: str, request: Request, who: Principal = Depends(
     rt = runtime_of(request)
     assert rt.factory is not None
     async with rt.factory() as session:
-        row = _visible(await handlers.by_id(session, case_id), who)
+        row = _visible(await SqlCaseRepository(session).get(case_id), who)
         items = (await session.exec(
             select(TimelineRow).where(TimelineRow.case_id == row.id).order_by(col(TimelineRow.id))
         )).all()
@@ -190,13 +190,13 @@ async def get_timeline(case_id: str, request: Request, who: Principal = Depends(
 
 
 async def _operator_action(
-    request: Request, case_id: str, action: Callable[..., Awaitable[handlers.Case]], reason: str, who: Principal
+    request: Request, case_id: str, action: Callable[..., Awaitable[Case]], reason: str, who: Principal
 ) -> schemas.CasePublic:
     rt = runtime_of(request)
     assert rt.factory is not None
     try:
-        async with transaction(rt.factory) as session:
-            row = await action(session, case_id, reason=reason, actor=who.name)
+        async with begin(rt.factory, ApplicationsUnitOfWork) as uow:
+            row = await action(case_id, uow, reason=reason, actor=who.name)
     except handlers.NotFound:
         raise HTTPException(404, "no such procurement case") from None
     except TransitionRefused as e:
@@ -253,8 +253,8 @@ async def review_procurement(case_id: str, request: Request, who: Principal = De
     body: schemas.ReviewRequest = await _json_body(request, schemas.ReviewRequest)
     decision = review.ReviewDecision(body.decision, body.justification, tuple(body.evidence_refs))
 
-    async def act(session: Any, case_id: str, *, reason: str, actor: str) -> handlers.Case:
-        return await review.record_review(session, case_id, decision, actor=actor)
+    async def act(case_id: str, uow: ApplicationsUnitOfWork, *, reason: str, actor: str) -> Case:
+        return await review.record_review(case_id, decision, uow, actor=actor)
     return await _operator_action(request, case_id, act, body.justification, who)
 
 
@@ -270,13 +270,13 @@ async def amend_procurement(case_id: str, request: Request, who: Principal = Dep
     rt = runtime_of(request)
     assert rt.factory is not None
     async with rt.factory() as session:
-        current = _visible(await handlers.by_id(session, case_id), who)
+        current = _visible(await SqlCaseRepository(session).get(case_id), who)
     body: schemas.AmendmentRequest = await _json_body(request, schemas.AmendmentRequest)
     if who.member_state is not None and not who.sees(list(body.proposal.participants)):
         raise HTTPException(403, f"{who.member_state} would no longer take part in the amended proposal")
 
-    async def act(session: Any, case_id: str, *, reason: str, actor: str) -> handlers.Case:
-        return await review.amend(session, case_id, body.proposal, reason=reason, actor=actor)
+    async def act(case_id: str, uow: ApplicationsUnitOfWork, *, reason: str, actor: str) -> Case:
+        return await review.amend(case_id, body.proposal, uow, reason=reason, actor=actor)
     return await _operator_action(request, current.id, act, body.reason, who)
 
 
@@ -287,8 +287,8 @@ async def get_revisions(case_id: str, request: Request, who: Principal = Depends
     rt = runtime_of(request)
     assert rt.factory is not None
     async with rt.factory() as session:
-        row = _visible(await handlers.by_id(session, case_id), who)
-        rows = await review.revisions(session, row.id)
+        row = _visible(await SqlCaseRepository(session).get(case_id), who)
+        rows = await SqlRevisions(session).of_case(row.id)
     return schemas.Revisions(case_id=row.id, items=[
         schemas.RevisionPublic(revision=r.revision, proposal=json.loads(r.proposal), changed=json.loads(r.changed),
                                amended_by=r.amended_by, reason=r.reason, at=r.at) for r in rows])
@@ -311,7 +311,7 @@ async def explain_procurement(case_id: str, request: Request, who: Principal = D
     rt = runtime_of(request)
     assert rt.factory is not None
     async with rt.factory() as session:
-        row = _visible(await handlers.by_id(session, case_id), who)
+        row = _visible(await SqlCaseRepository(session).get(case_id), who)
         last = (await session.exec(
             select(TimelineRow).where(TimelineRow.case_id == row.id).order_by(col(TimelineRow.id).desc()).limit(1)
         )).first()

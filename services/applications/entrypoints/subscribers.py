@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.applications.adapters.repository import ApplicationsUnitOfWork
 from services.applications.service_layer import handlers
 from shared import contracts
 from shared.contracts import streams
-from shared.kit.messaging import HandlerContext, Messaging
+from shared.kit.messaging import Messaging
 
 
 def _submit_key(_proposal: Any, entry_id: str) -> str:
@@ -18,29 +19,40 @@ def _submit_key(_proposal: Any, entry_id: str) -> str:
 def register(m: Messaging, _runtime: Any = None) -> None:
     @m.subscribe(streams.SUBMIT_PROCUREMENT, contracts.Proposal, key=_submit_key, prefetch=handlers.prefetch_references,
                  description="External systems submit proposals (docs/interface.md) without HTTP")
-    async def on_submit_procurement(ctx: HandlerContext, proposal: contracts.Proposal) -> None:
-        await handlers.on_submit_command(ctx, proposal)
+    async def on_submit_procurement(proposal: contracts.Proposal, uow: ApplicationsUnitOfWork) -> None:
+        await handlers.on_submit_command(proposal, uow)
+
+    for stream in (streams.PROCUREMENT_SUBMITTED, streams.REVERIFICATION_REQUESTED):
+
+        async def on_verification_request_sent(
+            event: handlers.VerificationRequestSent, uow: ApplicationsUnitOfWork
+        ) -> None:
+            """The case's verification request is out, with origin verification: `submitted` → `verifying`."""
+            await handlers.on_verification_request_sent(event, uow)
+
+        m.subscribe(stream, handlers.VerificationRequestSent, prefetch=handlers.prefetch_cases)(
+            on_verification_request_sent)
 
     @m.subscribe(streams.ORIGIN_VERIFICATION_COMPLETED, contracts.OriginVerificationCompleted, prefetch=handlers.prefetch_cases)
-    async def on_origin_verification_completed(ctx: HandlerContext, event: contracts.OriginVerificationCompleted) -> None:
+    async def on_origin_verification_completed(event: contracts.OriginVerificationCompleted, uow: ApplicationsUnitOfWork) -> None:
         """Record the verification report; request the loan when eligible and financing is asked."""
-        await handlers.on_verification_completed(ctx, event)
+        await handlers.on_verification_completed(event, uow)
 
     @m.subscribe(streams.LOAN_APPROVED, contracts.LoanApproved, prefetch=handlers.prefetch_cases)
-    async def on_loan_approved(ctx: HandlerContext, event: contracts.LoanApproved) -> None:
+    async def on_loan_approved(event: contracts.LoanApproved, uow: ApplicationsUnitOfWork) -> None:
         """The loan office approved the case's loans."""
-        await handlers.on_loan_approved(ctx, event)
+        await handlers.on_loan_approved(event, uow)
 
     @m.subscribe(streams.LOAN_REJECTED, contracts.LoanRejected, prefetch=handlers.prefetch_cases)
-    async def on_loan_rejected(ctx: HandlerContext, event: contracts.LoanRejected) -> None:
+    async def on_loan_rejected(event: contracts.LoanRejected, uow: ApplicationsUnitOfWork) -> None:
         """The loan office rejected the case's loan request."""
-        await handlers.on_loan_rejected(ctx, event)
+        await handlers.on_loan_rejected(event, uow)
 
     for producer, stream in streams.OPERATOR_ACTION_RECORDED.items():
 
-        async def on_operator_action_recorded(ctx: HandlerContext, event: contracts.OperatorActionRecorded) -> None:
+        async def on_operator_action_recorded(event: contracts.OperatorActionRecorded, uow: ApplicationsUnitOfWork) -> None:
             """Operator actions elsewhere that concern a case appear in its timeline."""
-            await handlers.on_operator_action(ctx, event)
+            await handlers.on_operator_action(event, uow)
 
         on_operator_action_recorded.__name__ = f"on_operator_action_recorded_{producer}"
         m.subscribe(stream, contracts.OperatorActionRecorded, prefetch=handlers.prefetch_cases)(on_operator_action_recorded)

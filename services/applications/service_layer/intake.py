@@ -19,14 +19,14 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.applications.adapters.tables import CaseRow
+from services.applications.adapters.repository import ApplicationsUnitOfWork, Case
 from services.applications.service_layer import handlers
 from shared import contracts
-from shared.kit.db import BATCH, transaction
+from shared.kit.uow import begin
 
 log = logging.getLogger("safe.applications.intake")
 
-Pending = tuple[contracts.Proposal, "asyncio.Future[tuple[CaseRow | handlers.Case, bool]]"]
+Pending = tuple[contracts.Proposal, "asyncio.Future[tuple[Case, bool]]"]
 
 
 class SubmitBatcher:
@@ -44,9 +44,9 @@ class SubmitBatcher:
         self.batches = 0
         self.fallbacks = 0
 
-    async def submit(self, proposal: contracts.Proposal) -> tuple[CaseRow | handlers.Case, bool]:
+    async def submit(self, proposal: contracts.Proposal) -> tuple[Case, bool]:
         """Store the case (or find it: idempotent on `reference`); raises ReferenceConflict."""
-        fut: asyncio.Future[tuple[CaseRow | handlers.Case, bool]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[tuple[Case, bool]] = asyncio.get_running_loop().create_future()
         self._queue.append((proposal, fut))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain(), name="applications-intake")
@@ -82,12 +82,11 @@ class SubmitBatcher:
         the shared transaction failed (nobody answered yet)."""
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
-            async with transaction(self._factory, connection=conn) as session:
-                session.info[BATCH] = True
-                await handlers.prefetch_references(session, [p for p, _ in batch])
+            async with begin(self._factory, ApplicationsUnitOfWork, batch=True, connection=conn) as uow:
+                await handlers.prefetch_references(uow, [p for p, _ in batch])
                 for proposal, fut in batch:
                     try:
-                        results.append((fut, await handlers.submit(session, proposal, via="HTTP"), None))
+                        results.append((fut, await handlers.submit(proposal, uow, via="HTTP"), None))
                     except handlers.ReferenceConflict as e:
                         results.append((fut, None, e))
             self.batches += 1
@@ -106,8 +105,8 @@ class SubmitBatcher:
     async def _one_by_one(self, batch: list[Pending]) -> None:
         for proposal, fut in batch:
             try:
-                async with transaction(self._factory) as session:
-                    result = await handlers.submit(session, proposal, via="HTTP")
+                async with begin(self._factory, ApplicationsUnitOfWork) as uow:
+                    result = await handlers.submit(proposal, uow, via="HTTP")
             except Exception as e:  # noqa: BLE001 - the request's own answer (409, or a 500 for it alone)
                 if not fut.done():
                     fut.set_exception(e)

@@ -4,27 +4,21 @@ eyes) can wrap them: they check, write the case, the timeline, the audit entry a
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import delete, func, insert, update
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
-
-from services.applications.adapters.tables import CaseParticipant, CaseRow, ProposalRevisionRow
+from services.applications.adapters.repository import ApplicationsUnitOfWork
+from services.applications.adapters.tables import ProposalRevisionRow
 from services.applications.domain.case import TransitionRefused
 from services.applications.service_layer import handlers
 from services.applications.service_layer.handlers import Case, NotFound
 from shared import contracts
 from shared.contracts import streams
 from shared.contracts.ids import new_id
-from shared.kit import outbox
-from shared.kit.db import connection_of
-from shared.kit.tables import AuditEntry, utcnow
+from shared.kit.tables import utcnow
 
 Decision = Literal["eligible", "ineligible"]
 
@@ -36,10 +30,10 @@ class ReviewDecision:
     evidence_refs: Sequence[str]
 
 
-async def record_review(session: AsyncSession, case_id: str, review: ReviewDecision, *, actor: str) -> Case:
+async def record_review(case_id: str, review: ReviewDecision, uow: ApplicationsUnitOfWork, *, actor: str) -> Case:
     """The reviewer's decision becomes the case's verdict, marked as a human decision with who and why; the case
     moves on: eligible → loan request (with financing) or origin_verified; ineligible → origin_rejected."""
-    row = await handlers.by_id(session, case_id)
+    row = await uow.cases.get(case_id)
     if row is None:
         raise NotFound(case_id)
     state = handlers._state(row)
@@ -57,16 +51,14 @@ async def record_review(session: AsyncSession, case_id: str, review: ReviewDecis
     row.verification = json.dumps(verification)
     summary = (f"review decision by {actor}: {review.decision} (the rules said {machine}): {review.justification}"
                + (f" [evidence: {', '.join(review.evidence_refs)}]" if review.evidence_refs else ""))
-    handlers._timeline(session, row.id, "ReviewDecisionRecorded", summary, at=now, event_id=review_id)
-    session.add(AuditEntry(actor=actor, action="case.review", target=f"procurements/{row.id}", correlation_id=row.id,
-                           reason=review.justification,
-                           details=json.dumps({"decision": review.decision, "evidence_refs": list(review.evidence_refs),
-                                               "machine_outcome": machine, "status": new.value})))
+    handlers._timeline(uow, row.id, "ReviewDecisionRecorded", summary, at=now, event_id=review_id)
+    uow.audit(actor, "case.review", f"procurements/{row.id}", correlation_id=row.id, reason=review.justification,
+              details=json.dumps({"decision": review.decision, "evidence_refs": list(review.evidence_refs),
+                                  "machine_outcome": machine, "status": new.value}))
     if new.value == "loan_requested":
-        request = handlers.request_loan(session, row, review.decision, causation_id=None)
-        outbox.emit(session, streams.LOAN_REQUESTED, request)
+        uow.emit(streams.LOAN_REQUESTED, handlers.request_loan(uow, row, review.decision, causation_id=None))
     handlers._apply(row, state)
-    await handlers.save(session, row)
+    await uow.cases.save(row)
     return row
 
 
@@ -75,10 +67,12 @@ def changed_fields(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
 
-async def amend(session: AsyncSession, case_id: str, proposal: contracts.Proposal, *, reason: str, actor: str) -> Case:
+async def amend(
+    case_id: str, proposal: contracts.Proposal, uow: ApplicationsUnitOfWork, *, reason: str, actor: str
+) -> Case:
     """Replace the case's proposal by a new numbered revision and verify it again; the earlier revisions stay
     readable. Only in needs_review or origin_rejected, and only for the same reference (the business key)."""
-    row = await handlers.by_id(session, case_id)
+    row = await uow.cases.get(case_id)
     if row is None:
         raise NotFound(case_id)
     if proposal.reference != row.reference:
@@ -94,37 +88,24 @@ async def amend(session: AsyncSession, case_id: str, proposal: contracts.Proposa
     event = contracts.ReverificationRequested(correlation_id=row.id, case_id=row.id, proposal=proposal,
                                               requested_by=actor, reason=f"amended: {reason}")
     state.amend(bool(proposal.financing), str(event.event_id))  # raises TransitionRefused
-    last = (await session.exec(select(func.max(ProposalRevisionRow.revision))
-                               .where(ProposalRevisionRow.case_id == row.id))).one()
+    last = await uow.revisions.last(row.id)
+    first: list[ProposalRevisionRow] = []
     if last is None:  # the first amendment: the proposal as submitted becomes revision 1
-        session.add(ProposalRevisionRow(case_id=row.id, revision=1, proposal=row.proposal, changed="[]",
-                                        amended_by="submitted", reason="as submitted", at=row.created_at))
+        first.append(ProposalRevisionRow(case_id=row.id, revision=1, proposal=row.proposal, changed="[]",
+                                         amended_by="submitted", reason="as submitted", at=row.created_at))
         last = 1
     revision = last + 1
-    session.add(ProposalRevisionRow(case_id=row.id, revision=revision, proposal=text, changed=json.dumps(changed),
-                                    amended_by=actor, reason=reason))
-    await session.flush()
-    conn = await connection_of(session)
-    cases = CaseRow.__table__  # type: ignore[attr-defined]
-    await conn.execute(update(cases).where(cases.c.id == row.id).values(
-        proposal=text, proposal_hash=hashlib.sha256(text.encode()).hexdigest(),
-        lead_member_state=proposal.lead_member_state, financing_requested=bool(proposal.financing)))
-    seq = (await conn.execute(select(cases.c.seq).where(cases.c.id == row.id))).scalar_one()
-    parts = CaseParticipant.__table__  # type: ignore[attr-defined]
-    await conn.execute(delete(parts).where(col(parts.c.case_seq) == seq))
-    await conn.execute(insert(parts), [{"case_seq": seq, "country": c} for c in sorted(set(proposal.participants))])
-    row.proposal, row.financing_requested, row.lead_member_state = text, bool(proposal.financing), proposal.lead_member_state
-    outbox.emit(session, streams.REVERIFICATION_REQUESTED, event)
-    handlers._timeline(session, row.id, "ProposalAmended",
+    await uow.revisions.add(*first, ProposalRevisionRow(
+        case_id=row.id, revision=revision, proposal=text, changed=json.dumps(changed), amended_by=actor,
+        reason=reason))
+    row.financing_requested, row.lead_member_state = bool(proposal.financing), proposal.lead_member_state
+    await uow.cases.replace_proposal(row, text, participants=sorted(set(proposal.participants)))
+    uow.emit(streams.REVERIFICATION_REQUESTED, event)
+    handlers._timeline(uow, row.id, "ProposalAmended",
                        f"amended by {actor} to revision {revision}: changed {', '.join(changed)}; {reason}; "
                        "sent for verification again", at=event.occurred_at, event_id=event.event_id)
-    session.add(AuditEntry(actor=actor, action="case.amend", target=f"procurements/{row.id}", correlation_id=row.id,
-                           reason=reason, details=json.dumps({"revision": revision, "changed": changed})))
+    uow.audit(actor, "case.amend", f"procurements/{row.id}", correlation_id=row.id, reason=reason,
+              details=json.dumps({"revision": revision, "changed": changed}))
     handlers._apply(row, state)
-    await handlers.save(session, row)
+    await uow.cases.save(row)
     return row
-
-
-async def revisions(session: AsyncSession, case_id: str) -> list[ProposalRevisionRow]:
-    return list((await session.exec(select(ProposalRevisionRow).where(ProposalRevisionRow.case_id == case_id)
-                                    .order_by(col(ProposalRevisionRow.revision)))).all())

@@ -16,6 +16,8 @@ from fastapi.responses import JSONResponse
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.loan_disbursement.adapters import ledger
+from services.loan_disbursement.adapters.repository import LoanUnitOfWork
 from services.loan_disbursement.adapters.tables import (
     FacilityRow,
     FacilityStatusChangeRow,
@@ -28,13 +30,14 @@ from services.loan_disbursement.domain import lifecycle, rules
 from services.loan_disbursement.domain.money import CENT, ZERO, cents_floor
 from services.loan_disbursement.entrypoints import admin_schemas as schemas
 from services.loan_disbursement.entrypoints import scope
-from services.loan_disbursement.service_layer import handlers, ledger
+from services.loan_disbursement.service_layer import handlers
 from shared.contracts import Category, countries
 from shared.kit import approvals
 from shared.kit.app import Runtime, runtime_of
 from shared.kit.auth import Principal, operator, reader, staff
 from shared.kit.budget import TOO_MANY, budget_of
 from shared.kit.db import transaction
+from shared.kit.uow import begin
 from shared.kit.web import decode_cursor, decode_text_cursor, encode_cursor
 
 router = APIRouter()
@@ -168,8 +171,8 @@ async def update_facility(member_state: str, request: Request, who: Principal = 
     ms = _ms(member_state)
     changes = {k: getattr(body, k) for k in body.model_fields_set if k != "reason"}
     try:
-        async with transaction(rt.factory) as session:  # type: ignore[arg-type]
-            outcome = await handlers.update_facility(session, ms, changes, reason=body.reason, actor=who.name,
+        async with begin(rt.factory, LoanUnitOfWork) as uow:  # type: ignore[arg-type]
+            outcome = await handlers.update_facility(uow, ms, changes, reason=body.reason, actor=who.name,
                                                      share=settings.pre_financing_share,
                                                      envelope=settings.envelope_eur)
     except handlers.NotFound:
@@ -194,9 +197,9 @@ async def pay_pre_financing(member_state: str, request: Request, who: Principal 
     rt, settings = _rt(request)
     ms = _ms(member_state)
     try:
-        async with transaction(rt.factory) as session:  # type: ignore[arg-type]
+        async with begin(rt.factory, LoanUnitOfWork) as uow:  # type: ignore[arg-type]
             outcome = await handlers.pay_pre_financing(
-                session, ms, body.amount_eur, body.requested_on, actor=who.name, note=body.note,
+                uow, ms, body.amount_eur, body.requested_on, actor=who.name, note=body.note,
                 last_request_on=settings.last_request_on, share=settings.pre_financing_share,
             )
     except handlers.NotFound:
@@ -285,8 +288,8 @@ async def put_plan(member_state: str, request: Request, who: Principal = Depends
     rt, _settings = _rt(request)
     ms = _ms(member_state)
     try:
-        async with transaction(rt.factory) as session:  # type: ignore[arg-type]
-            await handlers.amend_plan(session, ms, {line.category.value: line.amount_eur for line in body.lines},
+        async with begin(rt.factory, LoanUnitOfWork) as uow:  # type: ignore[arg-type]
+            await handlers.amend_plan(uow, ms, {line.category.value: line.amount_eur for line in body.lines},
                                       supports_ukraine=body.supports_ukraine, source=body.source,
                                       reason=body.reason, actor=who.name)
     except handlers.NotFound:
@@ -354,8 +357,8 @@ async def pay_instalment(loan_id: str, request: Request, who: Principal = Depend
         return body
     rt, settings = _rt(request)
     try:
-        async with transaction(rt.factory) as session:  # type: ignore[arg-type]
-            outcome = await handlers.pay_instalment(session, loan_id, body.amount_eur, body.requested_on,
+        async with begin(rt.factory, LoanUnitOfWork) as uow:  # type: ignore[arg-type]
+            outcome = await handlers.pay_instalment(uow, loan_id, body.amount_eur, body.requested_on,
                                                     actor=who.name, note=body.note,
                                                     last_request_on=settings.last_request_on)
     except handlers.NotFound:
@@ -395,6 +398,6 @@ async def ledger_check(request: Request, _: Principal = Depends(staff)) -> dict[
     every state's facility, loans and amounts: operators and auditors only)."""
     rt, settings = _rt(request)
     # it share-locks every facility and reads the whole ledger: two at a time per process, more answer 429
-    async with budget_of(rt.state, "ledger-check", 2).slot(), transaction(rt.factory) as session:  # type: ignore[arg-type]
+    async with budget_of(rt.budgets, "ledger-check", 2).slot(), transaction(rt.factory) as session:  # type: ignore[arg-type]
         report = await ledger.reconcile(session, pre_financing_share=settings.pre_financing_share)
     return report.as_dict()

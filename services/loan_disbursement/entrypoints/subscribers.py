@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+from services.loan_disbursement.adapters.repository import LoanUnitOfWork
+from services.loan_disbursement.bootstrap import Dependencies
 from services.loan_disbursement.service_layer import handlers
 from shared import contracts
 from shared.contracts import streams
 from shared.kit.app import Runtime
-from shared.kit.messaging import HandlerContext, Messaging
+from shared.kit.messaging import Messaging
 
 
-def register(m: Messaging, runtime: Runtime) -> None:
+def register(m: Messaging, runtime: Runtime[Dependencies]) -> None:
+    deps = runtime.deps
+
     @m.subscribe(streams.LOAN_REQUESTED, contracts.LoanRequested, prefetch=handlers.note_batch)
-    async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested) -> None:
+    async def on_loan_requested(event: contracts.LoanRequested, uow: LoanUnitOfWork) -> None:
         """Decide every financing line of the case (L-1, L-2, L-5..L-8, PLAN) in one transaction: all approved
         and reserved in the ledger (LoanApproved), or nothing reserved (LoanRejected with every reason)."""
-        settings = runtime.settings
-        await handlers.on_loan_requested(
-            ctx, event, runtime.state["reference"], loans_from=getattr(settings, "loans_from", "decided"),
-            check_financing_cap=getattr(settings, "financing_within_contract_value", True))
+        await handlers.on_loan_requested(event, uow, deps.seeded_reference(), loans_from=deps.loans_from,
+                                         check_financing_cap=deps.check_financing_cap)
 
     @m.subscribe(streams.PROCUREMENT_WITHDRAWN, contracts.ProcurementWithdrawn)
-    async def on_procurement_withdrawn(ctx: HandlerContext, event: contracts.ProcurementWithdrawn) -> None:
+    async def on_procurement_withdrawn(event: contracts.ProcurementWithdrawn, uow: LoanUnitOfWork) -> None:
         """Release the case's reservations once; a later loan request for the case is rejected."""
-        await handlers.on_procurement_withdrawn(ctx, event)
+        await handlers.on_procurement_withdrawn(
+            event, uow)

@@ -11,10 +11,8 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, text
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
-
+from services.loan_disbursement.adapters import ledger
+from services.loan_disbursement.adapters.repository import LoanUnitOfWork
 from services.loan_disbursement.adapters.tables import (
     CaseWithdrawalRow,
     ClearingRow,
@@ -29,14 +27,10 @@ from services.loan_disbursement.adapters.tables import (
 from services.loan_disbursement.domain import lifecycle, rules
 from services.loan_disbursement.domain.money import CENT, ZERO, fmt, in_cents
 from services.loan_disbursement.domain.reference import Reference
-from services.loan_disbursement.service_layer import ledger
 from shared import contracts
 from shared.contracts import Category, countries, streams
 from shared.contracts.ids import new_id
-from shared.kit import db
-from shared.kit.db import BATCH
-from shared.kit.messaging import HandlerContext
-from shared.kit.tables import AuditEntry, utcnow
+from shared.kit.tables import utcnow
 
 SERVICE = "loan_disbursement"
 log = logging.getLogger("safe.loan_disbursement")
@@ -72,17 +66,15 @@ def _cents(amount: Decimal) -> Decimal:
 # --- seeding ------------------------------------------------------------------------------------------
 
 
-async def seed(session: AsyncSession, reference: Reference) -> list[str]:
+async def seed(uow: LoanUnitOfWork, reference: Reference) -> list[str]:
     """Insert every facility (and its seeded plan) that is not there yet; never touches existing ones."""
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(727275)"))  # two replicas starting together
-    existing = {r.member_state: r for r in (await session.exec(select(FacilityRow))).all()}
+    existing = await uow.ledger.all_facilities()
     added = []
     for f in reference.facilities:
         row = existing.get(f.member_state)
         if row is not None:
             if row.status is None:  # a facility stored before the lifecycle (migration 0003): its seeded status
-                _seed_status(session, row, f, reference.version)
+                _seed_status(uow, row, f, reference.version)
             continue
         row = FacilityRow(
             member_state=f.member_state, max_eur=f.max_eur, tentative_eur=f.tentative_eur,
@@ -90,30 +82,30 @@ async def seed(session: AsyncSession, reference: Reference) -> list[str]:
             confidence=f.confidence, notes=f.notes, supports_ukraine=reference.plan_supports_ukraine,
             plan_source=reference.plan_source,
         )
-        session.add(row)
-        await session.flush()
-        _seed_status(session, row, f, reference.version)
+        uow.ledger.add(row)
+        await uow.flush()
+        _seed_status(uow, row, f, reference.version)
         for cat in Category:
-            session.add(PlanLineRow(member_state=f.member_state, category=cat.value, amount_eur=f.max_eur))
-        session.add(AuditEntry(actor="system", action="facility.seed", target=f"facilities/{f.member_state}",
-                               reason=f"seeded from {reference.version}",
-                               details=json.dumps({"max_eur": str(f.max_eur), "source": f.source})))
+            uow.ledger.add(PlanLineRow(member_state=f.member_state, category=cat.value, amount_eur=f.max_eur))
+        uow.audit(actor="system", action="facility.seed", target=f"facilities/{f.member_state}",
+                  reason=f"seeded from {reference.version}",
+                  details=json.dumps({"max_eur": str(f.max_eur), "source": f.source}))
         added.append(f.member_state)
     return added
 
 
-def _seed_status(session: AsyncSession, row: FacilityRow, seed_row: Any, version: str) -> None:
+def _seed_status(uow: LoanUnitOfWork, row: FacilityRow, seed_row: Any, version: str) -> None:
     row.status = seed_row.status
     row.agreement_signed_on, row.agreement_reference = seed_row.agreement_signed_on, seed_row.agreement_reference
     if row.suspended:
         row.status_before_suspension, row.status = row.status, lifecycle.SUSPENDED
-    session.add(row)
-    session.add(FacilityStatusChangeRow(member_state=row.member_state, from_status=None, to_status=row.status,
+    uow.ledger.add(row)
+    uow.ledger.add(FacilityStatusChangeRow(member_state=row.member_state, from_status=None, to_status=row.status,
                                         effective_on=seed_row.agreement_signed_on,
                                         reference=seed_row.agreement_reference or seed_row.source,
                                         reason=f"seeded from {version}", actor="system"))
-    session.add(AuditEntry(actor="system", action="facility.status.seed", target=f"facilities/{row.member_state}",
-                           reason=f"seeded from {version}", details=json.dumps({"status": row.status})))
+    uow.audit(actor="system", action="facility.status.seed", target=f"facilities/{row.member_state}",
+              reason=f"seeded from {version}", details=json.dumps({"status": row.status}))
 
 
 # --- loan decision ---------------------------------------------------------------------------------------
@@ -126,20 +118,10 @@ def _seed_status(session: AsyncSession, row: FacilityRow, seed_row: Any, version
 _REQUESTS, _LOANS, _LEDGER, _DRAWS = (t.__table__ for t in (LoanRequestRow, LoanRow, LedgerEntry, PlanDrawRow))
 
 
-BATCH_CASES = "loan_disbursement.batch_cases"
-
-
-async def note_batch(session: AsyncSession, events: list[Any]) -> None:
+async def note_batch(uow: LoanUnitOfWork, events: list[Any]) -> None:
     """Prefetch hook: the cases of a batch, so that their earlier decisions are read with one query (under the
     facility locks, by the first decision of the batch)."""
-    session.info[BATCH_CASES] = [e.case_id for e in events]
-
-
-async def _insert(session: AsyncSession, state: ledger.Decisions, table: Any, rows: list[dict[str, Any]]) -> None:
-    if session.info.get(BATCH):
-        db.defer_rows(session, table, rows)  # with the batch's bulk INSERT, at commit
-    else:
-        await db.executemany(state.conn, db.insert_of(table), rows)
+    uow.ledger.note_batch([e.case_id for e in events])
 
 
 def financing_cap(event: contracts.LoanRequested) -> rules.FinancingCap | None:
@@ -154,19 +136,18 @@ def financing_cap(event: contracts.LoanRequested) -> rules.FinancingCap | None:
     return None
 
 
-async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested, reference: Reference, *,
+async def on_loan_requested(event: contracts.LoanRequested, uow: LoanUnitOfWork, reference: Reference, *,
                             loans_from: str = lifecycle.DECIDED, check_financing_cap: bool = True) -> None:
     """Decide the whole case in this transaction: every line approved and reserved, or nothing reserved.
 
     Reads O(1) rows whatever the size of the ledger: the facilities (locked and read once per transaction, so a
     batch of requests shares them), the case's earlier decision, and the running totals of the plan lines."""
-    session = ctx.session
-    state = await ledger.decisions(session)  # every facility locked, in member_state order
-    existing, withdrawn_reason = await state.earlier_decision(event.case_id, session.info.get(BATCH_CASES, ()))
+    state = await uow.ledger.decisions()  # every facility locked, in member_state order
+    existing, withdrawn_reason = await state.earlier_decision(event.case_id, uow.ledger.batch_cases)
     if existing is not None:
         # a second request for a decided case (new event id): never decide or reserve again
         status, decided_by = existing
-        ctx.audit(SERVICE, "loan_request.duplicate", f"loan-requests/{event.case_id}",
+        uow.audit(SERVICE, "loan_request.duplicate", f"loan-requests/{event.case_id}", correlation_id=event.correlation_id,
                   reason=f"case already decided ({status}) by event {decided_by}",
                   details={"event_id": str(event.event_id)})
         log.warning("duplicate loan request ignored", extra={"event_id": str(event.event_id),
@@ -194,7 +175,7 @@ async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested,
     # the case's decision row first (in a batch its rows go in with the batch's bulk INSERT, parents first): a
     # concurrent second decision of the case fails on its primary key, at once or at the batch's commit (the kit
     # then redoes the batch message by message)
-    await _insert(session, state, _REQUESTS, [{
+    await uow.ledger.insert(_REQUESTS, [{
         "case_id": event.case_id, "event_id": event_id, "reference": event.reference,
         "status": "approved" if decision.approved else "rejected", "verification_outcome": event.verification_outcome,
         "requested": json.dumps([{"member_state": x.member_state, "amount_eur": str(x.amount_eur)} for x in lines]),
@@ -204,7 +185,7 @@ async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested,
     }])
     state.record_decision(event.case_id, "approved" if decision.approved else "rejected", event_id)
     if not decision.approved:
-        ctx.emit(streams.LOAN_REJECTED, contracts.LoanRejected(
+        uow.emit(streams.LOAN_REJECTED, contracts.LoanRejected(
             correlation_id=event.case_id, causation_id=event.event_id, case_id=event.case_id,
             reasons=[contracts.LoanDecisionReason(member_state=r.member_state, rule=r.rule, message=r.message)
                      for r in decision.reasons],
@@ -214,8 +195,8 @@ async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested,
     loans = [{"loan_id": new_id(), "case_id": event.case_id, "member_state": line.member_state,
               "amount_eur": line.amount_eur, "status": "active", "approved_at": now, "released_at": None}
              for line in lines]
-    await _insert(session, state, _LOANS, loans)
-    await _insert(session, state, _LEDGER, [
+    await uow.ledger.insert(_LOANS, loans)
+    await uow.ledger.insert(_LEDGER, [
         {"member_state": loan["member_state"], "case_id": event.case_id, "loan_id": loan["loan_id"],
          "kind": "reservation", "amount": loan["amount_eur"], "at": now, "event_id": event_id,
          "reason": f"loan approved for case {event.reference}", "requested_on": None, "actor": SERVICE}
@@ -224,10 +205,10 @@ async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested,
     draws = [{"loan_id": loan["loan_id"], "category": cat, "member_state": loan["member_state"], "amount_eur": amount}
              for loan in loans for cat, amount in decision.plan_draws[loan["member_state"]].items()]
     if draws:
-        await _insert(session, state, _DRAWS, draws)
+        await uow.ledger.insert(_DRAWS, draws)
     for loan in loans:  # what the triggers add to the running totals when these rows go in
         state.record_approval(loan["member_state"], loan["amount_eur"], decision.plan_draws[loan["member_state"]])
-    ctx.emit(streams.LOAN_APPROVED, contracts.LoanApproved(
+    uow.emit(streams.LOAN_APPROVED, contracts.LoanApproved(
         correlation_id=event.case_id, causation_id=event.event_id, case_id=event.case_id,
         loans=[contracts.ApprovedLoan(loan_id=loan["loan_id"], member_state=loan["member_state"],
                                       amount_eur=loan["amount_eur"]) for loan in loans],
@@ -235,24 +216,20 @@ async def on_loan_requested(ctx: HandlerContext, event: contracts.LoanRequested,
     ))
 
 
-async def on_procurement_withdrawn(ctx: HandlerContext, event: contracts.ProcurementWithdrawn) -> None:
+async def on_procurement_withdrawn(event: contracts.ProcurementWithdrawn, uow: LoanUnitOfWork) -> None:
     """Release every reservation of the case, once; remember the withdrawal for a later loan request."""
-    session = ctx.session
-    await ledger.decisions(session)  # every facility locked, in member_state order (as a loan decision does)
-    if await session.get(CaseWithdrawalRow, event.case_id) is not None:
+    await uow.ledger.decisions()  # every facility locked, in member_state order (as a loan decision does)
+    if await uow.ledger.withdrawal(event.case_id) is not None:
         return  # already released (a second withdrawal event for the case changes nothing)
-    ledger.forget(session)  # releases change the balances and plan remainders a later decision would reuse
+    uow.ledger.forget()  # releases change the balances and plan remainders a later decision would reuse
     now = utcnow()
-    loans = (await session.exec(
-        select(LoanRow).where(LoanRow.case_id == event.case_id, LoanRow.status == "active")
-        .order_by(col(LoanRow.member_state))
-    )).all()
+    loans = await uow.ledger.active_loans(event.case_id)
     released = ZERO
-    facilities = await ledger.lock_facilities(session, {loan.member_state for loan in loans}) if loans else {}
+    facilities = await uow.ledger.lock_facilities({loan.member_state for loan in loans}) if loans else {}
     kept: list[dict[str, str]] = []
     money: dict[str, lifecycle.Advances] = {}
     for loan in loans:
-        a = money.get(loan.member_state) or await ledger.advances(session, facilities[loan.member_state])
+        a = money.get(loan.member_state) or await uow.ledger.advances(facilities[loan.member_state])
         refused = lifecycle.check_release(a, loan.amount_eur)
         if refused is not None:  # money already paid out against it: the loan stays (L-9), said in the audit
             kept.append({"loan_id": loan.loan_id, "member_state": loan.member_state, "reason": str(refused)})
@@ -260,20 +237,21 @@ async def on_procurement_withdrawn(ctx: HandlerContext, event: contracts.Procure
             continue
         money[loan.member_state] = lifecycle.Advances(a.member_state, a.approved - loan.amount_eur, a.pre_financing,
                                                       a.instalments, a.cleared)
-        session.add(LedgerEntry(member_state=loan.member_state, case_id=loan.case_id, loan_id=loan.loan_id,
+        uow.ledger.add(LedgerEntry(member_state=loan.member_state, case_id=loan.case_id, loan_id=loan.loan_id,
                                 kind="release", amount=loan.amount_eur, at=now, event_id=str(event.event_id),
                                 reason=f"case withdrawn: {event.reason}"))
         loan.status = "released"
         loan.released_at = now
-        session.add(loan)
+        uow.ledger.add(loan)
         released += loan.amount_eur
-    request = await session.get(LoanRequestRow, event.case_id)
+    request = await uow.ledger.request(event.case_id)
     if request is not None:
         request.withdrawn_at = now
-        session.add(request)
-    session.add(CaseWithdrawalRow(case_id=event.case_id, event_id=str(event.event_id), reason=event.reason,
+        uow.ledger.add(request)
+    uow.ledger.add(CaseWithdrawalRow(case_id=event.case_id, event_id=str(event.event_id), reason=event.reason,
                                   withdrawn_at=now, released_eur=released))
-    ctx.audit(SERVICE, "case.withdrawn", f"loan-requests/{event.case_id}", reason=event.reason,
+    uow.audit(SERVICE, "case.withdrawn", f"loan-requests/{event.case_id}", correlation_id=event.correlation_id,
+              reason=event.reason,
               details={"released_eur": str(released), "loans": [loan.loan_id for loan in loans
                                                                    if loan.status == "released"], "kept": kept})
 
@@ -281,28 +259,28 @@ async def on_procurement_withdrawn(ctx: HandlerContext, event: contracts.Procure
 # --- operator requests -----------------------------------------------------------------------------------
 
 
-async def _locked(session: AsyncSession, member_state: str) -> FacilityRow:
-    row = (await ledger.lock_facilities(session, [member_state])).get(member_state)
+async def _locked(uow: LoanUnitOfWork, member_state: str) -> FacilityRow:
+    row = (await uow.ledger.lock_facilities([member_state])).get(member_state)
     if row is None:
         raise NotFound(member_state)
     return row
 
 
-def _refused(session: AsyncSession, actor: str, action: str, target: str, reasons: list[rules.Reason],
+def _refused(uow: LoanUnitOfWork, actor: str, action: str, target: str, reasons: list[rules.Reason],
              details: dict[str, Any]) -> Outcome:
     # a refusal is a decision too: recorded with its reasons (the transaction still commits)
-    session.add(AuditEntry(actor=actor, action=f"{action}.refused", target=target,
-                           reason="; ".join(str(r) for r in reasons), details=json.dumps(details, default=str)))
+    uow.audit(actor=actor, action=f"{action}.refused", target=target,
+              reason="; ".join(str(r) for r in reasons), details=json.dumps(details, default=str))
     return Outcome(reasons=reasons)
 
 
 async def update_facility(
-    session: AsyncSession, member_state: str, changes: dict[str, Any], *, reason: str, actor: str,
+    uow: LoanUnitOfWork, member_state: str, changes: dict[str, Any], *, reason: str, actor: str,
     share: Decimal, envelope: Decimal = lifecycle.ENVELOPE_EUR, today: date | None = None,
 ) -> Outcome:
     """Set the maximum / pre-financing / suspension / lifecycle status (and source, confidence); audited with the
     reason. Every facility is locked (member_state order): L-10 sums all their maxima."""
-    rows = await ledger.lock_facilities(session)
+    rows = await uow.ledger.lock_facilities()
     row = rows.get(member_state)
     if row is None:
         raise NotFound(member_state)
@@ -331,27 +309,27 @@ async def update_facility(
         )
         reasons += lifecycle.check_status_change(change)
     if reasons:
-        return _refused(session, actor, "facility.update", target, reasons, {"changes": changes})
+        return _refused(uow, actor, "facility.update", target, reasons, {"changes": changes})
     before = {"max_eur": row.max_eur, "pre_financing_eur": row.pre_financing_eur, "suspended": row.suspended,
               "source": row.source, "confidence": row.confidence, "status": row.status}
     row.max_eur, row.pre_financing_eur = new_max, new_pre
     if change is not None:
-        _apply_status(session, row, change, changes.get("status_reference"), reason=reason, actor=actor)
+        _apply_status(uow, row, change, changes.get("status_reference"), reason=reason, actor=actor)
     elif changes.get("suspended") is not None:
         row.suspended_reason = reason if row.suspended else None
     for key in ("source", "confidence", "notes"):
         if changes.get(key) is not None:
             setattr(row, key, changes[key])
     row.updated_at = utcnow()
-    session.add(row)
+    uow.ledger.add(row)
     after = {k: getattr(row, k) for k in before}
-    session.add(AuditEntry(actor=actor, action="facility.update", target=target, reason=reason,
-                           details=json.dumps({"before": before, "after": after}, default=str)))
+    uow.audit(actor=actor, action="facility.update", target=target, reason=reason,
+              details=json.dumps({"before": before, "after": after}, default=str))
     return Outcome(facility=row)
 
 
 async def change_facility_status(
-    session: AsyncSession, member_state: str, status: str, *, reason: str, actor: str,
+    uow: LoanUnitOfWork, member_state: str, status: str, *, reason: str, actor: str,
     effective_on: date | None = None, reference: str | None = None, agreement_signed_on: date | None = None,
     agreement_reference: str | None = None, today: date | None = None, share: Decimal = Decimal("0.15"),
 ) -> Outcome:
@@ -359,10 +337,10 @@ async def change_facility_status(
     approval gate (four eyes) can wrap it. Refused changes are audited too and come back as reasons."""
     changes: dict[str, Any] = {"status": status, "effective_on": effective_on, "status_reference": reference,
                                "agreement_signed_on": agreement_signed_on, "agreement_reference": agreement_reference}
-    return await update_facility(session, member_state, changes, reason=reason, actor=actor, share=share, today=today)
+    return await update_facility(uow, member_state, changes, reason=reason, actor=actor, share=share, today=today)
 
 
-def _apply_status(session: AsyncSession, row: FacilityRow, change: lifecycle.StatusChange, reference: str | None,
+def _apply_status(uow: LoanUnitOfWork, row: FacilityRow, change: lifecycle.StatusChange, reference: str | None,
                   *, reason: str, actor: str) -> None:
     if change.target == lifecycle.SUSPENDED:
         row.status_before_suspension = change.current
@@ -374,73 +352,71 @@ def _apply_status(session: AsyncSession, row: FacilityRow, change: lifecycle.Sta
     row.status = change.target
     row.status_changed_on = change.effective_on or change.agreement_signed_on or change.today
     row.status_reference = reference or change.agreement_reference
-    session.add(FacilityStatusChangeRow(
+    uow.ledger.add(FacilityStatusChangeRow(
         member_state=row.member_state, from_status=change.current, to_status=change.target,
         effective_on=row.status_changed_on, reference=row.status_reference, reason=reason, actor=actor,
     ))
 
 
 async def amend_plan(
-    session: AsyncSession, member_state: str, lines: dict[str, Decimal], *, supports_ukraine: bool,
+    uow: LoanUnitOfWork, member_state: str, lines: dict[str, Decimal], *, supports_ukraine: bool,
     source: str | None, reason: str, actor: str,
 ) -> FacilityRow:
     """Replace the facility's investment plan (narrow or widen it); audited with the reason. Loans already
     approved keep what they drew; the new lines govern later requests."""
-    row = await _locked(session, member_state)
-    before = await ledger.plan_lines(session, [member_state])
-    await session.execute(delete(PlanLineRow).where(col(PlanLineRow.member_state) == member_state))
-    for cat, amount in sorted(lines.items()):
-        session.add(PlanLineRow(member_state=member_state, category=cat, amount_eur=amount))
+    row = await _locked(uow, member_state)
+    before = await uow.ledger.plan_lines(member_state)
+    await uow.ledger.replace_plan(member_state, dict(sorted(lines.items())))
     row.supports_ukraine = supports_ukraine
     if source:
         row.plan_source = source
     row.plan_version += 1
     row.updated_at = utcnow()
-    session.add(row)
-    session.add(AuditEntry(actor=actor, action="plan.amend", target=f"facilities/{member_state}/plan", reason=reason,
-                           details=json.dumps({"before": before.get(member_state, {}), "after": lines,
-                                               "supports_ukraine": supports_ukraine, "version": row.plan_version},
-                                              default=str)))
+    uow.ledger.add(row)
+    uow.audit(actor=actor, action="plan.amend", target=f"facilities/{member_state}/plan", reason=reason,
+              details=json.dumps({"before": before, "after": lines,
+                                  "supports_ukraine": supports_ukraine, "version": row.plan_version},
+                                 default=str))
     return row
 
 
 async def pay_pre_financing(
-    session: AsyncSession, member_state: str, amount: Decimal, requested_on: date, *, actor: str,
+    uow: LoanUnitOfWork, member_state: str, amount: Decimal, requested_on: date, *, actor: str,
     last_request_on: date, share: Decimal, note: str | None = None,
 ) -> Outcome:
-    row = await _locked(session, member_state)
+    row = await _locked(uow, member_state)
     bal = ledger.Balance.of(row)  # the running totals, just read under the lock
     reasons = rules.check_pre_financing(
         member_state=member_state, max_eur=row.max_eur, configured=row.pre_financing_eur, paid_eur=bal.pre_financing,
         amount=amount, requested_on=requested_on, last_request_on=last_request_on, suspended=row.suspended,
         suspended_reason=row.suspended_reason, share=share, status=row.status or lifecycle.DECIDED,
     )
-    reasons += lifecycle.check_advance(await ledger.advances(session, row), pre_financing=amount)
+    reasons += lifecycle.check_advance(await uow.ledger.advances(row), pre_financing=amount)
     target = f"facilities/{member_state}/pre-financing"
     if reasons:
-        return _refused(session, actor, "pre_financing.pay", target, reasons,
+        return _refused(uow, actor, "pre_financing.pay", target, reasons,
                         {"amount_eur": amount, "requested_on": requested_on})
     entry = LedgerEntry(member_state=member_state, kind="pre_financing", amount=amount, requested_on=requested_on,
                         actor=actor, reason=_with_assumption(
                             note or f"pre-financing EUR {fmt(amount)}: an advance on the approved loans, cleared "
                                     "against later instalments (L-9)", row))
-    session.add(entry)
-    await session.flush()
-    session.add(AuditEntry(actor=actor, action="pre_financing.pay", target=target, reason=entry.reason,
-                           details=json.dumps({"ledger_entry": entry.id, "amount_eur": str(amount)})))
+    uow.ledger.add(entry)
+    await uow.flush()
+    uow.audit(actor=actor, action="pre_financing.pay", target=target, reason=entry.reason,
+              details=json.dumps({"ledger_entry": entry.id, "amount_eur": str(amount)}))
     return Outcome(entry=entry, facility=row)
 
 
 async def pay_instalment(
-    session: AsyncSession, loan_id: str, amount: Decimal, requested_on: date, *, actor: str,
+    uow: LoanUnitOfWork, loan_id: str, amount: Decimal, requested_on: date, *, actor: str,
     last_request_on: date, note: str | None = None,
 ) -> Outcome:
-    loan = await session.get(LoanRow, loan_id)
+    loan = await uow.ledger.loan(loan_id)
     if loan is None:
         raise NotFound(loan_id)
-    row = await _locked(session, loan.member_state)
-    await session.refresh(loan)  # re-read under the facility lock (a withdrawal may just have released it)
-    paid = await ledger.instalments_paid(session, loan_id)
+    row = await _locked(uow, loan.member_state)
+    await uow.ledger.reread(loan)  # re-read under the facility lock (a withdrawal may just have released it)
+    paid = await uow.ledger.instalments_paid(loan_id)
     reasons = rules.check_instalment(
         member_state=loan.member_state, loan_amount=loan.amount_eur, paid_eur=paid, amount=amount,
         requested_on=requested_on, last_request_on=last_request_on, suspended=row.suspended,
@@ -448,29 +424,29 @@ async def pay_instalment(
         status=row.status or lifecycle.DECIDED,
     )
     clearing = lifecycle.clear_instalment(
-        await ledger.advances(session, row), loan_amount=loan.amount_eur, loan_instalments=paid,
-        loan_cleared=await ledger.cleared_on_loan(session, loan_id), amount=amount,
+        await uow.ledger.advances(row), loan_amount=loan.amount_eur, loan_instalments=paid,
+        loan_cleared=await uow.ledger.cleared_on_loan(loan_id), amount=amount,
     )
     if loan.status == "active" and not any(r.rule == rules.L3 for r in reasons):
         reasons += clearing.reasons  # L-3 already says the loan is exhausted: L-9 would only repeat it
     target = f"loans/{loan_id}/instalments"
     if reasons:
-        return _refused(session, actor, "instalment.pay", target, reasons,
+        return _refused(uow, actor, "instalment.pay", target, reasons,
                         {"amount_eur": amount, "requested_on": requested_on})
     text_ = note or f"instalment EUR {fmt(amount)} on loan {loan_id}"
     if clearing.cleared:
         text_ += f"; EUR {fmt(clearing.cleared)} of pre-financing paid in advance cleared against this loan (L-9)"
     entry = LedgerEntry(member_state=loan.member_state, case_id=loan.case_id, loan_id=loan_id, kind="instalment",
                         amount=amount, requested_on=requested_on, actor=actor, reason=_with_assumption(text_, row))
-    session.add(entry)
-    await session.flush()
+    uow.ledger.add(entry)
+    await uow.flush()
     if clearing.cleared:
         assert entry.id is not None
-        session.add(ClearingRow(ledger_entry_id=entry.id, member_state=loan.member_state, loan_id=loan_id,
+        uow.ledger.add(ClearingRow(ledger_entry_id=entry.id, member_state=loan.member_state, loan_id=loan_id,
                                 amount=clearing.cleared))
-    session.add(AuditEntry(actor=actor, action="instalment.pay", target=target, correlation_id=loan.case_id,
-                           reason=entry.reason, details=json.dumps({"ledger_entry": entry.id, "amount_eur": str(amount),
-                                                                    "pre_financing_cleared_eur": str(clearing.cleared)})))
+    uow.audit(actor=actor, action="instalment.pay", target=target, correlation_id=loan.case_id,
+              reason=entry.reason, details=json.dumps({"ledger_entry": entry.id, "amount_eur": str(amount),
+                                                       "pre_financing_cleared_eur": str(clearing.cleared)}))
     return Outcome(entry=entry, facility=row, cleared=clearing.cleared)
 
 

@@ -10,8 +10,9 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from services.origin_verification.adapters import replica
+from services.origin_verification.adapters.repository import VerificationUnitOfWork, reports_of
 from services.origin_verification.adapters.tables import ReportRow
-from services.origin_verification.bootstrap import Dependencies
+from services.origin_verification.bootstrap import Dependencies, deps_of
 from services.origin_verification.entrypoints import admin_schemas as schemas
 from services.origin_verification.service_layer import handlers
 from shared import contracts
@@ -23,7 +24,7 @@ router = APIRouter(tags=["origin verification"])
 
 
 def _deps(request: Request) -> Dependencies:
-    return runtime_of(request).state["deps"]  # type: ignore[no-any-return]
+    return deps_of(request)
 
 
 def _public(row: ReportRow) -> schemas.ReportPublic:
@@ -41,7 +42,7 @@ async def get_verifications(case_id: str, request: Request, who: Principal = Dep
     rt = runtime_of(request)
     assert rt.factory is not None
     async with rt.factory() as session:
-        rows = await handlers.reports_of(session, case_id)
+        rows = await reports_of(session, case_id)
     rows = [r for r in rows if who.sees(json.loads(r.participants))]
     if not rows:
         raise HTTPException(404, "no verification report for this case")
@@ -71,7 +72,7 @@ async def get_replica(request: Request, _: Principal = Depends(reader)) -> schem
     assert rt.factory is not None
     async with rt.factory() as session:
         status = await replica.readiness(session)
-    handlers.note_readiness(rt.state, status)
+    handlers.note_readiness(_deps(request), status)
     return schemas.ReplicaStatus(**status.public())  # type: ignore[arg-type]
 
 
@@ -105,9 +106,10 @@ async def preview_verification(request: Request, _: Principal = Depends(staff)) 
     rt = runtime_of(request)
     assert rt.factory is not None
     # CPU-bound on up to 50 000 components: four at a time per process, more answer 429
-    async with budget_of(rt.state, "preview", 4).slot(), rt.factory() as session:
+    async with budget_of(rt.budgets, "preview", 4).slot(), rt.factory() as session:
         try:
-            result, _status = await handlers.evaluate(session, proposal, _deps(request), rt.state)
+            uow = VerificationUnitOfWork(session)
+            result, _status = await handlers.evaluate(uow, proposal, _deps(request))
         except handlers.ReplicaNotReady as e:
             raise HTTPException(503, str(e)) from None
     return JSONResponse(json.loads(result.model_dump_json()))

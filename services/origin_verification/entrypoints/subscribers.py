@@ -2,42 +2,40 @@
 
 from __future__ import annotations
 
+from services.origin_verification.adapters.repository import VerificationUnitOfWork
 from services.origin_verification.bootstrap import Dependencies
 from services.origin_verification.service_layer import handlers
 from shared import contracts
 from shared.contracts import streams
 from shared.kit.app import Runtime
-from shared.kit.messaging import HandlerContext, Messaging
+from shared.kit.messaging import Messaging
 
 
 def register(m: Messaging, runtime: Runtime) -> None:
-    state = runtime.state
-
-    def deps() -> Dependencies:
-        return state["deps"]  # type: ignore[no-any-return]
+    deps: Dependencies = runtime.deps
 
     @m.subscribe(streams.PROCUREMENT_SUBMITTED, contracts.ProcurementSubmitted, prefetch=handlers.prefetch_reports)
-    async def on_procurement_submitted(ctx: HandlerContext, event: contracts.ProcurementSubmitted) -> None:
+    async def on_procurement_submitted(event: contracts.ProcurementSubmitted, uow: VerificationUnitOfWork) -> None:
         """Verify a newly submitted proposal (deferred until the registry replica is complete)."""
-        await handlers.on_verification_requested(ctx, event, deps(), state)
+        await handlers.on_verification_requested(event, uow, deps)
 
     @m.subscribe(streams.REVERIFICATION_REQUESTED, contracts.ReverificationRequested,
                  prefetch=handlers.prefetch_reports)
-    async def on_reverification_requested(ctx: HandlerContext, event: contracts.ReverificationRequested) -> None:
+    async def on_reverification_requested(event: contracts.ReverificationRequested, uow: VerificationUnitOfWork) -> None:
         """Verify a case again (e.g. after a registry correction); a new report, the old one stays."""
-        await handlers.on_verification_requested(ctx, event, deps(), state)
+        await handlers.on_verification_requested(event, uow, deps)
 
     @m.subscribe(streams.COUNTRY_STATUS_CHANGED, contracts.CountryStatusChanged)
-    async def on_country_status_changed(ctx: HandlerContext, event: contracts.CountryStatusChanged) -> None:
+    async def on_country_status_changed(event: contracts.CountryStatusChanged, uow: VerificationUnitOfWork) -> None:
         """Replica: upsert the country's dated record (highest version wins)."""
-        await handlers.on_country_status_changed(ctx, event, state)
+        await handlers.on_country_status_changed(event, uow, deps)
 
     @m.subscribe(streams.PARTNER_AGREEMENT_RECORDED, contracts.PartnerAgreementRecorded)
-    async def on_partner_agreement_recorded(ctx: HandlerContext, event: contracts.PartnerAgreementRecorded) -> None:
+    async def on_partner_agreement_recorded(event: contracts.PartnerAgreementRecorded, uow: VerificationUnitOfWork) -> None:
         """Replica: upsert the agreement (highest version wins; every version kept)."""
-        await handlers.on_partner_agreement_recorded(ctx, event, state)
+        await handlers.on_partner_agreement_recorded(event, uow, deps)
 
     @m.subscribe(streams.REFERENCE_DATA_PUBLISHED, contracts.ReferenceDataPublished)
-    async def on_reference_data_published(ctx: HandlerContext, event: contracts.ReferenceDataPublished) -> None:
+    async def on_reference_data_published(event: contracts.ReferenceDataPublished, uow: VerificationUnitOfWork) -> None:
         """Replica: the registry finished a publication; the replica is ready once it holds all of it."""
-        await handlers.on_reference_data_published(ctx, event, state)
+        await handlers.on_reference_data_published(event, uow, deps)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field, ValidationError
 
+from services.origin_verification.bootstrap import deps_of
 from services.origin_verification.domain.rulebook import RulebookError, parse_rulebook
 from services.origin_verification.service_layer import whatif
 from shared.kit.app import runtime_of, validation_errors
@@ -41,7 +42,7 @@ async def what_if(request: Request,
     except ValidationError as e:
         return JSONResponse({"detail": validation_errors(e.errors(include_url=False))}, status_code=422)
     rt = runtime_of(request)
-    deps = rt.state["deps"]
+    deps = deps_of(request)
     candidate = None
     if body.rules is not None:
         try:

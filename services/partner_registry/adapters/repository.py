@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.partner_registry.adapters.tables import AgreementVersionRow, CountryVersionRow, RegistryMetaRow
 from services.partner_registry.domain import registry
 from shared import contracts
+from shared.kit.uow import UnitOfWork
 
 # --- rows ⇄ domain --------------------------------------------------------------------------------
 
@@ -182,3 +183,33 @@ def agreement_event(row: AgreementVersionRow, *, causation_id: Any = None) -> co
         max_content_share=t.max_content_share, entities_eligible=t.entities_eligible, status=t.status,
         source=t.source, confidence=t.confidence, unconfirmed=t.unconfirmed, note=t.note,
     )
+
+
+# --- the repository and the unit of work ----------------------------------------------------------
+
+
+class SqlRegistryRepository:
+    """Country and agreement version rows and the registry counter, in the unit of work's transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def lock_meta(self) -> RegistryMetaRow:
+        return await lock_meta(self.session)
+
+    async def countries(self, *, country: str | None = None, as_of: int | None = None) -> list[CountryVersionRow]:
+        return await country_rows(self.session, country=country, as_of=as_of)
+
+    async def agreements(
+        self, *, country: str | None = None, agreement_id: str | None = None, as_of: int | None = None
+    ) -> list[AgreementVersionRow]:
+        return await agreement_rows(self.session, country=country, agreement_id=agreement_id, as_of=as_of)
+
+    def add(self, row: CountryVersionRow | AgreementVersionRow | RegistryMetaRow) -> None:
+        self.session.add(row)
+
+
+class RegistryUnitOfWork(UnitOfWork):
+    def __init__(self, session: AsyncSession, *, batch: bool = False) -> None:
+        super().__init__(session, batch=batch)
+        self.registry = SqlRegistryRepository(session)

@@ -21,8 +21,8 @@ from shared.contracts.events import GROUPS
 from shared.kit import approvals
 from shared.kit.app import runtime_of, validation_errors
 from shared.kit.auth import Principal, operator, reader
-from shared.kit.db import transaction
 from shared.kit.tables import AuditEntry
+from shared.kit.uow import begin
 
 router = APIRouter(tags=["partner registry"])
 
@@ -185,8 +185,8 @@ async def record_agreement(request: Request, who: Principal = Depends(operator))
     rt = runtime_of(request)
     assert rt.factory is not None
     try:
-        async with transaction(rt.factory) as session:
-            published = await handlers.record_agreement(session, _terms(body, body.country), actor=who.name)
+        async with begin(rt.factory, repo.RegistryUnitOfWork) as uow:
+            published = await handlers.record_agreement(_terms(body, body.country), uow, actor=who.name)
     except registry.InvalidTerms as e:
         return _invalid(e.field, str(e))
     except registry.Conflict as e:
@@ -211,13 +211,13 @@ async def correct_agreement(agreement_id: str, request: Request, who: Principal 
     rt = runtime_of(request)
     assert rt.factory is not None
     try:
-        async with transaction(rt.factory) as session:
-            rows = await repo.agreement_rows(session, agreement_id=agreement_id)
+        async with begin(rt.factory, repo.RegistryUnitOfWork) as uow:
+            rows = await uow.registry.agreements(agreement_id=agreement_id)
             if not rows:
                 raise handlers.NotFound(agreement_id)
             country = body.country or rows[-1].country
             published = await handlers.correct_agreement(
-                session, agreement_id, _terms(body, country, body.status), actor=who.name, reason=body.reason
+                agreement_id, _terms(body, country, body.status), uow, actor=who.name, reason=body.reason
             )
     except handlers.NotFound:
         raise HTTPException(404, f"no agreement {agreement_id!r}") from None

@@ -10,16 +10,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlmodel.ext.asyncio.session import AsyncSession
-
 from services.partner_registry.adapters import repository as repo
+from services.partner_registry.adapters.repository import RegistryUnitOfWork
 from services.partner_registry.adapters.seed import Seed
 from services.partner_registry.adapters.tables import AgreementVersionRow, CountryVersionRow, RegistryMetaRow
 from services.partner_registry.domain import registry
 from shared import contracts
 from shared.contracts import streams
-from shared.kit import outbox
-from shared.kit.tables import AuditEntry, utcnow
+from shared.kit.tables import utcnow
 
 log = logging.getLogger("safe.partner_registry")
 
@@ -43,39 +41,39 @@ class Published:
 
 
 async def _publish(
-    session: AsyncSession, meta: RegistryMetaRow, *, countries: list[CountryVersionRow],
+    uow: RegistryUnitOfWork, meta: RegistryMetaRow, *, countries: list[CountryVersionRow],
     agreements: list[tuple[AgreementVersionRow, Any]],
 ) -> contracts.ReferenceDataPublished:
     """Save the version rows and put their events, then the publication marker, in the outbox."""
     for c in countries:
-        session.add(c)
-        outbox.emit(session, streams.COUNTRY_STATUS_CHANGED, repo.country_event(c))
+        uow.registry.add(c)
+        uow.emit(streams.COUNTRY_STATUS_CHANGED, repo.country_event(c))
     for a, causation in agreements:
-        session.add(a)
-        outbox.emit(session, streams.PARTNER_AGREEMENT_RECORDED, repo.agreement_event(a, causation_id=causation))
-    await session.flush()
-    all_countries = repo.latest_countries(await repo.country_rows(session))
-    all_agreements = repo.latest_agreements(await repo.agreement_rows(session))
+        uow.registry.add(a)
+        uow.emit(streams.PARTNER_AGREEMENT_RECORDED, repo.agreement_event(a, causation_id=causation))
+    await uow.flush()
+    all_countries = repo.latest_countries(await uow.registry.countries())
+    all_agreements = repo.latest_agreements(await uow.registry.agreements())
     meta.countries = len(all_countries)
     meta.agreements = len(all_agreements)
     meta.updated_at = utcnow()
-    session.add(meta)
+    uow.registry.add(meta)
     marker = contracts.ReferenceDataPublished(
         correlation_id="registry", registry_version=meta.registry_version, seed_version=meta.seed_version,
         countries=meta.countries, agreements=meta.agreements,
     )
-    outbox.emit(session, streams.REFERENCE_DATA_PUBLISHED, marker)
+    uow.emit(streams.REFERENCE_DATA_PUBLISHED, marker)
     return marker
 
 
 # --- seed -----------------------------------------------------------------------------------------
 
 
-async def load_seed(session: AsyncSession, seed: Seed) -> Published | None:
+async def load_seed(seed: Seed, uow: RegistryUnitOfWork) -> Published | None:
     """Publish what the seed adds or changes; None (and no event) when the store already matches it."""
-    meta = await repo.lock_meta(session)
-    c_rows = await repo.country_rows(session)
-    a_rows = await repo.agreement_rows(session)
+    meta = await uow.registry.lock_meta()
+    c_rows = await uow.registry.countries()
+    a_rows = await uow.registry.agreements()
     stored_c = repo.latest_countries(c_rows)
     stored_a = repo.latest_agreements(a_rows)
     plan = registry.plan_seed(
@@ -90,7 +88,7 @@ async def load_seed(session: AsyncSession, seed: Seed) -> Published | None:
     if plan.empty:
         if meta.seed_version != seed.version:
             meta.seed_version = seed.version  # a relabelled but identical seed publishes nothing
-            session.add(meta)
+            uow.registry.add(meta)
         return None
     meta.registry_version += 1
     meta.seed_version = seed.version
@@ -108,14 +106,14 @@ async def load_seed(session: AsyncSession, seed: Seed) -> Published | None:
                             reason=f"seed {seed.version}"), None)
         for agreement_id, terms in plan.agreements
     ]
-    await _publish(session, meta, countries=countries, agreements=agreements)
-    session.add(AuditEntry(
-        actor=SEED_ACTOR, action="registry.seed_load", target="registry", correlation_id="registry",
+    await _publish(uow, meta, countries=countries, agreements=agreements)
+    uow.audit(
+        SEED_ACTOR, "registry.seed_load", "registry", correlation_id="registry",
         reason=f"seed {seed.version}",
         details=json.dumps({"registry_version": rv, "countries": [c.country for c in countries],
                             "agreements": [a.agreement_id for a, _ in agreements],
                             "kept_operator_versions": plan.kept_operator_versions}),
-    ))
+    )
     return Published(rv, countries, [a for a, _ in agreements], plan.kept_operator_versions)
 
 
@@ -135,7 +133,7 @@ def _terms_json(terms: registry.AgreementTerms) -> dict[str, Any]:
 
 
 async def _write(
-    session: AsyncSession, meta: RegistryMetaRow, agreement_id: str, terms: registry.AgreementTerms, *,
+    uow: RegistryUnitOfWork, meta: RegistryMetaRow, agreement_id: str, terms: registry.AgreementTerms, *,
     version: int, actor: str, action: str, reason: str | None, current: dict[str, AgreementVersionRow],
 ) -> Published:
     placeholders = registry.supersessions(
@@ -153,37 +151,34 @@ async def _write(
         rows.append((repo.agreement_row(p.id, registry.superseded(p.terms, agreement_id), version=old.version + 1,
                                         registry_version=rv, origin=registry.OPERATOR, recorded_by=actor,
                                         reason=why), recorded.event_id))
-        session.add(AuditEntry(actor=actor, action="agreement.supersede", target=f"agreements/{p.id}",
-                               correlation_id=terms.country, reason=why))
-    session.add(row)
-    outbox.emit(session, streams.PARTNER_AGREEMENT_RECORDED, recorded)
-    await _publish(session, meta, countries=[], agreements=rows[1:])
-    session.add(AuditEntry(actor=actor, action=action, target=f"agreements/{agreement_id}",
-                           correlation_id=terms.country, reason=reason,
-                           details=json.dumps({"version": version, "registry_version": rv,
-                                               "terms": _terms_json(terms),
-                                               "superseded": [p.id for p in placeholders]})))
+        uow.audit(actor, "agreement.supersede", f"agreements/{p.id}", correlation_id=terms.country, reason=why)
+    uow.registry.add(row)
+    uow.emit(streams.PARTNER_AGREEMENT_RECORDED, recorded)
+    await _publish(uow, meta, countries=[], agreements=rows[1:])
+    uow.audit(actor, action, f"agreements/{agreement_id}", correlation_id=terms.country, reason=reason,
+              details=json.dumps({"version": version, "registry_version": rv, "terms": _terms_json(terms),
+                                  "superseded": [p.id for p in placeholders]}))
     return Published(rv, [], [r for r, _ in rows])
 
 
-async def record_agreement(session: AsyncSession, terms: registry.AgreementTerms, *, actor: str) -> Published:
+async def record_agreement(terms: registry.AgreementTerms, uow: RegistryUnitOfWork, *, actor: str) -> Published:
     """Record a new agreement (version 1). Overlapping a confirmed one in force → Conflict; overlapping an
     unconfirmed seeded placeholder supersedes it."""
     terms.validate()
-    meta = await repo.lock_meta(session)
-    current = repo.latest_agreements(await repo.agreement_rows(session, country=terms.country))
+    meta = await uow.registry.lock_meta()
+    current = repo.latest_agreements(await uow.registry.agreements(country=terms.country))
     agreement_id = f"agr-{terms.country.lower()}-{uuid.uuid4().hex[:12]}"
-    return await _write(session, meta, agreement_id, terms, version=1, actor=actor, action="agreement.record",
+    return await _write(uow, meta, agreement_id, terms, version=1, actor=actor, action="agreement.record",
                         reason=None, current=current)
 
 
 async def correct_agreement(
-    session: AsyncSession, agreement_id: str, terms: registry.AgreementTerms, *, actor: str, reason: str
+    agreement_id: str, terms: registry.AgreementTerms, uow: RegistryUnitOfWork, *, actor: str, reason: str
 ) -> Published:
     """A correction is a new version of the same agreement; the earlier versions stay."""
     terms.validate()
-    meta = await repo.lock_meta(session)
-    existing = await repo.agreement_rows(session, agreement_id=agreement_id)
+    meta = await uow.registry.lock_meta()
+    existing = await uow.registry.agreements(agreement_id=agreement_id)
     if not existing:
         raise NotFound(agreement_id)
     last = existing[-1]
@@ -193,6 +188,6 @@ async def correct_agreement(
         raise registry.InvalidTerms("kind", f"agreement {agreement_id} is of kind {last.kind}; the kind cannot change")
     if repo.terms_of(last) == terms:
         raise NothingToCorrect(f"agreement {agreement_id} v{last.version} already has these terms")
-    current = repo.latest_agreements(await repo.agreement_rows(session, country=terms.country))
-    return await _write(session, meta, agreement_id, terms, version=last.version + 1, actor=actor,
+    current = repo.latest_agreements(await uow.registry.agreements(country=terms.country))
+    return await _write(uow, meta, agreement_id, terms, version=last.version + 1, actor=actor,
                         action="agreement.correct", reason=reason, current=current)

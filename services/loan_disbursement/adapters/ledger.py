@@ -48,8 +48,7 @@ log = logging.getLogger("safe.loan_disbursement.ledger")
 
 async def lock_facilities(session: AsyncSession, member_states: Iterable[str] | None = None) -> dict[str, FacilityRow]:
     """Lock (FOR UPDATE) the given facilities, or all of them, in member_state order; return them by code, freshly
-    read (running totals included). For writers other than the loan decision: drops the transaction's `Decisions`."""
-    forget(session)
+    read (running totals included)."""
     q = select(FacilityRow).order_by(col(FacilityRow.member_state)).with_for_update()
     if member_states is not None:
         q = q.where(col(FacilityRow.member_state).in_(sorted(set(member_states))))
@@ -212,31 +211,22 @@ class Decisions:
                 plan[cat] = plan.get(cat, ZERO) - drawn
 
 
-_DECISIONS = "loan_disbursement.decisions"
-
-
-async def decisions(session: AsyncSession) -> Decisions:
-    """This transaction's loan decision state: on first use in a transaction (or savepoint), every facility is
-    locked FOR UPDATE in member_state order and read; afterwards the same state is returned, no query."""
+def holds(decisions: Decisions | None, session: AsyncSession) -> bool:
+    """Whether `decisions` belongs to the session's innermost transaction, still active."""
     scope = transaction_scope(session)
-    held = session.info.get(_DECISIONS)
-    if held is not None and scope is not None and held.scope is scope and scope.is_active:
-        return held  # type: ignore[no-any-return]
+    return decisions is not None and scope is not None and decisions.scope is scope and scope.is_active
+
+
+async def load_decisions(session: AsyncSession) -> Decisions:
+    """A transaction's loan decision state: every facility locked FOR UPDATE in member_state order, and read."""
     if session.new or session.dirty or session.deleted:
         await session.flush()  # so that the triggers have run and the queries without autoflush see every write
     conn = await connection_of(session)
     rows = await fetch_all(conn, _LOCK_ALL, {})
-    held = Decisions(scope=transaction_scope(session), conn=conn, facilities={
+    return Decisions(scope=transaction_scope(session), conn=conn, facilities={
         ms: FacilityValues(ms, max_eur, reserved - released, suspended, reason, status or "decided", confidence, source)
         for ms, max_eur, reserved, released, suspended, reason, status, confidence, source in rows
     })
-    session.info[_DECISIONS] = held
-    return held
-
-
-def forget(session: AsyncSession) -> None:
-    """Drop the transaction's decision state (after writing something it holds other than a loan decision)."""
-    session.info.pop(_DECISIONS, None)
 
 
 async def instalments_paid(session: AsyncSession, loan_id: str) -> Decimal:
