@@ -44,6 +44,7 @@ from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
+from shared.kit import wire
 from shared.kit.messaging import Entry
 
 DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
@@ -58,7 +59,7 @@ _ids = iter(range(1, 10**9))
 
 
 def entry(event: Any) -> Entry:
-    return Entry(f"{next(_ids)}-0", {b"__data__": event.model_dump_json().encode()})
+    return Entry(f"{next(_ids)}-0", {wire.DATA_KEY: event.model_dump_json().encode()})
 
 
 async def measure(rt: Any, stream: str, make: Callable[[int], Awaitable[list[Entry]]], batches: int) -> dict[str, Any]:
@@ -173,7 +174,7 @@ async def origin_verification(work: Path, redis_url: str, prefix: str, batches: 
         for stream, events in ((streams.REFERENCE_DATA_PUBLISHED, [published]), (streams.COUNTRY_STATUS_CHANGED, countries),
                                (streams.PARTNER_AGREEMENT_RECORDED, agreements)):
             for ev in events:
-                await r.xadd(f"{prefix}{stream}", {"__data__": ev.model_dump_json()})
+                await r.xadd(f"{prefix}{stream}", {wire.DATA: ev.model_dump_json()})
         await r.aclose()
         async def ready() -> bool:
             return bool((await client.get("/replica")).json().get("ready"))
@@ -198,7 +199,7 @@ async def applications(work: Path, redis_url: str, prefix: str, batches: int) ->
             await rt.relay.publish_once()
             wanted, found = set(ids), {}
             for _, fields in await r.xrange(f"{prefix}{streams.PROCUREMENT_SUBMITTED}"):
-                ev = json.loads(fields[b"__data__"])
+                ev = wire.decoded(fields)
                 if ev["case_id"] in wanted:
                     found[ev["case_id"]] = ev["event_id"]
             return [(c, found[c]) for c in ids]
@@ -214,7 +215,7 @@ async def applications(work: Path, redis_url: str, prefix: str, batches: int) ->
 
         async def vc_and_keep(n: int) -> list[Entry]:
             out = await verified(n)
-            approvable.extend(json.loads(e.fields[b"__data__"])["case_id"] for e in out)
+            approvable.extend(wire.decoded(e.fields)["case_id"] for e in out)
             return out
 
         async def approved(n: int) -> list[Entry]:

@@ -25,6 +25,7 @@ import pytest
 import redis
 
 from services.testing.inprocess import running
+from shared.kit import wire
 from tests import dbs
 from tests.integration.helpers import FAST
 from tests.integration.test_auth_matrix import SERVICES, build
@@ -162,7 +163,7 @@ def _seed(base: str, prefix: str, redis_url: str) -> dict[str, str]:
     body["reference"] = f"T-{uuid.uuid4().hex[:10]}"
     case = requests.post(f"{base}/procurements", json=body, headers=OPERATOR, timeout=10).json()
     bad = dict(body, reference=f"T-{uuid.uuid4().hex[:10]}", participants=["PL", "ZZ"])
-    redis.Redis.from_url(redis_url).xadd(f"{prefix}applications.submit-procurement", {"__data__": json.dumps(bad)})
+    redis.Redis.from_url(redis_url).xadd(f"{prefix}applications.submit-procurement", {wire.DATA: json.dumps(bad)})
     return {"case_id": case["id"], "reference": case["reference"]}
 
 

@@ -15,7 +15,7 @@ from sqlmodel import select
 
 from services.testing.waiting import wait_for
 from shared.contracts import streams
-from shared.kit import db
+from shared.kit import db, wire
 from shared.kit.outbox import OutboxRelay
 from shared.kit.tables import OutboxRow
 from tests import dbs
@@ -79,7 +79,7 @@ async def test_a_round_of_several_events_reaches_a_blocked_reader_as_one_batch(f
         [(_, entries)] = await asyncio.wait_for(read, timeout=10)
     finally:
         await reader.aclose()
-    assert [json.loads(f[b"__data__"])["event_id"] for _, f in entries] == [f"e{i}" for i in range(5)]
+    assert [wire.decoded(f)["event_id"] for _, f in entries] == [f"e{i}" for i in range(5)]
     assert sent == [["MULTI", "XADD", "XADD", "XADD", "XADD", "XADD", "EXEC"]]
     assert await _unsent(factory) == 0
 
@@ -138,7 +138,7 @@ def _held(relay: OutboxRelay) -> tuple[asyncio.Event, asyncio.Event]:
 
 async def _published(redis_client: Any, prefix: str) -> list[str]:
     key = streams.qualified(streams.PROCUREMENT_SUBMITTED, prefix)
-    return [json.loads(f[b"__data__"])["event_id"] for _, f in await redis_client.xrange(key)]
+    return [wire.decoded(f)["event_id"] for _, f in await redis_client.xrange(key)]
 
 
 @pytest.mark.skipif(not dbs.on_postgres(), reason="SQLite: the pool's one connection already serializes rounds")

@@ -20,6 +20,7 @@ from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
+from shared.kit import wire
 from shared.kit.tables import AuditEntry, DeadLetter
 from tests.integration.helpers import FAST, read_all, xadd
 
@@ -341,7 +342,7 @@ async def test_thirty_requests_at_once_never_over_commit_the_danish_facility(dat
             runtimes.append(rt)
         pipe = redis_client.pipeline(transaction=False)
         for _ in range(30):
-            pipe.xadd(f"{prefix}{streams.LOAN_REQUESTED}", {"__data__": loan_requested(("DK", "5000000")).model_dump_json()})
+            pipe.xadd(f"{prefix}{streams.LOAN_REQUESTED}", {wire.DATA: loan_requested(("DK", "5000000")).model_dump_json()})
         await pipe.execute()
         approved, rejected = await decided(redis_client, prefix, 30)
         assert len(approved) == 9 and len(rejected) == 21

@@ -37,7 +37,7 @@ from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
-from shared.kit import db
+from shared.kit import db, wire
 from shared.kit.messaging import HandlerContext
 from shared.kit.tables import TS, AuditEntry, OutboxRow
 from tests.integration.helpers import xadd
@@ -168,7 +168,7 @@ async def test_large_batches_on_concurrent_replicas_never_over_commit(database_u
             runtimes.append(rt)
         pipe = redis_client.pipeline(transaction=False)
         for _ in range(60):
-            pipe.xadd(f"{prefix}{streams.LOAN_REQUESTED}", {"__data__": loan_requested(("DK", "5000000")).model_dump_json()})
+            pipe.xadd(f"{prefix}{streams.LOAN_REQUESTED}", {wire.DATA: loan_requested(("DK", "5000000")).model_dump_json()})
         await pipe.execute()
         approved, rejected = await decided(redis_client, prefix, 60)
         assert len(approved) == 9 and len(rejected) == 51

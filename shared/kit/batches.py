@@ -1,0 +1,229 @@
+"""One batch of entries through its handlers: decoded strictly, run in one transaction with the inbox.
+
+- each entry's payload is checked (signature), parsed as strict JSON (numbers are Decimals) and validated against
+  the subscription's model on its own: one bad entry is dead-lettered (`Poison`), the others go on;
+- the common case runs the whole batch in one transaction without a savepoint per message; if anything fails
+  (a handler, or the commit, e.g. an inbox key another replica committed first) the batch is redone message by
+  message, each in its own savepoint, so one failure cannot undo the others;
+- the inbox: each event's key is recorded in the same transaction as its effect; duplicates are acknowledged and
+  skipped.
+
+The kit runs handlers itself rather than as FastStream handlers: FastStream calls one handler per message or per
+batch, while the guarantees above need one database transaction around many messages with a savepoint each.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.kit import logs, signing, strict, wire
+from shared.kit.db import BATCH, add_row, transaction
+from shared.kit.dead_letters import dead_letter
+from shared.kit.subscriptions import Defer, HandlerContext, Poison, Subscription
+from shared.kit.tables import InboxRow
+
+log = logging.getLogger("safe.messaging")
+handled_log = logging.getLogger("safe.messages")
+
+# BATCH (shared.kit.db) is set while handlers run together in one optimistic batch transaction: any failure
+# redoes the batch message by message, each in its own savepoint, with BATCH False and nothing prefetched.
+
+Parsed = list[tuple[wire.Entry, Any]]
+Poisoned = list[tuple[wire.Entry, Poison]]
+
+
+@dataclass
+class Outcome:
+    """What became of a batch: entries to acknowledge, to count as failed, to retry later without counting."""
+
+    ack: list[str] = field(default_factory=list)
+    failures: list[tuple[wire.Entry, str, str | None]] = field(default_factory=list)
+    deferred: list[tuple[wire.Entry, float]] = field(default_factory=list)
+    emitted: int = 0
+    duplicates: int = 0
+
+
+class _Isolate(Exception):
+    """The optimistic whole-batch run hit a failure; the batch is redone message by message."""
+
+
+def decode(sub: Subscription[Any], entries: Sequence[wire.Entry], keyring: signing.Keyring | None) -> tuple[Parsed, Poisoned]:
+    """Each entry's event, or the reason it can never be processed."""
+    parsed: Parsed = []
+    poison: Poisoned = []
+    for entry in entries:
+        try:
+            if keyring is not None:
+                signing_check(keyring, sub.stream, entry.fields)
+            payload = wire.payload(entry.fields)
+            if payload is None:
+                raise Poison("validation", f"entry has no {wire.DATA} field")
+            parsed.append((entry, sub.model.model_validate(loads_exact(payload))))
+        except Poison as p:
+            poison.append((entry, p))
+        except ValidationError as ve:
+            poison.append((entry, Poison("validation", _validation_text(ve))))
+        except Exception as ex:  # undecodable in some other way
+            poison.append((entry, Poison("validation", f"{type(ex).__name__}: {ex}")))
+    return parsed, poison
+
+
+class BatchRunner:
+    """Runs decoded batches of one service's consumer group against its database."""
+
+    def __init__(self, *, service: str, group: str, factory: async_sessionmaker[AsyncSession]) -> None:
+        self.service, self.group, self.factory = service, group, factory
+
+    async def run(self, sub: Subscription[Any], parsed: Parsed, poison: Poisoned,
+                  conn: AsyncConnection | None = None) -> Outcome:
+        try:
+            try:
+                # common case first: the whole batch in one transaction, no savepoint per message
+                return await self._run(sub, parsed, poison, isolate=False, conn=conn)
+            except _Isolate:
+                return await self._run(sub, parsed, poison, isolate=True, conn=conn)
+        except Exception as ex:  # the batch transaction itself failed: nothing of it happened
+            log.exception("batch transaction failed", extra={"stream": sub.stream})
+            err = error_text(ex)
+            return Outcome(failures=[(e, err, sub.key_of(ev, e.entry_id)) for e, ev in parsed]
+                           + [(e, err, None) for e, _ in poison])
+
+    async def _run(self, sub: Subscription[Any], parsed: Parsed, poison: Poisoned, *, isolate: bool,
+                   conn: AsyncConnection | None) -> Outcome:
+        outcome = Outcome()
+        try:
+            async with transaction(self.factory, connection=conn) as session:
+                session.info[BATCH] = not isolate
+                if isolate:
+                    await self._isolated(session, sub, parsed, outcome)
+                else:
+                    await self._optimistic(session, sub, parsed, outcome)
+                for entry, p in poison:
+                    await dead_letter(session, sub, self.group, entry, str(p), p.kind, attempts=1)
+                    outcome.ack.append(entry.entry_id)
+        except _Isolate:
+            raise
+        except Exception as ex:
+            if not isolate:  # e.g. a concurrent replica committed the same inbox key first
+                raise _Isolate() from ex
+            raise
+        return outcome
+
+    async def _optimistic(self, session: AsyncSession, sub: Subscription[Any], parsed: Parsed,
+                          outcome: Outcome) -> None:
+        """All handlers in the one transaction. The inbox is not looked up first: a redelivered event collides
+        with its inbox row at the commit, and the batch is redone isolated, where processed events are found
+        before their handler runs. Redeliveries are rare (a crash, a reclaim), a lookup per batch is not."""
+        if sub.prefetch is not None and parsed:
+            await sub.prefetch(session, [ev for _, ev in parsed])
+        seen: set[str] = set()
+        for entry, event in parsed:
+            event_id = sub.key_of(event, entry.entry_id)
+            if event_id in seen:
+                outcome.duplicates += 1
+                outcome.ack.append(entry.entry_id)
+                continue
+            ctx = HandlerContext(session=session, stream=sub.stream, entry_id=entry.entry_id, event=event)
+            try:
+                async with logs.consumer_span(self.service, sub.stream, event, event_id):
+                    await sub.handler(ctx, event)
+                    add_row(session, InboxRow, event_id=event_id, stream=sub.stream, entry_id=entry.entry_id)
+            except Exception as ex:
+                raise _Isolate() from ex
+            seen.add(event_id)
+            _handled(outcome, sub, entry, event, event_id, ctx)
+
+    async def _isolated(self, session: AsyncSession, sub: Subscription[Any], parsed: Parsed,
+                        outcome: Outcome) -> None:
+        """Each handler in its own savepoint: a failure undoes that message only."""
+        ids = [sub.key_of(ev, e.entry_id) for e, ev in parsed]
+        seen = set((await session.exec(select(InboxRow.event_id).where(col(InboxRow.event_id).in_(ids)))).all()) \
+            if ids else set()
+        for entry, event in parsed:
+            event_id = sub.key_of(event, entry.entry_id)
+            if event_id in seen:
+                outcome.duplicates += 1
+                outcome.ack.append(entry.entry_id)
+                continue
+            ctx = HandlerContext(session=session, stream=sub.stream, entry_id=entry.entry_id, event=event)
+            if await self._one(session, sub, entry, event, event_id, ctx, outcome):
+                seen.add(event_id)
+                _handled(outcome, sub, entry, event, event_id, ctx)
+
+    async def _one(self, session: AsyncSession, sub: Subscription[Any], entry: wire.Entry, event: Any,
+                   event_id: str, ctx: HandlerContext, outcome: Outcome) -> bool:
+        """One handler in a savepoint; False when it did not complete (the outcome says what became of it)."""
+        try:
+            async with logs.consumer_span(self.service, sub.stream, event, event_id), session.begin_nested():
+                await sub.handler(ctx, event)
+                add_row(session, InboxRow, event_id=event_id, stream=sub.stream, entry_id=entry.entry_id)
+                await session.flush()
+            return True
+        except IntegrityError as ie:
+            if _is_inbox_conflict(ie):
+                outcome.duplicates += 1
+                outcome.ack.append(entry.entry_id)
+            else:
+                outcome.failures.append((entry, error_text(ie), event_id))
+        except Defer as d:
+            outcome.deferred.append((entry, d.delay_s))
+        except Poison as p:  # the handler says it can never succeed: dead letter now
+            await dead_letter(session, sub, self.group, entry, str(p), p.kind, attempts=1)
+            outcome.ack.append(entry.entry_id)
+        except Exception as ex:
+            outcome.failures.append((entry, error_text(ex), event_id))
+        return False
+
+
+def _handled(outcome: Outcome, sub: Subscription[Any], entry: wire.Entry, event: Any, event_id: str,
+             ctx: HandlerContext) -> None:
+    outcome.ack.append(entry.entry_id)
+    outcome.emitted += ctx.emitted
+    if handled_log.isEnabledFor(logging.INFO):
+        handled_log.info("handled", extra={"event_id": event_id, "stream": sub.stream,
+                                           "correlation_id": getattr(event, "correlation_id", None)})
+
+
+def loads_exact(payload: bytes) -> Any:
+    """JSON numbers become Decimals, never floats (pydantic's own JSON parser rounds 17-digit amounts); the same
+    strict JSON as over HTTP (shared/kit/strict.py: no duplicate keys, NaN, exponent numbers or NUL)."""
+    try:
+        return strict.loads(payload)
+    except strict.StrictJsonError as e:
+        raise Poison("validation", f"validation failed: (payload): {e}") from None
+
+
+def signing_check(keyring: signing.Keyring, stream: str, fields: dict[bytes, bytes]) -> None:
+    """Dead-letter (kind `signature`) an internal entry whose signature does not verify."""
+    try:
+        keyring.verify(stream, fields)
+    except signing.SignatureError as e:
+        raise Poison("signature", f"signature: {e}") from None
+
+
+def error_text(ex: BaseException) -> str:
+    tb = traceback.format_exception(type(ex), ex, ex.__traceback__, limit=6)
+    return f"{type(ex).__name__}: {ex}\n" + "".join(tb[-3:])
+
+
+def _validation_text(ve: ValidationError) -> str:
+    parts = []
+    for err in ve.errors(include_url=False):
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "(payload)"
+        parts.append(f"{loc}: {err.get('msg')}")
+    return "validation failed: " + "; ".join(parts[:50])
+
+
+def _is_inbox_conflict(ie: IntegrityError) -> bool:
+    text = str(ie.orig).lower() if ie.orig is not None else str(ie).lower()
+    return "inbox" in text
