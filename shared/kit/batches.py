@@ -57,7 +57,8 @@ class _Isolate(Exception):
     """The optimistic whole-batch run hit a failure; the batch is redone message by message."""
 
 
-def decode(sub: Subscription[Any], entries: Sequence[wire.Entry], keyring: signing.Keyring | None) -> tuple[Parsed, Poisoned]:
+def decode(sub: Subscription[Any], entries: Sequence[wire.Entry],
+           keyring: signing.Keyring | None) -> tuple[Parsed, Poisoned]:
     """Each entry's event, or the reason it can never be processed."""
     parsed: Parsed = []
     poison: Poisoned = []
@@ -147,8 +148,9 @@ class BatchRunner:
                         outcome: Outcome) -> None:
         """Each handler in its own savepoint: a failure undoes that message only."""
         ids = [sub.key_of(ev, e.entry_id) for e, ev in parsed]
-        seen = set((await session.exec(select(InboxRow.event_id).where(col(InboxRow.event_id).in_(ids)))).all()) \
-            if ids else set()
+        seen: set[str] = set()
+        if ids:
+            seen = set((await session.exec(select(InboxRow.event_id).where(col(InboxRow.event_id).in_(ids)))).all())
         for entry, event in parsed:
             event_id = sub.key_of(event, entry.entry_id)
             if event_id in seen:

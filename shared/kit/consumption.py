@@ -125,7 +125,8 @@ async def reclaim_once(m: Messaging, sub: Subscription[Any]) -> int:
     return total
 
 
-async def _dead_letter_overdelivered(m: Messaging, sub: Subscription[Any], entries: list[wire.Entry]) -> set[str]:
+async def _dead_letter_overdelivered(m: Messaging, sub: Subscription[Any],
+                                     entries: list[wire.Entry]) -> set[str]:
     """An entry delivered far more often than the cap never completes (it kills its consumer): dead-lettered and
     acknowledged; the ids of those are returned."""
     assert m.redis is not None

@@ -134,7 +134,8 @@ class Retries:
         except Exception:
             log.exception("retry claim failed; the reclaimer will pick the entry up")
             return
-        await self._process(sub, [wire.Entry(wire.entry_id(mid), data) for mid, data in claimed if data is not None])
+        await self._process(sub, [wire.Entry(wire.entry_id(mid), data) for mid, data in claimed
+                                  if data is not None])
 
 
 def _ids_from(payload: str) -> tuple[str | None, str | None]:

@@ -34,7 +34,8 @@ from shared.kit.tables import DeadLetter
 from shared.kit.wire import Entry
 
 __all__ = [
-    "AlreadyResolved", "Defer", "Entry", "Handler", "HandlerContext", "Messaging", "Poison", "Prefetch", "Subscription",
+    "AlreadyResolved", "Defer", "Entry", "Handler", "HandlerContext", "Messaging", "Poison", "Prefetch",
+    "Subscription",
 ]
 
 log = logging.getLogger("safe.messaging")

@@ -48,7 +48,8 @@ class HandlerContext:
         outbox.emit(self.session, stream, event, last=last)
         self.emitted += 1
 
-    def audit(self, actor: str, action: str, target: str, *, reason: str | None = None, details: Any = None) -> None:
+    def audit(self, actor: str, action: str, target: str, *, reason: str | None = None,
+              details: Any = None) -> None:
         self.session.add(
             AuditEntry(
                 actor=actor,
