@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -401,6 +402,9 @@ def _global_options(defaults: bool) -> argparse.ArgumentParser:
 SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}  # filled by build_parser (the tests check their help)
 
 
+Adder = Callable[[str, str], argparse.ArgumentParser]  # (name, help) → that subcommand's parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _global_options(defaults=False)
     p = argparse.ArgumentParser(prog="safe-procurement", description=__doc__, parents=[_global_options(True)],
@@ -412,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
         SUBCOMMANDS[name] = sub.add_parser(name, help=help, description=help, parents=[common])
         return SUBCOMMANDS[name]
 
+    for group in (_add_up, _add_case_commands, _add_operations, _add_analysis, _add_scenario):
+        group(add)
+    return p
+
+
+def _add_up(add: Adder) -> None:
     up = add("up", "start the four services locally and supervise them (Ctrl-C stops)")
     up.add_argument("--var", default=os.environ.get("SAFE_VAR_DIR", "var"),
                     help="state directory for SQLite files, logs and launcher.json (env SAFE_VAR_DIR)")
@@ -422,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--demo", action="store_true", help="submit a demo proposal once ready and show its progress")
     up.set_defaults(fn=cmd_up)
 
+
+def _add_case_commands(add: Adder) -> None:
+    """submit, watch, case: one procurement case."""
     s = add("submit", "submit a proposal file (JSON, the shape in CONTRACT.md)")
     s.add_argument("file", help="path of the proposal JSON file")
     s.add_argument("--watch", action="store_true", help="then show the case's progress until it is final")
@@ -437,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("case_id", help="the case id returned by submit")
     c.set_defaults(fn=cmd_case)
 
+
+def _add_operations(add: Adder) -> None:
+    """dead-letters, audit: what an operator inspects and repairs."""
     d = add("dead-letters", "list/show/replay/discard the dead letters of a service")
     d.add_argument("action", choices=["list", "show", "replay", "discard"], help="what to do")
     d.add_argument("--service", required=True, choices=list(SERVICES), help="whose dead letters")
@@ -455,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--until", help="list: entries before this date/time")
     au.set_defaults(fn=cmd_audit)
 
+
+def _add_analysis(add: Adder) -> None:
+    """whatif, ledger: checks over the stored cases and the loan ledger."""
     wi = add("whatif", "replay stored cases' verification with candidate rules / a registry snapshot")
     wi.add_argument("--rules", help="candidate rulebook (YAML or JSON, the format of safe_rules.yaml)")
     wi.add_argument("--registry-at", dest="registry_at", help="YYYY-MM-DD: the registry as received by that day")
@@ -469,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "$LOAN_DISBURSEMENT_DATABASE_URL, else ./var/loan_disbursement.db; never created)")
     led.set_defaults(fn=cmd_ledger_check)
 
+
+def _add_scenario(add: Adder) -> None:
     sc = add("scenario", "run scenario files against a running platform (see services/scenarios/README.md)")
     sc.add_argument("action", choices=["run", "list"], help="run: run files; list: the shipped examples")
     sc.add_argument("files", nargs="*", help="scenario files (JSON, or YAML with .yaml/.yml)")
@@ -476,7 +497,6 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--unique", action="store_true", help="suffix references so a scenario can run again")
     sc.add_argument("--timeout", type=float, default=30, help="seconds each scenario may take")
     sc.set_defaults(fn=cmd_scenario)
-    return p
 
 
 def _unreachable(e: httpx.TransportError) -> str:

@@ -6,6 +6,7 @@ the reasons it refuses, in words; an empty list means the request passes. Nothin
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -81,6 +82,26 @@ def plan_draws(plan: Mapping[str, Decimal], categories: Sequence[str], amount: D
     return draws if left <= 0 else None
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What every line of one loan request is checked against."""
+
+    verification_outcome: str
+    categories: tuple[str, ...]  # sorted, without repeats
+    eu_member_states: Collection[str]
+    participants: frozenset[str] | None
+    loans_from: str
+
+
+@dataclass
+class _LineCheck:
+    """One line's refusals, the assumption its facility's maximum rests on, and its plan draws when it passes."""
+
+    reasons: list[Reason] = field(default_factory=list)
+    assumption: str | None = None
+    draws: dict[str, Decimal] | None = None
+
+
 def decide_loan_request(
     *,
     lines: Sequence[RequestedLine],
@@ -99,86 +120,132 @@ def decide_loan_request(
 
     for line in lines:
         exact(line.amount_eur, f"{line.member_state} amount_eur")
-    reasons: list[Reason] = []
-    if not lines:
-        reasons.append(Reason("", L1, "the request names no financing line"))
+    reasons: list[Reason] = [] if lines else [Reason("", L1, "the request names no financing line")]
     if withdrawn_reason is not None:
-        return LoanDecision(False, tuple(
-            Reason(line.member_state, L1, f"case withdrawn before the loan decision ({withdrawn_reason})")
-            for line in lines
-        ) or tuple(reasons), {})
+        return LoanDecision(False, _withdrawn(lines, withdrawn_reason) or tuple(reasons), {})
     assumptions: list[str] = []
     if financing_cap is not None:
         if financing_cap.assumption:
             assumptions.append(financing_cap.assumption)
-        asked = sum((line.amount_eur for line in lines), ZERO)
-        if asked > exact(financing_cap.amount, "financing cap"):
-            reasons.append(Reason("", L7, f"the financing asked, EUR {fmt(asked)} over {len(lines)} line(s), is more "
-                                          f"than the procurement's {financing_cap.basis} EUR "
-                                          f"{fmt(financing_cap.amount)}: a loan cannot finance more than the "
-                                          "procurement costs"))
-    taking_part = None if participants is None else set(participants)
-    counts: dict[str, int] = {}
-    for line in lines:
-        counts[line.member_state] = counts.get(line.member_state, 0) + 1
+        reasons += _over_financing_cap(lines, financing_cap)
+    request = _Request(verification_outcome, tuple(sorted(set(categories))), eu_member_states,
+                       None if participants is None else frozenset(participants), loans_from)
+    repeats = Counter(line.member_state for line in lines)
     draws: dict[str, dict[str, Decimal]] = {}
     for line in lines:
-        ms, amount = line.member_state, line.amount_eur
-        if counts[ms] > 1:
-            reasons.append(Reason(ms, L2, f"{ms} is requested {counts[ms]} times; one financing line per Member State"))
-            continue
-        if amount <= 0 or not in_cents(amount):
-            reasons.append(Reason(ms, L2, f"requested amount {amount} is not a positive amount in whole cents"))
-            continue
-        if ms not in eu_member_states:
-            reasons.append(Reason(ms, L1, f"{ms} is not an EU Member State: only EU Member States borrow under SAFE"))
-            continue
-        if taking_part is not None and ms not in taking_part:
-            reasons.append(Reason(ms, L6, f"{ms} finances this procurement but does not take part in it "
-                                          f"(participants: {', '.join(sorted(taking_part)) or 'none'}): a SAFE loan "
-                                          "finances only a common procurement its borrower is part of"))
-        f = facilities.get(ms)
-        if f is None:
-            reasons.append(Reason(ms, L1, f"{ms} has no SAFE loan facility, so it cannot borrow"))
-            continue
-        note = lifecycle.amount_assumption(ms, f.confidence, f.max_eur, f.source)
-        if note:
-            assumptions.append(note)
-        not_lending = lifecycle.loan_status_reason(ms, f.status, loans_from)
-        if not_lending:
-            reasons.append(not_lending)
-        if verification_outcome != ELIGIBLE:
-            reasons.append(Reason(ms, L1, "the procurement is not origin-verified as eligible "
-                                          f"(verification outcome: {verification_outcome})"))
-        if f.suspended:
-            reasons.append(_suspended(f, "approves and pays"))
-        exact(f.max_eur, "max_eur")
-        total = exact(f.approved_eur, "approved_eur") + amount
-        over_max = total > f.max_eur
-        if over_max:
-            available = f.max_eur - f.approved_eur
-            reasons.append(Reason(ms, L2, f"approved EUR {fmt(f.approved_eur)} + requested EUR {fmt(amount)} = "
-                                          f"EUR {fmt(total)} exceeds the {ms} facility maximum EUR {fmt(f.max_eur)} "
-                                          f"(available EUR {fmt(available)})"))
-        cats = sorted(set(categories))
-        missing = [c for c in cats if c not in f.plan]
-        if not cats:
-            reasons.append(Reason(ms, PLAN, "the procurement names no product category for the investment plan to cover"))
-        elif missing:
-            reasons.append(Reason(ms, PLAN, f"the investment plan of {ms} does not cover {', '.join(missing)}; "
-                                            "an operator must amend the plan first"))
-        else:
-            got = plan_draws(f.plan, cats, amount)
-            if got is None and over_max:
-                pass  # the facility maximum is the binding limit: L-2 says it; the plan amount would only repeat it
-            elif got is None:
-                left = sum((f.plan[c] for c in cats), ZERO)
-                reasons.append(Reason(ms, PLAN, f"requested EUR {fmt(amount)} exceeds what the investment plan of {ms} "
-                                                f"has left for {', '.join(cats)}: EUR {fmt(left)}"))
-            else:
-                draws[ms] = got
+        check = _check_line(line, repeats[line.member_state], facilities.get(line.member_state), request)
+        reasons += check.reasons
+        assumptions += [check.assumption] if check.assumption else []
+        if check.draws is not None:
+            draws[line.member_state] = check.draws
     approved = not reasons
     return LoanDecision(approved, tuple(reasons), draws if approved else {}, tuple(assumptions))
+
+
+def _withdrawn(lines: Sequence[RequestedLine], why: str) -> tuple[Reason, ...]:
+    """L-1: a withdrawn case gets no loan, whatever its lines."""
+    return tuple(Reason(line.member_state, L1, f"case withdrawn before the loan decision ({why})") for line in lines)
+
+
+def _over_financing_cap(lines: Sequence[RequestedLine], cap: FinancingCap) -> list[Reason]:
+    """L-7: the lines together may not finance more than the procurement costs."""
+    asked = sum((line.amount_eur for line in lines), ZERO)
+    if asked <= exact(cap.amount, "financing cap"):
+        return []
+    return [Reason("", L7, f"the financing asked, EUR {fmt(asked)} over {len(lines)} line(s), is more than the "
+                           f"procurement's {cap.basis} EUR {fmt(cap.amount)}: a loan cannot finance more than the "
+                           "procurement costs")]
+
+
+def _check_line(line: RequestedLine, repeats: int, f: FacilityState | None, request: _Request) -> _LineCheck:
+    """One financing line through the rules, in order; a line that fails L-1 or L-2 on its own is not checked further."""
+    ms, amount = line.member_state, line.amount_eur
+    unfit = _repeated(ms, repeats) or _not_in_cents(ms, amount) or _not_eu(ms, request.eu_member_states)
+    if unfit:
+        return _LineCheck([unfit])
+    check = _LineCheck([r for r in (_not_participant(ms, request.participants),) if r])
+    if f is None:
+        check.reasons.append(Reason(ms, L1, f"{ms} has no SAFE loan facility, so it cannot borrow"))
+        return check
+    check.assumption = lifecycle.amount_assumption(ms, f.confidence, f.max_eur, f.source)
+    over_max = _over_maximum(f, amount)
+    check.reasons += [r for r in (lifecycle.loan_status_reason(ms, f.status, request.loans_from),
+                                  _not_eligible(ms, request.verification_outcome),
+                                  _suspended(f, "approves and pays") if f.suspended else None,
+                                  over_max) if r]
+    plan_refusal, check.draws = _plan_cover(f, request.categories, amount, over_max is not None)
+    if plan_refusal:
+        check.reasons.append(plan_refusal)
+    return check
+
+
+def _repeated(ms: str, repeats: int) -> Reason | None:
+    """L-2: one financing line per Member State."""
+    if repeats > 1:
+        return Reason(ms, L2, f"{ms} is requested {repeats} times; one financing line per Member State")
+    return None
+
+
+def _not_in_cents(ms: str, amount: Decimal) -> Reason | None:
+    """L-2: a positive amount in whole cents."""
+    if amount <= 0 or not in_cents(amount):
+        return Reason(ms, L2, f"requested amount {amount} is not a positive amount in whole cents")
+    return None
+
+
+def _not_eu(ms: str, eu_member_states: Collection[str]) -> Reason | None:
+    """L-1: only EU Member States borrow."""
+    if ms not in eu_member_states:
+        return Reason(ms, L1, f"{ms} is not an EU Member State: only EU Member States borrow under SAFE")
+    return None
+
+
+def _not_participant(ms: str, participants: frozenset[str] | None) -> Reason | None:
+    """L-6: the borrower takes part in the procurement it finances (None: not checked)."""
+    if participants is not None and ms not in participants:
+        return Reason(ms, L6, f"{ms} finances this procurement but does not take part in it "
+                              f"(participants: {', '.join(sorted(participants)) or 'none'}): a SAFE loan "
+                              "finances only a common procurement its borrower is part of")
+    return None
+
+
+def _not_eligible(ms: str, verification_outcome: str) -> Reason | None:
+    """L-1: only an origin-verified eligible procurement is financed."""
+    if verification_outcome != ELIGIBLE:
+        return Reason(ms, L1, "the procurement is not origin-verified as eligible "
+                              f"(verification outcome: {verification_outcome})")
+    return None
+
+
+def _over_maximum(f: FacilityState, amount: Decimal) -> Reason | None:
+    """L-2: approved loans plus this one stay within the facility maximum."""
+    exact(f.max_eur, "max_eur")
+    total = exact(f.approved_eur, "approved_eur") + amount
+    if total <= f.max_eur:
+        return None
+    ms, available = f.member_state, f.max_eur - f.approved_eur
+    return Reason(ms, L2, f"approved EUR {fmt(f.approved_eur)} + requested EUR {fmt(amount)} = EUR {fmt(total)} "
+                          f"exceeds the {ms} facility maximum EUR {fmt(f.max_eur)} (available EUR {fmt(available)})")
+
+
+def _plan_cover(f: FacilityState, cats: tuple[str, ...], amount: Decimal,
+                over_max: bool) -> tuple[Reason | None, dict[str, Decimal] | None]:
+    """PLAN: the investment plan covers every category and has `amount` left over them: the draws, or why not."""
+    ms = f.member_state
+    missing = [c for c in cats if c not in f.plan]
+    if not cats:
+        return Reason(ms, PLAN, "the procurement names no product category for the investment plan to cover"), None
+    if missing:
+        return Reason(ms, PLAN, f"the investment plan of {ms} does not cover {', '.join(missing)}; "
+                                "an operator must amend the plan first"), None
+    got = plan_draws(f.plan, cats, amount)
+    if got is not None:
+        return None, got
+    if over_max:  # the facility maximum is the binding limit: L-2 says it; the plan amount would only repeat it
+        return None, None
+    left = sum((f.plan[c] for c in cats), ZERO)
+    return Reason(ms, PLAN, f"requested EUR {fmt(amount)} exceeds what the investment plan of {ms} "
+                            f"has left for {', '.join(cats)}: EUR {fmt(left)}"), None
 
 
 def pre_financing_cap(max_eur: Decimal, configured: Decimal | None, share: Decimal) -> Decimal:

@@ -17,6 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    """Over 60 lines on purpose: a migration is a flat, ordered list of DDL that reads best top to bottom."""
     create_kit_tables()
     ts = sa.DateTime(timezone=True)
     op.create_table(
