@@ -453,6 +453,7 @@ async def _start(spec: ServiceSpec, runtime: Runtime, app: FastAPI) -> asyncio.T
     messaging.keyring = keyring
     await db.migrate(settings.database_url, spec.migrations)
     runtime.engine = db.make_engine(settings.database_url)
+    logs.instrument(runtime.engine)  # Redis and SQLAlchemy spans, only when tracing is configured
     runtime.factory = db.session_factory(runtime.engine)
     messaging.factory = runtime.factory
     runtime.redis = make_redis(settings)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import trace
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
@@ -33,7 +34,6 @@ from shared.kit.subscriptions import Defer, HandlerContext, Poison, Subscription
 from shared.kit.tables import InboxRow
 
 log = logging.getLogger("safe.messaging")
-handled_log = logging.getLogger("safe.messages")
 
 # BATCH (shared.kit.db) is set while handlers run together in one optimistic batch transaction: any failure
 # redoes the batch message by message, each in its own savepoint, with BATCH False and nothing prefetched.
@@ -136,13 +136,13 @@ class BatchRunner:
                 continue
             ctx = HandlerContext(session=session, stream=sub.stream, entry_id=entry.entry_id, event=event)
             try:
-                async with logs.consumer_span(self.service, sub.stream, event, event_id):
+                async with logs.consumer_span(self.service, sub.stream, event, event_id) as span:
                     await sub.handler(ctx, event)
                     add_row(session, InboxRow, event_id=event_id, stream=sub.stream, entry_id=entry.entry_id)
             except Exception as ex:
                 raise _Isolate() from ex
             seen.add(event_id)
-            _handled(outcome, sub, entry, event, event_id, ctx)
+            _handled(outcome, sub, entry, event, event_id, ctx, span)
 
     async def _isolated(self, session: AsyncSession, sub: Subscription[Any], parsed: Parsed,
                         outcome: Outcome) -> None:
@@ -158,19 +158,21 @@ class BatchRunner:
                 outcome.ack.append(entry.entry_id)
                 continue
             ctx = HandlerContext(session=session, stream=sub.stream, entry_id=entry.entry_id, event=event)
-            if await self._one(session, sub, entry, event, event_id, ctx, outcome):
+            span = await self._one(session, sub, entry, event, event_id, ctx, outcome)
+            if span is not None:
                 seen.add(event_id)
-                _handled(outcome, sub, entry, event, event_id, ctx)
+                _handled(outcome, sub, entry, event, event_id, ctx, span)
 
     async def _one(self, session: AsyncSession, sub: Subscription[Any], entry: wire.Entry, event: Any,
-                   event_id: str, ctx: HandlerContext, outcome: Outcome) -> bool:
-        """One handler in a savepoint; False when it did not complete (the outcome says what became of it)."""
+                   event_id: str, ctx: HandlerContext, outcome: Outcome) -> trace.Span | None:
+        """One handler in a savepoint: its span, or None when it did not complete (the outcome says what became
+        of it)."""
         try:
-            async with logs.consumer_span(self.service, sub.stream, event, event_id), session.begin_nested():
+            async with logs.consumer_span(self.service, sub.stream, event, event_id) as span, session.begin_nested():
                 await sub.handler(ctx, event)
                 add_row(session, InboxRow, event_id=event_id, stream=sub.stream, entry_id=entry.entry_id)
                 await session.flush()
-            return True
+            return span
         except IntegrityError as ie:
             if _is_inbox_conflict(ie):
                 outcome.duplicates += 1
@@ -184,16 +186,16 @@ class BatchRunner:
             outcome.ack.append(entry.entry_id)
         except Exception as ex:
             outcome.failures.append((entry, error_text(ex), event_id))
-        return False
+        return None
 
 
 def _handled(outcome: Outcome, sub: Subscription[Any], entry: wire.Entry, event: Any, event_id: str,
-             ctx: HandlerContext) -> None:
+             ctx: HandlerContext, span: trace.Span) -> None:
     outcome.ack.append(entry.entry_id)
     outcome.emitted += ctx.emitted
-    if handled_log.isEnabledFor(logging.INFO):
-        handled_log.info("handled", extra={"event_id": event_id, "stream": sub.stream,
-                                           "correlation_id": getattr(event, "correlation_id", None)})
+    if logs.MESSAGES.isEnabledFor(logging.INFO):  # in the message's trace, not the batch's
+        logs.handled(span, event_id=event_id, correlation_id=getattr(event, "correlation_id", None),
+                     stream=sub.stream)
 
 
 def loads_exact(payload: bytes) -> Any:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.kit import wire
+from shared.kit import logs, wire
 from shared.kit.db import transaction
 from shared.kit.subscriptions import Subscription
 from shared.kit.tables import DeadLetter, MessageFailure, utcnow
@@ -58,7 +58,8 @@ async def dead_letter(
     log.error(
         "message dead-lettered",
         extra={"stream": sub.stream, "entry_id": entry.entry_id, "event_id": event_id, "kind": kind,
-               "correlation_id": correlation_id, "error": error[:500]},
+               "correlation_id": correlation_id, "error": error[:500],
+               "_trace": logs.payload_ids(payload)},  # the message's trace
     )
 
 

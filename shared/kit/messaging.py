@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.contracts import streams
-from shared.kit import consumption, outbox, replay, signing
+from shared.kit import consumption, logs, outbox, replay, signing, wire
 from shared.kit.batches import BatchRunner, Outcome, decode
 from shared.kit.dead_letters import Retries, backoff_s, count_failure
 from shared.kit.replay import AlreadyResolved
@@ -217,8 +217,10 @@ class Messaging:
         if counted is None:
             return
         attempts, dead = counted
-        log.warning("message failed", extra={"stream": sub.stream, "entry_id": entry.entry_id, "event_id": event_id,
-                                             "attempts": attempts, "error": error[:500]})
+        log.warning("message failed", extra={
+            "stream": sub.stream, "entry_id": entry.entry_id, "event_id": event_id, "attempts": attempts,
+            "error": error[:500], "_trace": logs.payload_ids(wire.payload(entry.fields)),  # the message's trace
+        })
         if dead:
             await self.ack(sub, [entry.entry_id])
         else:

@@ -233,10 +233,10 @@ class OutboxRelay:
             if not rows:
                 return 0
             await self._publish(rows, then)
-            if logs.MESSAGES.isEnabledFor(logging.INFO):
+            if logs.MESSAGES.isEnabledFor(logging.INFO):  # each in the trace its event was recorded in
                 for row in rows:
-                    logs.MESSAGES.info("published", extra={"event_id": row.event_id, "correlation_id": row.correlation_id,
-                                                           "stream": row.stream, "event_type": row.event_type})
+                    logs.published(row.payload, event_id=row.event_id, correlation_id=row.correlation_id,
+                                   stream=row.stream, event_type=row.event_type)
             if self._after_publish is not None:
                 await self._after_publish(conn, rows)
         self.published_total += len(rows)
