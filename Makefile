@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PY
 
-.PHONY: run test test-unit test-integration test-e2e test-pg bench chaos lint venv clean redis lock deps-check
+.PHONY: run test test-unit test-integration test-e2e test-ha test-pg bench soak chaos lint venv clean redis lock deps-check
 
 # Installs exactly what requirements-dev.lock pins (hash-checked), then the project itself without deps.
 $(VENV)/.installed: pyproject.toml requirements-dev.lock
@@ -52,9 +52,23 @@ test-e2e: venv
 	@infra/scripts/ensure-redis.sh
 	$(PY) -m pytest -q tests/e2e
 
+# Also part of `make test`: Redis Cluster (3+3) and Sentinel failovers, FLUSHALL and a restart without persistence,
+# each on redis-servers the tests start on free loopback ports (never the shared Redis)
+HA_TESTS := tests/e2e/test_redis_ha.py tests/e2e/test_redis_loss.py tests/integration/test_kit_cluster.py \
+	tests/integration/test_kit_recovery.py
+
+test-ha: venv  ## Redis failover and loss tests only; prints the time from each failure to every case final
+	@infra/scripts/ensure-redis.sh
+	$(PY) -m pytest -q -p no:cacheprovider -s $(HA_TESTS) $(PYTEST_ARGS)
+
 bench: venv  ## throughput/latency figures against a raw redis-py baseline (writes bench-results/)
 	@infra/scripts/ensure-redis.sh
 	$(PY) -m tests.bench.run $(BENCH_ARGS)
+
+SOAK_SECONDS ?= 600
+soak: venv  ## half load for 10 minutes (SOAK_SECONDS), each service's RSS sampled: bench-results/soak.json, soak.png
+	@infra/scripts/ensure-redis.sh
+	$(PY) -m tests.bench.run --soak $(SOAK_SECONDS) --only baseline,platform $(SOAK_ARGS)
 
 chaos: venv  ## kill -9 every service in turn under load; prints the figures
 	@infra/scripts/ensure-redis.sh

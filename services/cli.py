@@ -435,7 +435,7 @@ def _add_up(add: Adder) -> None:
 
 def _add_case_commands(add: Adder) -> None:
     """submit, watch, case: one procurement case."""
-    s = add("submit", "submit a proposal file (JSON, the shape in CONTRACT.md)")
+    s = add("submit", "submit a proposal file (JSON, the shape in docs/interface.md)")
     s.add_argument("file", help="path of the proposal JSON file")
     s.add_argument("--watch", action="store_true", help="then show the case's progress until it is final")
     s.add_argument("--timeout", type=float, default=60, help="seconds --watch waits for a final status")

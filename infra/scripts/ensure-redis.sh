@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Make sure a Redis answers at $REDIS_URL (default redis://localhost:6379/0).
+# With SAFE_INSTALL_MISSING=1 (CI) and apt-get, installs Debian's redis-server when its binaries are missing.
 # Uses it when it answers; else starts a redis-server from PATH (AOF on, state in var/redis);
 # else, with SAFE_INSTALL_MISSING=1 and apt-get available, installs Debian's redis-server first;
 # else explains how to get one. Prints "started <pid>" when it started one.
@@ -14,12 +15,24 @@ redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1).ping()
 PYEOF
 }
 
+install_redis() {
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null
+}
+
+# The tests that start Redis servers of their own (a cluster, a Sentinel group, a server to flush:
+# tests/redis_servers.py) need redis-server and redis-cli on PATH even where a Redis already answers.
+if [ "${SAFE_INSTALL_MISSING:-0}" = "1" ] && command -v apt-get >/dev/null 2>&1 \
+   && ! { command -v redis-server && command -v redis-cli; } >/dev/null 2>&1; then
+  echo "redis: no redis-server/redis-cli on PATH; installing Debian's redis-server"
+  install_redis
+fi
+
 if ping; then echo "redis: answering at $URL"; exit 0; fi
 
 if ! command -v redis-server >/dev/null 2>&1; then
   if [ "${SAFE_INSTALL_MISSING:-0}" = "1" ] && command -v apt-get >/dev/null 2>&1; then
     echo "redis: none answers and no redis-server on PATH; installing Debian's redis-server"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null
+    install_redis
   else
     cat >&2 <<MSG
 redis: nothing answers at $URL and no redis-server is on PATH.

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared.kit.auth import Principal
 
-# CONTRACT.md "Case status values", in flow order (needs_review: a verification the rules could not decide)
+# the case statuses (docs/interface.md) in flow order; needs_review: the rules could not decide
 STATUSES = ("submitted", "verifying", "needs_review", "origin_rejected", "origin_verified", "loan_requested",
             "loan_approved", "loan_rejected", "withdrawn")
 FINAL = {"origin_rejected", "loan_approved", "loan_rejected", "withdrawn"}

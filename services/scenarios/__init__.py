@@ -1,4 +1,4 @@
-"""The example acceptance scenarios (the same files as ../shared/scenarios), shipped with the package so
+"""The example acceptance scenarios, shipped with the package so
 `safe-procurement scenario run --examples` works from an installed wheel. See README.md here for the format."""
 
 from __future__ import annotations

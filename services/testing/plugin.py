@@ -45,7 +45,7 @@ def _ephemeral_floor() -> int:
 
 def _free_offset() -> int:
     # Below the ephemeral range: a port checked free there could be taken by any outgoing connection (to Redis,
-    # PostgreSQL, a service) before the service binds it ("address already in use" at start, seen in a test run).
+    # PostgreSQL, a service) before the service binds it ("address already in use" at start).
     highest = max(SERVICES.values()) + 100 * 2
     top = max(10_500, _ephemeral_floor() - highest)
     for _ in range(50):

@@ -1,6 +1,6 @@
 """Scenario files (JSON or YAML): a proposal, registry set-up, the expected outcome and failed rules.
 
-Format (see ../shared/scenarios/README.md): `expected_outcome` lists the allowed `verification.outcome`
+Format (see services/scenarios/README.md): `expected_outcome` lists the allowed `verification.outcome`
 values for a proposal without financing, else the allowed final case statuses; `rejected_at_intake`
 means HTTP 422. `failed_rules_include_one_of`: when ineligible, one of these rule ids failed.
 `registry_setup`: bodies to POST /agreements first."""

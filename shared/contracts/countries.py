@@ -15,7 +15,7 @@ ISO_ALPHA2: frozenset[str] = frozenset(
     """.split()
 )
 
-# One canonical spelling per country. Greece is "EL" (the EU's own code, used in SAFE_RULES.md §6-7);
+# One canonical spelling per country. Greece is "EL" (the EU's own code, used in docs/safe-rules.md §6-7);
 # the United Kingdom is "GB" (ISO, used for its SDP and agreement records).
 ALIASES: dict[str, str] = {"GR": "EL", "UK": "GB"}
 

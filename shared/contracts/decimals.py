@@ -1,5 +1,6 @@
-"""Plain decimal strings on the wire (SAFE_RULES.md §8a): money with exactly 2 decimals, shares as plain decimals,
-never an exponent form such as "0E-10" or "1E+3". JSON only; in Python the values stay exact Decimals."""
+"""Plain decimal strings on the wire (SAFE rules §8a, docs/safe-rules.md): money with exactly 2 decimals,
+shares as plain decimals, never an exponent form such as "0E-10" or "1E+3". JSON only; in Python the values
+stay exact Decimals."""
 
 from __future__ import annotations
 

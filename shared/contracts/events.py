@@ -100,7 +100,7 @@ class ProcurementWithdrawn(Event):
 
 
 class Finding(BaseModel):
-    rule: str = Field(description="Rule id from SAFE_RULES.md (R-PART-1..5, R-CON-1..5, R-ORIG-1..5, R-DES-1)")
+    rule: str = Field(description="Rule id (docs/safe-rules.md): R-PART-1..5, R-CON-1..5, R-ORIG-1..5, R-DES-1")
     passed: bool | None = Field(description="True passed, False failed, None undecided (needs review)")
     message: str = Field(description="What was checked and found")
     assumption: str | None = Field(default=None, description=(
@@ -127,7 +127,7 @@ class EndProductResult(BaseModel):
 
 
 class VerificationResult(BaseModel):
-    """The verification report (CONTRACT.md "The verification result")."""
+    """The verification report (docs/interface.md "The verification result")."""
 
     outcome: Literal["eligible", "ineligible", "needs_review"] = Field(
         description="ineligible lists every failed rule; needs_review names what is missing"

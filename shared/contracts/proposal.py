@@ -1,4 +1,4 @@
-"""The procurement proposal: what a Member State submits (CONTRACT.md "The proposal")."""
+"""The procurement proposal: what a Member State submits (docs/interface.md "The proposal")."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ class Component(_Strict):
 
 class EndProduct(_Strict):
     name: Name = Field(description="End product name")
-    category: Category = Field(description="SAFE product category (Category 1 or 2, SAFE_RULES.md §5)")
+    category: Category = Field(description="SAFE product category (Category 1 or 2, docs/safe-rules.md §5)")
     components: list[Component] = Field(
         min_length=1, max_length=MAX_COMPONENTS_PER_END_PRODUCT, description="Bill of materials of the end product"
     )
@@ -159,7 +159,7 @@ class FinancingRequest(_Strict):
 
 
 class Proposal(_Strict):
-    """A joint defence procurement proposal (CONTRACT.md)."""
+    """A joint defence procurement proposal (docs/interface.md)."""
 
     reference: str = Field(
         min_length=1,

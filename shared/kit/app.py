@@ -67,12 +67,12 @@ DirectRoute = tuple[Callable[[Principal], Principal], Callable[[Request, Princip
 class ServiceApp(FastAPI):
     """FastAPI, with a few direct routes served without its machinery.
 
-    For POST /procurements, `make bench` found FastAPI's share of a request (the middleware stack, routing over
-    every route, resolving the operator → principal → bearer dependencies, response wrapping) at ~3/4 of the
-    request's CPU in the applications service, and the request path at ~30 % of that service's CPU at HTTP
-    saturation. A direct route keeps what a request there gets from the stack: the body limit and NUL refusal
-    (BodyLimit), a server span continuing the caller's trace, the same 401/403 for a missing or weak token, the
-    same JSON for an HTTPException, 422 for JSON nested too deeply, and a 500 for an unexpected error."""
+    A direct route (POST /procurements, the hottest request) skips the middleware stack, routing over every
+    route, dependency resolution and response wrapping, which cost most of that request's CPU
+    (docs/performance-history.md). It keeps what a request there gets from the stack: the body limit and NUL
+    refusal (BodyLimit), a server span continuing the caller's trace, the same 401/403 for a missing or weak
+    token, the same JSON for an HTTPException, 422 for JSON nested too deeply, and a 500 for an unexpected
+    error; a test sends every kind of request both ways and compares the answers."""
 
     def __init__(self, *, direct: dict[tuple[str, str], DirectRoute], body_limit: int, **fastapi: Any) -> None:
         super().__init__(**fastapi)

@@ -1,4 +1,4 @@
-"""Bearer tokens and roles (CONTRACT.md "Auth"): operator, auditor, member-state-XX."""
+"""Bearer tokens and roles (docs/interface.md "Auth"): operator, auditor, member-state-XX."""
 
 from __future__ import annotations
 

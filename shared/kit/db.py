@@ -6,104 +6,36 @@ import asyncio
 import os
 import sqlite3
 import threading
-import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from datetime import datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import aiosqlite
-from sqlalchemy import event, insert
+from sqlalchemy import Insert, event, insert
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.sql.base import Executable
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.kit import sqlite_inline
 
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-BUSY_WAIT_S = 60.0  # how long a writer waits for another process's write lock before giving up
-
-
-class _RunNow:
-    """Stands in for aiosqlite's queue to its worker thread: runs each call at once, on the caller's thread."""
-
-    def put_nowait(self, item: tuple[asyncio.Future[Any] | None, Any]) -> None:
-        future, fn = item
-        try:
-            result = fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the awaiting caller, as aiosqlite's thread does
-            if future is not None and not future.done():
-                future.set_exception(e)
-            return
-        if future is not None and not future.done():
-            future.set_result(result)
-
-
-def _busy(e: sqlite3.OperationalError) -> bool:
-    return "locked" in str(e) or "busy" in str(e)
-
-
-def _begin_now(raw: sqlite3.Connection) -> bool:
-    """BEGIN IMMEDIATE straight on sqlite3; False if another process holds the write lock (nothing begun: the caller
-    takes the path that waits for it asynchronously)."""
-    try:
-        raw.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as e:
-        if not _busy(e):
-            raise
-        return False
-    return True
-
-
-class InlineSQLite(aiosqlite.Connection):
-    """aiosqlite's interface without its thread: each call runs on the event loop's thread.
-
-    aiosqlite hands every statement to a worker thread and back (a queue put, a thread wake-up, a
-    `call_soon_threadsafe` and GIL hand-offs); `make bench` measured that hop as the largest single cost of a
-    consumed message. A local SQLite statement takes microseconds, so running it in place is cheaper than the
-    hop. The one call that may wait long, taking the write lock while another process (a replica) holds it,
-    does not block the loop: the busy timeout is 0 and the wait is an `asyncio.sleep` with backoff."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__(lambda: sqlite3.connect(path, timeout=0, check_same_thread=False), 64)
-        self._tx = _RunNow()  # type: ignore[assignment]
-        # True while `transaction` holds a transaction it began on sqlite3: SQLAlchemy, beginning its own on this
-        # connection (a session's first ORM statement, a savepoint), takes that one over instead of issuing BEGIN
-        self.adopt = False
-
-    def __await__(self):  # type: ignore[no-untyped-def]
-        return self._connect().__await__()  # no worker thread to start
-
-    async def _execute(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if not self._running or not self._connection:
-            raise ValueError("Connection closed")
-        delay, deadline = 0.0005, time.monotonic() + BUSY_WAIT_S
-        while True:
-            try:
-                return fn(*args, **kwargs)
-            except sqlite3.OperationalError as e:
-                # Only a statement that changed nothing may be retried: taking the lock (BEGIN IMMEDIATE, or a
-                # read outside a transaction) or a COMMIT, which SQLite leaves open on SQLITE_BUSY.
-                retry_safe = not self._connection.in_transaction or getattr(fn, "__name__", "") == "commit"
-                if not _busy(e) or not retry_safe or time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+BUSY_WAIT_S = sqlite_inline.BUSY_WAIT_S  # how long a writer waits for another process's write lock before giving up
+# the drivers whose connection takes the kit's direct statements (`executemany`, `fetch_all`, `FixedQuery`)
+_DIRECT_DRIVERS = (sqlite_inline.DRIVER, "aiosqlite")
 
 
 class Checkpointer(threading.Thread):
     """Moves the WAL into the database file from its own thread and connection.
 
     SQLite's automatic checkpoint runs inside the COMMIT that crosses 1 000 WAL pages, and a checkpoint
-    fsyncs the database file. With statements on the event loop's thread (InlineSQLite), that stalled the
-    whole service: `make bench` saw commits of 0.5 ms at the median and 13–66 ms at the 95th percentile,
-    which became every queued message's latency. Here a PASSIVE checkpoint (it never waits for readers or
+    fsyncs the database file. With statements on the event loop's thread (shared.kit.sqlite_inline), that would
+    stall the whole service, and the stall would become every queued message's latency. Here a PASSIVE checkpoint (it never waits for readers or
     writers) runs every `interval_s` beside the service's connection, which commits without fsync
     (WAL, synchronous=NORMAL: durable against a process crash, as before)."""
 
@@ -141,66 +73,72 @@ def _inline_sqlite() -> bool:
 
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     if is_sqlite(url):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        inline = _inline_sqlite() and path != ":memory:" and path != ""
-        kwargs: dict[str, Any] = {}
-        if inline:
-
-            async def connect() -> InlineSQLite:
-                return await InlineSQLite(path)
-
-            kwargs["async_creator"] = connect
-        # One connection per process: SQLite has a single writer anyway, and every transaction here takes
-        # the write lock up front (BEGIN IMMEDIATE below). With several pooled connections, concurrent
-        # sessions of the same process queue inside SQLite's busy handler, which sleeps in steps of up to
-        # 100 ms; waiting for the one connection in the pool is an asyncio FIFO wait instead (measured by
-        # `make bench`: p99 at half load 2.6 s → 0.2 s, saturation +29 %). Other processes on the same
-        # file (replicas) still wait in the busy handler. `pool_timeout` matches `busy_timeout`.
-        engine = create_async_engine(url, connect_args={"timeout": 60}, pool_size=1, max_overflow=0,
-                                     pool_timeout=60, **kwargs)
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-            # The driver must not open transactions itself: we issue BEGIN IMMEDIATE so that a writer
-            # takes the write lock up front and concurrent replicas serialize instead of deadlocking.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            # inline: never block the event loop in SQLite's busy handler (InlineSQLite waits asynchronously)
-            cur.execute("PRAGMA busy_timeout=0" if inline else "PRAGMA busy_timeout=60000")
-            cur.execute("PRAGMA foreign_keys=ON")
-            if inline:  # checkpoints run on the Checkpointer's own thread and connection, never in a commit
-                cur.execute("PRAGMA wal_autocheckpoint=0")
-            cur.close()
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _on_begin(conn):  # type: ignore[no-untyped-def]
-            raw = _sqlite_of(conn.connection)
-            if raw is not None and raw.in_transaction and conn.connection.driver_connection.adopt:
-                return  # begun by `transaction` on sqlite3: SQLAlchemy's transaction is that one
-            # straight on sqlite3 (microseconds) rather than through a Core execute (~0.1 ms); only when another
-            # process holds the write lock does it take the path that waits asynchronously
-            if raw is None or not _begin_now(raw):
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        if inline:
-            checkpointer = Checkpointer(path, owner=engine.sync_engine)
-            checkpointer.start()
-            event.listen(engine.sync_engine, "engine_disposed", lambda _engine: checkpointer.stop())
-        return engine
-    # No pre-ping: it is a round trip before every transaction (measured: 0.49 → 0.88 ms of CPU for a small
-    # transaction, nearly doubling the cost of a one-message batch). A connection that died (PostgreSQL
+        return _sqlite_engine(url)
+    # No pre-ping: it is a round trip before every transaction (it would nearly double the cost of a
+    # one-message batch; docs/performance-history.md). A connection that died (PostgreSQL
     # restarted) fails its transaction instead; SQLAlchemy then invalidates it, and the failed batch is retried by
     # the message kit (HTTP callers get a 5xx for that one request). `pool_recycle` retires connections before an
     # idle timeout of a proxy in between can cut them.
     return create_async_engine(url, pool_size=pool_size, max_overflow=20, pool_recycle=1800)
 
 
+def _sqlite_engine(url: str) -> AsyncEngine:
+    path = url.split("///", 1)[-1]
+    on_file = bool(path) and path != ":memory:"
+    if on_file:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    inline = on_file and _inline_sqlite()
+    if inline:  # statements on the event loop's thread; SAFE_SQLITE_DRIVER=thread keeps aiosqlite's worker thread
+        url = make_url(url).set(drivername=f"sqlite+{sqlite_inline.DRIVER}").render_as_string(hide_password=False)
+    # One connection per process: SQLite has a single writer anyway, and every transaction here takes
+    # the write lock up front (BEGIN IMMEDIATE below). With several pooled connections, concurrent
+    # sessions of the same process queue inside SQLite's busy handler, which sleeps in steps of up to
+    # 100 ms; waiting for the one connection in the pool is an asyncio FIFO wait instead, fair and
+    # without sleeps (docs/performance-history.md has the figures). Other processes on the same
+    # file (replicas): the inline driver waits for them with an asyncio sleep, aiosqlite in the busy handler on
+    # its thread; neither blocks the event loop.
+    engine = create_async_engine(url, connect_args={"timeout": BUSY_WAIT_S}, pool_size=1, max_overflow=0,
+                                 pool_timeout=BUSY_WAIT_S)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        # The driver must not open transactions itself: we issue BEGIN IMMEDIATE so that a writer
+        # takes the write lock up front and concurrent replicas serialize instead of deadlocking.
+        if not inline:  # (the inline driver's connections are made so)
+            dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=0" if inline else f"PRAGMA busy_timeout={int(BUSY_WAIT_S * 1000)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        if on_file:  # checkpoints run on the Checkpointer's own thread and connection, never in a commit
+            cur.execute("PRAGMA wal_autocheckpoint=0")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn):  # type: ignore[no-untyped-def]
+        # SQLAlchemy's documented recipe for pysqlite (BEGIN from the begin event), taking the write lock up front;
+        # on the DBAPI cursor rather than through `exec_driver_sql`, whose execution context costs more than BEGIN
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+        finally:
+            cursor.close()
+
+    if on_file:
+        checkpointer = Checkpointer(path, owner=engine.sync_engine)
+        checkpointer.start()
+        event.listen(engine.sync_engine, "engine_disposed", lambda _engine: checkpointer.stop())
+    return engine
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+def engine_of(factory: async_sessionmaker[AsyncSession]) -> AsyncEngine:
+    """The engine a session factory of `session_factory` binds its sessions to."""
+    return factory.kw["bind"]  # type: ignore[no-any-return]
 
 
 # `session.info[BATCH]` is True while many messages (or HTTP submissions) run together in one optimistic
@@ -264,241 +202,195 @@ def at_commit(session: AsyncSession, key: str, fn: Callable[[AsyncConnection], A
 _INSERTS: dict[Any, Any] = {}
 
 
-class Plan(NamedTuple):
-    """A statement compiled for the direct path."""
+class _Plan(NamedTuple):
+    """A statement compiled for the driver connection: its SQL, how to draw its positional values from a row of
+    parameters, and the result columns' processors (None where a column needs none)."""
 
     sql: str
-    cols: list[tuple[str, Any, Any]]  # per positional parameter: its name, SQLAlchemy's bind processor, its literal
-    binder: Callable[[dict[str, Any]], tuple[Any, ...]]  # a row of parameters → the positional values
-    rows: Callable[[list[Any]], list[Any]] | None  # fetched rows → with SQLAlchemy's result processors applied
+    binder: Callable[[dict[str, Any]], tuple[Any, ...]]
+    results: list[Any] | None
 
 
-_PLANS: dict[tuple[Any, tuple[str, ...], tuple[int, ...]], Plan | None] = {}
-# a read with a longer list goes through Core (plans are cached per list length: batch sizes, not arbitrary lists)
+_PLANS: dict[tuple[Any, str, tuple[str, ...], tuple[int, ...]], _Plan | None] = {}
+# a read with a longer list goes through Core (plans are kept per list length: batch sizes, not arbitrary lists)
 MAX_PLANNED_LIST = 256
 
 
-def _sqlite_of(pooled: Any) -> sqlite3.Connection | None:
-    """The sqlite3 connection under a pooled connection, if its driver is InlineSQLite (statements on this thread)."""
-    driver = getattr(pooled, "driver_connection", None)
-    return getattr(driver, "_connection", None) if isinstance(driver, InlineSQLite) else None
+def _driver_in_transaction(conn: AsyncConnection) -> Any | None:
+    """The driver connection under `conn` (its public async interface: `executemany`, `execute_fetchall`) when it
+    is SQLite inside a transaction; None otherwise, and the caller executes through SQLAlchemy.
+
+    A statement sent to it directly skips SQLAlchemy's execution path (the execution context, the adapted cursor,
+    the result's row objects), which costs several times a small local statement; on aiosqlite it is also one call
+    to its thread where the adapted cursor makes three or four (cursor, execute, fetch, close)."""
+    if conn.dialect.driver not in _DIRECT_DRIVERS or conn.sync_connection is None:
+        return None
+    driver = conn.sync_connection.connection.driver_connection
+    # SQLAlchemy's transaction, or the driver's own one of `short_transaction`
+    return driver if conn.in_transaction() or driver.in_transaction else None
 
 
-def _inline_connection(conn: AsyncConnection) -> sqlite3.Connection | None:
-    """The sqlite3 connection under `conn` if it is this process's inline SQLite connection inside a transaction."""
-    raw = _sqlite_of(conn.sync_connection.connection) if conn.sync_connection is not None else None
-    return raw if raw is not None and raw.in_transaction else None
-
-
-def _plan(statement: Any, keys: tuple[str, ...], dialect: Any, params: dict[str, Any] | None = None) -> Plan | None:
-    """The statement's SQL for `dialect`; per positional parameter, its name, SQLAlchemy's bind processor and the
-    value it takes when a row does not name it (a literal bound in the statement); a function from a row naming
-    exactly `keys` to its positional values, written for this statement and these keys (a generic loop over the
-    parameters, a membership test, a processor test and a call each, cost twice as much per row); and one applying
-    the result columns' processors to fetched rows, as a Core execute does, when any column has one.
-
-    An expanding parameter (`IN :ids`) is expanded for the lengths of its lists in `params` (the plan is cached per
-    lengths); a statement with other values rendered into its SQL at execution is not planned (None)."""
+def _plan(statement: Any, keys: tuple[str, ...], dialect: Any, params: dict[str, Any]) -> _Plan | None:
+    """The statement's SQL for `dialect` (expanding parameters, `IN :ids`, expanded for the lengths of the lists
+    in `params`), per positional parameter where its value comes from (a key of the row, an element of one of its
+    lists, or the literal bound in the statement) and its bind processor, and the result columns' processors.
+    Built from SQLAlchemy's public compiled state (`positiontup`, `binds`, `construct_expanded_state`) and the
+    types' own processors (`dialect_impl(dialect).bind_processor`, `.result_processor`); None for
+    a statement with values rendered into its SQL at execution (it goes through Core)."""
     compiled = statement.compile(dialect=dialect, column_keys=list(keys))
     if compiled.positiontup is None or compiled.literal_execute_params:
         return None
-    sql, names, procs = compiled.string, compiled.positiontup, dict(compiled._bind_processors)
-    element_of: dict[str, tuple[str, int]] = {}
-    if compiled.post_compile_params:
-        if params is None or not all(b.expanding for b in compiled.post_compile_params):
-            return None
-        state = compiled.construct_expanded_state(params)
-        sql, names = state.statement, state.positiontup or []
-        procs.update(state.processors)
-        element_of = {k: (name, i) for name, ks in state.parameter_expansion.items() for i, k in enumerate(ks)}
-    cols = [(name, _faster(procs.get(name), compiled.binds.get(name), dialect),
-             compiled.binds[name].effective_value if name in compiled.binds else None)
-            for name in names]
-    results = [rc.type._cached_result_processor(dialect, None) for rc in compiled._result_columns]
-    return Plan(sql, cols, _row_binder(cols, keys, element_of), _rows_converter(results) if any(results) else None)
-
-
-def _row_binder(cols: list[tuple[str, Any, Any]], keys: tuple[str, ...],
-                element_of: dict[str, tuple[str, int]] | None = None) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    """`lambda r: (p0(r['a']), r['b'], d2, p3(r['ids'][0]), …)` for these parameters: processed, passed as they are,
-    the statement's literal, or an element of an expanding parameter's list. Built from the statement's own
-    parameter names (never from values)."""
-    env: dict[str, Any] = {}
-    parts = []
-    for i, (name, proc, default) in enumerate(cols):
-        if element_of and name in element_of:
-            source = f"r[{element_of[name][0]!r}][{element_of[name][1]}]"
+    if compiled.post_compile_params and not all(b.expanding for b in compiled.post_compile_params):
+        return None
+    state = compiled.construct_expanded_state(params)
+    element_of = {k: (name, i) for name, ks in state.parameter_expansion.items() for i, k in enumerate(ks)}
+    sources: list[tuple[str | None, int | None, Any, Any]] = []  # (key, list index, literal, processor)
+    for name in state.positiontup or ():
+        bind = compiled.binds.get(name)
+        proc = state.processors.get(name) if bind is None else bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if name in element_of:
+            sources.append((*element_of[name], None, proc))
         elif name in keys:
-            source = f"r[{name!r}]"
+            sources.append((name, None, None, proc))
         else:
-            env[f"d{i}"] = default
-            parts.append(f"d{i}")
-            continue
-        if proc is not None:
-            env[f"p{i}"] = proc
-            source = f"p{i}({source})"
-        parts.append(source)
-    return eval(f"lambda r: ({''.join(part + ', ' for part in parts)})", env)  # noqa: S307
+            sources.append((None, None, compiled.binds[name].effective_value, proc))
+    # a SELECT's columns, a DML statement's RETURNING columns; a plain text statement has no typed columns
+    columns = getattr(statement, "selected_columns", None)
+    if columns is None:
+        columns = getattr(statement, "exported_columns", ())
+    results = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
+    return _Plan(state.statement, _binder(sources), results if any(results) else None)
 
 
-def _rows_converter(procs: list[Any]) -> Callable[[list[Any]], list[Any]]:
-    """`lambda rows: [(p0(t[0]), t[1], …) for t in rows]`: the result processors, where a column has one."""
-    env = {f"p{i}": proc for i, proc in enumerate(procs) if proc is not None}
-    parts = "".join(f"p{i}(t[{i}]), " if proc is not None else f"t[{i}], " for i, proc in enumerate(procs))
-    return eval(f"lambda rows: [({parts}) for t in rows]", env)  # noqa: S307
+def _binder(sources: list[tuple[str | None, int | None, Any, Any]]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    def bind(row: dict[str, Any]) -> tuple[Any, ...]:
+        out = []
+        for key, index, literal, proc in sources:
+            value = literal if key is None else row[key] if index is None else row[key][index]
+            out.append(value if proc is None else proc(value))
+        return tuple(out)
+
+    return bind
 
 
-_SQLITE_DATETIME_FORMAT = sqlite_dialect.DATETIME._storage_format
-
-
-def _faster(proc: Any, bind: Any, dialect: Any) -> Any:
-    """SQLite's DATETIME bind processor fills a %-format from a dict of the value's fields (~2 µs, a few per row);
-    `isoformat` writes the same text in C. Only for SQLAlchemy's own DATETIME with its default storage format
-    (what `TS` is), and only for exact `datetime` values; anything else goes through the original processor."""
-    if proc is None or bind is None or dialect.name != "sqlite":
-        return proc
-    impl = bind.type.dialect_impl(dialect)
-    if type(impl) is not sqlite_dialect.DATETIME or impl._storage_format != _SQLITE_DATETIME_FORMAT:
-        return proc
-
-    def process(value: Any) -> Any:
-        if value is None:
-            return None
-        if type(value) is datetime:  # "YYYY-MM-DD HH:MM:SS.ffffff", the offset (ignored by SQLAlchemy too) cut off
-            return value.isoformat(" ", "microseconds")[:26]
-        return proc(value)
-
-    return process
-
-
-def _cached_plan(conn: AsyncConnection, statement: Any, params: dict[str, Any], *, expand: bool = False
-                 ) -> Plan | None:
-    """The plan of `statement` for parameters named as `params`; with `expand`, for lists of these lengths."""
-    keys = tuple(params)
-    sizes = tuple(len(v) for v in params.values() if type(v) is list) if expand else ()
+def _cached_plan(conn: AsyncConnection, statement: Any, params: dict[str, Any]) -> _Plan | None:
+    sizes = tuple(len(v) for v in params.values() if type(v) is list)
     if sizes and max(sizes) > MAX_PLANNED_LIST:
         return None
-    key = (statement, keys, sizes)
+    key = (statement, conn.dialect.name, tuple(params), sizes)
     if key not in _PLANS:
-        _PLANS[key] = _plan(statement, keys, conn.dialect, params if expand else None)
+        _PLANS[key] = _plan(statement, key[2], conn.dialect, params)
     return _PLANS[key]
 
 
-def _bound(sql: str, binder: Callable[[dict[str, Any]], tuple[Any, ...]], rows: list[dict[str, Any]]
-           ) -> list[tuple[Any, ...]]:
-    """Each row's positional values, converted by the bind processors (a refused value raised as Core does)."""
+def _bound(plan: _Plan, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Each row's positional values (a value a bind processor refuses raised as Core raises it)."""
     try:
-        return [binder(r) for r in rows]
-    except Exception as e:  # a bind processor refused a value (e.g. a float for money), as Core reports it
-        raise sa_exc.StatementError(str(e), sql, None, e) from e
+        return [plan.binder(r) for r in rows]
+    except Exception as e:
+        raise sa_exc.StatementError(str(e), plan.sql, None, e) from e
 
 
-@contextmanager
-def _as_core_errors(sql: str, params: Any) -> Iterator[None]:
-    """sqlite3's errors as SQLAlchemy's, as a Core execute raises them."""
-    try:
-        yield
-    except sqlite3.IntegrityError as e:
-        raise sa_exc.IntegrityError(sql, params, e) from e
-    except sqlite3.Error as e:
-        raise sa_exc.OperationalError(sql, params, e) from e
+def _as_core_error(e: sqlite3.Error, sql: str, params: Any) -> sa_exc.DBAPIError:
+    """sqlite3's error as SQLAlchemy's, as a Core execute raises it."""
+    kind = sa_exc.IntegrityError if isinstance(e, sqlite3.IntegrityError) else sa_exc.OperationalError
+    return kind(sql, params, e)
 
 
 async def executemany(conn: AsyncConnection, statement: Any, rows: list[dict[str, Any]]) -> None:
     """Run `statement` once per row (an executemany of INSERTs or UPDATEs; nothing returned).
 
-    On this process's inline SQLite connection the statement is compiled once and sqlite3 runs it directly, the
-    values converted by SQLAlchemy's own bind processors (the same text a Core execute writes): the async
-    adaptation layers of a Core execute (greenlet hops, the aiosqlite cursor, the execution context) cost
-    ~0.3 ms per statement, several times the statement itself, and a batch runs several. Constraint violations
-    are raised as SQLAlchemy's IntegrityError, as a Core execute would. Elsewhere (PostgreSQL, the threaded
-    SQLite driver) it is a Core execute. Statement-level SQLAlchemy events do not see the direct path."""
-    raw = _inline_connection(conn) if rows else None
+    On SQLite inside a transaction, sent straight to the driver connection (see `_driver_in_transaction`),
+    the values converted by SQLAlchemy's bind processors; a constraint violation is raised as SQLAlchemy's
+    IntegrityError, as a Core execute raises it. Elsewhere a Core execute. Statement-level SQLAlchemy events do not
+    see the direct call."""
+    if not rows:
+        return
+    raw = _driver_in_transaction(conn)
     if raw is not None:
         keys = tuple(rows[0])
         plan = _cached_plan(conn, statement, rows[0])
         if plan is not None and all(tuple(r) == keys for r in rows):  # else Core reports a missing value
-            params = _bound(plan.sql, plan.binder, rows)
-            with _as_core_errors(plan.sql, params[0]):
-                raw.executemany(plan.sql, params)
+            params = _bound(plan, rows)
+            try:
+                await raw.executemany(plan.sql, params)
+            except sqlite3.Error as e:
+                raise _as_core_error(e, plan.sql, params[0]) from e
             return
     await conn.execute(statement, rows)
 
 
-def fetch_inline(conn: AsyncConnection, statement: Any, params: dict[str, Any]) -> list[Any] | None:
-    """Run `statement` straight on this process's inline SQLite connection, inside its transaction, and return its
-    rows as tuples, each column converted by its type's result processor as a Core execute does; None when `conn`
-    is not that (PostgreSQL, the threaded driver, no transaction), and the caller runs it through SQLAlchemy.
-    An expanding parameter (`IN :ids`) takes a list.
-
-    Compiled once per statement, parameter names and list lengths, the values converted by SQLAlchemy's bind
-    processors, as in `executemany`: for a small statement run once per batch, SQLAlchemy's execution path
-    (greenlet hops, the execution context, the cursor adaptation, the result's row objects) costs several times
-    the statement itself."""
-    raw = _inline_connection(conn)
-    if raw is None:
-        return None
-    plan = _cached_plan(conn, statement, params, expand=True)
-    if plan is None:
-        return None
-    [values] = _bound(plan.sql, plan.binder, [params])
-    with _as_core_errors(plan.sql, values):
-        rows = raw.execute(plan.sql, values).fetchall()
-    return rows if plan.rows is None else plan.rows(rows)
-
-
 async def fetch_all(conn: AsyncConnection, statement: Any, params: dict[str, Any]) -> list[Any]:
-    """The rows of `statement` (tuples on the direct path, SQLAlchemy's rows elsewhere: unpack or index them):
-    `fetch_inline` where it applies, a Core execute otherwise."""
-    rows = fetch_inline(conn, statement, params)
-    return rows if rows is not None else list((await conn.execute(statement, params)).all())
+    """The rows of `statement`: unpack or index them (tuples on SQLite inside a transaction, sent as one call to
+    the driver connection and converted by the result columns' processors; SQLAlchemy's rows elsewhere). An
+    expanding parameter (`IN :ids`) takes a list."""
+    raw = _driver_in_transaction(conn)
+    plan = _cached_plan(conn, statement, params) if raw is not None else None
+    if plan is None:
+        return list((await conn.execute(statement, params)).all())
+    [values] = _bound(plan, [params])
+    try:
+        rows = await raw.execute_fetchall(plan.sql, values)
+    except sqlite3.Error as e:
+        raise _as_core_error(e, plan.sql, values) from e
+    if plan.results is None:
+        return list(rows)
+    procs = plan.results
+    return [tuple(v if p is None else p(v) for p, v in zip(procs, row, strict=True)) for row in rows]
 
 
 @asynccontextmanager
 async def short_transaction(conn: AsyncConnection) -> AsyncIterator[None]:
-    """`conn.begin()` for a few Core statements; on this process's inline SQLite connection, BEGIN IMMEDIATE and
-    COMMIT (or ROLLBACK) straight on sqlite3: SQLAlchemy's transaction around them (greenlet hops, its events)
-    costs more than they do. Inside, run statements with `executemany` / `fetch_inline`, which take the direct path
-    too: SQLAlchemy does not know of this transaction, and a Core execute would try to begin its own. When
-    another process holds the write lock, it takes SQLAlchemy's path, which waits for it asynchronously."""
-    driver = _begin_inline(conn)
+    """A transaction of a few statements on `conn`, run with `executemany` / `fetch_all` only: committed after the
+    body, rolled back if it or the commit fails (the connection then takes the next transaction).
+
+    On SQLite, with SQLAlchemy's connection idle, it is the driver connection's own short transaction (BEGIN
+    IMMEDIATE, COMMIT or ROLLBACK through the driver's public interface), begun and ended here while SQLAlchemy
+    holds no transaction on the connection: SQLAlchemy's transaction around a few direct statements (its begin,
+    commit and events) costs more than they do, once per relay round. A Core statement inside would make
+    SQLAlchemy begin a transaction of its own, which SQLite refuses: use the direct statements. Elsewhere it is
+    `conn.begin()`."""
+    driver = _idle_driver(conn)
     if driver is None:
-        async with conn.begin():
-            yield
+        try:
+            async with conn.begin():
+                yield
+        except BaseException:
+            await _end_failed_commit(conn)
+            raise
         return
-    async with _begun_on_sqlite3(driver):
-        yield
-
-
-def _begin_inline(connection: AsyncConnection | None) -> InlineSQLite | None:
-    """The InlineSQLite driver under `connection`, with BEGIN IMMEDIATE just run on its sqlite3 connection; None if
-    it is not that driver, SQLAlchemy or sqlite3 already has a transaction open on it, or another process holds the
-    write lock (the caller then takes SQLAlchemy's path, which waits for it asynchronously)."""
-    if connection is None or connection.sync_connection is None or connection.in_transaction():
-        return None
-    driver = connection.sync_connection.connection.driver_connection
-    raw = driver._connection if isinstance(driver, InlineSQLite) else None
-    if raw is None or raw.in_transaction or not _begin_now(raw):
-        return None
-    return driver
-
-
-@asynccontextmanager
-async def _begun_on_sqlite3(driver: InlineSQLite) -> AsyncIterator[None]:
-    """The body of a transaction begun straight on the driver's sqlite3 connection: COMMIT after it (unless the body
-    ended the transaction itself), on this thread, a busy COMMIT waited for; ROLLBACK if the body or the COMMIT
-    fails (a failed COMMIT leaves the transaction open), so the connection takes the next one."""
-    raw = driver._connection
-    assert raw is not None
+    await driver.execute("BEGIN IMMEDIATE")
     try:
         yield
-        if raw.in_transaction:
-            with _as_core_errors("COMMIT", ()):
+        if driver.in_transaction:
+            try:
                 await driver.commit()
+            except sqlite3.Error as e:
+                raise _as_core_error(e, "COMMIT", ()) from e
     except BaseException:
-        if raw.in_transaction:
-            raw.rollback()
+        if driver.in_transaction:
+            await driver.rollback()
         raise
+
+
+def _idle_driver(conn: AsyncConnection) -> Any | None:
+    """The SQLite driver connection under `conn` when neither SQLAlchemy nor the driver has a transaction open."""
+    if conn.dialect.driver not in _DIRECT_DRIVERS or conn.sync_connection is None or conn.in_transaction():
+        return None
+    driver = conn.sync_connection.connection.driver_connection
+    return None if driver.in_transaction else driver
+
+
+async def _end_failed_commit(conn: AsyncConnection) -> None:
+    """Roll back what a failed COMMIT left open on a checked-out SQLite connection. SQLite keeps the transaction
+    open when COMMIT fails (a deferred foreign key), while SQLAlchemy counts it as ended; left so, it would hold
+    the write lock and refuse the connection's next BEGIN. (A connection returned to the pool is rolled back
+    there.)"""
+    if conn.dialect.driver not in _DIRECT_DRIVERS or conn.sync_connection is None or conn.in_transaction():
+        return
+    raw = conn.sync_connection.connection.driver_connection
+    if raw.in_transaction:
+        await raw.rollback()
 
 
 async def read_beside(engine: AsyncEngine, factory: async_sessionmaker[AsyncSession], query: FixedQuery) -> list[Any]:
@@ -544,7 +436,7 @@ async def flush_deferred(session: AsyncSession) -> None:
         return
     conn = await connection_of(session)  # executemany, without the ORM session's per-statement work
     for key, rows in queued.items():
-        await executemany(conn, key if isinstance(key, Executable) else insert_of(key), rows)
+        await executemany(conn, key if isinstance(key, Insert) else insert_of(key), rows)
 
 
 class FixedQuery:
@@ -574,48 +466,28 @@ class FixedQuery:
         return rows[0]
 
     async def all(self, session: AsyncSession) -> list[Any]:
-        """The rows; on this process's inline SQLite connection straight on sqlite3 (as `fetch_inline`)."""
         conn = await connection_of(session)
         sql = self.sql(conn.dialect)
-        raw = _inline_connection(conn)
-        if raw is not None:
-            with _as_core_errors(sql, ()):
-                return raw.execute(sql).fetchall()
-        return list((await conn.exec_driver_sql(sql)).all())
-
-
-_RAW_TX = "safe.raw_transaction"
-
-
-class RawTransaction:
-    """A `transaction` begun and ended straight on sqlite3 (see there); the scope of per-transaction state."""
-
-    __slots__ = ("conn", "is_active")
-
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-        self.is_active = True
+        raw = _driver_in_transaction(conn)
+        if raw is None:
+            return list((await conn.exec_driver_sql(sql)).all())
+        try:
+            return list(await raw.execute_fetchall(sql))
+        except sqlite3.Error as e:
+            raise _as_core_error(e, sql, ()) from e
 
 
 async def connection_of(session: AsyncSession) -> AsyncConnection:
-    """The connection of the session's transaction: for statements run with `executemany`, `fetch_inline`,
-    `fetch_all` or Core. Inside a `transaction` begun on sqlite3 it is that transaction's connection, without
-    making SQLAlchemy begin one of its own (which `session.connection()` would: ~0.1 ms)."""
-    tx = session.info.get(_RAW_TX)
-    if tx is not None and tx.is_active:
-        return tx.conn  # type: ignore[no-any-return]
+    """The connection of the session's transaction: for statements run with `executemany`, `fetch_all` or Core."""
     return await session.connection()
 
 
 def transaction_scope(session: AsyncSession) -> Any:
-    """What identifies the session's innermost transaction (a savepoint, the transaction `transaction` began on
-    sqlite3, or SQLAlchemy's), with `is_active`: for state kept per transaction, such as what a batch decided."""
+    """What identifies the session's innermost transaction (a savepoint, or the session's transaction), with
+    `is_active`: for state kept per transaction, such as what a batch decided."""
     sync = session.sync_session
     nested = sync.get_nested_transaction()
-    if nested is not None:
-        return nested
-    tx = session.info.get(_RAW_TX)
-    return tx if tx is not None and tx.is_active else sync.get_transaction()
+    return nested if nested is not None else sync.get_transaction()
 
 
 @asynccontextmanager
@@ -623,46 +495,19 @@ async def transaction(
     factory: async_sessionmaker[AsyncSession], *, connection: AsyncConnection | None = None
 ) -> AsyncIterator[AsyncSession]:
     """One unit of work: commit on success, roll back on error (rows queued by `add_row` go in first).
-    With `connection`, the transaction runs on that checked-out connection, which stays checked out after it.
-
-    With a `connection` of this process's inline SQLite driver (the message kit's batches, the intake's group
-    commit), BEGIN IMMEDIATE and COMMIT go straight to sqlite3, and the session only takes part if it is used: an
-    ORM statement, a flush or a savepoint makes SQLAlchemy begin its transaction, which takes over the one begun
-    (the engine's begin event), and the end is then SQLAlchemy's commit or rollback. A batch whose statements all
-    ran with `executemany` / `fetch_inline` / `FixedQuery` on `connection_of(session)` never enters SQLAlchemy's
-    transaction machinery, whose begin, commit and close cost ~0.3 ms, several times what such a batch's own
-    statements cost. When another process holds the write lock, it takes SQLAlchemy's path, which waits for it
-    asynchronously."""
-    driver = _begin_inline(connection)
-    if driver is None:
-        session_of = factory() if connection is None else factory(bind=connection)
-        async with session_of as session, session.begin():
+    With `connection`, the transaction runs on that checked-out connection, which stays checked out after it."""
+    if connection is None:
+        async with factory() as session, session.begin():
             yield session
             await flush_deferred(session)
         return
-    assert connection is not None
-    session = factory(bind=connection)
-    tx = session.info[_RAW_TX] = RawTransaction(connection)
-    driver.adopt = True
-    used = False  # whether SQLAlchemy's session took part (it then commits or rolls back, and is closed)
     try:
-        async with _begun_on_sqlite3(driver):  # commits what SQLAlchemy did not
-            try:
-                yield session
-                await flush_deferred(session)
-                used = session.in_transaction() or bool(session.new or session.dirty or session.deleted)
-                if used:
-                    await session.commit()  # flushes what is pending, then commits the transaction it took over
-            except BaseException:
-                if session.in_transaction():
-                    used = True
-                    await session.rollback()
-                raise
-    finally:
-        tx.is_active = False
-        driver.adopt = False
-        if used:
-            await session.close()
+        async with factory(bind=connection) as session, session.begin():
+            yield session
+            await flush_deferred(session)
+    except BaseException:
+        await _end_failed_commit(connection)
+        raise
 
 
 def run_migrations(url: str, script_location: str) -> None:

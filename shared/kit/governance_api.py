@@ -7,12 +7,14 @@ outbox, every `audit_anchor_interval_s` when the head moved) and keeps the heads
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
 from sqlmodel import col, select
 
 from shared.contracts import streams
@@ -67,21 +69,51 @@ def register(messaging: Any, runtime: Any) -> None:
 
 
 async def publish_anchor(runtime: Any) -> bool:
-    """Publish this service's chain head if it moved since the last anchor; True if one was published."""
+    """Publish this service's chain head if it moved since the last anchor; True if one was published.
+
+    The replicas of a service share its chain: one anchor per `audit_anchor_interval_s` stands for all of them.
+    The replica that takes the lease (a Redis key, SET NX with that expiry) publishes; the last anchored `seq`
+    is kept beside it, so a head another replica anchored already is not anchored twice. Both keys lost (Redis
+    flushed) only means one more anchor of the same head: the receivers keep each, harmlessly."""
     from shared.kit import outbox
 
     assert runtime.factory is not None
+    async with runtime.factory() as session:
+        seq, _ = await audit_chain.head(session)
+    if seq == 0 or runtime.state.get("audit_anchor_seq") == seq:
+        return False
+    redis = runtime.redis
+    keys = _anchor_keys(runtime)
+    if redis is not None:
+        interval_ms = int(float(getattr(runtime.settings, "audit_anchor_interval_s", 60.0)) * 900)
+        try:
+            if not await redis.set(keys[0], runtime.settings.consumer_name or "-", nx=True, px=max(interval_ms, 1)):
+                return False  # another replica anchored the chain in this interval
+            last = await redis.get(keys[1])
+        except RedisError:  # no lease to be had: anchor anyway (through the outbox), as a lone replica would
+            log.warning("audit anchor lease unavailable; anchoring without it", exc_info=True)
+            redis, last = None, None
+        if last is not None and int(last) >= seq:
+            runtime.state["audit_anchor_seq"] = seq
+            return False
     async with transaction(runtime.factory) as session:
         seq, h = await audit_chain.head(session)
-        if seq == 0 or runtime.state.get("audit_anchor_seq") == seq:
-            return False
         outbox.emit(session, streams.AUDIT_ANCHORS, AuditAnchorPublished(
             correlation_id=f"audit/{runtime.spec.name}", producer=runtime.spec.name,
             service=runtime.spec.name, seq=seq, hash=h,
         ))
     runtime.state["audit_anchor_seq"] = seq
+    if redis is not None:
+        with contextlib.suppress(RedisError):  # lost: the next replica anchors this head once more, harmlessly
+            await redis.set(keys[1], str(seq))
     runtime.wake_relay()
     return True
+
+
+def _anchor_keys(runtime: Any) -> tuple[str, str]:
+    """(the lease, the last anchored seq) of this service's chain, shared by its replicas."""
+    base = f"{runtime.settings.stream_prefix}{streams.AUDIT_ANCHORS}:{runtime.spec.name}"  # in the service's Redis ACL
+    return f"{base}:lease", f"{base}:seq"
 
 
 async def anchor_loop(runtime: Any) -> None:

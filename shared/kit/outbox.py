@@ -86,15 +86,15 @@ class OutboxRelay:
         self._postgres = postgres
         self._sign = sign  # the `__sig__` of an entry (shared/kit/signing.py)
         self._engine = factory.kw["bind"]
-        self._mark = _mark_oldest(batch)
-        # a round's commands written by `send` (see _publish); a cluster client (not a `Redis`) keeps redis-py's
-        # transaction pipeline
+        self._mark = _mark_oldest_locked(batch) if postgres else _mark_oldest(batch)
+        # a round's commands written by `send` (see _publish); a cluster client (not a `Redis`) goes through
+        # `publish_on_cluster`
         self._raw_multi = isinstance(redis, Redis)
         self._wake = asyncio.Event()
         # One round at a time in this process. On PostgreSQL each round takes the database's relay lock with a
         # try-lock; without this, a round started while another of this process held it (the batches of one
-        # service commit on several pooled connections) gave up, and its batch's events waited for the next
-        # commit's round or the relay task's next tick (up to 200 ms; rare in `make bench --pg`). A round
+        # service commit on several pooled connections) would give up, and its batch's events would wait for the
+        # next commit's round or the relay task's next tick. A round
         # takes this lock only once it holds its connection, so waiting here never holds back the connection
         # another round needs (SQLite's pool has one, and already serializes them).
         self._one_round = asyncio.Lock()
@@ -181,8 +181,8 @@ class OutboxRelay:
         a pipeline lands, so a plain pipeline of n events reached the next stage as a batch of one and then one of
         n - 1, each paying a batch's fixed cost. Inside MULTI the consumer is served once EXEC has appended them
         all, and reads them as one batch (a round of one XADD goes without). MULTI and EXEC go as plain commands
-        in one write (`_send`): the same bytes to Redis as redis-py's transaction pipeline, whose client-side
-        bookkeeping cost ~85 µs of CPU per round (192 against 107 µs for one XADD)."""
+        in one write (`_send`): the same bytes to Redis as redis-py's transaction pipeline, without its
+        client-side bookkeeping, which costs about as much CPU as the XADD itself."""
         sign = self._sign
         commands: list[tuple[Any, ...]] = [
             ("XADD", streams.qualified(row.stream, self._prefix), "*", wire.DATA, row.payload)
@@ -191,11 +191,8 @@ class OutboxRelay:
              wire.SIGNATURE, sign(row.stream, row.payload))
             for row in rows]
         commands.extend(then)
-        if not self._raw_multi:  # a cluster client: redis-py's transaction pipeline
-            pipe = self._redis.pipeline(transaction=True)
-            for command in commands:
-                pipe.execute_command(*command)
-            await pipe.execute()
+        if not self._raw_multi:  # a cluster client
+            await publish_on_cluster(self._redis, commands)
             return
         # one XADD needs no MULTI: nothing to split (an XACK beside it wakes no reader, and need not be atomic with it)
         multi = len(rows) > 1
@@ -217,18 +214,17 @@ class OutboxRelay:
         return await send(self._redis, commands)
 
     async def _round_on(self, conn: AsyncConnection, then: Sequence[Any]) -> int | None:
-        # Core statements on the connection, in a transaction of its own: no ORM session per round (on this
-        # process's SQLite connection, its BEGIN and COMMIT straight on sqlite3)
+        # Core statements on the connection, in a transaction of its own: no ORM session per round
         async with self._one_round, short_transaction(conn):
-            if self._postgres:
-                # One relay at a time per database keeps the published order equal to the commit order.
-                locked = (await conn.execute(_PG_RELAY_LOCK)).scalar()
-                if not locked:
-                    return None
-            # Mark and read the oldest unsent rows in one statement. The mark is only committed after every XADD
-            # went through: if publishing fails, the transaction rolls back and the rows stay unsent.
+            # Mark and read the oldest unsent rows in one statement (on PostgreSQL with the relay lock taken in it).
+            # The mark is only committed after every XADD went through: if publishing fails, the transaction rolls
+            # back and the rows stay unsent.
             now = utcnow()
-            taken = await fetch_all(conn, self._mark, {"now": now})  # SQLite on this thread: straight on sqlite3
+            taken = await fetch_all(conn, self._mark, {"now": now})
+            if self._postgres:
+                if not taken[0][0]:
+                    return None  # another process's relay holds the lock
+                taken = [row[1:] for row in taken if row[1] is not None]
             rows = sorted(map(Published._make, taken), key=lambda r: r.id)  # RETURNING promises no order
             if not rows:
                 return 0
@@ -244,11 +240,26 @@ class OutboxRelay:
         return len(rows)
 
 
+async def publish_on_cluster(redis: Any, commands: Sequence[tuple[Any, ...]]) -> None:
+    """`commands` (each naming its key second, as XADD and XACK do) on a cluster client: one MULTI/EXEC per hash
+    slot, since a transaction cannot span slots (CROSSSLOT) and a round's streams are spread over them. Each slot's
+    commands keep their order (so each stream's entries keep the outbox order); the slots go one after the other,
+    in the order their first command came. Raises on the first refusal: the round rolls back, and what earlier
+    slots took goes out again with it (consumers deduplicate)."""
+    by_slot: dict[int, list[tuple[Any, ...]]] = {}
+    for command in commands:
+        by_slot.setdefault(redis.keyslot(command[1]), []).append(command)
+    for group in by_slot.values():
+        pipe = redis.pipeline(transaction=len(group) > 1)
+        for command in group:
+            pipe.execute_command(*command)
+        await pipe.execute()
+
+
 async def send(redis: Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     """`commands` in one write on one pooled connection of `redis` (not a cluster client), and their replies; an
     error reply raises (inside MULTI: a command Redis refused to queue; EXEC then answers EXECABORT and nothing was
-    applied). The same bytes as redis-py's pipeline, without its per-call bookkeeping (~120 µs of CPU per call on
-    this VM). A broken connection is retried as the client's retry policy says, as a pipeline is (a retried round
+    applied). The same bytes as redis-py's pipeline, without its per-call bookkeeping. A broken connection is retried as the client's retry policy says, as a pipeline is (a retried round
     may publish twice: consumers deduplicate); after any error the connection is closed, replies may be unread."""
     pool = redis.connection_pool
     conn = await pool.get_connection()
@@ -267,11 +278,6 @@ async def send(redis: Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         await pool.release(conn)
 
 
-# The round's lock, and its commit without waiting for the WAL flush (SET LOCAL synchronous_commit, in the same
-# statement): the round only marks rows that its XADDs already published, so a mark that a PostgreSQL crash loses
-# makes them go out again, at least once, as after any crash between the XADD and the mark. The batches whose
-# state changes wrote the rows keep the synchronous commit: their events must never outlive them.
-_PG_RELAY_LOCK = text("SELECT pg_try_advisory_xact_lock(424242), set_config('synchronous_commit', 'off', true)")
 # the relay task, when another process's relay holds the PostgreSQL lock (a round lasts about a millisecond): tries
 # again after 1 ms, then twice as long each time, until the wait would exceed its tick
 _BUSY_FIRST_S = 0.001
@@ -283,3 +289,29 @@ def _mark_oldest(batch: int) -> Any:
     oldest = select(t.c.id).where(t.c.published_at.is_(None)).order_by(t.c.id).limit(batch)
     return (update(t).where(t.c.id.in_(oldest.scalar_subquery())).values(published_at=bindparam("now", type_=TS))
             .returning(t.c.id, t.c.event_id, t.c.stream, t.c.event_type, t.c.correlation_id, t.c.payload))
+
+
+# On PostgreSQL the round takes the database's relay lock in the same statement as its mark (one round trip less):
+# one relay at a time per database keeps the published order equal to the commit order. The statement also makes
+# the round's commit not wait for the WAL flush (synchronous_commit off for this transaction): the round only marks
+# rows that its XADDs already published, so a mark that a PostgreSQL crash loses makes them go out again, at least
+# once, as after any crash between the XADD and the mark. The batches whose state changes wrote the rows keep the
+# synchronous commit: their events must never outlive them. Its rows: (lock taken, then the columns of `Published`
+# or NULLs when nothing was marked); at least one row, so that a lock held elsewhere is told from nothing to send.
+_PG_RELAY_LOCK_KEY = 424242
+
+
+def _mark_oldest_locked(batch: int) -> Any:
+    """`_mark_oldest` for PostgreSQL, with the relay lock taken in the same statement."""
+    return text(f"""
+        WITH lk AS MATERIALIZED (
+            SELECT pg_try_advisory_xact_lock({_PG_RELAY_LOCK_KEY}) AS ok,
+                   set_config('synchronous_commit', 'off', true) AS sync),
+        marked AS (
+            UPDATE outbox SET published_at = :now
+            WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND (SELECT ok FROM lk)
+                         ORDER BY id LIMIT {int(batch)})
+            RETURNING id, event_id, stream, event_type, correlation_id, payload)
+        SELECT lk.ok, m.id, m.event_id, m.stream, m.event_type, m.correlation_id, m.payload
+        FROM lk LEFT JOIN marked m ON true
+    """).bindparams(bindparam("now", type_=TS))

@@ -1,4 +1,4 @@
-"""Endpoints every service has: health, metrics, AsyncAPI, dead letters (CONTRACT.md)."""
+"""Endpoints every service has: health, metrics, AsyncAPI, dead letters (docs/interface.md)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import gc
 import importlib
-import json
 import os
 import re
 import statistics
@@ -46,8 +45,8 @@ from shared import contracts
 from shared.contracts import streams
 from shared.kit import wire
 from shared.kit.messaging import Entry
+from tests import builders
 
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
 QUIET = dict(log_level="WARNING", relay_interval_ms=1000, poll_interval_ms=100, claim_idle_ms=600_000, reclaim_interval_ms=60_000)
 # under callgrind, the idle polls of the stream readers and the relay would count between the measured batches
 UNDER_CALLGRIND = os.environ.get("SAFE_BATCHCOST_CALLGRIND") == "1"
@@ -133,25 +132,12 @@ def build(service: str, work: Path, redis_url: str, prefix: str) -> Any:
                                           consumer_name="batchcost", **{"REDIS_URL": redis_url}, **QUIET))
 
 
-def proposal() -> contracts.Proposal:
-    body = json.loads(DEMO.read_text())
-    body["reference"] = f"BC-{uuid.uuid4().hex[:12]}"
-    return contracts.Proposal.model_validate(body)
-
-
 async def loan_disbursement(work: Path, redis_url: str, prefix: str, batches: int) -> dict[str, Any]:
 
 
     async def make(n: int) -> list[Entry]:
-        out = []
-        for _ in range(n):
-            case_id = str(uuid.uuid4())
-            out.append(entry(contracts.LoanRequested(
-                correlation_id=case_id, case_id=case_id, reference=f"R-{case_id[:8]}", lead_member_state="PL",
-                participants=["LT", "PL"], categories=["ammunition_and_missiles"], contract_signed_on=date(2026, 9, 1),
-                verification_outcome="eligible",
-                financing=[contracts.FinancingLine(member_state="PL", amount_eur=Decimal("1000.00"))])))
-        return out
+        return [entry(builders.loan_requested(("PL", "1000.00"), participants=["LT", "PL"], signed_on=date(2026, 9, 1)))
+                for _ in range(n)]
 
     async with running(build("loan_disbursement", work, redis_url, prefix)) as (_, rt):
         return {"LoanRequested": await measure(rt, streams.LOAN_REQUESTED, make, batches)}
@@ -164,8 +150,7 @@ async def origin_verification(work: Path, redis_url: str, prefix: str, batches: 
     async def make(n: int) -> list[Entry]:
         out = []
         for _ in range(n):
-            case_id = str(uuid.uuid4())
-            out.append(entry(contracts.ProcurementSubmitted(correlation_id=case_id, case_id=case_id, proposal=proposal())))
+            out.append(entry(builders.submitted(builders.proposal_model(tag="BC"))))
         return out
 
     async with running(build("origin_verification", work, redis_url, prefix)) as (client, rt):
@@ -193,7 +178,7 @@ async def applications(work: Path, redis_url: str, prefix: str, batches: int) ->
             """n new cases, each with the event id of its ProcurementSubmitted (published by the relay)."""
             ids = []
             for _ in range(n):
-                resp = await client.post("/procurements", content=proposal().model_dump_json(),
+                resp = await client.post("/procurements", content=builders.proposal_model(tag="BC").model_dump_json(),
                                          headers={"content-type": "application/json"})
                 ids.append(resp.json()["id"])
             await rt.relay.publish_once()
@@ -205,11 +190,7 @@ async def applications(work: Path, redis_url: str, prefix: str, batches: int) ->
             return [(c, found[c]) for c in ids]
 
         async def verified(n: int) -> list[Entry]:
-            return [entry(contracts.OriginVerificationCompleted(
-                correlation_id=c, case_id=c, causation_id=uuid.UUID(e),
-                result=contracts.VerificationResult(outcome="eligible", checked_at=now, rules_version="bench",
-                                                    end_products=[], findings=[])))
-                for c, e in await cases(n)]
+            return [entry(builders.verification_completed(c, e, checked_at=now)) for c, e in await cases(n)]
 
         approvable: list[str] = []
 
@@ -228,7 +209,7 @@ async def applications(work: Path, redis_url: str, prefix: str, batches: int) ->
             return out
 
         async def submissions(n: int) -> list[Entry]:
-            return [entry(proposal()) for _ in range(n)]
+            return [entry(builders.proposal_model(tag="BC")) for _ in range(n)]
 
         res = {"SubmitProcurement": await measure(rt, streams.SUBMIT_PROCUREMENT, submissions, batches)}
         res["OriginVerificationCompleted"] = await measure(rt, streams.ORIGIN_VERIFICATION_COMPLETED, vc_and_keep,

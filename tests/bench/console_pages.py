@@ -28,10 +28,9 @@ from services.console.app import build_app as build_console
 from services.console.config import ConsoleSettings
 from services.console.upstream import Upstream
 from services.testing.inprocess import running
-from tests import dbs
+from tests import builders, dbs
 
 TARGET_MS = 200.0
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
 STATES = ["PL", "LT", "DK", "FR", "RO", "IT", "BE", "EE"]
 STATUSES = ["loan_approved"] * 6 + ["origin_rejected", "loan_rejected", "withdrawn", "needs_review", "verifying"]
 TOKENS = "operator:bench-op,member-state-DK:bench-dk"
@@ -39,7 +38,7 @@ TOKENS = "operator:bench-op,member-state-DK:bench-dk"
 
 async def _fill(engine: Any, n: int) -> str:
     """n cases (with their participants) in batches; returns one reference for the search page."""
-    proposal = DEMO.read_text()
+    proposal = builders.demo_text()
     start = datetime(2026, 1, 1, tzinfo=UTC)
     rnd = random.Random(7)
     batch = 5000

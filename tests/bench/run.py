@@ -53,11 +53,12 @@ from services.launcher import SERVICES
 from services.testing.plugin import Stack, make_stack
 from shared.contracts import streams
 from shared.kit import wire
-from tests.bench import batchcost
+from tests import builders
+from tests.bench import batchcost, scale
 from tests.bench.baseline import run_baseline
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = json.loads((ROOT / "services" / "demo" / "proposal.json").read_text())
+DEMO = builders.demo()
 FINAL = ("loan_approved", "loan_rejected", "origin_rejected", "withdrawn")
 TOKEN = {"Authorization": "Bearer dev-operator"}
 
@@ -120,12 +121,21 @@ class Poster:
     async def post(self, path: str, body: bytes) -> int:
         conn = await self.pool.get()
         try:
+            reused = conn is not None
             if conn is None:
                 conn = await asyncio.open_connection(self.host, self.port)
             reader, writer = conn
-            writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self.head}"
-                         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+            request = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self.head}"
+                       f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+            writer.write(request)
             status_line = await reader.readline()
+            if not status_line and reused:
+                # the server closed this idle keep-alive connection (its timeout, e.g. during a long `--preload`):
+                # the request was not read; sent again on a new connection (the intake is idempotent anyway)
+                writer.close()
+                conn = reader, writer = await asyncio.open_connection(self.host, self.port)
+                writer.write(request)
+                status_line = await reader.readline()
             length, keep = 0, True
             while (line := await reader.readline()) not in (b"\r\n", b""):
                 name, _, value = line.partition(b":")
@@ -212,8 +222,11 @@ class Platform:
         self.apps = stack.urls["applications"]
         self.poster = poster or Poster(self.apps, TOKEN, 64)
         self.final_base = 0
+        self.watch: scale.FinalCounter | None = None  # `--watch db`: counted in the database, not from /metrics
 
     async def final_count(self) -> int:
+        if self.watch is not None:
+            return await self.watch.count()
         r = await self.http.get(f"{self.apps}/metrics")
         total = 0
         for m in re.finditer(r'^safe_cases\{[^}]*status="([a-z_]+)"[^}]*\} ([0-9.e+]+)$', r.text, re.M):
@@ -338,12 +351,15 @@ class Platform:
             out[name] = {"p50": round(pct(vals, 50), 1), "p99": round(pct(vals, 99), 1), "n": len(vals)}
         return out
 
-    async def all_cases(self) -> dict[str, dict[str, Any]]:
-        """Every case, read in pages of 500 through the list endpoint (keyset cursor)."""
+    async def all_cases(self, wanted: set[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Every case, read in pages of 500 through the list endpoint (keyset cursor, newest first); with `wanted`
+        (references), only until each of them was seen or the cases stored by `--preload` begin (older than every
+        case a phase submits: a reference whose post failed is not looked for among them)."""
         out: dict[str, dict[str, Any]] = {}
         dup: list[str] = []
         cursor = None
-        while True:
+        missing = set(wanted) if wanted is not None else None
+        while missing is None or missing:
             params: dict[str, Any] = {"limit": 500}
             if cursor:
                 params["cursor"] = cursor
@@ -354,6 +370,10 @@ class Platform:
                 if item["reference"] in out:
                     dup.append(item["reference"])
                 out[item["reference"]] = item
+                if missing is not None:
+                    missing.discard(item["reference"])
+                    if item["reference"].startswith(scale.SEED_PREFIX):
+                        missing.clear()
             cursor = page.get("next_cursor")
             if not cursor:
                 break
@@ -379,7 +399,7 @@ class Platform:
             self.cpu_at_final = self.sampler.cpu()
         self.client_cpu_at_final = time.process_time()  # the load generator's own CPU (this process)
         self.final_base = expected - phase.errors
-        cases = await self.all_cases()
+        cases = await self.all_cases(set(phase.refs))
         for ref in phase.refs:
             c = cases.get(ref)
             if c is not None and c["status"] in FINAL:
@@ -521,8 +541,8 @@ async def _delete_prefix(redis: aioredis.Redis, prefix: str) -> None:
 
 async def check_integrity(platform: Platform, phases: list[Phase]) -> dict[str, Any]:
     """Every reference of the run listed exactly once and final; one LoanApproved per approved case."""
-    cases = await platform.all_cases()
     refs = [r for p in phases for r in p.refs]
+    cases = await platform.all_cases(set(refs))
     submitted = len(refs) - sum(p.errors for p in phases)
     missing = [r for r in refs if r not in cases]
     not_final = [r for r in refs if r in cases and cases[r]["status"] not in FINAL]
@@ -593,85 +613,96 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
         out["idle_cpu_busy"] = {s: round((cpu1[s] - cpu0[s]) / 5.0, 4) for s in cpu1 if s in cpu0}
         say("idle: " + ", ".join(f"{s} {v:.1%} of a core" for s, v in out["idle_cpu_busy"].items()))
 
+        platform.final_base = await platform.final_count()
+        if opts.preload:
+            await preload_cases(opts, platform, var_dir, database_urls, run_id, out)
+        if opts.watch == "db":
+            url = (database_urls or {}).get("applications") or f"sqlite+aiosqlite:///{var_dir.resolve()}/applications.db"
+            platform.watch = await scale.FinalCounter.open(url, FINAL)
+            platform.final_base = await platform.final_count()
+
         # warm-up: first requests compile queries, fill pools, open connections
         warm = phase("warmup", min(50, opts.cases))
         await platform.run_phase(warm, platform.http_saturation(warm, 8), timeout)
 
-        # HTTP and XADD saturation, `--repeat` times each, interleaved; the run with the median cases/s stands for
-        # each (its CPU per case with it), every run's cases/s kept beside it. This VM's run-to-run spread of the
-        # saturation figures is wide (593–785 cases/s over HTTP in five runs of one build)
-        sat_runs: dict[str, list[dict[str, Any]]] = {"http": [], "xadd": []}
-        for rep in range(opts.repeat):
-            of = f", run {rep + 1} of {opts.repeat}" if opts.repeat > 1 else ""
-            for kind in ("http", "xadd"):
-                say(f"platform: {opts.cases} cases over HTTP at saturation (concurrency {opts.concurrency}){of} …"
-                    if kind == "http" else f"platform: {opts.cases} cases over the command stream (XADD) at saturation{of} …")
-                p = phase(kind if rep == 0 else f"{kind}-{rep}", opts.cases)
-                cpu0, client0 = sampler.cpu(), time.process_time()
-                prof = Profiler(Path(opts.profile), pids, p.name) if opts.profile else None
-                load = platform.http_saturation(p, opts.concurrency) if kind == "http" else platform.stream_saturation(p)
-                try:
-                    res = await platform.run_phase(p, load, timeout)
-                finally:
-                    if prof:
-                        prof.stop()
-                cpu1 = platform.cpu_at_final
-                n = max(len(p.finished), 1)
-                res["cpu_ms_per_case"] = {s: round((cpu1[s] - cpu0[s]) * 1000 / n, 3) for s in cpu1 if s in cpu0}
-                # on the same 2 cores: what the load generator itself burns per case
-                res["client_cpu_ms_per_case"] = round((platform.client_cpu_at_final - client0) * 1000 / n, 3)
-                sat_runs[kind].append(res)
-                say(f"  {res['cases_per_s']} cases/s")
-        for kind, runs in sat_runs.items():
-            res = dict(sorted(runs, key=lambda r: r["cases_per_s"])[(len(runs) - 1) // 2])  # of two, the lower
-            if len(runs) > 1:
-                res["runs"] = [r["cases_per_s"] for r in runs]
-                res["range"] = [min(res["runs"]), max(res["runs"])]
-            out[f"cpu_ms_per_case_{kind}"] = res.pop("cpu_ms_per_case")
-            client = res.pop("client_cpu_ms_per_case")
-            if kind == "http":
-                out["client_cpu_ms_per_case_http"] = client
-            out[f"{kind}_saturation"] = res
-
-        sat = max(out["http_saturation"]["cases_per_s"], 1.0)
-        out["offered"] = []
-        for k, frac in enumerate(opts.rates):
-            rate = frac if opts.absolute else sat * frac
-            if opts.absolute:
-                frac = round(rate / sat, 3)
-            n_cases = int(max(opts.min_rate_cases, min(opts.cases, rate * opts.rate_seconds)))
-            runs = []
+        if opts.soak:
+            await soak_phase(opts, platform, pids, out, phase)
+        else:
+            # HTTP and XADD saturation, `--repeat` times each, interleaved; the run with the median cases/s stands for
+            # each (its CPU per case with it), every run's cases/s kept beside it. This VM's run-to-run spread of the
+            # saturation figures is wide (593–785 cases/s over HTTP in five runs of one build)
+            sat_runs: dict[str, list[dict[str, Any]]] = {"http": [], "xadd": []}
             for rep in range(opts.repeat):
-                say(f"platform: {n_cases} cases offered at {rate:.0f}/s ({frac:.0%} of saturation)"
-                    + (f", run {rep + 1} of {opts.repeat}" if opts.repeat > 1 else "") + " …")
-                p = phase(f"rate{k}-{int(frac * 100)}-{rep}", n_cases)  # unique, even for a rate given twice
-                counts0 = await platform.batch_counts()
-                cpu0, t0 = sampler.cpu(), time.perf_counter()
-                prof = Profiler(Path(opts.profile), pids, p.name) if opts.profile else None
-                try:
-                    res = await platform.run_phase(p, platform.offered_rate(p, rate, opts.concurrency * 4), timeout)
-                finally:
-                    if prof:
-                        prof.stop()
-                res.update({"fraction": frac, "offered_per_s": round(rate, 1)})
-                # below saturation batches are small and each pays its fixed cost: CPU per case is higher here
-                cpu1, seconds = platform.cpu_at_final, max(time.perf_counter() - t0, 1e-9)
-                n = max(len(p.finished), 1)
-                res["cpu_ms_per_case"] = {s: round((cpu1[s] - cpu0[s]) * 1000 / n, 3) for s in cpu1 if s in cpu0}
-                res["cpu_busy"] = {s: round((cpu1[s] - cpu0[s]) / seconds, 3) for s in cpu1 if s in cpu0}
-                res["hops_ms"] = await platform.hops(p)
-                counts1 = await platform.batch_counts()
-                res["batch_size"] = mean_batches(counts0, counts1)
-                runs.append(res)
-                say(f"  p50 {res['latency_ms']['p50']} ms  p95 {res['latency_ms']['p95']} ms  p99 {res['latency_ms']['p99']} ms")
-                say("  " + hops_line(res["hops_ms"]))
-                say("  " + batches_line(res["batch_size"]))
-            # the run with the median p99 stands for the rate; every run's latencies are kept beside it
-            res = sorted(runs, key=lambda r: r["latency_ms"]["p99"])[len(runs) // 2]
-            if len(runs) > 1:
-                res = {**res, "runs": [r["latency_ms"] for r in runs],
-                       "p99_range": [min(r["latency_ms"]["p99"] for r in runs), max(r["latency_ms"]["p99"] for r in runs)]}
-            out["offered"].append(res)
+                of = f", run {rep + 1} of {opts.repeat}" if opts.repeat > 1 else ""
+                for kind in ("http", "xadd"):
+                    say(f"platform: {opts.cases} cases over HTTP at saturation (concurrency {opts.concurrency}){of} …"
+                        if kind == "http" else f"platform: {opts.cases} cases over the command stream (XADD) at saturation{of} …")
+                    p = phase(kind if rep == 0 else f"{kind}-{rep}", opts.cases)
+                    cpu0, client0 = sampler.cpu(), time.process_time()
+                    prof = Profiler(Path(opts.profile), pids, p.name) if opts.profile else None
+                    load = platform.http_saturation(p, opts.concurrency) if kind == "http" else platform.stream_saturation(p)
+                    try:
+                        res = await platform.run_phase(p, load, timeout)
+                    finally:
+                        if prof:
+                            prof.stop()
+                    cpu1 = platform.cpu_at_final
+                    n = max(len(p.finished), 1)
+                    res["cpu_ms_per_case"] = {s: round((cpu1[s] - cpu0[s]) * 1000 / n, 3) for s in cpu1 if s in cpu0}
+                    # on the same 2 cores: what the load generator itself burns per case
+                    res["client_cpu_ms_per_case"] = round((platform.client_cpu_at_final - client0) * 1000 / n, 3)
+                    sat_runs[kind].append(res)
+                    say(f"  {res['cases_per_s']} cases/s")
+            for kind, runs in sat_runs.items():
+                res = dict(sorted(runs, key=lambda r: r["cases_per_s"])[(len(runs) - 1) // 2])  # of two, the lower
+                if len(runs) > 1:
+                    res["runs"] = [r["cases_per_s"] for r in runs]
+                    res["range"] = [min(res["runs"]), max(res["runs"])]
+                out[f"cpu_ms_per_case_{kind}"] = res.pop("cpu_ms_per_case")
+                client = res.pop("client_cpu_ms_per_case")
+                if kind == "http":
+                    out["client_cpu_ms_per_case_http"] = client
+                out[f"{kind}_saturation"] = res
+
+            sat = max(out["http_saturation"]["cases_per_s"], 1.0)
+            out["offered"] = []
+            for k, frac in enumerate(opts.rates):
+                rate = frac if opts.absolute else sat * frac
+                if opts.absolute:
+                    frac = round(rate / sat, 3)
+                n_cases = int(max(opts.min_rate_cases, min(opts.cases, rate * opts.rate_seconds)))
+                runs = []
+                for rep in range(opts.repeat):
+                    say(f"platform: {n_cases} cases offered at {rate:.0f}/s ({frac:.0%} of saturation)"
+                        + (f", run {rep + 1} of {opts.repeat}" if opts.repeat > 1 else "") + " …")
+                    p = phase(f"rate{k}-{int(frac * 100)}-{rep}", n_cases)  # unique, even for a rate given twice
+                    counts0 = await platform.batch_counts()
+                    cpu0, t0 = sampler.cpu(), time.perf_counter()
+                    prof = Profiler(Path(opts.profile), pids, p.name) if opts.profile else None
+                    try:
+                        res = await platform.run_phase(p, platform.offered_rate(p, rate, opts.concurrency * 4), timeout)
+                    finally:
+                        if prof:
+                            prof.stop()
+                    res.update({"fraction": frac, "offered_per_s": round(rate, 1)})
+                    # below saturation batches are small and each pays its fixed cost: CPU per case is higher here
+                    cpu1, seconds = platform.cpu_at_final, max(time.perf_counter() - t0, 1e-9)
+                    n = max(len(p.finished), 1)
+                    res["cpu_ms_per_case"] = {s: round((cpu1[s] - cpu0[s]) * 1000 / n, 3) for s in cpu1 if s in cpu0}
+                    res["cpu_busy"] = {s: round((cpu1[s] - cpu0[s]) / seconds, 3) for s in cpu1 if s in cpu0}
+                    res["hops_ms"] = await platform.hops(p)
+                    counts1 = await platform.batch_counts()
+                    res["batch_size"] = mean_batches(counts0, counts1)
+                    runs.append(res)
+                    say(f"  p50 {res['latency_ms']['p50']} ms  p95 {res['latency_ms']['p95']} ms  p99 {res['latency_ms']['p99']} ms")
+                    say("  " + hops_line(res["hops_ms"]))
+                    say("  " + batches_line(res["batch_size"]))
+                # the run with the median p99 stands for the rate; every run's latencies are kept beside it
+                res = sorted(runs, key=lambda r: r["latency_ms"]["p99"])[len(runs) // 2]
+                if len(runs) > 1:
+                    res = {**res, "runs": [r["latency_ms"] for r in runs],
+                           "p99_range": [min(r["latency_ms"]["p99"] for r in runs), max(r["latency_ms"]["p99"] for r in runs)]}
+                out["offered"].append(res)
         out["integrity"] = await check_integrity(platform, phases)
     finally:
         sampler.stop()
@@ -679,6 +710,8 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
         out["replicas"] = {s: len(ps) for s, ps in pids.items()}
         await http.aclose()
         await platform.poster.close()
+        if platform.watch is not None:
+            await platform.watch.close()
         await asyncio.to_thread(stack.stop)
         await _delete_prefix(redis, stack.prefix)
         await redis.aclose()
@@ -686,6 +719,83 @@ async def bench_platform(opts: argparse.Namespace, report: dict[str, Any]) -> No
             await _drop_pg(opts.pg_url, pg_names)
         if not opts.keep:
             shutil.rmtree(var_dir, ignore_errors=True)
+
+
+async def preload_cases(opts: argparse.Namespace, platform: Platform, var_dir: Path,
+                        database_urls: dict[str, str] | None, run_id: str, out: dict[str, Any]) -> None:
+    """`--preload N`: one case through the whole flow, then N copies of it stored (tests/bench/scale.py)."""
+    template = Phase("template", [f"BENCH-{run_id}-template"])  # not among the run's phases: read once, here
+    await platform.run_phase(template, platform.http_saturation(template, 1), 120)
+    [(status, _)] = template.finished.values()
+    case_id = next(iter(template.case_ids))
+    url = (database_urls or {}).get("applications") or f"sqlite+aiosqlite:///{var_dir.resolve()}/applications.db"
+    say(f"preload: {opts.preload:,} copies of case {case_id} ({status}) into the applications database …")
+    out["preload"] = await scale.preload(url, case_id, opts.preload, platform.stack.stream(streams.LOAN_APPROVED))
+    platform.final_base = await platform.final_count()
+    say(f"  stored in {out['preload']['load_s']} s (+ vacuum/analyze: {out['preload']['total_s']} s in all), "
+        f"database {out['preload']['database_mb']:,.0f} MB; rows {out['preload']['rows']}")
+
+
+async def soak_phase(opts: argparse.Namespace, platform: Platform, pids: dict[str, list[int]], out: dict[str, Any],
+                     phase: Any) -> None:
+    """`--soak SECONDS`: one offered rate for that long, every service's RSS sampled (tests/bench/scale.py)."""
+    rate = opts.soak_rate
+    if rate is None:
+        say(f"soak: {opts.cases} cases over HTTP at saturation first, to offer half of it …")
+        sp = phase("soak-saturation", opts.cases)
+        sat = await platform.run_phase(sp, platform.http_saturation(sp, opts.concurrency), 120 + opts.cases / 20)
+        out["http_saturation"] = sat
+        rate = sat["cases_per_s"] * 0.5
+        say(f"  {sat['cases_per_s']} cases/s; the soak offers {rate:.0f}/s")
+    n = int(rate * opts.soak)
+    p = phase("soak", n)
+    curve = scale.MemoryCurve(pids, opts.soak_sample).start()
+    say(f"soak: {n} cases offered at {rate:.0f}/s for {opts.soak:.0f} s, RSS sampled every {opts.soak_sample} s …")
+    t0 = time.perf_counter()
+    cpu0 = platform.sampler.cpu() if platform.sampler else {}
+    # open loop as in `Platform.offered_rate`, without keeping a finished task per case for the whole soak
+    sem = asyncio.Semaphore(opts.concurrency * 4)
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(ref: str) -> None:
+        async with sem:
+            await platform.post(p, ref, proposal_bytes(ref))
+
+    p.started = time.time() + 0.05
+    for i, ref in enumerate(p.refs):
+        due = p.started + i / rate
+        if (delay := due - time.time()) > 0:
+            await asyncio.sleep(delay)
+        p.due[ref] = due
+        task = asyncio.create_task(one(ref))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    await asyncio.gather(*pending)
+    await platform.wait_final(platform.final_base + n - p.errors, 300 + n / 20)
+    seconds = time.perf_counter() - t0
+    cpu1 = platform.sampler.cpu() if platform.sampler else {}
+    await curve.stop()
+    platform.final_base += n - p.errors
+    cases = await platform.all_cases(set(p.refs))
+    lat: list[tuple[float, float]] = []
+    for ref in p.refs:
+        c = cases.get(ref)
+        if c is not None and c["status"] in FINAL:
+            p.finished[ref] = (c["status"], parse_ts(c["updated_at"]))
+            lat.append((p.due[ref] - p.started, (p.finished[ref][1] - p.due[ref]) * 1000))
+    ms = [v for _, v in lat]
+    soak = {"offered_per_s": round(rate, 1), "seconds": opts.soak, "cases": n, "final": len(p.finished),
+            "errors": p.errors, "latency_ms": {"p50": round(pct(ms, 50), 1), "p99": round(pct(ms, 99), 1),
+                                               "max": round(max(ms, default=float("nan")), 1)},
+            "cpu_busy": {s: round((cpu1[s] - cpu0[s]) / seconds, 3) for s in cpu1 if s in cpu0},
+            "windows": scale.windows(lat, 60.0 if opts.soak >= 120 else max(opts.soak / 4, 1.0)),
+            "samples": curve.samples}
+    soak["rss_growth"] = scale.growth(curve.samples, skip_s=min(60.0, opts.soak / 4))
+    out["soak"] = soak
+    say(f"  p50 {soak['latency_ms']['p50']} ms, p99 {soak['latency_ms']['p99']} ms; {soak['final']}/{n} final")
+    for name, g in soak["rss_growth"].items():
+        say(f"  {name:<24} RSS {g['warm_mb']:>6.1f} → {g['end_mb']:>6.1f} MB (peak {g['peak_mb']:.1f}), "
+            f"slope {g['slope_mb_per_min']:+.2f} MB/min")
 
 
 # --- the domain and the read side ----------------------------------------------------------------------
@@ -866,6 +976,17 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"{'bench HTTP client':<22}{p['client_cpu_ms_per_case_http']:>18.3f}{'':>18}"
                          "   (the load generator, on the same cores)")
         lines.append(f"  baseline CPU budget: 2 cores / {base:,.0f} msgs/s = {2000 / base:.3f} ms per message through 4 hops")
+    if p.get("preload"):
+        pre = p["preload"]
+        lines.append(f"stored before the measured phases: {pre['cases']:,} cases ({pre['database_mb']:,.0f} MB database, "
+                     f"loaded in {pre['total_s']} s)")
+    if p.get("soak"):
+        sk = p["soak"]
+        lines.append(f"soak: {sk['offered_per_s']} cases/s offered for {sk['seconds']:.0f} s: {sk['final']}/{sk['cases']} final, "
+                     f"p50 {sk['latency_ms']['p50']} ms, p99 {sk['latency_ms']['p99']} ms")
+        for name, g in sk["rss_growth"].items():
+            lines.append(f"  {name:<24} RSS warm {g['warm_mb']:>6.1f} MB, end {g['end_mb']:>6.1f}, peak {g['peak_mb']:>6.1f}, "
+                         f"slope {g['slope_mb_per_min']:+.2f} MB/min")
     if p.get("integrity"):
         i = p["integrity"]
         lines.append("")
@@ -949,12 +1070,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--batch-rounds", type=int, default=200, help="one-message batches timed per handler (batch part)")
     ap.add_argument("--profile", default=None, help="directory for py-spy raw profiles of the saturation and offered-rate phases")
     ap.add_argument("--replicas", action="append", default=[], metavar="SERVICE=N",
-                    help="run N replicas of a service (repeatable); HTTP load is spread over applications replicas")
+                    help="run N replicas of a service (repeatable; all=N for every service); HTTP load is spread "
+                         "over the applications replicas")
+    ap.add_argument("--preload", type=int, default=0, metavar="N",
+                    help="store N cases in the applications database before the measured phases (tests/bench/scale.py)")
+    ap.add_argument("--watch", choices=("metrics", "db"), default="metrics",
+                    help="how the end of a phase is seen: the applications service's safe_cases gauge (a GROUP BY over "
+                         "every case, per scrape) or a count of this run's final cases in its database (read beside "
+                         "the service; its cost does not grow with the cases stored)")
+    ap.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
+                    help="instead of the saturation and offered-rate phases: one offered rate for SECONDS, sampling "
+                         "every service's resident memory (writes soak.json and soak.png)")
+    ap.add_argument("--soak-rate", type=float, default=None,
+                    help="the soak's offered load in cases/s (default: half the HTTP saturation, measured first)")
+    ap.add_argument("--soak-sample", type=float, default=5.0, help="seconds between memory samples in the soak")
     ap.add_argument("--env", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
                     help="extra VAR=value for the services (repeatable)")
     opts = ap.parse_args(argv)
     opts.rates = [float(x) for x in opts.rates.split(",") if x]
-    opts.replicas = {svc: int(n) for svc, n in (spec.split("=", 1) for spec in opts.replicas)}
+    replicas: dict[str, int] = {}
+    for svc, n in (spec.split("=", 1) for spec in opts.replicas):
+        if svc == "all":  # every service; a SERVICE=N given as well wins for that service
+            replicas = {s: int(n) for s in SERVICES} | replicas
+        elif svc in SERVICES:
+            replicas[svc] = int(n)
+        else:
+            ap.error(f"--replicas: unknown service {svc!r} (one of {', '.join(SERVICES)} or all)")
+    opts.replicas = replicas
     if opts.quick:
         if "--cases" not in (argv or sys.argv):
             opts.cases = 50
@@ -979,7 +1121,8 @@ async def main_async(opts: argparse.Namespace) -> dict[str, Any]:
                               "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                               "options": {"cases": opts.cases, "quick": opts.quick, "concurrency": opts.concurrency,
                                           "rates": opts.rates, "env": dict(opts.env), "replicas": opts.replicas,
-                                          "repeat": opts.repeat}}
+                                          "repeat": opts.repeat, "preload": opts.preload, "soak_s": opts.soak,
+                                          "watch": opts.watch}}
     if "baseline" in opts.only:
         say(f"baseline: {opts.baseline_messages} messages through a 4-hop raw redis-py chain …")
         report["baseline"] = await run_baseline(redis_url, messages=opts.baseline_messages,
@@ -1012,6 +1155,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     stamp = report["started_at"].replace(":", "").replace("-", "").replace("+0000", "Z")
     if "baseline" in report:
         say(render(report))
+    if report.get("platform", {}).get("soak"):
+        soak = {k: report[k] for k in ("started_at", "database", "machine", "options", "baseline") if k in report}
+        soak |= {"soak": report["platform"]["soak"], "integrity": report["platform"].get("integrity"),
+                 "http_saturation": report["platform"].get("http_saturation"), "preload": report["platform"].get("preload")}
+        (out / "soak.json").write_text(json.dumps(soak, indent=2, default=str))
+        if not opts.no_plot:
+            s = report["platform"]["soak"]
+            reps = ", ".join(f"{k}×{v}" for k, v in report["platform"].get("replicas", {}).items() if v > 1)
+            length = f"{s['seconds'] / 60:.0f} min" if s["seconds"] >= 120 else f"{s['seconds']:.0f} s"
+            scale.plot_soak(s, out / "soak.png", f"SAFE soak: {s['offered_per_s']:.0f} cases/s for {length} "
+                                                 f"({report['database']}{', ' + reps if reps else ''})")
+            report["soak_plot"] = str(out / "soak.png")
     if not opts.no_plot and report.get("platform", {}).get("offered"):
         plot(report, out / "latency.png")
         report["plot"] = str(out / "latency.png")

@@ -3,12 +3,18 @@ with SIGKILL (the launcher restarts it), wait until every case is final, then ch
 and nothing doubled. Prints the figures; exits 1 on any violation.
 
     python -m tests.chaos.run --cases 300 --rate 20 --kill-interval 4
+    python -m tests.chaos.run --pg                  # PostgreSQL, two replicas of every service
+
+With replicas, each round kills the next replica of each service (replica 1 in the first round, 2 in the
+second, …) while the others keep working, and submissions go to the applications replicas in turn (a refused
+or failed post is retried on the next one).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -27,16 +33,14 @@ import httpx
 from services.client import PlatformClient, is_final
 from services.launcher import SERVICES
 from services.testing.plugin import Stack, make_stack
+from tests import builders, dbs
 
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
 KILL_ORDER = ("applications", "origin_verification", "loan_disbursement", "partner_registry")
 
 
 def proposal(kind: str, run_id: str, i: int) -> tuple[dict[str, Any], str]:
     """A unique proposal of one kind and the final status it must reach."""
-    body: dict[str, Any] = json.loads(DEMO.read_text())
-    body["reference"] = f"CHAOS-{run_id}-{i:05d}"
-    body["title"] = f"chaos {kind} {i}"
+    body = builders.proposal(f"CHAOS-{run_id}-{i:05d}", title=f"chaos {kind} {i}")
     if kind == "approved_lt":  # eligible, financed by Lithuania
         body.update(lead_member_state="LT", participants=["LT", "PL"],
                     financing=[{"member_state": "LT", "amount_eur": "125000.50"}])
@@ -105,7 +109,26 @@ class Report:
         return "\n".join(lines)
 
 
-async def submit(client: PlatformClient, body: dict[str, Any], deadline: float) -> tuple[str, int]:
+class Intake:
+    """The applications replicas' intake URLs, used in turn: each attempt goes to the next one."""
+
+    def __init__(self, clients: list[PlatformClient]) -> None:
+        self.clients = clients
+        self._n = 0
+
+    async def submit(self, body: dict[str, Any]) -> httpx.Response:
+        self._n += 1
+        return await self.clients[self._n % len(self.clients)].submit(body)
+
+
+def intake_clients(stack: Stack) -> list[PlatformClient]:
+    """One client per applications replica (each listens 100 ports above the previous one)."""
+    base = SERVICES["applications"] + stack.port_offset
+    return [PlatformClient({**stack.urls, "applications": f"http://127.0.0.1:{base + 100 * r}"})
+            for r in range(stack.replicas.get("applications", 1))]
+
+
+async def submit(client: PlatformClient | Intake, body: dict[str, Any], deadline: float) -> tuple[str, int]:
     """Post until accepted: while applications is down the client retries; the reference keeps it idempotent."""
     attempts = 0
     while True:
@@ -139,22 +162,24 @@ async def submit_batch(client: PlatformClient, n: int, *, run_id: str, start: in
 
 async def _killer(stack: Stack, stop: asyncio.Event, interval: float, kills_per_service: int,
                   report: Report, say: Any) -> None:
-    """Kill each service in turn; the next kill only once the launcher has the previous one back."""
+    """Kill each service in turn (the next replica of it each round); the next kill only once the launcher has
+    the previous one back."""
     rounds = 0
     while True:
         for service in KILL_ORDER:
+            replica = rounds % stack.replicas.get(service, 1) + 1
             if stop.is_set() and rounds >= kills_per_service:
                 return
             try:
                 await asyncio.wait_for(stop.wait(), timeout=interval)
             except TimeoutError:
                 pass
-            old = stack.kill(service, sig=signal.SIGKILL)
+            old = stack.kill(service, replica, sig=signal.SIGKILL)
             report.kills += 1
             report.kills_per_service[service] += 1
             t0 = time.monotonic()
-            await asyncio.to_thread(stack.wait_restarted, service, old, 1, 90.0)
-            say(f"  killed {service} (pid {old}); back in {time.monotonic() - t0:.1f} s")
+            await asyncio.to_thread(stack.wait_restarted, service, old, replica, 90.0)
+            say(f"  killed {service}#{replica} (pid {old}); back in {time.monotonic() - t0:.1f} s")
         rounds += 1
 
 
@@ -167,6 +192,7 @@ async def run(stack: Stack, *, cases: int, rate: float, kill_interval: float, ki
     submitted: list[Submitted] = []
     deadline = time.monotonic() + timeout
     stop_killing = asyncio.Event()
+    intake = Intake(intake_clients(stack))
     async with stack.client() as client:
         killer = asyncio.create_task(_killer(stack, stop_killing, kill_interval, kills_per_service, report, say))
         t_start = time.monotonic()
@@ -175,7 +201,7 @@ async def run(stack: Stack, *, cases: int, rate: float, kill_interval: float, ki
         async def one(i: int, kind: str) -> None:
             body, expected = proposal(kind, run_id, i)
             async with sem:
-                case_id, attempts = await submit(client, body, deadline)
+                case_id, attempts = await submit(intake, body, deadline)
             submitted.append(Submitted(body["reference"], kind, expected, case_id, time.monotonic(), attempts))
 
         tasks = []
@@ -195,6 +221,8 @@ async def run(stack: Stack, *, cases: int, rate: float, kill_interval: float, ki
         finals = await wait_all_final(client, submitted, deadline)
         report.drain_seconds = time.monotonic() - t_drain
         await check(stack, client, submitted, finals, report)
+    for c in intake.clients:
+        await c.aclose()
     report.restarts = sum(int(c.get("restarts") or 0) for c in stack.children())
     return report
 
@@ -302,22 +330,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=20.0, help="submissions per second (default 20)")
     p.add_argument("--kill-interval", type=float, default=4.0,
                    help="seconds between one service being back and the next kill (default 4)")
-    p.add_argument("--kills-per-service", type=int, default=1,
-                   help="at least this many kills of each service (default 1; more if the load lasts longer)")
+    p.add_argument("--kills-per-service", type=int, default=None,
+                   help="at least this many kills of each service (default: its replicas, so each replica is killed "
+                        "once; more if the load lasts longer)")
     p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds (default 600)")
     p.add_argument("--redis-url", default=None, help="Redis to use (default REDIS_URL); streams get a unique prefix")
     p.add_argument("--var", default=None, help="state directory (default: a temporary one)")
+    p.add_argument("--pg", action="store_true",
+                   help="PostgreSQL (a fresh database per service, dropped afterwards; SAFE_TEST_PG_URL) with two "
+                        "replicas of every service unless --replicas says otherwise")
+    p.add_argument("--replicas", action="append", default=[], metavar="SERVICE=N",
+                   help="run N replicas of a service (repeatable; all=N for every service)")
     args = p.parse_args(argv)
+    replicas: dict[str, int] = {s: 2 for s in SERVICES} if args.pg and not args.replicas else {}
+    for svc, n in (spec.split("=", 1) for spec in args.replicas):
+        if svc not in (*SERVICES, "all"):
+            p.error(f"--replicas: unknown service {svc!r}")
+        replicas |= {s: int(n) for s in SERVICES} if svc == "all" else {svc: int(n)}
+    if args.kills_per_service is None:
+        args.kills_per_service = max(replicas.values(), default=1)
     var = Path(args.var) if args.var else Path(tempfile.mkdtemp(prefix="safe-chaos-"))
-    stack = make_stack(var, redis_url=args.redis_url)
-    print(f"chaos: {args.cases} cases at {args.rate}/s, a kill every {args.kill_interval}s; state in {var}", flush=True)
-    stack.start()
-    try:
-        report = asyncio.run(run(stack, cases=args.cases, rate=args.rate, kill_interval=args.kill_interval,
-                                 kills_per_service=args.kills_per_service, timeout=args.timeout,
-                                 say=lambda s: print(s, flush=True)))
-    finally:
-        stack.stop()
+    with contextlib.ExitStack() as resources:
+        urls = resources.enter_context(dbs.pg_databases(SERVICES, label="chaos")) if args.pg else None
+        stack = make_stack(var, redis_url=args.redis_url, replicas=replicas, database_urls=urls)
+        where = ("PostgreSQL" if args.pg else "SQLite") + (f", replicas {replicas}" if replicas else "")
+        print(f"chaos: {args.cases} cases at {args.rate}/s, a kill every {args.kill_interval}s ({where}); state in {var}",
+              flush=True)
+        stack.start()
+        try:
+            report = asyncio.run(run(stack, cases=args.cases, rate=args.rate, kill_interval=args.kill_interval,
+                                     kills_per_service=args.kills_per_service, timeout=args.timeout,
+                                     say=lambda s: print(s, flush=True)))
+        finally:
+            stack.stop()
     print(report.text(), flush=True)
     return 0 if report.ok else 1
 

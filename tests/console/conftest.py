@@ -3,12 +3,10 @@ for the whole module. Playwright drives Debian's chromium (infra/scripts/ensure-
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +15,11 @@ import httpx
 import pytest
 
 from services.testing.plugin import Stack, make_stack
+from tests.builders import proposal
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "var" / "screenshots"
 AXE = Path(__file__).parent / "vendor" / "axe-core-4.11.1.min.js"
-DEMO = ROOT / "services" / "demo" / "proposal.json"
 
 TOKENS = {"operator": "op-console-t0ken", "auditor": "aud-console-t0ken", "member-state-DK": "dk-console-t0ken",
           "member-state-PL": "pl-console-t0ken"}
@@ -85,9 +83,7 @@ class Api:
         return r.json()
 
     def submit(self, **changes: Any) -> dict[str, Any]:
-        body = json.loads(DEMO.read_text())
-        body["reference"] = f"UI-{uuid.uuid4().hex[:10]}"
-        body.update(changes)
+        body = proposal(tag="UI", **changes)
         r = self.post("applications", "/procurements", body)
         assert r.status_code == 201, r.text
         return r.json()  # type: ignore[no-any-return]

@@ -63,3 +63,28 @@ def test_the_bench_reports_every_figure_and_loses_no_case(tmp_path, redis_url, m
     saved = json.loads((tmp_path / "latest.json").read_text())
     assert saved["platform"]["integrity"]["ok"]
     assert (tmp_path / "latency.png").stat().st_size > 0
+
+
+def test_the_soak_samples_every_process_memory_over_stored_cases_and_loses_no_case(tmp_path, redis_url, monkeypatch):
+    """`make soak` in small: 20 s of half the measured saturation, with 500 cases stored beforehand (--preload)."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    report = bench.main(["--quick", "--cases", "20", "--soak", "20", "--soak-sample", "1", "--preload", "500",
+                         "--only", "platform", "--out", str(tmp_path)])
+
+    p = report["platform"]
+    assert p["preload"]["cases"] == 500
+    assert p["preload"]["rows"]["cases"] == 500 and p["preload"]["rows"]["case_participants"] >= 500
+    assert p["preload"]["rows"]["timeline"] >= 500 and p["preload"]["rows"]["outbox"] >= 500
+    soak = p["soak"]
+    assert soak["offered_per_s"] == round(p["http_saturation"]["cases_per_s"] * 0.5, 1)
+    assert soak["final"] == soak["cases"] > 0 and soak["errors"] == 0
+    assert p["integrity"]["ok"], p["integrity"]
+    # a sample about every second, of every service process
+    assert len(soak["samples"]) >= 10
+    assert set(soak["samples"][-1]["rss_mb"]) == {f"{s}#1" for s in SERVICES}
+    assert set(soak["rss_growth"]) == {f"{s}#1" for s in SERVICES}
+    assert all(g["peak_mb"] >= g["warm_mb"] > 0 for g in soak["rss_growth"].values())
+    assert soak["windows"] and sum(w["cases"] for w in soak["windows"]) == soak["final"]
+    saved = json.loads((tmp_path / "soak.json").read_text())
+    assert saved["soak"]["samples"] == soak["samples"] and saved["integrity"]["ok"]
+    assert (tmp_path / "soak.png").stat().st_size > 0

@@ -8,16 +8,13 @@ import json
 import os
 import subprocess
 import sys
-import uuid
-from pathlib import Path
 
 import pytest
 
 from services import scenarios as examples
+from tests.builders import proposal
 
 pytestmark = pytest.mark.e2e
-
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
 
 
 async def cli(stack, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -30,8 +27,7 @@ async def cli(stack, *args: str, env: dict[str, str] | None = None) -> subproces
 
 
 async def test_submit_watch_json_then_case_and_an_unknown_case(safe_stack, tmp_path):
-    body = json.loads(DEMO.read_text())
-    body["reference"] = f"CLI-{uuid.uuid4().hex[:8]}"
+    body = proposal(tag="CLI")
     f = tmp_path / "p.json"
     f.write_text(json.dumps(body))
     r = await cli(safe_stack, "submit", str(f), "--watch", "--json")

@@ -3,32 +3,26 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
 
+from services import scenarios as examples
 from services.testing import scenarios
 from services.testing.waiting import wait_for
 from shared.contracts import streams
+from tests.builders import proposal
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = sorted((ROOT.parent / "shared" / "scenarios").glob("*.json"))
-DEMO = ROOT / "services" / "demo" / "proposal.json"
-
-
-def demo(**changes) -> dict:
-    body = json.loads(DEMO.read_text())
-    body["reference"] = f"E2E-{uuid.uuid4().hex[:10]}"
-    body.update(changes)
-    return body
+SCENARIOS = examples.files()
+assert SCENARIOS, "the example scenarios are missing from services/scenarios"
 
 
 async def test_a_proposal_travels_through_four_processes_to_an_approved_loan(safe_stack):
     async with safe_stack.client() as client:
-        r = await client.submit(demo())
+        r = await client.submit(proposal())
         assert r.status_code == 201, r.text
         case = await client.wait_for_status(r.json()["id"], timeout=60)
         assert case["status"] == "loan_approved", case
@@ -50,7 +44,7 @@ async def test_the_example_scenarios_reach_their_expected_outcome(safe_stack, pa
 
 
 async def test_a_proposal_added_to_the_stream_appears_under_its_reference(safe_stack):
-    body = demo()
+    body = proposal()
     await safe_stack.inject(streams.SUBMIT_PROCUREMENT, json.dumps(body))
     await safe_stack.inject(streams.SUBMIT_PROCUREMENT, "{not json")
     async with safe_stack.client() as client:
@@ -64,8 +58,8 @@ async def test_a_proposal_added_to_the_stream_appears_under_its_reference(safe_s
 
 
 async def test_germany_cannot_borrow_and_says_why(safe_stack):
-    body = demo(lead_member_state="DE", participants=["DE", "FR"],
-                financing=[{"member_state": "DE", "amount_eur": "1000000.00"}])
+    body = proposal(lead_member_state="DE", participants=["DE", "FR"],
+                    financing=[{"member_state": "DE", "amount_eur": "1000000.00"}])
     async with safe_stack.client() as client:
         r = await client.submit(body)
         case = await client.wait_for_status(r.json()["id"], timeout=60)
@@ -76,7 +70,7 @@ async def test_germany_cannot_borrow_and_says_why(safe_stack):
 async def test_the_launcher_restarts_a_killed_service_and_the_flow_goes_on(safe_stack):
     old = safe_stack.kill("origin_verification")
     async with safe_stack.client() as client:
-        r = await client.submit(demo())  # accepted while verification is down: it waits on the stream
+        r = await client.submit(proposal())  # accepted while verification is down: it waits on the stream
         assert r.status_code == 201
         safe_stack.wait_restarted("origin_verification", old)
         case = await client.wait_for_status(r.json()["id"], timeout=60)

@@ -11,6 +11,7 @@ from services.testing import scenarios
 pytestmark = pytest.mark.e2e
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[1] / "scenarios").glob("*.json"))
+assert SCENARIOS, "the money rule scenarios are missing from tests/scenarios"
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])

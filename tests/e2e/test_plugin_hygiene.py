@@ -3,22 +3,18 @@ used it fails with one line naming the cause (not a uvicorn traceback in a log f
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
-import uuid
-from pathlib import Path
 
 import pytest
 import redis
 
 from services.testing.plugin import StackError, make_stack
+from tests.builders import proposal
 
 pytestmark = pytest.mark.e2e
-
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
 
 
 def free_port() -> int:
@@ -31,8 +27,7 @@ async def test_a_stack_deletes_its_streams_when_it_stops(tmp_path, redis_url):
     stack = await __import__("asyncio").to_thread(make_stack(tmp_path, redis_url=redis_url).start)
     r = redis.Redis.from_url(redis_url)
     try:
-        body = json.loads(DEMO.read_text())
-        body["reference"] = f"HYG-{uuid.uuid4().hex[:8]}"
+        body = proposal(tag="HYG")
         async with stack.client() as client:
             case = await client.wait_for_status((await client.submit(body)).json()["id"], timeout=60)
         assert case["status"] == "loan_approved"

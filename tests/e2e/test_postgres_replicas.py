@@ -4,19 +4,14 @@ consumer groups — no case lost, none doubled, the ledger matches the approved 
 from __future__ import annotations
 
 import asyncio
-import json
-import uuid
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from services.launcher import SERVICES
-from tests import dbs
+from tests import builders, dbs
 
 pytestmark = pytest.mark.e2e
-
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
 
 
 @pytest.fixture
@@ -25,9 +20,9 @@ def pg_databases(pg_admin_url):
         yield urls
 
 
-def proposal(i: int) -> dict:
-    body = json.loads(DEMO.read_text())
-    body["reference"] = f"REPL-{uuid.uuid4().hex[:8]}-{i}"
+def kind_of(i: int) -> dict:
+    """One of three outcomes in turn: approved, ineligible, rejected."""
+    body = builders.proposal(tag="REPL")
     if i % 3 == 1:  # ineligible: too much non-eligible content
         body["end_products"][0]["components"][2]["cost_eur"] = "900000.00"
     if i % 3 == 2:  # a Member State without a facility
@@ -40,7 +35,7 @@ async def test_two_replicas_of_every_service_on_postgresql_lose_and_double_nothi
     stack = safe_stack_factory(replicas={s: 2 for s in SERVICES}, database_urls=pg_databases)
     async with stack.client() as client:
         before = (await client.facility("PL")).json()
-        posted = await asyncio.gather(*(client.submit(proposal(i)) for i in range(60)))
+        posted = await asyncio.gather(*(client.submit(kind_of(i)) for i in range(60)))
         assert all(r.status_code in (200, 201) for r in posted), [r.text for r in posted if r.status_code >= 300]
         cases = await asyncio.gather(*(client.wait_for_status(r.json()["id"], timeout=90) for r in posted))
         by_status: dict[str, int] = {}

@@ -10,7 +10,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -26,14 +25,9 @@ import redis
 from services.testing.waiting import wait_for
 from shared.contracts import streams
 from tests.chaos import run as chaos
+from tests.redis_servers import free_port, wait_ping
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -56,14 +50,7 @@ class PrivateRedis:
              "--appendfsync", "always", "--dir", str(self.dir), "--save", ""],
             stdout=log, stderr=log, start_new_session=True,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if self.client().ping():
-                    return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError(f"private redis-server did not start: {(self.dir / 'redis.log').read_text()[-2000:]}")
+        wait_ping(self.port, timeout=10, log=self.dir / "redis.log")
 
     def shutdown(self) -> None:
         """SHUTDOWN (the AOF is flushed to disk), then wait for the process to exit."""
@@ -86,12 +73,25 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
         pytest.skip("no redis-server binary on PATH")
     data = tmp_path / "redis-data"
     data.mkdir()
-    server = PrivateRedis(port=_free_port(), dir=data)
+    server = PrivateRedis(port=free_port(), dir=data)
     server.start()
     try:
         yield server
     finally:
         server.kill()
+
+
+async def _redis_seen_down(stack) -> bool:  # type: ignore[no-untyped-def]
+    """Every service's readiness check finds Redis unreachable."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        for url in stack.urls.values():
+            try:
+                r = await http.get(f"{url}/health/ready")
+            except httpx.HTTPError:
+                return False
+            if r.json().get("checks", {}).get("redis") is not False:
+                return False
+    return True
 
 
 async def _all_ready(stack) -> bool:  # type: ignore[no-untyped-def]
@@ -113,7 +113,7 @@ async def test_redis_restarted_with_aof_in_the_middle_of_a_run_loses_nothing(saf
         submitted = await chaos.submit_batch(client, 15, run_id=run_id)
         private_redis.shutdown()  # while those cases are on their way through the streams
         down = await chaos.submit_batch(client, 5, run_id=run_id, start=15)  # intake keeps working: the outbox holds
-        await asyncio.sleep(2)
+        await wait_for(lambda: _redis_seen_down(stack), timeout=60, message="every service seeing Redis down")
         private_redis.start()
         more = await chaos.submit_batch(client, 10, run_id=run_id, start=20)
         every = submitted + down + more

@@ -3,22 +3,16 @@ and not for those signed before — across the registry, its replica in origin v
 
 from __future__ import annotations
 
-import json
-import uuid
-from pathlib import Path
-
 import pytest
 
-pytestmark = pytest.mark.e2e
+from tests.builders import proposal
 
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
+pytestmark = pytest.mark.e2e
 
 
 def japanese_content(signed_on: str) -> dict:
     """40 % of the component cost from Japan: over the 35 % cap unless an agreement counts it eligible."""
-    body = json.loads(DEMO.read_text())
-    body["reference"] = f"JP-{uuid.uuid4().hex[:10]}"
-    body["contract_signed_on"] = signed_on
+    body = proposal(tag="JP", contract_signed_on=signed_on)
     body.pop("financing")
     body["end_products"][0]["components"] = [
         {"name": "optics", "origin_country": "JP", "cost_eur": "400000.00", "supplier": "s", "evidence_ref": "e1"},

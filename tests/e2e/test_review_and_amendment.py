@@ -4,27 +4,17 @@ status through the four processes."""
 from __future__ import annotations
 
 import copy
-import json
-import uuid
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
+from tests.builders import proposal
+
 pytestmark = pytest.mark.e2e
-
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
-
-
-def demo(**changes) -> dict:
-    body = json.loads(DEMO.read_text())
-    body["reference"] = f"E2E-R-{uuid.uuid4().hex[:10]}"
-    body.update(changes)
-    return body
 
 
 async def test_a_review_decision_becomes_the_verdict_and_carries_the_case_to_its_loan(safe_stack):
-    body = demo()
+    body = proposal()
     body["participants"] = [*body["participants"], "CN"]  # R-PART-5: in no SAFE group → review
     async with safe_stack.client() as client:
         r = await client.submit(body)
@@ -50,7 +40,7 @@ async def test_a_review_decision_becomes_the_verdict_and_carries_the_case_to_its
 
 
 async def test_an_amendment_is_a_new_revision_verified_again_to_its_final_status(safe_stack):
-    body = demo()
+    body = proposal()
     for c in body["end_products"][0]["components"]:
         c.pop("evidence_ref", None)  # R-ORIG-5: eligible content without evidence → review
     async with safe_stack.client() as client:
@@ -78,7 +68,7 @@ async def test_an_amendment_is_a_new_revision_verified_again_to_its_final_status
 
 
 async def test_a_rejected_proposal_amended_within_the_cap_is_approved(safe_stack):
-    body = demo()
+    body = proposal()
     comps = body["end_products"][0]["components"]
     total = sum(Decimal(c["cost_eur"]) for c in comps)  # a US part as large as the rest: far over 35 %
     comps.append({"name": "extra", "origin_country": "US", "cost_eur": str(total), "supplier": "s",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,11 @@ from services.launcher import SERVICES
 from services.testing.plugin import make_stack
 from services.testing.waiting import wait_for
 from shared.contracts import streams
-from tests import dbs
+from tests import builders, dbs
 from tests.otlp import Receiver
 
 pytestmark = pytest.mark.e2e
 
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
 
 # the hops of an approved case, as (service, consumed stream)
 HOPS = {
@@ -76,8 +74,7 @@ def traced_stack(request, tmp_path, receiver):
 async def test_one_case_is_one_trace_across_the_four_services_and_its_log_lines_carry_it(traced_stack, receiver):
     trace_id = secrets.token_hex(16)
     traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
-    body = json.loads(DEMO.read_text())
-    body["reference"] = f"TRACE-{uuid.uuid4().hex[:10]}"
+    body = builders.proposal(tag="TRACE")
     async with traced_stack.client() as client:
         client.http.headers["traceparent"] = traceparent
         # the operator's one operation: the registry records an agreement the case relies on, then the case goes in

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +11,15 @@ import pytest
 from services.applications import main as applications_main
 from shared.kit import db
 from tests import dbs
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A service's database, once on SQLite and once on PostgreSQL (skipped, or failed under
+    SAFE_REQUIRE_PG=1, when PostgreSQL does not answer) in the same pass."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/service.db"
+    return request.getfixturevalue("pg_url")  # type: ignore[no-any-return]
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
+from shared.contracts import streams
 from shared.kit import wire
 
 # Short retry backoff, but a long claim idle time: a test must pass on the primary read path; only tests
@@ -40,3 +41,18 @@ async def signed_xadd(r: aioredis.Redis, prefix: str, stream: str, payload: Base
 async def read_all(r: aioredis.Redis, prefix: str, stream: str) -> list[dict[str, Any]]:
     entries = await r.xrange(f"{prefix}{stream}")
     return [wire.decoded(fields) for _, fields in entries]
+
+
+async def publish_registry_seed(r: aioredis.Redis, prefix: str) -> tuple[list[Any], list[Any], Any]:
+    """The partner registry's seed on its streams, as the registry publishes it: the announcement first (a
+    replica must not count itself ready before it holds every record), then every country and agreement.
+    Returns (countries, agreements, announcement)."""
+    from tests.unit.origin_verification.seed import seed_events
+
+    countries, agreements, published = seed_events()
+    await xadd(r, prefix, streams.REFERENCE_DATA_PUBLISHED, published)
+    for c in countries:
+        await xadd(r, prefix, streams.COUNTRY_STATUS_CHANGED, c)
+    for a in agreements:
+        await xadd(r, prefix, streams.PARTNER_AGREEMENT_RECORDED, a)
+    return countries, agreements, published

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,12 +26,12 @@ import redis
 from services.testing.inprocess import running
 from shared.kit import wire
 from tests import dbs
+from tests.builders import proposal
 from tests.integration.helpers import FAST
 from tests.integration.test_auth_matrix import SERVICES, build
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tests" / "tools" / "asyncapi"
-DEMO = ROOT / "services" / "demo" / "proposal.json"
 OPERATOR = {"Authorization": "Bearer dev-operator"}
 
 
@@ -159,10 +158,9 @@ def _seed(base: str, prefix: str, redis_url: str) -> dict[str, str]:
     """A case and a dead letter, so that reads by id find something too."""
     import requests
 
-    body = json.loads(DEMO.read_text())
-    body["reference"] = f"T-{uuid.uuid4().hex[:10]}"
+    body = proposal()
     case = requests.post(f"{base}/procurements", json=body, headers=OPERATOR, timeout=10).json()
-    bad = dict(body, reference=f"T-{uuid.uuid4().hex[:10]}", participants=["PL", "ZZ"])
+    bad = proposal(participants=["PL", "ZZ"])
     redis.Redis.from_url(redis_url).xadd(f"{prefix}applications.submit-procurement", {wire.DATA: json.dumps(bad)})
     return {"case_id": case["id"], "reference": case["reference"]}
 

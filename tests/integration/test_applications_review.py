@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-import uuid
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from sqlmodel import select
@@ -19,22 +17,15 @@ from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
 from shared.kit.tables import AuditEntry
+from tests.builders import proposal, verification_completed
 from tests.integration.helpers import FAST, read_all, signed_xadd
 from tests.integration.test_auth_matrix import EVENT_KEYS
 
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
 TOKENS = {"operator": "op-t", "auditor": "au-t", "member-state-PL": "pl-t", "member-state-FR": "fr-t"}
 
 
 def as_(role: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[role]}"}
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/apps.db"
-    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture
@@ -43,12 +34,6 @@ def app(database_url, prefix, redis_url):
     return build_app(Settings(database_url=database_url, stream_prefix=prefix, consumer_name="t1",
                               safe_tokens=tokens, safe_env="production", four_eyes=False, safe_event_keys=EVENT_KEYS,
                               **FAST))
-
-
-def proposal() -> dict:
-    body = json.loads(DEMO.read_text())
-    body["reference"] = f"RV-{uuid.uuid4().hex[:10]}"
-    return body
 
 
 async def _needs_review(client, redis_client, prefix) -> tuple[dict, str]:
@@ -61,10 +46,9 @@ async def _needs_review(client, redis_client, prefix) -> tuple[dict, str]:
                 return contracts.ProcurementSubmitted.model_validate(x)
         return None
     event = await wait_for(submitted, message="submitted")
-    result = contracts.VerificationResult(outcome="needs_review", checked_at=event.occurred_at, rules_version="t",
-                                          end_products=[], findings=[], missing=["evidence for casing"])
-    await signed_xadd(redis_client, prefix, streams.ORIGIN_VERIFICATION_COMPLETED, contracts.OriginVerificationCompleted(
-        correlation_id=created["id"], case_id=created["id"], causation_id=event.event_id, result=result), EVENT_KEYS)
+    verdict = verification_completed(created["id"], event.event_id, "needs_review", checked_at=event.occurred_at,
+                                     missing=["evidence for casing"])
+    await signed_xadd(redis_client, prefix, streams.ORIGIN_VERIFICATION_COMPLETED, verdict, EVENT_KEYS)
 
     async def in_review():
         case = (await client.get(f"/procurements/{created['id']}", headers=as_("operator"))).json()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func
@@ -19,23 +18,8 @@ from shared import contracts
 from shared.contracts import streams
 from shared.kit import wire
 from shared.kit.tables import DeadLetter, InboxRow, OutboxRow
+from tests.builders import proposal, verification_completed
 from tests.integration.helpers import FAST, read_all, xadd
-
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
-
-
-def proposal(reference: str | None = None, **changes) -> dict:
-    body = json.loads(DEMO.read_text())
-    body["reference"] = reference or f"T-{uuid.uuid4().hex[:10]}"
-    body.update(changes)
-    return body
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/apps.db"
-    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture
@@ -174,12 +158,7 @@ async def test_results_move_the_case_to_the_end_and_duplicates_change_nothing(ap
         submitted = contracts.ProcurementSubmitted.model_validate(
             (await wait_for(lambda: read_all(redis_client, prefix, streams.PROCUREMENT_SUBMITTED)))[0]
         )
-        result = contracts.VerificationResult(
-            outcome="eligible", checked_at=submitted.occurred_at, rules_version="test", end_products=[], findings=[]
-        )
-        verified = contracts.OriginVerificationCompleted(
-            correlation_id=created["id"], case_id=created["id"], causation_id=submitted.event_id, result=result
-        )
+        verified = verification_completed(created["id"], submitted.event_id, checked_at=submitted.occurred_at)
         for _ in range(3):
             await xadd(redis_client, prefix, streams.ORIGIN_VERIFICATION_COMPLETED, verified)
         await wait_for(lambda: _status(client, created["id"], "loan_requested"), message="loan_requested")
@@ -224,10 +203,8 @@ async def test_withdrawal_is_published_and_later_results_do_not_move_the_case(ap
         assert r.status_code == 200 and r.json()["status"] == "withdrawn"
         events = await wait_for(lambda: read_all(redis_client, prefix, streams.PROCUREMENT_WITHDRAWN))
         assert events[0]["case_id"] == created["id"]
-        result = contracts.VerificationResult(outcome="eligible", checked_at=events[0]["occurred_at"],
-                                              rules_version="t", end_products=[], findings=[])
         await xadd(redis_client, prefix, streams.ORIGIN_VERIFICATION_COMPLETED,
-                   contracts.OriginVerificationCompleted(correlation_id=created["id"], case_id=created["id"], result=result))
+                   verification_completed(created["id"], None, checked_at=events[0]["occurred_at"]))
         await wait_for(lambda: _pending_zero(redis_client, prefix, streams.ORIGIN_VERIFICATION_COMPLETED))
         assert (await client.get(f"/procurements/{created['id']}")).json()["status"] == "withdrawn"
         assert await count(rt, InboxRow) >= 1

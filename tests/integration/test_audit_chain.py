@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from services import governance_cli
 from services.testing.inprocess import running
 from services.testing.waiting import wait_for
+from shared.contracts import streams
 from shared.kit import audit_chain, governance_api
 from shared.kit.db import transaction
 from shared.kit.tables import AuditEntry
@@ -30,8 +31,8 @@ AUDITOR = {"Authorization": "Bearer aud-1"}
 def build(service: str, tmp_path: Any, prefix: str, **extra: Any) -> Any:
     main = importlib.import_module(f"services.{service}.main")
     config = importlib.import_module(f"services.{service}.config")
-    settings = config.Settings(database_url=dbs.url(tmp_path, service), stream_prefix=prefix, consumer_name="t1",
-                               safe_tokens=TOKENS, **{**FAST, **extra})
+    settings = config.Settings(database_url=dbs.url(tmp_path, service), stream_prefix=prefix, safe_tokens=TOKENS,
+                               **{"consumer_name": "t1", **FAST, **extra})
     return main.build_app(settings)
 
 
@@ -211,3 +212,29 @@ async def test_the_migration_chains_the_entries_written_before_it(tmp_path):
             assert v.ok is True and v.head_seq == 4
     finally:
         await engine.dispose()
+
+
+async def test_two_replicas_of_a_service_anchor_their_shared_chain_once(tmp_path, prefix, redis_url):
+    # two processes of one service: one database, one Redis; each runs its anchor round (its loop's first round,
+    # at start, may have anchored the seed's entries already)
+    one = build("loan_disbursement", tmp_path, prefix)
+    two = build("loan_disbursement", tmp_path, prefix, consumer_name="t2")
+    lease = f"{prefix}{streams.AUDIT_ANCHORS}:loan_disbursement:lease"
+    async with running(one) as (_, rt1), running(two) as (_, rt2):
+        redis = rt1.redis
+        await write_entries(rt1, 3)
+        await redis.delete(lease)  # as when the interval is over
+        published = await asyncio.gather(governance_api.publish_anchor(rt1), governance_api.publish_anchor(rt2))
+        assert sorted(published) == [False, True]
+        async with rt1.factory() as session:
+            head, _ = await audit_chain.head(session)
+        # the lease expires; the head has not moved since: neither replica anchors it again
+        await redis.delete(lease)
+        assert await governance_api.publish_anchor(rt2) is False
+        assert await governance_api.publish_anchor(rt1) is False
+        await write_entries(rt2, 1)
+        await redis.delete(lease)
+        assert await governance_api.publish_anchor(rt2) is True
+        rows = await sql(rt1, "SELECT payload FROM outbox WHERE event_type = 'AuditAnchorPublished' ORDER BY id")
+        seqs = [json.loads(r["payload"])["seq"] for r in rows]
+        assert seqs[-2:] == [head, head + 1] and len(seqs) == len(set(seqs)), seqs

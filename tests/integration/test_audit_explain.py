@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import uuid
-from pathlib import Path
-from typing import Any
-
 import pytest
 
 from services.applications.config import Settings
@@ -15,17 +10,10 @@ from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared.contracts import streams
 from tests import dbs
+from tests.builders import proposal
 from tests.integration.helpers import FAST, xadd
 
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
 AUDITOR = {"Authorization": "Bearer aud-1"}
-
-
-def proposal(**changes: Any) -> dict[str, Any]:
-    body = json.loads(DEMO.read_text())
-    body["reference"] = f"T-{uuid.uuid4().hex[:10]}"
-    body.update(changes)
-    return body
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,8 @@ from shared.contracts import streams
 from shared.kit import auth
 from shared.kit.logs import JsonFormatter
 from tests import dbs
+from tests.builders import proposal, proposal_led_by
 from tests.integration.helpers import FAST, xadd
-
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
 
 TOKENS = {
     "operator": "op-5e1f0c2a7b",
@@ -51,17 +49,18 @@ SERVICES = {
 }
 
 
-def headers(who: str) -> dict[str, str]:
+def headers(who: str, tokens: dict[str, str] = TOKENS) -> dict[str, str]:
+    """The Authorization header of `who`: a role of `tokens`, "none" (no header) or "bad" (an unknown token)."""
     if who == "none":
         return {}
     if who == "bad":
         return {"Authorization": "Bearer not-a-known-token"}
-    return {"Authorization": f"Bearer {TOKENS[who]}"}
+    return {"Authorization": f"Bearer {tokens[who]}"}
 
 
 def build(service: str, tmp_path: Path, prefix: str, **overrides: Any) -> Any:
     main_mod, config_mod = SERVICES[service]
-    main = pytest.importorskip(main_mod, reason=f"{service} is not built yet")
+    main = importlib.import_module(main_mod)
     config = importlib.import_module(config_mod)
     options: dict[str, Any] = dict(
         database_url=dbs.url(tmp_path, service), stream_prefix=prefix, consumer_name="t1",
@@ -70,17 +69,6 @@ def build(service: str, tmp_path: Path, prefix: str, **overrides: Any) -> Any:
     )
     options.update(overrides)
     return main.build_app(config.Settings(**options))
-
-
-def proposal(participants: list[str], **changes: Any) -> dict[str, Any]:
-    body = json.loads(DEMO.read_text())
-    body["reference"] = f"T-{uuid.uuid4().hex[:10]}"
-    body["participants"] = participants
-    body["lead_member_state"] = participants[0]
-    body["contractor"]["established_in"] = participants[0]
-    body["financing"] = []
-    body.update(changes)
-    return body
 
 
 # --- the kit: tokens ---------------------------------------------------------------------------------
@@ -220,13 +208,13 @@ async def _letter_for(client: httpx.AsyncClient, reference: str) -> int:
 async def _world(client: httpx.AsyncClient, redis_client: Any, prefix: str) -> World:
     cases = []
     for participants in (["PL", "LT"], ["DE", "FR"]):
-        body = proposal(participants)
+        body = proposal_led_by(participants)
         r = await _call(client, "POST", "/procurements", body, "operator")
         assert r.status_code == 201, r.text
         cases.append(r.json())
     letters = []
     for participants in (["PL", "LT"], ["DE", "FR"]):
-        bad = proposal(participants)
+        bad = proposal_led_by(participants)
         bad["end_products"][0]["components"][0]["cost_eur"] = "1.001"  # invalid: dead-lettered at once
         await xadd(redis_client, prefix, streams.SUBMIT_PROCUREMENT, bad)
         letters.append(await _letter_for(client, bad["reference"]))
@@ -267,7 +255,7 @@ async def test_every_applications_endpoint_answers_every_role_as_the_contract_sa
         for method, template, body, expected in APPLICATIONS:
             path = template.format(**fill)
             for who in WHO:
-                payload = proposal(["PL", "LT"]) if body == "NEW" else body
+                payload = proposal(financing=[]) if body == "NEW" else body
                 want = expected.get(who, 401)
                 if want is None:
                     continue
@@ -284,7 +272,7 @@ async def test_every_applications_endpoint_answers_every_role_as_the_contract_sa
         assert letter["status"] == "open"
 
         # and the operator may write
-        r = await _call(client, "POST", "/procurements", proposal(["PL", "LT"]), "operator")
+        r = await _call(client, "POST", "/procurements", proposal(financing=[]), "operator")
         assert r.status_code == 201
         await wait_for(lambda: _has_status(client, w.pl_case["id"], "verifying"), message="verifying")
         assert (await _call(client, "POST", f"/procurements/{w.pl_case['id']}/reverify", {"reason": "r"},
@@ -293,7 +281,7 @@ async def test_every_applications_endpoint_answers_every_role_as_the_contract_sa
                             "operator")).status_code == 200
         assert (await _call(client, "POST", f"/dead-letters/{w.pl_letter}/discard", {"reason": "r"},
                             "operator")).status_code == 200
-        fixed = proposal(["DE", "FR"])
+        fixed = proposal_led_by(["DE", "FR"])
         assert (await _call(client, "POST", f"/dead-letters/{w.de_letter}/replay", {"payload": fixed},
                             "operator")).status_code == 200
 
@@ -431,18 +419,18 @@ async def test_every_endpoint_of_the_other_services_answers_every_role_as_the_co
 async def test_the_direct_intake_route_answers_exactly_as_the_fastapi_route(tmp_path, prefix):
     """POST /procurements is served before FastAPI routes the request (ServiceApp); with the direct route
     switched off, FastAPI's declared route answers. Both must give the same statuses, bodies and headers."""
-    same = proposal(["PL", "LT"])
+    same = proposal(financing=[])
     cases: list[tuple[str, dict[str, str], bytes]] = [
-        ("no token", {}, json.dumps(proposal(["PL", "LT"])).encode()),
-        ("bad token", headers("bad"), json.dumps(proposal(["PL", "LT"])).encode()),
+        ("no token", {}, json.dumps(proposal(financing=[])).encode()),
+        ("bad token", headers("bad"), json.dumps(proposal(financing=[])).encode()),
         ("not bearer", {"Authorization": f"Basic {TOKENS['operator']}"}, b"{}"),
-        ("auditor", headers("auditor"), json.dumps(proposal(["PL", "LT"])).encode()),
-        ("member state", headers("member-state-PL"), json.dumps(proposal(["PL", "LT"])).encode()),
+        ("auditor", headers("auditor"), json.dumps(proposal(financing=[])).encode()),
+        ("member state", headers("member-state-PL"), json.dumps(proposal(financing=[])).encode()),
         ("not JSON", headers("operator"), b"{not json"),
-        ("invalid", headers("operator"), json.dumps({**proposal(["PL", "LT"]), "participants": ["XX"],
-                                                     "reference": ""}).encode()),
+        ("invalid", headers("operator"), json.dumps({**proposal(financing=[]), "participants": ["XX"],
+                                                    "reference": ""}).encode()),
         ("too deep", headers("operator"), b"[" * 100_000 + b"]" * 100_000),
-        ("NUL", headers("operator"), json.dumps(proposal(["PL", "LT"], title="a\u0000b")).encode()),
+        ("NUL", headers("operator"), json.dumps(proposal(financing=[], title="a\u0000b")).encode()),
         ("too large", headers("operator"), b"{" + b" " * (16 * 1024 * 1024) + b"}"),
         ("created", headers("operator"), json.dumps(same).encode()),
         ("same again", headers("operator"), json.dumps(same).encode()),
@@ -500,10 +488,10 @@ async def test_an_unexpected_error_on_the_direct_route_is_a_500_and_the_service_
     logging.getLogger("safe.app").addHandler(handler)
     try:
         async with running(app) as (client, _rt):
-            r = await _call(client, "POST", "/procurements", proposal(["PL", "LT"]), "operator")
+            r = await _call(client, "POST", "/procurements", proposal(financing=[]), "operator")
             assert r.status_code == 500 and r.text == "Internal Server Error"
             assert any(rec.getMessage() == "request failed" and rec.exc_info for rec in records)
-            r = await _call(client, "POST", "/procurements", proposal(["PL", "LT"]), "operator")
+            r = await _call(client, "POST", "/procurements", proposal(financing=[]), "operator")
             assert r.status_code == 201
     finally:
         logging.getLogger("safe.app").removeHandler(handler)

@@ -16,7 +16,8 @@ from services.console.config import ConsoleSettings
 from services.console.upstream import Upstream
 from services.testing.inprocess import running
 from shared.kit import auth
-from tests.integration.test_auth_matrix import SAFE_TOKENS, TOKENS, _call, build, proposal
+from tests.builders import proposal, proposal_led_by
+from tests.integration.test_auth_matrix import SAFE_TOKENS, TOKENS, _call, build
 
 CASE_PAGES = ["/cases/{case}", "/cases/{case}/live"]
 LIST_PAGES = ["/cases", "/cases?status=verifying", "/cases?q=T-"]
@@ -43,7 +44,7 @@ def test_the_console_refuses_to_start_outside_dev_without_tokens():
 async def test_every_console_page_and_form_answers_every_role(tmp_path, prefix, redis_client):
     app = build("applications", tmp_path, prefix)
     async with running(app) as (client, _rt):
-        pl = (await _call(client, "POST", "/procurements", proposal(["PL", "LT"]), "operator")).json()
+        pl = (await _call(client, "POST", "/procurements", proposal(financing=[]), "operator")).json()
         upstream = Upstream({s: "http://applications" for s in
                              ("applications", "origin_verification", "partner_registry", "loan_disbursement")},
                             transport=httpx.ASGITransport(app=app))
@@ -104,8 +105,8 @@ async def test_every_console_page_and_form_answers_every_role(tmp_path, prefix, 
 async def test_counts_and_reference_search_keep_the_member_state_scope(tmp_path, prefix, redis_client):
     app = build("applications", tmp_path, prefix)
     async with running(app) as (client, _rt):
-        pl = (await _call(client, "POST", "/procurements", proposal(["PL", "LT"]), "operator")).json()
-        de = (await _call(client, "POST", "/procurements", proposal(["DE", "FR"]), "operator")).json()
+        pl = (await _call(client, "POST", "/procurements", proposal(financing=[]), "operator")).json()
+        de = (await _call(client, "POST", "/procurements", proposal_led_by(["DE", "FR"]), "operator")).json()
         for who, refs in (("operator", {pl["reference"], de["reference"]}), ("auditor", {pl["reference"], de["reference"]}),
                           ("member-state-PL", {pl["reference"]}), ("member-state-DE", {de["reference"]})):
             r = await _call(client, "GET", "/procurement-search?reference=T-", None, who)

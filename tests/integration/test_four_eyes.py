@@ -60,7 +60,8 @@ async def sign_dk(client: httpx.AsyncClient) -> None:
 
 async def dk_ready_to_pay(client: httpx.AsyncClient, redis_client: Any, prefix: str) -> None:
     """DK signed and a loan approved on it (L-9: pre-financing is an advance on loans approved)."""
-    from tests.integration.test_loan_disbursement_service import decided, loan_requested
+    from tests.builders import loan_requested
+    from tests.integration.test_loan_disbursement_service import decided
 
     await sign_dk(client)
     await xadd(redis_client, prefix, streams.LOAN_REQUESTED, loan_requested(("DK", "5000000")))
@@ -167,7 +168,8 @@ async def test_facility_and_plan_changes_wait_for_a_second_operator(tmp_path, pr
 
 
 async def test_instalments_wait_for_a_second_operator(tmp_path, prefix, redis_url, redis_client):
-    from tests.integration.test_loan_disbursement_service import decided, loan_requested
+    from tests.builders import loan_requested
+    from tests.integration.test_loan_disbursement_service import decided
 
     async with running(loans(tmp_path, prefix)) as (client, _rt):
         await sign_dk(client)

@@ -143,7 +143,7 @@ async def test_a_redelivered_event_in_an_optimistic_batch_is_acknowledged_as_a_d
     assert calls.count("b") == 2 and calls.count("a") == 2  # a: first delivery + the optimistic attempt, never after
 
 
-async def test_executemany_on_the_inline_sqlite_connection_stores_what_a_core_execute_stores(tmp_path):
+async def test_executemany_on_sqlite_stores_what_a_core_execute_stores(tmp_path):
     """The direct sqlite3 path of `executemany` converts values with SQLAlchemy's own bind processors (for SQLite's
     DATETIME, the kit's faster equivalent): the stored text is the same as a Core execute's, for dates, exact money, booleans and NULLs, and constraint violations
     and refused values surface as SQLAlchemy's errors."""
@@ -174,13 +174,9 @@ async def test_executemany_on_the_inline_sqlite_connection_stores_what_a_core_ex
         async with engine.begin() as conn:
             await conn.run_sync(meta.create_all)
         async with engine.begin() as conn:
-            assert db._inline_connection(conn) is not None  # the direct path is the one under test
-            insert_direct = direct.insert()
-            await db.executemany(conn, insert_direct, rows)
+            assert db._driver_in_transaction(conn) is not None  # the direct path is the one under test
+            await db.executemany(conn, direct.insert(), rows)
             await conn.execute(core.insert(), rows)
-            # and dates went through the kit's faster DATETIME processor, not SQLAlchemy's
-            [plan] = [plan for (stmt, _, _), plan in db._PLANS.items() if stmt is insert_direct]
-            assert "_faster" in next(p for name, p, _ in plan.cols if name == "at").__qualname__
         with pytest.raises(sa.exc.IntegrityError):
             async with engine.begin() as conn:
                 await db.executemany(conn, direct.insert(), rows[:1])
@@ -202,12 +198,12 @@ async def test_executemany_on_the_inline_sqlite_connection_stores_what_a_core_ex
         (r["k"], r["at"].replace(tzinfo=None), r["amount"], r["flag"], r["note"]) for r in rows]
 
 
-async def test_fetch_inline_reads_what_a_core_execute_reads(tmp_path):
-    """The direct sqlite3 path of `fetch_inline` / `fetch_all` returns the same values as a Core execute: each column
-    through its type's result processor (exact money from integer cents, booleans, dates), expanding `IN` lists of
-    any length (one plan per length, the empty list included), text statements, a bound literal; with a list of
-    another length it never reuses a plan; outside a transaction or for a list longer than it plans for it declines
-    (None), and `fetch_all` goes through Core."""
+async def test_fetch_all_reads_what_a_core_execute_reads(tmp_path):
+    """The direct path of `fetch_all` (straight to the driver connection) returns the same values as a Core execute:
+    each column through its type's result processor (exact money from integer cents, booleans, dates), expanding
+    `IN` lists of any length (one plan per length, the empty list included), text statements, a bound literal; with
+    a list of another length it never reuses a plan; outside a transaction or for a list longer than it plans for
+    it goes through Core."""
     from datetime import UTC, datetime
     from decimal import Decimal
 
@@ -236,20 +232,23 @@ async def test_fetch_inline_reads_what_a_core_execute_reads(tmp_path):
             await conn.run_sync(meta.create_all)
             await conn.execute(t.insert(), rows)
         async with engine.connect() as conn:
-            assert db.fetch_inline(conn, by_keys, {"ks": ["k1"]}) is None  # no transaction: Core's turn
+            assert db._driver_in_transaction(conn) is None  # no transaction: Core's turn
             assert [tuple(r) for r in await db.fetch_all(conn, by_keys, {"ks": ["k4"]})] == [
                 tuple(rows[3].values())[:2] + (rows[3]["at"].replace(tzinfo=None),) + tuple(rows[3].values())[3:]]
         async with engine.begin() as conn:
+            assert db._driver_in_transaction(conn) is not None  # the direct path is the one under test
             for statement, params in reads:
-                direct = db.fetch_inline(conn, statement, params)
+                assert db._cached_plan(conn, statement, params) is not None, (statement, params)
+                direct = await db.fetch_all(conn, statement, params)
                 core = [tuple(r) for r in (await conn.execute(statement, params)).all()]
                 assert direct == core, (statement, params)
-                assert direct == await db.fetch_all(conn, statement, params)
-            assert [r[1] for r in db.fetch_inline(conn, by_keys, {"ks": ["k2", "k3", "k4", "k5"]})] == ["k2", "k3", "k4", "k5"]
-            assert db.fetch_inline(conn, cents, {"ids": [1], "plus": Decimal("0.01")}) == [("k1", Decimal("146796822.02"))]
-            assert type(db.fetch_inline(conn, by_keys, {"ks": ["k2"]})[0][4]) is bool
+            assert [r[1] for r in await db.fetch_all(conn, by_keys, {"ks": ["k2", "k3", "k4", "k5"]})] == [
+                "k2", "k3", "k4", "k5"]
+            assert await db.fetch_all(conn, cents, {"ids": [1], "plus": Decimal("0.01")}) == [
+                ("k1", Decimal("146796822.02"))]
+            assert type((await db.fetch_all(conn, by_keys, {"ks": ["k2"]}))[0][4]) is bool
             many = {"ks": [f"k{i}" for i in range(db.MAX_PLANNED_LIST + 1)]}
-            assert db.fetch_inline(conn, by_keys, many) is None  # not planned (a plan per length): through Core
+            assert db._cached_plan(conn, by_keys, many) is None  # not planned (a plan per length): through Core
             assert [r[1] for r in await db.fetch_all(conn, by_keys, many)] == ["k2", "k3", "k4", "k5"]
     finally:
         await engine.dispose()
@@ -257,12 +256,13 @@ async def test_fetch_inline_reads_what_a_core_execute_reads(tmp_path):
 
 @pytest.mark.parametrize("kind", ["engine", "short_transaction", "kit_transaction"])
 async def test_a_transaction_waits_for_another_process_holding_the_sqlite_write_lock(tmp_path, kind):
-    """BEGIN IMMEDIATE goes straight to sqlite3; when another connection (a replica) holds the write lock it takes
-    the path that waits without blocking the event loop, and goes through once the lock is released. The same for
-    `short_transaction` and the kit's `transaction` on a checked-out connection, whose INSERT here goes through
-    SQLAlchemy: it only can because that path was taken."""
+    """When another connection (a replica) holds the write lock, BEGIN IMMEDIATE waits for it in SQLite's busy handler
+    on aiosqlite's thread, so the event loop runs on, and goes through once the lock is released: for
+    `engine.begin()`, `short_transaction` and the kit's `transaction` on a checked-out connection alike."""
     import asyncio
     import sqlite3
+
+    import sqlalchemy as sa
 
     path = tmp_path / "lock.db"
     engine = db.make_engine(f"sqlite+aiosqlite:///{path}")
@@ -274,8 +274,8 @@ async def test_a_transaction_waits_for_another_process_holding_the_sqlite_write_
 
         async def write() -> None:
             if kind == "short_transaction":
-                async with engine.connect() as conn, db.short_transaction(conn):
-                    await conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+                async with engine.connect() as conn, db.short_transaction(conn):  # direct statements only
+                    await db.executemany(conn, sa.text("INSERT INTO t VALUES (:x)"), [{"x": 1}])
             elif kind == "kit_transaction":
                 async with engine.connect() as conn, db.transaction(db.session_factory(engine), connection=conn) as s:
                     await (await db.connection_of(s)).exec_driver_sql("INSERT INTO t VALUES (1)")
@@ -297,9 +297,8 @@ async def test_a_transaction_waits_for_another_process_holding_the_sqlite_write_
 
 
 async def test_a_short_transaction_commits_what_ran_in_it_and_rolls_back_on_error(factory):
-    """`short_transaction`: on the inline SQLite connection BEGIN and COMMIT go straight to sqlite3 (SQLAlchemy
-    never sees that transaction), elsewhere it is `conn.begin()`; statements run in it with `executemany` /
-    `fetch_inline` commit together, or not at all."""
+    """`short_transaction`: statements run in it with `executemany` / `fetch_all` (on SQLite the driver
+    connection's own transaction, SQLAlchemy's connection idle) commit together, or not at all."""
     from sqlalchemy import bindparam, update
 
     from shared.kit.tables import TS, utcnow
@@ -313,8 +312,6 @@ async def test_a_short_transaction_commits_what_ran_in_it_and_rolls_back_on_erro
     async with engine.connect() as conn:
         async with db.short_transaction(conn):
             await db.executemany(conn, mark, [{"e": "s0", "at": utcnow()}, {"e": "s1", "at": utcnow()}])
-            if not dbs.on_postgres():
-                assert not conn.in_transaction()  # the direct path is the one under test
         with pytest.raises(RuntimeError):
             async with db.short_transaction(conn):
                 await db.executemany(conn, mark, [{"e": "s2", "at": utcnow()}])
@@ -330,7 +327,7 @@ async def test_a_short_transaction_commits_what_ran_in_it_and_rolls_back_on_erro
 async def test_a_transaction_whose_commit_fails_is_rolled_back_and_the_connection_works_on(tmp_path, kind):
     """A deferred foreign key is checked at COMMIT: the commit fails, as SQLAlchemy's IntegrityError, nothing of the
     transaction stays, and the connection takes the next one (`short_transaction`, and the kit's `transaction` on a
-    checked-out connection, which share the commit on sqlite3)."""
+    checked-out connection; SQLite keeps a transaction whose COMMIT failed open)."""
     from contextlib import asynccontextmanager
 
     import sqlalchemy as sa
@@ -368,40 +365,25 @@ async def test_a_transaction_whose_commit_fails_is_rolled_back_and_the_connectio
         await engine.dispose()
 
 
-async def test_a_transaction_on_a_checked_out_inline_connection_runs_on_sqlite3_until_the_session_is_used(tmp_path):
-    """`transaction(factory, connection=conn)` on the inline SQLite driver: BEGIN and COMMIT straight on sqlite3 while
-    only the kit's direct statements run (SQLAlchemy never begins or commits); an ORM statement or a savepoint makes
-    SQLAlchemy take that transaction over, and everything commits together; an error rolls back all of it, raw and
-    ORM rows alike, and the connection takes the next transaction. The per-transaction scope stays the same when
-    SQLAlchemy takes over."""
-    import sqlalchemy as sa
-
+async def test_direct_statements_and_orm_rows_of_one_transaction_commit_or_roll_back_together(tmp_path):
+    """`transaction(factory, connection=conn)`: rows written with the kit's direct statements (`executemany`, queued
+    rows) and ORM rows are one transaction: committed together, or on an error rolled back together, and the
+    connection takes the next transaction. A savepoint is its own per-transaction scope."""
     from shared.kit.tables import utcnow
 
-    engine = db.make_engine(f"sqlite+aiosqlite:///{tmp_path}/raw.db")
+    engine = db.make_engine(dbs.url(tmp_path, "together"))
     factory = db.session_factory(engine)
-    events: list[str] = []
     try:
         async with engine.begin() as conn:
             await conn.run_sync(OutboxRow.metadata.create_all, tables=[OutboxRow.__table__, InboxRow.__table__])
-        for name in ("begin", "commit", "rollback"):
-            sa.event.listen(engine.sync_engine, name, lambda _c, name=name: events.append(name))
 
         def out(event_id: str) -> dict:
             return {"event_id": event_id, "stream": "x", "event_type": "T", "correlation_id": "c", "payload": "{}"}
 
         async with engine.connect() as conn:
-            async with db.transaction(factory, connection=conn) as s:  # direct statements only
+            async with db.transaction(factory, connection=conn) as s:
                 s.info[db.BATCH] = True
                 db.add_row(s, OutboxRow, **out("raw-1"))
-                assert db.transaction_scope(s) is s.info[db._RAW_TX]
-                assert db.fetch_inline(await db.connection_of(s), sa.select(sa.func.count()).select_from(
-                    OutboxRow.__table__), {}) == [(0,)]
-            assert events == [] and not s.in_transaction()
-
-            async with db.transaction(factory, connection=conn) as s:  # the session is used: SQLAlchemy takes over
-                s.info[db.BATCH] = True
-                db.add_row(s, OutboxRow, **out("raw-2"))
                 scope = db.transaction_scope(s)
                 s.add(InboxRow(event_id="orm-1", stream="y", entry_id="1-0"))
                 await s.flush()
@@ -410,27 +392,18 @@ async def test_a_transaction_on_a_checked_out_inline_connection_runs_on_sqlite3_
                     assert db.transaction_scope(s) is not scope  # a savepoint is its own scope
                     s.add(InboxRow(event_id="orm-2", stream="y", entry_id="2-0"))
                 assert db.transaction_scope(s) is scope
-            assert events == ["begin", "commit"]
-
-            events.clear()
             with pytest.raises(RuntimeError):
                 async with db.transaction(factory, connection=conn) as s:
                     s.info[db.BATCH] = True
                     await db.executemany(await db.connection_of(s), db.insert_of(OutboxRow), [
-                        {**out("raw-3"), "created_at": utcnow(), "published_at": None}])
+                        {**out("raw-2"), "created_at": utcnow(), "published_at": None}])
                     s.add(InboxRow(event_id="orm-3", stream="y", entry_id="3-0"))
                     await s.flush()
-                    raise RuntimeError("the batch failed")
-            assert events == ["begin", "rollback"]
-            with pytest.raises(RuntimeError):
-                async with db.transaction(factory, connection=conn) as s:  # fails before the session is used
-                    await db.executemany(await db.connection_of(s), db.insert_of(OutboxRow), [
-                        {**out("raw-4"), "created_at": utcnow(), "published_at": None}])
                     raise RuntimeError("the batch failed")
             assert not conn.in_transaction()
         async with factory() as s:
             outbox = sorted((await s.exec(select(OutboxRow.event_id))).all())
             inbox = sorted((await s.exec(select(InboxRow.event_id))).all())
-        assert outbox == ["raw-1", "raw-2"] and inbox == ["orm-1", "orm-2"]
+        assert outbox == ["raw-1"] and inbox == ["orm-1", "orm-2"]
     finally:
         await engine.dispose()

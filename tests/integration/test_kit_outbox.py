@@ -9,15 +9,17 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+import sqlalchemy as sa
 from redis.exceptions import ResponseError
 from sqlalchemy import func, text
 from sqlmodel import select
 
 from services.testing.waiting import wait_for
 from shared.contracts import streams
-from shared.kit import db, wire
+from shared.kit import db
 from shared.kit.outbox import OutboxRelay
 from shared.kit.tables import OutboxRow
+from shared.kit.wire import decoded
 from tests import dbs
 
 
@@ -26,8 +28,46 @@ def factory(kit_factory):
     return kit_factory
 
 
-def _relay(factory: Any, redis_client: Any, prefix: str) -> OutboxRelay:
-    return OutboxRelay(factory, redis_client, prefix=prefix, postgres=dbs.on_postgres())
+class Wire:
+    """What a Redis client writes, seen from its connections (redis-py's `connection_class`): the command names
+    of every write that carries an XADD, and a gate that holds such writes while it is closed."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.writes: list[list[str]] = []
+        self.inside = asyncio.Event()  # a write with an XADD reached the gate
+        self.gate = asyncio.Event()
+        self.gate.set()
+        wire = self
+
+        class Watched(aioredis.Connection):
+            names: list[str] | None = None
+
+            def pack_commands(self, commands: Any) -> Any:
+                commands = list(commands)
+                self.names = [c[0].decode() if isinstance(c[0], bytes) else str(c[0]) for c in commands]
+                return super().pack_commands(commands)
+
+            async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+                names, self.names = self.names, None
+                if names and "XADD" in names:
+                    wire.writes.append(names)
+                    wire.inside.set()
+                    await wire.gate.wait()
+                await super().send_packed_command(command, check_health)
+
+        self.redis = aioredis.Redis.from_url(redis_url, connection_class=Watched)
+
+
+@pytest.fixture
+async def wire(redis_url):
+    w = Wire(redis_url)
+    yield w
+    w.gate.set()
+    await w.redis.aclose()
+
+
+def _relay(factory: Any, redis: Any, prefix: str) -> OutboxRelay:
+    return OutboxRelay(factory, redis, prefix=prefix, postgres=dbs.on_postgres())
 
 
 async def _queue(factory: Any, *rows: tuple[str, str]) -> None:
@@ -44,24 +84,11 @@ async def _unsent(factory: Any) -> int:
             OutboxRow.published_at.is_(None)))).one()  # type: ignore[union-attr]
 
 
-def _spy(relay: OutboxRelay) -> list[list[str]]:
-    """The command names of each round the relay sends."""
-    sent: list[list[str]] = []
-    real = relay._send
-
-    async def send(commands: Any) -> Any:
-        sent.append([c[0] for c in commands])
-        return await real(commands)
-
-    relay._send = send  # type: ignore[method-assign]
-    return sent
-
-
-async def test_a_round_of_several_events_reaches_a_blocked_reader_as_one_batch(factory, redis_client, redis_url, prefix):
+async def test_a_round_of_several_events_reaches_a_blocked_reader_as_one_batch(factory, redis_client, redis_url, prefix,
+                                                                            wire):
     """Inside MULTI/EXEC, Redis serves a reader blocked on the stream once EXEC appended them all; as plain
     pipelined XADDs it would be served after the first (a batch of one, then the rest)."""
-    relay = _relay(factory, redis_client, prefix)
-    sent = _spy(relay)
+    relay = _relay(factory, wire.redis, prefix)
     key = streams.qualified(streams.PROCUREMENT_SUBMITTED, prefix)
     await redis_client.xadd(key, {"x": "0"})
     reader = aioredis.Redis.from_url(redis_url)
@@ -79,14 +106,13 @@ async def test_a_round_of_several_events_reaches_a_blocked_reader_as_one_batch(f
         [(_, entries)] = await asyncio.wait_for(read, timeout=10)
     finally:
         await reader.aclose()
-    assert [wire.decoded(f)["event_id"] for _, f in entries] == [f"e{i}" for i in range(5)]
-    assert sent == [["MULTI", "XADD", "XADD", "XADD", "XADD", "XADD", "EXEC"]]
+    assert [decoded(f)["event_id"] for _, f in entries] == [f"e{i}" for i in range(5)]
+    assert wire.writes == [["MULTI", "XADD", "XADD", "XADD", "XADD", "XADD", "EXEC"]]
     assert await _unsent(factory) == 0
 
 
-async def test_a_round_of_one_event_goes_without_multi_and_its_xack_rides_along(factory, redis_client, prefix):
-    relay = _relay(factory, redis_client, prefix)
-    sent = _spy(relay)
+async def test_a_round_of_one_event_goes_without_multi_and_its_xack_rides_along(factory, redis_client, prefix, wire):
+    relay = _relay(factory, wire.redis, prefix)
     source = f"{prefix}source"
     await redis_client.xgroup_create(source, "g", id="0", mkstream=True)
     entry = await redis_client.xadd(source, {"x": "1"})
@@ -94,7 +120,7 @@ async def test_a_round_of_one_event_goes_without_multi_and_its_xack_rides_along(
     await _queue(factory, (streams.PROCUREMENT_SUBMITTED, "one"))
     async with factory.kw["bind"].connect() as conn:
         assert await relay.publish_after_commit(conn, [("XACK", source, "g", entry)]) is True
-    assert sent == [["XADD", "XACK"]]
+    assert wire.writes == [["XADD", "XACK"]]
     assert (await redis_client.xpending(source, "g"))["pending"] == 0
     assert await redis_client.xlen(streams.qualified(streams.PROCUREMENT_SUBMITTED, prefix)) == 1
     assert await _unsent(factory) == 0
@@ -121,83 +147,79 @@ async def test_a_refused_command_fails_the_round_and_leaves_every_row_unsent(fac
     assert await redis_client.xlen(streams.qualified(streams.PROCUREMENT_SUBMITTED, prefix)) == 2 * (events - 1)
 
 
-def _held(relay: OutboxRelay) -> tuple[asyncio.Event, asyncio.Event]:
-    """Holds the relay's rounds inside their send (the PostgreSQL relay lock taken, the transaction open) until the
-    second event is set; the first is set once a round got there."""
-    inside, release = asyncio.Event(), asyncio.Event()
-    real = relay._send
-
-    async def send(commands: Any) -> Any:
-        inside.set()
-        await release.wait()
-        return await real(commands)
-
-    relay._send = send  # type: ignore[method-assign]
-    return inside, release
+def _suspended_in(task: asyncio.Task[Any]) -> list[str]:
+    """The coroutines `task` is suspended in, outermost first (their public `cr_await` chain)."""
+    names = []
+    coro: Any = task.get_coro()
+    while coro is not None and hasattr(coro, "cr_code"):
+        names.append(coro.cr_code.co_qualname)
+        coro = coro.cr_await
+    return names
 
 
 async def _published(redis_client: Any, prefix: str) -> list[str]:
     key = streams.qualified(streams.PROCUREMENT_SUBMITTED, prefix)
-    return [wire.decoded(f)["event_id"] for _, f in await redis_client.xrange(key)]
+    return [decoded(f)["event_id"] for _, f in await redis_client.xrange(key)]
 
 
 @pytest.mark.skipif(not dbs.on_postgres(), reason="SQLite: the pool's one connection already serializes rounds")
 async def test_a_round_after_a_commit_waits_for_its_process_round_under_way_and_publishes_its_own_rows(
-        factory, redis_client, prefix):
+        factory, redis_client, prefix, wire):
     """Two batches of one service commit on two pooled connections; the second's round starts while the first's
-    holds the PostgreSQL relay lock. It waits for that round and publishes its batch's event itself; it used to
-    give up (the try-lock failed), leaving the event to whatever round came next, with no relay task running
-    here: never."""
-    relay = _relay(factory, redis_client, prefix)
-    inside, release = _held(relay)
+    holds the PostgreSQL relay lock (its XADDs held at the gate, its transaction open). It waits for that round
+    and publishes its batch's event itself; were it to give up (the try-lock failing), the event would wait for
+    whatever round came next, and with no relay task running here: never."""
+    relay = _relay(factory, wire.redis, prefix)
+    wire.gate.clear()
     engine = factory.kw["bind"]
     await _queue(factory, (streams.PROCUREMENT_SUBMITTED, "first"))
     async with engine.connect() as c1, engine.connect() as c2:
         first = asyncio.create_task(relay.publish_after_commit(c1))
-        await asyncio.wait_for(inside.wait(), timeout=10)
+        await asyncio.wait_for(wire.inside.wait(), timeout=10)
         await _queue(factory, (streams.PROCUREMENT_SUBMITTED, "second"))
         second = asyncio.create_task(relay.publish_after_commit(c2))
 
-        async def queued() -> bool:  # (asyncio.Lock keeps no public count of its waiters)
-            return second.done() or bool(relay._one_round._waiters)
+        async def queued() -> bool:
+            return second.done() or "Lock.acquire" in _suspended_in(second)
 
         await wait_for(queued, timeout=10, message="the second round at the relay's round lock")
         assert not second.done()
-        release.set()
+        wire.gate.set()
         await asyncio.wait_for(asyncio.gather(first, second), timeout=10)
     assert await _published(redis_client, prefix) == ["first", "second"]
     assert await _unsent(factory) == 0
 
 
 @pytest.mark.skipif(not dbs.on_postgres(), reason="the PostgreSQL relay lock: SQLite's writers wait for its write lock")
-async def test_the_relay_task_tries_again_soon_when_another_process_relay_holds_the_lock(factory, redis_client, prefix):
+async def test_the_relay_task_tries_again_soon_when_another_process_relay_holds_the_lock(factory, redis_client, prefix,
+                                                                                      wire):
     """Another process's relay (here a second relay on the same database) holds the PostgreSQL relay lock when this
     relay is woken for a new row: it tries again after 1, 2, 4 … ms instead of waiting for its next tick (30 s
     here), so the row goes out as soon as the other round is done."""
-    other = _relay(factory, redis_client, prefix)
-    inside, release = _held(other)
+    other = _relay(factory, wire.redis, prefix)
+    wire.gate.clear()
     relay = OutboxRelay(factory, redis_client, prefix=prefix, postgres=True, interval_s=30)
-    rounds: list[int | None] = []  # what each of this relay's rounds returned (None: the lock was held)
-    real_round = relay._round
+    engine = factory.kw["bind"].sync_engine
+    tries: list[str] = []  # the relay lock's try-locks the database was sent, by either relay
 
-    async def round_(connection: Any, then: Any = ()) -> int | None:
-        rounds.append(await real_round(connection, then))
-        return rounds[-1]
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "pg_try_advisory_xact_lock" in statement:
+            tries.append(statement)
 
-    relay._round = round_  # type: ignore[method-assign]
+    sa.event.listen(engine, "before_cursor_execute", seen)
     await _queue(factory, (streams.PROCUREMENT_SUBMITTED, "theirs"))
     held = asyncio.create_task(other.publish_once())
-    await asyncio.wait_for(inside.wait(), timeout=10)
+    await asyncio.wait_for(wire.inside.wait(), timeout=10)
     task = asyncio.create_task(relay.run())
     try:
         await _queue(factory, (streams.PROCUREMENT_SUBMITTED, "ours"))
         relay.wake()
 
-        async def refused() -> bool:
-            return None in rounds
+        async def refused() -> bool:  # the other relay's try-lock, then this one's while the other holds it
+            return len(tries) >= 2
 
         await wait_for(refused, timeout=10, interval=0.001, message="a round of this relay finding the lock held")
-        release.set()
+        wire.gate.set()
         assert await asyncio.wait_for(held, timeout=10) == 1
 
         async def ours_out() -> bool:
@@ -206,6 +228,7 @@ async def test_the_relay_task_tries_again_soon_when_another_process_relay_holds_
         await wait_for(ours_out, timeout=5, message="the relay to publish its row well before its next tick")
     finally:
         await relay.stop(task)
+        sa.event.remove(engine, "before_cursor_execute", seen)
     assert await _unsent(factory) == 0
 
 

@@ -64,6 +64,6 @@ async def test_a_fixed_query_inside_a_transaction_reads_straight_on_sqlite3(tmp_
                 await values.one(session)
             with pytest.raises(sa.exc.NoResultFound):
                 await none.one(session)
-        assert seen == []  # the direct path (PostgreSQL's, through Core, is the test above)
+        assert seen == []  # BEGIN from the begin event on the DBAPI cursor, the reads straight to the driver
     finally:
         await engine.dispose()

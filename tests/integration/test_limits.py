@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,17 +14,10 @@ from services.applications.main import build_app
 from services.testing.inprocess import running
 from shared.contracts import proposal as limits
 from tests import dbs
+from tests.builders import proposal
 from tests.integration.helpers import FAST
 
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
 LIMIT = 4 * 1024 * 1024
-
-
-def proposal(**changes: Any) -> dict[str, Any]:
-    body = json.loads(DEMO.read_text())
-    body["reference"] = f"T-{uuid.uuid4().hex[:10]}"
-    body.update(changes)
-    return body
 
 
 @pytest.fixture

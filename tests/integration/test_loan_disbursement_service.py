@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from contextlib import AsyncExitStack
-from datetime import date
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import func, text
@@ -22,32 +22,15 @@ from shared import contracts
 from shared.contracts import streams
 from shared.kit import wire
 from shared.kit.tables import AuditEntry, DeadLetter
+from tests.builders import loan_requested
 from tests.integration.helpers import FAST, read_all, xadd
 
 D = Decimal
 DK_MAX = D("46796822.00")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/loans.db"
-    return request.getfixturevalue("pg_url")
-
-
 def settings(database_url: str, prefix: str, consumer: str = "t1", **changes) -> Settings:
     return Settings(database_url=database_url, stream_prefix=prefix, consumer_name=consumer, **{**FAST, **changes})
-
-
-def loan_requested(*lines: tuple[str, str], case_id: str | None = None, outcome: str = "eligible",
-                   categories: tuple[str, ...] = ("ammunition_and_missiles",)) -> contracts.LoanRequested:
-    case_id = case_id or str(uuid.uuid4())
-    return contracts.LoanRequested(
-        correlation_id=case_id, case_id=case_id, reference=f"R-{case_id[:8]}", lead_member_state=lines[0][0],
-        participants=sorted({ms for ms, _ in lines} | {"PL"}), categories=list(categories),
-        contract_signed_on=date(2026, 3, 1), verification_outcome=outcome,
-        financing=[contracts.FinancingLine(member_state=ms, amount_eur=D(a)) for ms, a in lines],
-    )
 
 
 async def decisions(redis_client, prefix) -> tuple[list[contracts.LoanApproved], list[contracts.LoanRejected]]:
@@ -331,19 +314,31 @@ async def test_reconciliation_reports_a_ledger_that_disagrees_with_the_loans(dat
 # --- concurrency ---------------------------------------------------------------------------------------------
 
 
+async def start_replicas(stack: AsyncExitStack, database_url: str, prefix: str, replicas: int,
+                         **changes: Any) -> tuple[Any, list[Any]]:
+    """`replicas` services on one database, started inside `stack`: a client of the last one and every runtime."""
+    runtimes = []
+    for i in range(replicas):
+        app = build_app(settings(database_url, prefix, consumer=f"replica-{i}", **changes))
+        client, rt = await stack.enter_async_context(running(app))
+        runtimes.append(rt)
+    return client, runtimes
+
+
+async def request_loans(redis_client: Any, prefix: str, n: int, line: tuple[str, str]) -> None:
+    """`n` loan requests for `line` (Member State, amount) on the stream, in one round trip."""
+    pipe = redis_client.pipeline(transaction=False)
+    for _ in range(n):
+        pipe.xadd(f"{prefix}{streams.LOAN_REQUESTED}", {wire.DATA: loan_requested(line).model_dump_json()})
+    await pipe.execute()
+
+
 @pytest.mark.parametrize("replicas", [1, 2])
 async def test_thirty_requests_at_once_never_over_commit_the_danish_facility(database_url, prefix, redis_client, replicas):
     """30 × EUR 5 000 000 against DK's 46 796 822 → exactly 9 approved, 21 rejected (L-2), ledger balanced."""
     async with AsyncExitStack() as stack:
-        runtimes = []
-        for i in range(replicas):
-            app = build_app(settings(database_url, prefix, consumer=f"replica-{i}", batch_size=2))
-            client, rt = await stack.enter_async_context(running(app))
-            runtimes.append(rt)
-        pipe = redis_client.pipeline(transaction=False)
-        for _ in range(30):
-            pipe.xadd(f"{prefix}{streams.LOAN_REQUESTED}", {wire.DATA: loan_requested(("DK", "5000000")).model_dump_json()})
-        await pipe.execute()
+        client, runtimes = await start_replicas(stack, database_url, prefix, replicas, batch_size=2)
+        await request_loans(redis_client, prefix, 30, ("DK", "5000000"))
         approved, rejected = await decided(redis_client, prefix, 30)
         assert len(approved) == 9 and len(rejected) == 21
         assert all([r.rule for r in x.reasons] == ["L-2"] for x in rejected)

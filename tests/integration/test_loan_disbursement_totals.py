@@ -37,28 +37,23 @@ from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
-from shared.kit import db, wire
+from shared.kit import db
 from shared.kit.messaging import HandlerContext
 from shared.kit.tables import TS, AuditEntry, OutboxRow
+from tests.builders import loan_requested
 from tests.integration.helpers import xadd
 from tests.integration.test_loan_disbursement_service import (
     decided,
     ledger_rows,
-    loan_requested,
+    request_loans,
     settings,
     sign,
+    start_replicas,
 )
 
 D = Decimal
 KIND_TOTAL = {"reservation": "reserved_eur", "release": "released_eur", "pre_financing": "pre_financing_paid_eur",
               "instalment": "instalments_paid_eur"}
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/loans.db"
-    return request.getfixturevalue("pg_url")
 
 
 async def totals_and_sums(session) -> tuple[dict[tuple[str, str], Decimal], dict[tuple[str, str], Decimal]]:
@@ -161,15 +156,8 @@ async def test_large_batches_on_concurrent_replicas_never_over_commit(database_u
     """60 × EUR 5 000 000 against DK in batches of up to 50 (one lock and one read of the facilities per batch
     transaction): exactly 9 approved, however the replicas share them, and the totals match the ledger."""
     async with AsyncExitStack() as stack:
-        runtimes = []
-        for i in range(replicas):
-            app = build_app(settings(database_url, prefix, consumer=f"replica-{i}", batch_size=50))
-            client, rt = await stack.enter_async_context(running(app))
-            runtimes.append(rt)
-        pipe = redis_client.pipeline(transaction=False)
-        for _ in range(60):
-            pipe.xadd(f"{prefix}{streams.LOAN_REQUESTED}", {wire.DATA: loan_requested(("DK", "5000000")).model_dump_json()})
-        await pipe.execute()
+        client, runtimes = await start_replicas(stack, database_url, prefix, replicas, batch_size=50)
+        await request_loans(redis_client, prefix, 60, ("DK", "5000000"))
         approved, rejected = await decided(redis_client, prefix, 60)
         assert len(approved) == 9 and len(rejected) == 51
         assert (await client.get("/facilities/DK")).json()["approved_eur"] == "45000000.00"
@@ -326,12 +314,12 @@ async def statements_of(engine):  # noqa: ANN001, ANN201
     statements: list[str] = []
     if engine.dialect.name == "sqlite":
         async with engine.connect() as conn:  # the engine's one pooled connection
-            raw = (await conn.get_raw_connection()).driver_connection._connection
-        raw.set_trace_callback(lambda statement: statements.append(" ".join(statement.split())))
+            driver = (await conn.get_raw_connection()).driver_connection  # the driver's public interface
+        await driver.set_trace_callback(lambda statement: statements.append(" ".join(statement.split())))
         try:
             yield statements
         finally:
-            raw.set_trace_callback(None)
+            await driver.set_trace_callback(None)
         return
 
     def record(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001

@@ -9,7 +9,6 @@ import uuid
 from contextlib import AsyncExitStack
 from decimal import Decimal
 
-import pytest
 from sqlmodel import select
 
 from services.loan_disbursement.main import build_app
@@ -18,17 +17,11 @@ from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
 from shared.kit.tables import AuditEntry
+from tests.builders import loan_requested
 from tests.integration.helpers import xadd
-from tests.integration.test_loan_disbursement_service import decided, loan_requested, settings, sign
+from tests.integration.test_loan_disbursement_service import decided, settings, sign
 
 D = Decimal
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/loans.db"
-    return request.getfixturevalue("pg_url")
 
 
 async def test_the_el_sequence_is_refused_at_the_instalment_that_would_pay_on_top(database_url, prefix, redis_client):

@@ -8,8 +8,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared.contracts import streams
+from tests.builders import proposal
 from tests.integration.helpers import xadd
-from tests.integration.test_observability import applications, proposal
+from tests.integration.test_observability import applications
 
 
 async def test_counters_http_metrics_process_metrics_and_stream_gauges(tmp_path, prefix, redis_client):

@@ -31,17 +31,10 @@ from shared.kit.logs import JsonFormatter
 from shared.kit.messaging import HandlerContext, Messaging
 from shared.kit.settings import ServiceSettings
 from tests import dbs
+from tests.builders import proposal
 from tests.integration.helpers import FAST, read_all, xadd
 
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
 APPLICATIONS_MIGRATIONS = str(Path(__file__).resolve().parents[2] / "services" / "applications" / "migrations")
-
-
-def proposal(**changes: Any) -> dict[str, Any]:
-    body = json.loads(DEMO.read_text())
-    body["reference"] = f"T-{uuid.uuid4().hex[:10]}"
-    body.update(changes)
-    return body
 
 
 def applications(tmp_path: Path, prefix: str, **overrides: Any) -> Any:

@@ -8,7 +8,6 @@ import json
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,38 +22,10 @@ from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
 from shared.kit.tables import DeadLetter, MessageFailure
-from tests.integration.helpers import FAST, read_all, xadd
-from tests.unit.origin_verification.seed import seed_events
+from tests.builders import proposal_model, submitted
+from tests.integration.helpers import FAST, publish_registry_seed, read_all, xadd
 
 FIXED_NOW = datetime(2031, 1, 1, 12, 0, tzinfo=UTC)
-
-
-def _proposal(**changes: Any) -> contracts.Proposal:
-    body: dict[str, Any] = {
-        "reference": f"OV-{uuid.uuid4().hex[:10]}", "title": "155 mm shells", "lead_member_state": "PL",
-        "participants": ["PL", "LT"], "contract_signed_on": "2026-09-01",
-        "end_products": [{"name": "shell", "category": "ammunition_and_missiles", "components": [
-            {"name": "casing", "origin_country": "DE", "cost_eur": "500000.00", "evidence_ref": "d0"},
-            {"name": "fuze", "origin_country": "PL", "cost_eur": "200000.00", "evidence_ref": "d1"},
-            {"name": "propellant", "origin_country": "US", "cost_eur": "250000.00", "evidence_ref": "d2"},
-        ]}],
-        "contractor": {"name": "Prime", "established_in": "PL", "executive_management_in": "PL",
-                       "controlled_from": "PL", "facilities_in": ["PL"]},
-    }
-    body.update(changes)
-    return contracts.Proposal.model_validate(body)
-
-
-def _submitted(proposal: contracts.Proposal) -> contracts.ProcurementSubmitted:
-    case_id = str(uuid.uuid4())
-    return contracts.ProcurementSubmitted(correlation_id=case_id, case_id=case_id, proposal=proposal)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/ov.db"
-    return request.getfixturevalue("pg_url")  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -62,16 +33,6 @@ def app(database_url: str, prefix: str, redis_url: str):  # type: ignore[no-unty
     settings = Settings(database_url=database_url, stream_prefix=prefix, consumer_name="ov-t1",
                         replica_retry_s=0.1, **FAST)
     return build_app(settings, clock=lambda: FIXED_NOW)
-
-
-async def _publish_seed(redis_client: Any, prefix: str) -> None:
-    countries, agreements, published = seed_events()
-    # the announcement first: the replica must not count itself ready before it holds every record
-    await xadd(redis_client, prefix, streams.REFERENCE_DATA_PUBLISHED, published)
-    for c in countries:
-        await xadd(redis_client, prefix, streams.COUNTRY_STATUS_CHANGED, c)
-    for a in agreements:
-        await xadd(redis_client, prefix, streams.PARTNER_AGREEMENT_RECORDED, a)
 
 
 async def _completed(redis_client: Any, prefix: str, n: int = 1) -> list[contracts.OriginVerificationCompleted]:
@@ -94,7 +55,7 @@ async def _count(rt: Any, model: Any) -> int:
 
 async def test_a_submission_waits_for_the_replica_and_is_then_verified(app, redis_client, prefix) -> None:
     async with running(app) as (client, rt):
-        event = _submitted(_proposal())
+        event = submitted()
         await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, event)
 
         ready = await client.get("/health/ready")
@@ -104,7 +65,7 @@ async def test_a_submission_waits_for_the_replica_and_is_then_verified(app, redi
                        message="the submission to be read and deferred")
         assert await read_all(redis_client, prefix, streams.ORIGIN_VERIFICATION_COMPLETED) == []
 
-        await _publish_seed(redis_client, prefix)
+        await publish_registry_seed(redis_client, prefix)
         [done] = await _completed(redis_client, prefix)
         assert done.case_id == event.case_id and done.correlation_id == event.case_id
         assert done.causation_id == event.event_id
@@ -133,8 +94,8 @@ async def _ready(client: Any) -> dict[str, Any] | None:
 
 async def test_a_duplicate_submission_yields_exactly_one_report(app, redis_client, prefix) -> None:
     async with running(app) as (client, rt):
-        await _publish_seed(redis_client, prefix)
-        event = _submitted(_proposal())
+        await publish_registry_seed(redis_client, prefix)
+        event = submitted()
         await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, event)
         second = await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, event)
         await _completed(redis_client, prefix)
@@ -153,8 +114,8 @@ async def test_a_duplicate_submission_yields_exactly_one_report(app, redis_clien
 
 async def test_a_reverification_adds_a_new_report_and_keeps_the_old_one(app, redis_client, prefix) -> None:
     async with running(app) as (client, rt):
-        await _publish_seed(redis_client, prefix)
-        first = _submitted(_proposal())
+        await publish_registry_seed(redis_client, prefix)
+        first = submitted()
         await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, first)
         await _completed(redis_client, prefix)
         again = contracts.ReverificationRequested(correlation_id=first.case_id, case_id=first.case_id,
@@ -177,7 +138,7 @@ def _canada(version: int, effective_from: date | None, cap: str | None) -> contr
 
 
 def _with_canadian_content(signed_on: str) -> contracts.Proposal:
-    return _proposal(contract_signed_on=signed_on, end_products=[{
+    return proposal_model(contract_signed_on=signed_on, end_products=[{
         "name": "radar", "category": "ammunition_and_missiles", "components": [
             {"name": "antenna", "origin_country": "CA", "cost_eur": "400000.00", "evidence_ref": "d0"},
             {"name": "mast", "origin_country": "FR", "cost_eur": "600000.00", "evidence_ref": "d1"}]}])
@@ -187,7 +148,7 @@ async def test_the_replica_keeps_the_highest_agreement_version_and_decides_on_th
     app, redis_client, prefix
 ) -> None:
     async with running(app) as (client, rt):
-        await _publish_seed(redis_client, prefix)
+        await publish_registry_seed(redis_client, prefix)
         # a correction (v3) overtakes an older version (v2) that arrives late; both are kept as history
         await xadd(redis_client, prefix, streams.PARTNER_AGREEMENT_RECORDED, _canada(3, date(2026, 2, 16), "0.50"))
         await xadd(redis_client, prefix, streams.PARTNER_AGREEMENT_RECORDED, _canada(2, date(2026, 1, 1), None))
@@ -199,7 +160,7 @@ async def test_the_replica_keeps_the_highest_agreement_version_and_decides_on_th
         items = await wait_for(history, message="three CA agreement versions")
         assert [i["version"] for i in items] == [1, 2, 3]
 
-        before, on_the_day = _submitted(_with_canadian_content("2026-02-15")), _submitted(
+        before, on_the_day = submitted(_with_canadian_content("2026-02-15")), submitted(
             _with_canadian_content("2026-02-16"))
         await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, before)
         await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, on_the_day)
@@ -220,10 +181,10 @@ async def test_rules_and_replica_status_are_served_with_sources(app, redis_clien
         assert deadline["value"] is True and deadline["confidence"] == "assumed"
         status = (await client.get("/replica")).json()
         assert status["ready"] is False
-        await _publish_seed(redis_client, prefix)
+        await publish_registry_seed(redis_client, prefix)
         await wait_for(lambda: _replica_ready(client), message="replica ready")
         assert (await client.get("/rules", headers={"Authorization": ""})).status_code == 401
-        body = json.loads(_proposal().model_dump_json())
+        body = json.loads(proposal_model().model_dump_json())
         preview = (await client.post("/verifications/preview", json=body)).json()
         assert preview["outcome"] == "eligible"
         assert (await client.get("/openapi.json")).status_code == 200

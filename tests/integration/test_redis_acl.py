@@ -11,9 +11,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +21,10 @@ import redis
 from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared.contracts import streams
-from shared.kit import wire
-from tests.integration.test_auth_matrix import SERVICES, build, headers, proposal
+from shared.kit import governance_api, wire
+from tests.builders import proposal
+from tests.integration.test_auth_matrix import SERVICES, build, headers
+from tests.redis_servers import free_port, wait_ping
 
 ACL = Path(__file__).resolve().parents[2] / "infra" / "redis" / "users.acl"
 PASSWORD = "dev-redis-{}-change-me"  # the development defaults (docker-compose.yml); hashed in the ACL file
@@ -54,6 +54,7 @@ def test_each_service_user_covers_exactly_the_streams_its_code_reads_and_writes(
     consumed = {s.stream for s in rt.messaging.subscriptions.values()}
     published = set(rt.spec.publishes)
     patterns = _keys(_users()[service])
+    assert consumed and published, service
     for stream in consumed | published:
         assert _allowed(patterns, stream), f"{service} cannot reach {stream}"
     # nothing of another producer beyond what it consumes
@@ -70,12 +71,6 @@ def test_the_intake_user_may_only_add_to_the_command_stream_and_the_default_user
     assert "-@all" in users["default"] and "+ping" in users["default"] and not _keys(users["default"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def acl_redis(tmp_path) -> Iterator[int]:
     """A redis-server of this test only, on a private port, with infra/redis/users.acl."""
@@ -84,20 +79,12 @@ def acl_redis(tmp_path) -> Iterator[int]:
         pytest.skip("redis-server is not installed")
     acl = tmp_path / "users.acl"
     acl.write_text(ACL.read_text())
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", str(tmp_path), "--aclfile", str(acl)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=port, socket_connect_timeout=0.2).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the private redis-server did not start") from None
-                time.sleep(0.05)
+        wait_ping(port, timeout=10)
         yield port
     finally:
         proc.terminate()
@@ -132,11 +119,16 @@ def test_on_a_real_redis_the_intake_user_cannot_write_an_internal_stream(acl_red
 async def test_on_a_real_redis_the_applications_service_does_its_job_as_its_own_user(acl_redis, tmp_path):
     url = f"redis://applications:{PASSWORD.format('applications')}@127.0.0.1:{acl_redis}/0"
     app = build("applications", tmp_path, "", redis_url=url)
-    async with running(app) as (client, _rt):
+    async with running(app) as (client, rt):
         client.headers.pop("Authorization", None)
         assert (await client.get("/health/ready", headers=headers("operator"))).status_code in (200, 503)
+        # the Redis guard (recovery after Redis loses writes) can do its job as this user too
+        assert rt.guard is not None
+        checks = rt.guard.checks
+        assert rt.guard.started and await rt.guard.check_once() is False
+        assert rt.guard.checks > checks
         # an external system submits through the intake user; the service consumes it and publishes on
-        body = proposal(["PL", "LT"])
+        body = proposal(financing=[])
         intake = _as(acl_redis, "intake")
         await xadd_sync(intake, body)
 
@@ -148,9 +140,9 @@ async def test_on_a_real_redis_the_applications_service_does_its_job_as_its_own_
         admin = _as(acl_redis, "admin")
         assert admin.xlen(streams.PROCUREMENT_SUBMITTED) == 1
         # the HTTP intake and a dead-letter replay work too
-        r = await client.post("/procurements", json=proposal(["PL", "LT"]), headers=headers("operator"))
+        r = await client.post("/procurements", json=proposal(financing=[]), headers=headers("operator"))
         assert r.status_code == 201
-        bad = proposal(["PL", "LT"])
+        bad = proposal(financing=[])
         bad["participants"] = ["PL", "ZZ"]
         await xadd_sync(intake, bad)
 
@@ -159,8 +151,12 @@ async def test_on_a_real_redis_the_applications_service_does_its_job_as_its_own_
             return items[0]["id"] if items else None
 
         dl = await wait_for(letter, message="the invalid proposal dead-lettered")
-        assert (await client.post(f"/dead-letters/{dl}/replay", json={"payload": proposal(["PL", "LT"])},
+        assert (await client.post(f"/dead-letters/{dl}/replay", json={"payload": proposal(financing=[])},
                                   headers=headers("operator"))).status_code == 200
+        # the replay is in the audit chain; its head is anchored under the lease the replicas share
+        assert await governance_api.publish_anchor(rt) is True
+        assert admin.exists(f"{streams.AUDIT_ANCHORS}:applications:lease")
+        assert int(admin.get(f"{streams.AUDIT_ANCHORS}:applications:seq")) >= 1
 
 
 async def xadd_sync(client: redis.Redis, body: dict) -> None:

@@ -9,7 +9,6 @@ import asyncio
 import json
 import logging
 import uuid
-from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,32 +23,8 @@ from shared import contracts
 from shared.contracts import streams
 from shared.kit.tables import DeadLetter, InboxRow, OutboxRow
 from tests import dbs
-from tests.integration.helpers import FAST, read_all, xadd
-
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
-NOW = datetime(2031, 1, 1, 12, 0, tzinfo=UTC)
-
-
-def proposal(**changes: Any) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(DEMO.read_text())
-    body["reference"] = f"REL-{uuid.uuid4().hex[:10]}"
-    body.update(changes)
-    return body
-
-
-def result(outcome: str = "eligible") -> contracts.VerificationResult:
-    return contracts.VerificationResult(outcome=outcome, checked_at=NOW, rules_version="test", end_products=[],
-                                        findings=[])
-
-
-def loan_requested(ms: str = "PL", amount: str = "950000.00", case_id: str | None = None) -> contracts.LoanRequested:
-    case_id = case_id or str(uuid.uuid4())
-    return contracts.LoanRequested(
-        correlation_id=case_id, case_id=case_id, reference=f"R-{case_id[:8]}", lead_member_state=ms,
-        participants=sorted({ms, "LT"}), categories=["ammunition_and_missiles"], contract_signed_on=date(2026, 9, 1),
-        verification_outcome="eligible",
-        financing=[contracts.FinancingLine(member_state=ms, amount_eur=Decimal(amount))],
-    )
+from tests.builders import NOW, loan_requested, proposal, reverification, submitted, verification_completed
+from tests.integration.helpers import FAST, publish_registry_seed, read_all, xadd
 
 
 def as_json(event: Any) -> dict[str, Any]:
@@ -94,6 +69,11 @@ async def count(rt: Any, model: Any, *where: Any) -> int:
         return int((await s.exec(q)).one())
 
 
+async def all_published(rt: Any) -> bool:
+    """No outbox row left unsent: every event the handlers wrote is on its stream."""
+    return await count(rt, OutboxRow, OutboxRow.published_at.is_(None)) == 0  # type: ignore[union-attr]
+
+
 async def settled(r: Any, prefix: str, group: str, names: list[str]) -> bool:
     """Every entry of these streams delivered to the group and acknowledged."""
     for name in names:
@@ -105,6 +85,18 @@ async def settled(r: Any, prefix: str, group: str, names: list[str]) -> bool:
         if g is None or int(g["pending"]) or (g.get("lag") or 0):
             return False
     return True
+
+
+async def poison_then_valid(rt: Any, redis_client: Any, prefix: str, version_bad: dict[str, Any],
+                            valid: dict[str, Any]) -> None:
+    """On every stream the service consumes, its poisons (built from `version_bad`) then its `valid` message;
+    each poison dead-lettered."""
+    for stream in rt.messaging.subscriptions:
+        for _what, payload in poisons(version_bad[stream]):
+            await xadd(redis_client, prefix, stream, payload)
+        await xadd(redis_client, prefix, stream, json.dumps(valid[stream]))
+    for stream in rt.messaging.subscriptions:
+        await assert_poison_dead_lettered(rt, stream, valid[stream])
 
 
 async def assert_poison_dead_lettered(rt: Any, stream: str, valid: dict[str, Any]) -> None:
@@ -161,11 +153,6 @@ async def _status_is(client: Any, case_id: str, status: str) -> dict[str, Any] |
     return case if case["status"] == status else None
 
 
-def _ovc(case_id: str, rid: str, outcome: str = "eligible") -> contracts.OriginVerificationCompleted:
-    return contracts.OriginVerificationCompleted(correlation_id=case_id, case_id=case_id,
-                                                 causation_id=uuid.UUID(rid), result=result(outcome))
-
-
 async def test_applications_dead_letters_poison_on_every_input_stream_and_a_corrected_replay_completes_the_case(
     apps_app, redis_client, prefix
 ):
@@ -175,7 +162,7 @@ async def test_applications_dead_letters_poison_on_every_input_stream_and_a_corr
         case_b, rid_b = await _case_verifying(client, redis_client, prefix)
         valid: dict[str, Any] = {
             streams.SUBMIT_PROCUREMENT: proposal(),
-            streams.ORIGIN_VERIFICATION_COMPLETED: as_json(_ovc(case_a, rid_a)),
+            streams.ORIGIN_VERIFICATION_COMPLETED: as_json(verification_completed(case_a, rid_a)),
             streams.LOAN_APPROVED: as_json(contracts.LoanApproved(correlation_id=case_a, case_id=case_a, loans=[])),
             streams.LOAN_REJECTED: as_json(contracts.LoanRejected(correlation_id=case_a, case_id=case_a, reasons=[])),
         }
@@ -186,13 +173,8 @@ async def test_applications_dead_letters_poison_on_every_input_stream_and_a_corr
         valid[streams.AUDIT_ANCHORS] = _anchor()
         assert set(valid) == set(subs), "a new input stream needs a poison test"
         # the unknown-version poison of the verification stream is case B's result: replaying it fixed completes B
-        version_bad = {**valid, streams.ORIGIN_VERIFICATION_COMPLETED: as_json(_ovc(case_b, rid_b))}
-        for stream in subs:
-            for _what, payload in poisons(version_bad[stream]):
-                await xadd(redis_client, prefix, stream, payload)
-            await xadd(redis_client, prefix, stream, json.dumps(valid[stream]))
-        for stream in subs:
-            await assert_poison_dead_lettered(rt, stream, valid[stream])
+        version_bad = {**valid, streams.ORIGIN_VERIFICATION_COMPLETED: as_json(verification_completed(case_b, rid_b))}
+        await poison_then_valid(rt, redis_client, prefix, version_bad, valid)
         # the consumer went on: each stream's valid message after the poison was processed
         good = await wait_for(lambda: client.get(f"/procurements/by-reference/{valid[streams.SUBMIT_PROCUREMENT]['reference']}"),
                               message="the good proposal after the poison")
@@ -246,8 +228,8 @@ async def test_applications_every_event_type_delivered_twice_changes_nothing(app
         rid_a = next(str(e["event_id"]) for e in await read_all(redis_client, prefix, streams.PROCUREMENT_SUBMITTED)
                      if e["case_id"] == case_a)
         twice = [
-            (streams.ORIGIN_VERIFICATION_COMPLETED, _ovc(case_a, rid_a)),
-            (streams.ORIGIN_VERIFICATION_COMPLETED, _ovc(case_b, rid_b)),
+            (streams.ORIGIN_VERIFICATION_COMPLETED, verification_completed(case_a, rid_a)),
+            (streams.ORIGIN_VERIFICATION_COMPLETED, verification_completed(case_b, rid_b)),
         ]
         for stream, ev in twice:
             await xadd(redis_client, prefix, stream, ev)
@@ -275,12 +257,13 @@ async def test_applications_every_event_type_delivered_twice_changes_nothing(app
             await xadd(redis_client, prefix, stream, ev)
         twice = [*decisions, *actions]
         await wait_for(lambda: settled(redis_client, prefix, "applications", subs), message="all acked")
-        await asyncio.sleep(0.3)  # let the relay run once more: a doubled effect would show now
+        # what the handlers wrote is all on the streams now: a doubled effect would show below
+        await wait_for(lambda: all_published(rt), message="every outbox row published")
 
         cases = (await client.get("/procurements", params={"limit": 100})).json()["items"]
         assert sorted(c["id"] for c in cases) == sorted([case_a, case_b])
-        submitted = [e for e in await read_all(redis_client, prefix, streams.PROCUREMENT_SUBMITTED)]
-        assert sorted(e["case_id"] for e in submitted) == sorted([case_a, case_b])
+        requests = await read_all(redis_client, prefix, streams.PROCUREMENT_SUBMITTED)
+        assert sorted(e["case_id"] for e in requests) == sorted([case_a, case_b])
         requested = await read_all(redis_client, prefix, streams.LOAN_REQUESTED)
         assert sorted(e["case_id"] for e in requested) == sorted([case_a, case_b])
         a = [t["type"] for t in (await client.get(f"/procurements/{case_a}/timeline")).json()["items"]]
@@ -329,8 +312,7 @@ async def test_a_crash_between_xadd_and_marking_the_row_sent_republishes_and_con
         await wait_for(lambda: _status_is(client, case_id, "verifying"), message="verifying")
         # a consumer of the stream (origin verification's inbox) processes it once: answer twice-published
         # request with one result, delivered twice too — one transition, one loan request
-        ev = contracts.OriginVerificationCompleted(correlation_id=case_id, case_id=case_id,
-                                                   causation_id=uuid.UUID(published[0]["event_id"]), result=result())
+        ev = verification_completed(case_id, published[0]["event_id"])
         await xadd(redis_client, prefix, streams.ORIGIN_VERIFICATION_COMPLETED, ev)
         await xadd(redis_client, prefix, streams.ORIGIN_VERIFICATION_COMPLETED, ev)
         await wait_for(lambda: _status_is(client, case_id, "loan_requested"), message="loan_requested")
@@ -381,35 +363,12 @@ async def test_an_xadd_refused_inside_the_publish_round_leaves_the_rows_unsent_u
 
 @pytest.fixture
 def ov_app(tmp_path, prefix, redis_url):
-    ov = pytest.importorskip("services.origin_verification.main")
+    from services.origin_verification import main as ov
     from services.origin_verification.config import Settings
 
     settings = Settings(database_url=dbs.url(tmp_path, "ov"), stream_prefix=prefix,
                         consumer_name="rel-ov", replica_retry_s=0.1, **FAST)
     return ov.build_app(settings, clock=lambda: NOW)
-
-
-async def _seed_registry(redis_client: Any, prefix: str) -> tuple[list[Any], list[Any], Any]:
-    from tests.unit.origin_verification.seed import seed_events
-
-    countries, agreements, published = seed_events()
-    await xadd(redis_client, prefix, streams.REFERENCE_DATA_PUBLISHED, published)
-    for c in countries:
-        await xadd(redis_client, prefix, streams.COUNTRY_STATUS_CHANGED, c)
-    for a in agreements:
-        await xadd(redis_client, prefix, streams.PARTNER_AGREEMENT_RECORDED, a)
-    return countries, agreements, published
-
-
-def _submitted(**changes: Any) -> contracts.ProcurementSubmitted:
-    case_id = str(uuid.uuid4())
-    return contracts.ProcurementSubmitted(correlation_id=case_id, case_id=case_id,
-                                          proposal=contracts.Proposal.model_validate(proposal(**changes)))
-
-
-def _reverify(sub: contracts.ProcurementSubmitted) -> contracts.ReverificationRequested:
-    return contracts.ReverificationRequested(correlation_id=sub.case_id, case_id=sub.case_id, proposal=sub.proposal,
-                                             requested_by="operator", reason="registry corrected")
 
 
 async def _results(redis_client: Any, prefix: str) -> list[dict[str, Any]]:
@@ -421,12 +380,12 @@ async def test_origin_verification_dead_letters_poison_on_every_input_stream_and
 ):
     async with running(ov_app) as (client, rt):
         subs = list(rt.messaging.subscriptions)
-        countries, agreements, published = await _seed_registry(redis_client, prefix)
+        countries, agreements, published = await publish_registry_seed(redis_client, prefix)
         await wait_for(lambda: _ok(client.get("/health/ready")), message="replica ready")
-        first, later = _submitted(), _submitted()
+        first, later = submitted(), submitted()
         valid = {
             streams.PROCUREMENT_SUBMITTED: as_json(first),
-            streams.REVERIFICATION_REQUESTED: as_json(_reverify(first)),
+            streams.REVERIFICATION_REQUESTED: as_json(reverification(first)),
             # registry events again with new ids: same versions, nothing changes
             streams.COUNTRY_STATUS_CHANGED: {**as_json(countries[0]), "event_id": str(uuid.uuid4())},
             streams.PARTNER_AGREEMENT_RECORDED: {**as_json(agreements[0]), "event_id": str(uuid.uuid4())},
@@ -435,12 +394,7 @@ async def test_origin_verification_dead_letters_poison_on_every_input_stream_and
         }
         assert set(valid) == set(subs), "a new input stream needs a poison test"
         version_bad = {**valid, streams.PROCUREMENT_SUBMITTED: as_json(later)}
-        for stream in subs:
-            for _what, payload in poisons(version_bad[stream]):
-                await xadd(redis_client, prefix, stream, payload)
-            await xadd(redis_client, prefix, stream, json.dumps(valid[stream]))
-        for stream in subs:
-            await assert_poison_dead_lettered(rt, stream, valid[stream])
+        await poison_then_valid(rt, redis_client, prefix, version_bad, valid)
         for stream, body in valid.items():
             await wait_for(lambda b=body: inbox_has(rt, b["event_id"]), message=f"valid message on {stream}")
         await wait_for(lambda: _at_least(_results(redis_client, prefix), 2), message="two results for the first case")
@@ -463,21 +417,21 @@ async def _results_for(redis_client: Any, prefix: str, case_id: str) -> list[dic
 async def test_origin_verification_every_event_type_delivered_twice_changes_nothing(ov_app, redis_client, prefix):
     async with running(ov_app) as (client, rt):
         subs = list(rt.messaging.subscriptions)
-        countries, agreements, published = await _seed_registry(redis_client, prefix)
+        countries, agreements, published = await publish_registry_seed(redis_client, prefix)
         await wait_for(lambda: _ok(client.get("/health/ready")), message="replica ready")
         before = (await client.get("/replica")).json()
-        sub = _submitted()
+        sub = submitted()
         twice = [
             (streams.COUNTRY_STATUS_CHANGED, countries[0]), (streams.PARTNER_AGREEMENT_RECORDED, agreements[0]),
             (streams.REFERENCE_DATA_PUBLISHED, published),
-            (streams.PROCUREMENT_SUBMITTED, sub), (streams.REVERIFICATION_REQUESTED, _reverify(sub)),
+            (streams.PROCUREMENT_SUBMITTED, sub), (streams.REVERIFICATION_REQUESTED, reverification(sub)),
         ]
         for stream, ev in twice:
             await xadd(redis_client, prefix, stream, ev)
             await xadd(redis_client, prefix, stream, ev)
         await wait_for(lambda: _at_least(_results(redis_client, prefix), 2), message="results")
         await wait_for(lambda: settled(redis_client, prefix, "origin_verification", subs), message="all acked")
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: all_published(rt), message="every outbox row published")
         results = await _results(redis_client, prefix)
         assert sorted(str(r["causation_id"]) for r in results) == sorted([str(sub.event_id), str(twice[-1][1].event_id)])
         history = (await client.get(f"/verifications/{sub.case_id}")).json()
@@ -498,7 +452,9 @@ def _loan_settings(tmp_path: Path, prefix: str, consumer: str = "rel-loans", **c
 
 @pytest.fixture
 def loans_module():
-    return pytest.importorskip("services.loan_disbursement.main")
+    from services.loan_disbursement import main
+
+    return main
 
 
 async def _decisions(redis_client: Any, prefix: str) -> list[dict[str, Any]]:
@@ -513,7 +469,7 @@ async def test_loan_disbursement_dead_letters_poison_on_every_input_stream_and_a
 ):
     async with running(loans_module.build_app(_loan_settings(tmp_path, prefix))) as (client, rt):
         subs = list(rt.messaging.subscriptions)
-        first, later = loan_requested(), loan_requested(amount="1000.00")
+        first, later = loan_requested(("PL", "950000.00")), loan_requested(("PL", "1000.00"))
         withdrawn = contracts.ProcurementWithdrawn(correlation_id=first.case_id, case_id=first.case_id, reason="x")
         valid = {streams.LOAN_REQUESTED: as_json(first), streams.PROCUREMENT_WITHDRAWN: as_json(withdrawn),
                  streams.AUDIT_ANCHORS: _anchor()}
@@ -548,7 +504,7 @@ async def test_loan_disbursement_every_event_type_delivered_twice_changes_nothin
     async with running(loans_module.build_app(_loan_settings(tmp_path, prefix))) as (client, rt):
         subs = list(rt.messaging.subscriptions)
         before = (await client.get("/facilities/PL")).json()
-        kept, released = loan_requested(amount="1000.00"), loan_requested(amount="2000.00")
+        kept, released = loan_requested(("PL", "1000.00")), loan_requested(("PL", "2000.00"))
         for ev in (kept, kept, released, released):
             await xadd(redis_client, prefix, streams.LOAN_REQUESTED, ev)
         await wait_for(lambda: _at_least(_decisions(redis_client, prefix), 2), message="decisions")
@@ -558,7 +514,7 @@ async def test_loan_disbursement_every_event_type_delivered_twice_changes_nothin
         await xadd(redis_client, prefix, streams.PROCUREMENT_WITHDRAWN, withdrawn)
         await wait_for(lambda: inbox_has(rt, withdrawn.event_id), message="withdrawal")
         await wait_for(lambda: settled(redis_client, prefix, "loan_disbursement", subs), message="all acked")
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: all_published(rt), message="every outbox row published")
         decisions = await _decisions(redis_client, prefix)
         assert sorted(d["case_id"] for d in decisions) == sorted([kept.case_id, released.case_id])
         assert all(d["event_type"] == "LoanApproved" for d in decisions)
@@ -576,7 +532,7 @@ async def test_loan_disbursement_every_event_type_delivered_twice_changes_nothin
 async def test_events_published_before_a_services_first_start_are_not_missed(
     loans_module, tmp_path, redis_client, prefix
 ):
-    early = [loan_requested(amount=f"{1000 + i}.00") for i in range(3)]
+    early = [loan_requested(("PL", f"{1000 + i}.00")) for i in range(3)]
     for ev in early:  # the stream exists, the group does not: the service has never run
         await xadd(redis_client, prefix, streams.LOAN_REQUESTED, ev)
     assert await redis_client.exists(f"{prefix}{streams.LOAN_REQUESTED}")
@@ -593,7 +549,7 @@ async def test_a_consumer_killed_with_entries_pending_processes_them_after_resta
     settings = _loan_settings(tmp_path, prefix, consumer="rel-loans-1")
     async with running(loans_module.build_app(settings)):
         pass  # first start: migrations, groups
-    ev = loan_requested(amount="3000.00")
+    ev = loan_requested(("PL", "3000.00"))
     await xadd(redis_client, prefix, streams.LOAN_REQUESTED, ev)
     # what a consumer killed in the middle of its handler leaves behind: the entry read by it, never acknowledged
     read = await redis_client.xreadgroup("loan_disbursement", "rel-loans-1", {f"{prefix}{streams.LOAN_REQUESTED}": ">"})
@@ -610,7 +566,7 @@ async def test_another_replica_takes_over_the_pending_entries_of_a_dead_one(
 ):
     async with running(loans_module.build_app(_loan_settings(tmp_path, prefix, consumer="rel-loans-dead"))):
         pass  # the dead replica ran once: groups exist
-    ev = loan_requested(amount="4000.00")
+    ev = loan_requested(("PL", "4000.00"))
     await xadd(redis_client, prefix, streams.LOAN_REQUESTED, ev)
     key = f"{prefix}{streams.LOAN_REQUESTED}"
     # it read the request and died in its handler: the entry is pending for it and never acknowledged
@@ -626,26 +582,29 @@ async def test_another_replica_takes_over_the_pending_entries_of_a_dead_one(
         assert consumers[b"rel-loans-dead"] == 0
 
 
-def _slow(rt: Any, stream: str, seconds: float, started: asyncio.Event) -> None:
-    sub = rt.messaging.subscriptions[stream]
-    real = sub.handler
+async def _shut_down_while_handling(app: Any, redis_client: Any, prefix: str, ev: Any, seconds: float) -> Any:
+    """Start `app`, hand it `ev` with a handler that works `seconds` first, and end the lifespan (what SIGTERM
+    does) while that handler runs; returns the runtime."""
+    started = asyncio.Event()
+    async with running(app) as (_client, rt):
+        sub = rt.messaging.subscriptions[streams.LOAN_REQUESTED]
+        real = sub.handler
 
-    async def slow(ctx: Any, event: Any) -> None:
-        started.set()
-        await asyncio.sleep(seconds)
-        await real(ctx, event)
+        async def slow(ctx: Any, event: Any) -> None:
+            started.set()
+            await asyncio.sleep(seconds)  # the handler's work: its length against the shutdown timeout is under test
+            await real(ctx, event)
 
-    sub.handler = slow
+        sub.handler = slow
+        await xadd(redis_client, prefix, streams.LOAN_REQUESTED, ev)
+        await asyncio.wait_for(started.wait(), 10)
+    return rt
 
 
 async def test_shutdown_finishes_an_in_flight_handler_within_the_timeout(loans_module, tmp_path, redis_client, prefix):
     settings = _loan_settings(tmp_path, prefix, consumer="rel-graceful", shutdown_timeout_s=10.0)
-    ev = loan_requested(amount="5000.00")
-    started = asyncio.Event()
-    async with running(loans_module.build_app(settings)) as (client, rt):
-        _slow(rt, streams.LOAN_REQUESTED, 2.5, started)
-        await xadd(redis_client, prefix, streams.LOAN_REQUESTED, ev)
-        await asyncio.wait_for(started.wait(), 10)
+    ev = loan_requested(("PL", "5000.00"))
+    rt = await _shut_down_while_handling(loans_module.build_app(settings), redis_client, prefix, ev, 2.5)
     # kit bug: while the broker waited for the handler, the group keeper saw stopped subscribers and restarted
     # them, so the service went on consuming after SIGTERM
     assert [s.stream for s in rt.messaging.subscriptions.values() if s.subscriber.running] == []
@@ -660,12 +619,8 @@ async def test_shutdown_leaves_a_handler_slower_than_the_timeout_pending_for_the
     loans_module, tmp_path, redis_client, prefix
 ):
     settings = _loan_settings(tmp_path, prefix, consumer="rel-slow", shutdown_timeout_s=0.5)
-    ev = loan_requested(amount="6000.00")
-    started = asyncio.Event()
-    async with running(loans_module.build_app(settings)) as (client, rt):
-        _slow(rt, streams.LOAN_REQUESTED, 30, started)
-        await xadd(redis_client, prefix, streams.LOAN_REQUESTED, ev)
-        await asyncio.wait_for(started.wait(), 10)
+    ev = loan_requested(("PL", "6000.00"))
+    await _shut_down_while_handling(loans_module.build_app(settings), redis_client, prefix, ev, 30)
     pending = await redis_client.xpending(f"{prefix}{streams.LOAN_REQUESTED}", "loan_disbursement")
     assert pending["pending"] == 1 and await _decisions(redis_client, prefix) == []
     async with running(loans_module.build_app(settings)) as (client, rt):
@@ -677,7 +632,7 @@ async def test_shutdown_leaves_a_handler_slower_than_the_timeout_pending_for_the
 async def test_shutdown_also_finishes_a_handler_running_on_the_retry_path(loans_module, tmp_path, redis_client, prefix):
     # kit bug: Messaging.stop() cancelled retry/reclaim/recovery tasks first, killing their in-flight handlers
     settings = _loan_settings(tmp_path, prefix, consumer="rel-retry-graceful", shutdown_timeout_s=10.0)
-    ev = loan_requested(amount="7000.00")
+    ev = loan_requested(("PL", "7000.00"))
     started = asyncio.Event()
     async with running(loans_module.build_app(settings)) as (client, rt):
         sub = rt.messaging.subscriptions[streams.LOAN_REQUESTED]
@@ -688,7 +643,7 @@ async def test_shutdown_also_finishes_a_handler_running_on_the_retry_path(loans_
             if len(calls) == 1:
                 raise RuntimeError("transient failure: retried with backoff")
             started.set()
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(1.5)  # work still in flight when shutdown begins: what is under test
             await real(ctx, event)
 
         sub.handler = fails_once_then_slow
@@ -698,6 +653,18 @@ async def test_shutdown_also_finishes_a_handler_running_on_the_retry_path(loans_
     assert pending["pending"] == 0
     [decision] = await _decisions(redis_client, prefix)
     assert decision["case_id"] == ev.case_id
+
+
+def _count_calls(rt: Any, stream: str, calls: list[int]) -> None:
+    """Count the calls of the handler of `stream` (while the replica is empty, each one is a deferral)."""
+    sub = rt.messaging.subscriptions[stream]
+    real = sub.handler
+
+    async def counting(ctx: Any, event: Any) -> None:
+        calls.append(1)
+        await real(ctx, event)
+
+    sub.handler = counting
 
 
 async def test_a_long_deferred_entry_taken_over_from_a_dead_consumer_is_not_dead_lettered(
@@ -710,16 +677,9 @@ async def test_a_long_deferred_entry_taken_over_from_a_dead_consumer_is_not_dead
     from services.origin_verification.main import build_app
 
     deferrals: list[int] = []
-    event = _submitted()
+    event = submitted()
     async with running(ov_app) as (client, rt):  # replica empty: verification is deferred, again and again
-        sub = rt.messaging.subscriptions[streams.PROCUREMENT_SUBMITTED]
-        real = sub.handler
-
-        async def counting(ctx: Any, ev: Any) -> None:
-            deferrals.append(1)
-            await real(ctx, ev)
-
-        sub.handler = counting
+        _count_calls(rt, streams.PROCUREMENT_SUBMITTED, deferrals)
         await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, event)
         await wait_for(lambda: _true(len(deferrals) >= 20), message="20 deferrals")
     # that consumer is gone; another replica with a short claim idle time takes its entry over
@@ -728,14 +688,16 @@ async def test_a_long_deferred_entry_taken_over_from_a_dead_consumer_is_not_dead
                       clock=lambda: NOW)
     async with running(other) as (client, rt):
         key = f"{prefix}{streams.PROCUREMENT_SUBMITTED}"
+        later: list[int] = []
+        _count_calls(rt, streams.PROCUREMENT_SUBMITTED, later)
 
         async def taken_over() -> bool:
             return any(c["name"] == b"rel-ov-other" and c["pending"] == 1
                        for c in await redis_client.xinfo_consumers(key, "origin_verification"))
 
         await wait_for(taken_over, message="the entry taken over by XAUTOCLAIM")
-        await asyncio.sleep(0.5)  # a few more reclaim rounds
-        await _seed_registry(redis_client, prefix)
+        await wait_for(lambda: _true(len(later) >= 3), message="three deferrals on the new consumer")
+        await publish_registry_seed(redis_client, prefix)
         [done] = await wait_for(lambda: _results_for(redis_client, prefix, event.case_id), message="verified")
         assert done["causation_id"] == str(event.event_id)
         assert await letters(rt) == []
@@ -769,10 +731,9 @@ async def test_events_of_a_batch_go_out_right_after_its_commit_and_the_relay_cov
         monkeypatch.setattr(rt.relay, "_round", first_attempt_fails)
         for case_id in cases:
             await wait_for(lambda case_id=case_id: _status_is(client, case_id, "verifying"), message="verifying")
-            submitted = [e for e in await read_all(redis_client, prefix, streams.PROCUREMENT_SUBMITTED)
-                         if e["case_id"] == case_id][0]
-            ev = contracts.OriginVerificationCompleted(correlation_id=case_id, case_id=case_id,
-                                                       causation_id=uuid.UUID(submitted["event_id"]), result=result())
+            request = [e for e in await read_all(redis_client, prefix, streams.PROCUREMENT_SUBMITTED)
+                       if e["case_id"] == case_id][0]
+            ev = verification_completed(case_id, request["event_id"])
             await xadd(redis_client, prefix, streams.ORIGIN_VERIFICATION_COMPLETED, ev)
             await wait_for(lambda case_id=case_id: _status_is(client, case_id, "loan_requested"),
                            message="loan_requested")

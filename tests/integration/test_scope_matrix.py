@@ -17,7 +17,6 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,10 +24,10 @@ import pytest
 
 from services.testing.inprocess import running
 from services.testing.waiting import wait_for
-from shared import contracts
 from shared.contracts import streams
+from tests import builders
 from tests.integration.helpers import signed_xadd, xadd
-from tests.integration.test_auth_matrix import EVENT_KEYS, SERVICES, build
+from tests.integration.test_auth_matrix import EVENT_KEYS, SERVICES, build, headers
 
 TOKENS = {
     "operator": "op-81c0a5d2e4", "auditor": "aud-2f9b6e0c13",
@@ -37,7 +36,6 @@ TOKENS = {
 SAFE_TOKENS = ",".join(f"{role}:{token}" for role, token in TOKENS.items())
 STATES = ("DK", "EE")
 WHO = ["none", "bad", "operator", "auditor", "member-state-DK", "member-state-EE"]
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
 OPEN_PATHS = {"/health/live", "/health/ready", "/metrics", "/asyncapi.json"}
 # what a Member State may read of another state's: reference data (the registry, the rules)
 PUBLIC_PARAMS = {"code", "country", "agreement_id"}
@@ -48,11 +46,7 @@ MEMBER_STATE_WRITES = {"/procurements/{case_id}/amend"}
 
 
 def _headers(who: str) -> dict[str, str]:
-    if who == "none":
-        return {}
-    if who == "bad":
-        return {"Authorization": "Bearer not-a-known-token"}
-    return {"Authorization": f"Bearer {TOKENS[who]}"}
+    return headers(who, TOKENS)
 
 
 @dataclass
@@ -61,16 +55,6 @@ class Side:
 
     fill: dict[str, str] = field(default_factory=dict)
     secrets: set[str] = field(default_factory=set)
-
-
-def _proposal(participants: list[str], amount: str) -> dict[str, Any]:
-    body = json.loads(DEMO.read_text())
-    body["reference"] = f"S-{participants[0]}-{uuid.uuid4().hex[:10]}"
-    body["participants"] = participants
-    body["lead_member_state"] = participants[0]
-    body["contractor"]["established_in"] = participants[0]
-    body["financing"] = [{"member_state": participants[0], "amount_eur": amount}]
-    return body
 
 
 async def _call(client: httpx.AsyncClient, method: str, path: str, who: str, body: Any = None) -> httpx.Response:
@@ -94,10 +78,11 @@ async def _letter(client: httpx.AsyncClient, marker: str) -> dict[str, Any]:
 async def _applications(client: httpx.AsyncClient, redis: Any, prefix: str) -> dict[str, Side]:
     sides = {}
     for ms, other, amount in (("DK", "SE", "310021.17"), ("EE", "LV", "420032.29")):
-        r = await _call(client, "POST", "/procurements", "operator", _proposal([ms, other], amount))
+        body = builders.proposal_led_by([ms, other], amount, tag="S")
+        r = await _call(client, "POST", "/procurements", "operator", body)
         assert r.status_code == 201, r.text
         case = r.json()
-        bad = _proposal([ms, other], amount)
+        bad = builders.proposal_led_by([ms, other], amount, tag="S")
         bad["end_products"][0]["components"][0]["cost_eur"] = "1.001"  # dead-lettered at once
         await xadd(redis, prefix, streams.SUBMIT_PROCUREMENT, bad)
         dl = await _letter(client, bad["reference"])
@@ -110,7 +95,7 @@ async def _applications(client: httpx.AsyncClient, redis: Any, prefix: str) -> d
 async def _origin_verification(client: httpx.AsyncClient, redis: Any, prefix: str) -> dict[str, Side]:
     sides = {}
     for ms, other in (("DK", "SE"), ("EE", "LV")):
-        proposal = _proposal([ms, other], "1.00")
+        proposal = builders.proposal_led_by([ms, other], "1.00", tag="S")
         case_id = str(uuid.uuid4())
         event = {"event_type": "ProcurementSubmitted", "event_id": str(uuid.uuid4()), "correlation_id": case_id,
                  "case_id": case_id, "proposal": {**proposal, "contract_value_eur": "not money"}}
@@ -131,14 +116,8 @@ async def _partner_registry(client: httpx.AsyncClient, redis: Any, prefix: str) 
 async def _loan_disbursement(client: httpx.AsyncClient, redis: Any, prefix: str) -> dict[str, Side]:
     sides = {}
     for ms, other, amount in (("DK", "SE", "1234567.89"), ("EE", "LV", "2345.67")):
-        case_id = str(uuid.uuid4())
-        reference = f"S-{ms}-{uuid.uuid4().hex[:10]}"
-        event = contracts.LoanRequested(
-            correlation_id=case_id, case_id=case_id, reference=reference, lead_member_state=ms,
-            participants=[ms, other], categories=["ammunition_and_missiles"], contract_signed_on="2026-03-01",
-            verification_outcome="eligible",
-            financing=[contracts.FinancingLine(member_state=ms, amount_eur=Decimal(amount))],
-        )
+        event = builders.loan_requested((ms, amount), participants=[ms, other], tag=f"S-{ms}")
+        case_id, reference = event.case_id, event.reference
         await signed_xadd(redis, prefix, streams.LOAN_REQUESTED, event, EVENT_KEYS)
 
         async def loan(case_id: str = case_id) -> dict[str, Any] | None:
@@ -288,13 +267,9 @@ async def test_loans_page_by_keyset_and_a_member_state_pages_through_its_own_loa
         mine: list[str] = []
         for i in range(7):
             ms = "DK" if i % 2 == 0 else "EE"
-            case_id = str(uuid.uuid4())
-            await signed_xadd(redis_client, prefix, streams.LOAN_REQUESTED, contracts.LoanRequested(
-                correlation_id=case_id, case_id=case_id, reference=f"S-{case_id[:8]}", lead_member_state=ms,
-                participants=[ms, "SE"], categories=["ammunition_and_missiles"], contract_signed_on="2026-03-01",
-                verification_outcome="eligible", financing=[contracts.FinancingLine(member_state=ms,
-                                                                                    amount_eur=Decimal("10.00"))]),
-                              EVENT_KEYS)
+            event = builders.loan_requested((ms, "10.00"), participants=[ms, "SE"], tag="S")
+            await signed_xadd(redis_client, prefix, streams.LOAN_REQUESTED, event, EVENT_KEYS)
+            case_id = event.case_id
             if ms == "DK":
                 mine.append(case_id)
 
@@ -328,19 +303,14 @@ async def test_a_member_state_sees_origin_verifications_dead_letter_about_its_ca
     from services.origin_verification.config import Settings as OriginSettings
     from services.origin_verification.main import build_app as build_origin
     from tests import dbs
-    from tests.integration.helpers import FAST
-    from tests.integration.test_origin_verification_service import (
-        _completed,
-        _proposal,
-        _publish_seed,
-        _submitted,
-    )
+    from tests.integration.helpers import FAST, publish_registry_seed
+    from tests.integration.test_origin_verification_service import _completed
 
     app = build_origin(OriginSettings(database_url=dbs.url(tmp_path, "ov"), stream_prefix=prefix, consumer_name="t1",
                                       safe_tokens=SAFE_TOKENS, replica_retry_s=0.1, **FAST))
     async with running(app) as (client, _rt):
-        await _publish_seed(redis_client, prefix)
-        submitted = _submitted(_proposal(participants=["DK", "SE"], lead_member_state="DK"))
+        await publish_registry_seed(redis_client, prefix)
+        submitted = builders.submitted(builders.proposal_model(participants=["DK", "SE"], lead_member_state="DK"))
         await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, submitted)
         await _completed(redis_client, prefix)
         broken = {"event_type": "ReverificationRequested", "event_id": str(uuid.uuid4()),
@@ -368,7 +338,7 @@ async def test_a_member_state_pages_through_its_dead_letters_past_many_of_other_
         mine = []
         for i in range(9):
             ms, other = ("DK", "SE") if i % 3 == 0 else ("EE", "LV")
-            bad = _proposal([ms, other], "1.00")
+            bad = builders.proposal_led_by([ms, other], "1.00", tag="S")
             bad["end_products"][0]["components"][0]["cost_eur"] = "1.001"
             await xadd(redis_client, prefix, streams.SUBMIT_PROCUREMENT, bad)
             letter = await _letter(client, bad["reference"])
@@ -413,7 +383,7 @@ async def test_applications_shows_a_case_to_the_state_that_lends_to_it(tmp_path,
     """Defect 6 in the applications service: the same rule, participant or lender."""
     app = build("applications", tmp_path, prefix, safe_tokens=SAFE_TOKENS)
     async with running(app) as (client, _rt):
-        body = _proposal(["PL", "LT"], "1000.00")
+        body = builders.proposal_led_by(["PL", "LT"], "1000.00", tag="S")
         body["financing"] = [{"member_state": "DK", "amount_eur": "1000.00"}]
         r = await _call(client, "POST", "/procurements", "operator", body)
         assert r.status_code == 201, r.text

@@ -16,8 +16,9 @@ from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared.contracts import streams
 from shared.kit import strict
+from tests.builders import proposal
 from tests.integration.helpers import xadd
-from tests.integration.test_auth_matrix import build, headers, proposal
+from tests.integration.test_auth_matrix import build, headers
 
 JSON = {"content-type": "application/json"}
 
@@ -36,21 +37,21 @@ def _bad_proposals() -> dict[str, tuple[str, Any]]:
     out: dict[str, tuple[str, Any]] = {}
     for name, amount in (("underscore", "1_000"), ("spaces", " 5 "), ("exponent string", "1.0e2"),
                          ("NaN string", "NaN"), ("boolean amount", True)):
-        body = proposal(["PL", "LT"])
+        body = proposal(financing=[])
         body["end_products"][0]["components"][0]["cost_eur"] = amount
         out[name] = (json.dumps(body), "end_products.0.components.0.cost_eur")
-    body = proposal(["PL", "LT"])
+    body = proposal(financing=[])
     raw = json.dumps(body).replace('"cost_eur": "500000.00"', '"cost_eur": 1.0e2')
     assert "1.0e2" in raw
     out["exponent number"] = (raw, "body")
     for flag in ("yes", "1", "no", 1):
-        body = proposal(["PL", "LT"])
+        body = proposal(financing=[])
         body["contractor"]["screening_and_guarantees"] = flag
         out[f"boolean {flag!r}"] = (json.dumps(body), "contractor.screening_and_guarantees")
-    body = proposal(["PL", "LT"])
+    body = proposal(financing=[])
     body["contract_signed_on"] = "2026-09-01T00:00:00"
     out["date-time for a date"] = (json.dumps(body), "contract_signed_on")
-    body = proposal(["PL", "LT"])
+    body = proposal(financing=[])
     raw = json.dumps(body)
     out["duplicate key"] = ('{"reference": "DUP-1", ' + raw[1:], "body")
     out["NaN number"] = (raw.replace('"title": ', '"contract_value_eur": NaN, "title": ', 1), "body")
@@ -78,7 +79,7 @@ async def test_loose_values_are_refused_over_http_with_the_field_named_and_nothi
         listed = await client.get("/procurements", headers=headers("operator"))
         assert listed.json()["items"] == []
         # a JSON body under another content type: 415, same shape
-        r = await client.post("/procurements", content=json.dumps(proposal(["PL", "LT"])).encode(),
+        r = await client.post("/procurements", content=json.dumps(proposal(financing=[])).encode(),
                               headers={"content-type": "text/plain", **headers("operator")})
         assert r.status_code == 415 and _shape(r)[0]["type"] == "unsupported_media_type"
 
@@ -88,7 +89,7 @@ async def test_the_same_values_are_dead_lettered_over_the_intake_stream(tmp_path
     async with running(app) as (client, _rt):
         client.headers.pop("Authorization", None)
         cases = _bad_proposals()
-        body = proposal(["PL", "LT"], title="a\u0000b")  # refused over HTTP before; accepted over the stream
+        body = proposal(financing=[], title="a\u0000b")  # refused over HTTP before; accepted over the stream
         cases["NUL in a title"] = (json.dumps(body), "body")
         for raw, _field in cases.values():
             await xadd(redis_client, prefix, streams.SUBMIT_PROCUREMENT, raw)
@@ -108,8 +109,8 @@ async def test_action_bodies_refuse_bad_json_unknown_fields_nan_and_blank_reason
     app = build("applications", tmp_path, prefix)
     async with running(app) as (client, _rt):
         client.headers.pop("Authorization", None)
-        case = (await client.post("/procurements", json=proposal(["PL", "LT"]), headers=headers("operator"))).json()
-        bad = proposal(["PL", "LT"])
+        case = (await client.post("/procurements", json=proposal(financing=[]), headers=headers("operator"))).json()
+        bad = proposal(financing=[])
         bad["participants"] = ["PL", "ZZ"]
         await xadd(redis_client, prefix, streams.SUBMIT_PROCUREMENT, bad)
 

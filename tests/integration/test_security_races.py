@@ -11,14 +11,15 @@ import pytest
 
 from services.testing.inprocess import running
 from shared.contracts import streams
+from tests.builders import proposal
 from tests.integration.helpers import xadd
-from tests.integration.test_auth_matrix import _letter_for, build, headers, proposal
+from tests.integration.test_auth_matrix import _letter_for, build, headers
 
 
 async def _letters(client: Any, redis_client: Any, prefix: str, n: int) -> list[int]:
     out = []
     for _ in range(n):
-        bad = proposal(["PL", "LT"])
+        bad = proposal(financing=[])
         bad["end_products"][0]["components"][0]["cost_eur"] = "1.001"  # invalid: dead-lettered at once
         await xadd(redis_client, prefix, streams.SUBMIT_PROCUREMENT, bad)
         out.append(await _letter_for(client, bad["reference"]))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -17,25 +16,17 @@ import pytest
 
 from services.testing.inprocess import running
 from services.testing.waiting import wait_for
-from shared import contracts
 from shared.contracts import streams
 from shared.kit import signing, wire
+from tests.builders import loan_requested, proposal
 from tests.integration.helpers import read_all, signed_xadd, xadd
-from tests.integration.test_auth_matrix import EVENT_KEYS, build, headers, proposal
+from tests.integration.test_auth_matrix import EVENT_KEYS, build, headers
 
 OLD = "applications:k1:old-applications-key-0123456789abcdef"
 NEW = "applications:k2:new-applications-key-0123456789abcdef"
 OTHERS = "loan_disbursement:k1:loan-disbursement-key-0123456789abcdef," \
          "origin_verification:k1:origin-verification-key-0123456789abcdef"
-
-
-def _request(amount: str = "950000.00", ms: str = "DK") -> contracts.LoanRequested:
-    case_id = str(uuid.uuid4())  # a case that does not exist anywhere
-    return contracts.LoanRequested(
-        correlation_id=case_id, case_id=case_id, reference=f"FORGED-{case_id[:8]}", lead_member_state=ms,
-        participants=[ms, "SE"], categories=["ammunition_and_missiles"], contract_signed_on=date(2026, 3, 1),
-        verification_outcome="eligible", financing=[contracts.FinancingLine(member_state=ms, amount_eur=Decimal(amount))],
-    )
+DK_AND_SE = {"participants": ["DK", "SE"], "tag": "FORGED"}  # the "altered" request rewrites these participants
 
 
 # --- the keyring --------------------------------------------------------------------------------------------
@@ -44,7 +35,7 @@ def _request(amount: str = "950000.00", ms: str = "DK") -> contracts.LoanRequest
 def test_a_signature_binds_the_payload_the_stream_and_the_producer():
     producer = signing.Keyring(EVENT_KEYS, service="applications", dev=False)
     consumer = signing.Keyring(EVENT_KEYS, service="loan_disbursement", dev=False)
-    data = _request().model_dump_json()
+    data = loan_requested(("DK", "950000.00"), **DK_AND_SE).model_dump_json()
     sig = producer.sign(streams.LOAN_REQUESTED, data).encode()
     consumer.verify(streams.LOAN_REQUESTED, {wire.DATA_KEY: data.encode(), wire.SIGNATURE_KEY: sig})
     cases = {
@@ -122,15 +113,15 @@ async def test_forged_altered_or_wrongly_signed_loan_requests_are_dead_lettered_
     async with running(app) as (client, _rt):
         client.headers.pop("Authorization", None)
         before = (await client.get("/facilities/DK", headers=headers("operator"))).json()
-        forged = _request()
+        forged = loan_requested(("DK", "950000.00"), **DK_AND_SE)
         await xadd(redis_client, prefix, streams.LOAN_REQUESTED, forged)  # what the adversarial pass did
-        altered = _request()
+        altered = loan_requested(("DK", "950000.00"), **DK_AND_SE)
         signer = signing.Keyring(EVENT_KEYS, service="applications", dev=False)
         good = altered.model_dump_json()
         await redis_client.xadd(f"{prefix}{streams.LOAN_REQUESTED}", {
             wire.DATA: good.replace('"participants":["DK","SE"]', '"participants":["DK","FI"]'),
             wire.SIGNATURE: signer.sign(streams.LOAN_REQUESTED, good)})
-        impostor = _request()
+        impostor = loan_requested(("DK", "950000.00"), **DK_AND_SE)
         wrong = signing.Keyring(EVENT_KEYS, service="origin_verification", dev=False)
         data = impostor.model_dump_json()
         await redis_client.xadd(f"{prefix}{streams.LOAN_REQUESTED}",
@@ -143,7 +134,7 @@ async def test_forged_altered_or_wrongly_signed_loan_requests_are_dead_lettered_
             letter = await _dead_letter_of(client, reference)
             assert (letter["error_kind"], letter["error"]) == ("signature", error)
         # and a genuine one still goes through, so the refusals above are the signatures' doing
-        genuine = _request(amount="1000.00")
+        genuine = loan_requested(("DK", "1000.00"), **DK_AND_SE)
         await signed_xadd(redis_client, prefix, streams.LOAN_REQUESTED, genuine, EVENT_KEYS)
 
         async def decided() -> bool:
@@ -164,7 +155,7 @@ async def test_the_relay_signs_what_a_service_publishes_and_a_replay_is_signed_b
     app = build("applications", tmp_path, prefix)
     async with running(app) as (client, _rt):
         client.headers.pop("Authorization", None)
-        r = await client.post("/procurements", json=proposal(["PL", "LT"]), headers=headers("operator"))
+        r = await client.post("/procurements", json=proposal(financing=[]), headers=headers("operator"))
         assert r.status_code == 201
 
         async def published() -> list[Any] | None:

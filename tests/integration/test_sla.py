@@ -3,11 +3,7 @@ and the breach; /metrics counts cases over their target per status."""
 
 from __future__ import annotations
 
-import json
-import uuid
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
 
 from services.applications.config import Settings
 from services.applications.main import build_app
@@ -15,15 +11,8 @@ from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared.kit.tables import utcnow
 from tests import dbs
+from tests.builders import proposal
 from tests.integration.helpers import FAST
-
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
-
-
-def proposal() -> dict[str, Any]:
-    body = json.loads(DEMO.read_text())
-    body["reference"] = f"SLA-{uuid.uuid4().hex[:10]}"
-    return body
 
 
 def over_sla(metrics: str, status: str) -> float | None:

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import copy
 import json
-import uuid
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import sqlalchemy as sa
 import yaml
 
 from services import governance_cli
+from services import scenarios as examples
 from services.origin_verification.adapters.rules_file import DEFAULT_PATH
 from services.origin_verification.config import Settings
 from services.origin_verification.main import build_app
@@ -24,16 +22,15 @@ from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
 from tests import dbs
-from tests.integration.helpers import FAST, read_all, xadd
-from tests.integration.test_reliability import _seed_registry
+from tests.builders import submitted
+from tests.integration.helpers import FAST, publish_registry_seed, read_all, xadd
 
-SCENARIOS = Path(__file__).resolve().parents[3] / "shared" / "scenarios"  # ../shared/scenarios from the repo root
 AUDITOR = {"Authorization": "Bearer aud-1"}
 
 
 def scenarios() -> list[dict[str, Any]]:
     out = []
-    for path in sorted(SCENARIOS.glob("*.json")):
+    for path in examples.files():
         s = json.loads(path.read_text())
         if "rejected_at_intake" not in s["expected_outcome"]:
             out.append(s)
@@ -55,19 +52,17 @@ async def table_count(rt: Any, table: str) -> int:
         return int((await conn.execute(sa.text(f"SELECT count(*) FROM {table}"))).scalar_one())
 
 
-@pytest.mark.skipif(not SCENARIOS.is_dir(), reason=f"no scenarios under {SCENARIOS}")
 async def test_a_stricter_cap_changes_exactly_the_cases_between_30_and_35_percent_and_the_current_rules_none(
         tmp_path, prefix, redis_client):
     app = build_app(Settings(database_url=dbs.url(tmp_path, "ov"), stream_prefix=prefix, consumer_name="t1",
                              replica_retry_s=0.1, safe_tokens="operator:dev-operator,auditor:aud-1", **FAST))
     async with running(app) as (client, rt):
-        await _seed_registry(redis_client, prefix)
+        await publish_registry_seed(redis_client, prefix)
         cases = {}
         for s in scenarios():
-            case_id = str(uuid.uuid4())
-            cases[case_id] = s["name"]
-            await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, contracts.ProcurementSubmitted(
-                correlation_id=case_id, case_id=case_id, proposal=contracts.Proposal.model_validate(s["proposal"])))
+            event = submitted(contracts.Proposal.model_validate(s["proposal"]))
+            cases[event.case_id] = s["name"]
+            await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, event)
 
         async def all_answered() -> list[dict[str, Any]] | None:
             done = await read_all(redis_client, prefix, streams.ORIGIN_VERIFICATION_COMPLETED)
@@ -127,11 +122,10 @@ async def test_the_registry_as_of_a_day_before_it_was_received_decides_different
     app = build_app(Settings(database_url=dbs.url(tmp_path, "ov"), stream_prefix=prefix, consumer_name="t1",
                              replica_retry_s=0.1, **FAST))
     async with running(app) as (client, _rt):
-        await _seed_registry(redis_client, prefix)
+        await publish_registry_seed(redis_client, prefix)
         s = scenarios()[0]
-        case_id = str(uuid.uuid4())
-        await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, contracts.ProcurementSubmitted(
-            correlation_id=case_id, case_id=case_id, proposal=contracts.Proposal.model_validate(s["proposal"])))
+        event = submitted(contracts.Proposal.model_validate(s["proposal"]))
+        await xadd(redis_client, prefix, streams.PROCUREMENT_SUBMITTED, event)
         await wait_for(lambda: read_all(redis_client, prefix, streams.ORIGIN_VERIFICATION_COMPLETED), message="verified")
         today = (await client.post("/whatif", json={"registry_at": "2999-01-01"})).json()
         assert today["changed"] == 0

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import uuid
-from pathlib import Path
 
 import pytest
 from faststream.redis import TestRedisBroker
@@ -18,8 +16,7 @@ from shared.contracts import streams
 from shared.kit import db
 from shared.kit.tables import DeadLetter, OutboxRow
 from tests import dbs
-
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
+from tests.builders import proposal, verification_completed
 
 
 class RecordingRedis:
@@ -49,12 +46,6 @@ async def wired(tmp_path):
 async def count(rt, model) -> int:
     async with rt.factory() as s:
         return (await s.exec(select(func.count()).select_from(model))).one()
-
-
-def proposal() -> dict:
-    body = json.loads(DEMO.read_text())
-    body["reference"] = f"TB-{uuid.uuid4().hex[:8]}"
-    return body
 
 
 async def test_a_proposal_published_on_the_submit_stream_creates_one_case_and_one_outbox_event(wired):
@@ -134,10 +125,7 @@ async def test_the_loan_request_carries_the_stored_proposals_terms_exactly(wired
             case = (await s.exec(select(CaseRow))).one()
             await s.exec(update(CaseRow).values(status="verifying"))  # as the relay's publish would
             await s.commit()
-        result = contracts.VerificationResult(outcome="eligible", checked_at=datetime.now(UTC), rules_version="t",
-                                              end_products=[], findings=[])
-        done = contracts.OriginVerificationCompleted(correlation_id=case.id, case_id=case.id, result=result,
-                                                     causation_id=uuid.UUID(case.verification_request_id))
+        done = verification_completed(case.id, case.verification_request_id, checked_at=datetime.now(UTC))
         await br.publish(done.model_dump(mode="json"), stream=streams.ORIGIN_VERIFICATION_COMPLETED)
     async with wired.factory() as s:
         [row] = (await s.exec(select(OutboxRow).where(OutboxRow.event_type == "LoanRequested"))).all()

@@ -20,7 +20,7 @@ def test_uuid7_is_a_version_7_rfc_uuid_carrying_its_creation_millisecond() -> No
 
 def test_ids_made_later_sort_later_and_never_repeat() -> None:
     first = [new_id() for _ in range(1000)]
-    time.sleep(0.002)  # the next millisecond at least
+    time.sleep(0.002)  # time passing is the subject: the next ids come from a later millisecond
     second = [new_id() for _ in range(1000)]
     assert max(first) < min(second)  # text order is time order across milliseconds
     assert len(set(first + second)) == 2000

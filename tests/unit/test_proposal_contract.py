@@ -6,13 +6,9 @@ import pytest
 from pydantic import ValidationError
 
 from shared.contracts import Proposal
+from tests import builders
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "services" / "scenarios"  # shipped with the package
-DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"
-
-
-def demo() -> dict:
-    return json.loads(DEMO.read_text())
 
 
 def errors(body) -> set[str]:
@@ -22,7 +18,7 @@ def errors(body) -> set[str]:
 
 
 def test_the_contract_example_parses():
-    p = Proposal.model_validate_json(DEMO.read_text())
+    p = Proposal.model_validate_json(builders.demo_text())
     assert p.financing[0].amount_eur == Decimal("950000.00")
 
 
@@ -34,14 +30,14 @@ def test_every_example_scenario_proposal_parses():
 
 
 def test_json_numbers_become_exact_decimals_not_floats():
-    raw = DEMO.read_text().replace('"950000.00"', "950000.10")
+    raw = builders.demo_text().replace('"950000.00"', "950000.10")
     p = Proposal.model_validate_json(raw)
     assert p.financing[0].amount_eur == Decimal("950000.10")
     assert isinstance(p.financing[0].amount_eur, Decimal)
 
 
 def test_every_bad_field_is_reported_at_once():
-    body = demo()
+    body = builders.demo()
     body["participants"] = ["PL", "XX"]
     body["contract_signed_on"] = "not a date"
     body["end_products"][0]["components"][0]["cost_eur"] = "12.345"
@@ -53,7 +49,7 @@ def test_every_bad_field_is_reported_at_once():
 
 
 def test_negative_amounts_and_shares_above_one_are_refused():
-    body = demo()
+    body = builders.demo()
     body["financing"][0]["amount_eur"] = "-1.00"
     body["subcontractors"] = [{"name": "s", "established_in": "US", "share_of_contract_value": "1.5"}]
     locs = errors(body)
@@ -62,7 +58,7 @@ def test_negative_amounts_and_shares_above_one_are_refused():
 
 
 def test_aliases_fold_to_one_canonical_code():
-    body = demo()
+    body = builders.demo()
     body["participants"] = ["PL", "GR"]
     body["end_products"][0]["components"][0]["origin_country"] = "UK"
     p = Proposal.model_validate(body)
@@ -71,19 +67,19 @@ def test_aliases_fold_to_one_canonical_code():
 
 
 def test_the_lead_member_state_must_participate():
-    body = demo()
+    body = builders.demo()
     body["lead_member_state"] = "FR"
     with pytest.raises(ValidationError, match="lead_member_state"):
         Proposal.model_validate(body)
 
 
 def test_unknown_fields_are_refused_rather_than_silently_dropped():
-    body = demo()
+    body = builders.demo()
     body["financnig"] = []
     assert "financnig" in errors(body)
 
 
 def test_a_seventeen_digit_json_number_keeps_every_digit_when_parsed_as_the_service_does():
-    raw = DEMO.read_text().replace('"950000.00"', "999999999999999.99")
+    raw = builders.demo_text().replace('"950000.00"', "999999999999999.99")
     p = Proposal.model_validate(json.loads(raw, parse_float=Decimal))
     assert p.financing[0].amount_eur == Decimal("999999999999999.99")

@@ -4,6 +4,7 @@ building them does no I/O (the hosts below do not exist)."""
 
 from __future__ import annotations
 
+import importlib
 import socket
 from typing import Any
 
@@ -38,54 +39,60 @@ def settings(mode: str, url: str, master: str = "mymaster") -> ServiceSettings:
     )
 
 
-def connection_state(broker: RedisBroker) -> Any:
-    return broker.config.broker_config.connection
+async def client_of(broker: RedisBroker) -> Any:
+    """The redis-py client the broker connects with (`connect` builds it; it does no I/O until used)."""
+    return await broker.connect()
+
+
+def sentinels_of(pool: SentinelConnectionPool) -> list[tuple[str, int]]:
+    return [(c.connection_pool.connection_kwargs["host"], c.connection_pool.connection_kwargs["port"])
+            for c in pool.sentinel_manager.sentinels]
 
 
 def nodes_of(startup_nodes: Any) -> list[tuple[str, int]]:
     return [(n.host, int(n.port)) for n in startup_nodes]
 
 
-def test_single_mode_builds_a_plain_redis_broker_and_client() -> None:
+async def test_single_mode_builds_a_plain_redis_broker_and_client() -> None:
     s = settings("single", "redis://cache.invalid:6380/3")
 
     broker = make_broker(s, Metrics("test"))
     client = make_redis(s)
 
     assert type(broker) is RedisBroker
-    options = connection_state(broker)._options
+    options = (await client_of(broker)).connection_pool.connection_kwargs
     assert (options["host"], options["port"], options["db"]) == ("cache.invalid", 6380, 3)
     assert type(client) is Redis
     kwargs = client.connection_pool.connection_kwargs
     assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("cache.invalid", 6380, 3)
 
 
-def test_sentinel_mode_builds_a_sentinel_broker_with_every_sentinel_and_the_master_name() -> None:
+async def test_sentinel_mode_builds_a_sentinel_broker_with_every_sentinel_and_the_master_name() -> None:
     s = settings("sentinel", "redis+sentinel://sentinel-a.invalid:26379,sentinel-b.invalid:26380/2", "safe-master")
 
     broker = make_broker(s, Metrics("test"))
 
     assert type(broker) is RedisSentinelBroker
-    state = connection_state(broker)
-    assert state._sentinels == [("sentinel-a.invalid", 26379), ("sentinel-b.invalid", 26380)]
-    assert state._master_name == "safe-master"
-    assert state._options["db"] == 2
+    pool = (await client_of(broker)).connection_pool
+    assert sentinels_of(pool) == [("sentinel-a.invalid", 26379), ("sentinel-b.invalid", 26380)]
+    assert pool.service_name == "safe-master"
+    assert pool.connection_kwargs["db"] == 2
 
 
-def test_sentinel_mode_accepts_a_bare_comma_separated_list_with_the_default_sentinel_port() -> None:
+async def test_sentinel_mode_accepts_a_bare_comma_separated_list_with_the_default_sentinel_port() -> None:
     s = settings("sentinel", "sentinel-a.invalid, sentinel-b.invalid:26390,sentinel-c.invalid")
 
-    state = connection_state(make_broker(s, Metrics("test")))
+    pool = (await client_of(make_broker(s, Metrics("test")))).connection_pool
 
-    assert state._sentinels == [
+    assert sentinels_of(pool) == [
         ("sentinel-a.invalid", 26379), ("sentinel-b.invalid", 26390), ("sentinel-c.invalid", 26379),
     ]
 
 
-def test_sentinel_mode_gives_the_master_credentials_and_db_to_broker_and_client() -> None:
+async def test_sentinel_mode_gives_the_master_credentials_and_db_to_broker_and_client() -> None:
     s = settings("sentinel", "redis+sentinel://app:p%40ss@sentinel-a.invalid:26379,sentinel-b.invalid/1", "m1")
 
-    options = connection_state(make_broker(s, Metrics("test")))._options
+    options = (await client_of(make_broker(s, Metrics("test")))).connection_pool.connection_kwargs
     client = make_redis(s)
 
     assert (options["username"], options["password"], options["db"]) == ("app", "p@ss", 1)
@@ -105,11 +112,7 @@ def test_sentinel_mode_client_is_the_master_for_the_configured_group() -> None:
     assert isinstance(pool, SentinelConnectionPool)
     assert pool.service_name == "safe-master"
     assert pool.is_master
-    sentinels = [
-        (c.connection_pool.connection_kwargs["host"], c.connection_pool.connection_kwargs["port"])
-        for c in pool.sentinel_manager.sentinels
-    ]
-    assert sentinels == [("sentinel-a.invalid", 26379), ("sentinel-b.invalid", 26380)]
+    assert sentinels_of(pool) == [("sentinel-a.invalid", 26379), ("sentinel-b.invalid", 26380)]
 
 
 def test_sentinel_mode_over_tls_uses_tls_to_the_master() -> None:
@@ -120,17 +123,17 @@ def test_sentinel_mode_over_tls_uses_tls_to_the_master() -> None:
     assert "SSL" in client.connection_pool.connection_class.__name__
 
 
-def test_cluster_mode_builds_a_cluster_broker_with_every_startup_node() -> None:
+async def test_cluster_mode_builds_a_cluster_broker_with_every_startup_node() -> None:
     s = settings("cluster", "redis://node-a.invalid:7000,node-b.invalid:7001,node-c.invalid")
 
     broker = make_broker(s, Metrics("test"))
 
     assert type(broker) is RedisClusterBroker
-    options = connection_state(broker)._options
-    assert nodes_of(options["startup_nodes"]) == [
+    client = await client_of(broker)
+    assert isinstance(client, RedisCluster)  # a cluster has only db 0: RedisCluster refuses any other
+    assert nodes_of(client.nodes_manager.startup_nodes.values()) == [
         ("node-a.invalid", 7000), ("node-b.invalid", 7001), ("node-c.invalid", 6379),
     ]
-    assert "db" not in options  # a cluster has only db 0
 
 
 def test_cluster_mode_client_is_a_redis_cluster_with_every_startup_node() -> None:
@@ -158,10 +161,10 @@ def test_a_redis_url_without_a_host_is_refused() -> None:
 
 
 @pytest.mark.parametrize("service", list(SERVICES))
-def test_every_service_reads_the_topology_from_the_shared_environment_variables(
+async def test_every_service_reads_the_topology_from_the_shared_environment_variables(
     service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = pytest.importorskip(f"services.{service}.config")
+    config = importlib.import_module(f"services.{service}.config")
     prefix = service.upper()
     monkeypatch.setenv("REDIS_MODE", "sentinel")
     monkeypatch.setenv("REDIS_URL", "redis+sentinel://sentinel-a.invalid:26379,sentinel-b.invalid:26379/0")
@@ -173,5 +176,5 @@ def test_every_service_reads_the_topology_from_the_shared_environment_variables(
     broker = make_broker(s, Metrics(service))
 
     assert type(broker) is RedisSentinelBroker
-    assert connection_state(broker)._master_name == "safe-master"
+    assert (await client_of(broker)).connection_pool.service_name == "safe-master"
     assert make_redis(s).connection_pool.service_name == "safe-master"

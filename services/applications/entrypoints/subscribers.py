@@ -17,7 +17,7 @@ def _submit_key(_proposal: Any, entry_id: str) -> str:
 
 def register(m: Messaging, _runtime: Any = None) -> None:
     @m.subscribe(streams.SUBMIT_PROCUREMENT, contracts.Proposal, key=_submit_key, prefetch=handlers.prefetch_references,
-                 description="External systems submit proposals (CONTRACT.md shape) without HTTP")
+                 description="External systems submit proposals (docs/interface.md) without HTTP")
     async def on_submit_procurement(ctx: HandlerContext, proposal: contracts.Proposal) -> None:
         await handlers.on_submit_command(ctx, proposal)
 

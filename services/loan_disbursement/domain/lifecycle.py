@@ -1,4 +1,5 @@
-"""L-8 facility lifecycle, L-9 pre-financing as an advance, L-10 the EUR 150 bn envelope (SAFE_RULES.md §8).
+"""L-8 facility lifecycle, L-9 pre-financing as an advance, L-10 the EUR 150 bn envelope (docs/safe-rules.md,
+"Loans").
 
 Pure functions over exact Decimals; each returns the reasons it refuses (empty: passes). Nothing touches storage.
 """

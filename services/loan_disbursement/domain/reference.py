@@ -1,4 +1,4 @@
-"""The facilities seed (SAFE_RULES.md §7) as plain data, validated; parsing only, no file I/O."""
+"""The facilities seed (docs/safe-rules.md §7) as plain data, validated; parsing only, no file I/O."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The loan rules of SAFE_RULES.md §8 (L-1..L-5) and the investment-plan rule (PLAN), as pure functions.
+"""The loan rules of docs/safe-rules.md §8 (L-1..L-5) and the investment-plan rule (PLAN), as pure functions.
 
 Every function takes exact Decimals (a float raises TypeError before anything is compared) and returns
 the reasons it refuses, in words; an empty list means the request passes. Nothing here touches storage.

@@ -1,4 +1,4 @@
-"""The SAFE rules (SAFE_RULES.md), one pure function each. Every function returns findings; none of
+"""The SAFE rules (docs/safe-rules.md), one pure function each. Every function returns findings; none of
 them looks at today's date, a database or a message."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _agreement_assumption(area: Area, statuses: Iterable[EntityStatus]) -> str |
     return None
 
 
-# --- participation (SAFE_RULES.md §2) -----------------------------------------------------------
+# --- participation (docs/safe-rules.md §2) -------------------------------------------------------
 
 
 def transitional_window_open(signed_on: date, rules: RuleSet) -> bool:
@@ -132,7 +132,7 @@ def r_part_3(p: ProposalLike, area: Area) -> RuleFinding | None:
                        f"transitional deadline {deadline}", assumption=_deadline_assumption(area.rules), subject=lead)
 
 
-# --- contractors (SAFE_RULES.md §3) --------------------------------------------------------------
+# --- contractors (docs/safe-rules.md §3) ---------------------------------------------------------
 
 
 def r_con_1(p: ProposalLike, area: Area) -> RuleFinding:
@@ -233,7 +233,7 @@ def r_con_5(p: ProposalLike, area: Area) -> list[RuleFinding]:
     return out
 
 
-# --- component origin (SAFE_RULES.md §4) ----------------------------------------------------------
+# --- component origin (docs/safe-rules.md §4) ----------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,7 +446,7 @@ def assess_end_product(ep: EndProductLike, area: Area) -> ProductAssessment:
     return ProductAssessment(result, findings, counts)
 
 
-# --- design authority (SAFE_RULES.md §5) ----------------------------------------------------------
+# --- design authority (docs/safe-rules.md §5) ----------------------------------------------------
 
 
 def r_des_1(p: ProposalLike, rules: RuleSet) -> RuleFinding:

@@ -3,28 +3,16 @@ import pytest
 from services.applications.domain.case import CaseState, Status, TransitionRefused, is_final
 
 
-def test_an_eligible_case_without_financing_ends_origin_verified():
-    s = CaseState(Status.verifying, financing_requested=False, verification_request_id="r1")
-    assert s.on_verification("eligible", "r1") == Status.origin_verified
-    assert is_final(s.status, financing_requested=False)
-
-
-def test_an_eligible_case_with_financing_moves_on_to_loan_requested():
-    s = CaseState(Status.verifying, financing_requested=True, verification_request_id="r1")
-    assert s.on_verification("eligible", "r1") == Status.loan_requested
-    assert not is_final(s.status, financing_requested=True)
-
-
-def test_an_ineligible_case_is_rejected_and_final():
-    s = CaseState(Status.verifying, financing_requested=True, verification_request_id="r1")
-    assert s.on_verification("ineligible", "r1") == Status.origin_rejected
-    assert is_final(s.status, financing_requested=True)
-
-
-def test_needs_review_is_not_final():
-    s = CaseState(Status.verifying, financing_requested=False, verification_request_id="r1")
-    assert s.on_verification("needs_review", "r1") == Status.needs_review
-    assert not is_final(s.status, financing_requested=False)
+@pytest.mark.parametrize(("outcome", "financing", "status", "final"), [
+    pytest.param("eligible", False, Status.origin_verified, True, id="eligible without financing: origin verified"),
+    pytest.param("eligible", True, Status.loan_requested, False, id="eligible with financing: on to the loan"),
+    pytest.param("ineligible", True, Status.origin_rejected, True, id="ineligible: rejected and final"),
+    pytest.param("needs_review", False, Status.needs_review, False, id="needs review: not final"),
+])
+def test_a_verdict_moves_a_verifying_case_to_its_next_status(outcome, financing, status, final):
+    s = CaseState(Status.verifying, financing_requested=financing, verification_request_id="r1")
+    assert s.on_verification(outcome, "r1") == status
+    assert is_final(s.status, financing_requested=financing) is final
 
 
 def test_a_result_for_an_older_request_is_not_applied():

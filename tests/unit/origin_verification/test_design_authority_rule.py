@@ -37,6 +37,7 @@ def test_category_2_with_no_stated_design_authority_needs_review() -> None:
 
 
 def test_every_category_2_category_from_the_rules_data_requires_design_authority() -> None:
+    assert rules().value("category_2") and rules().value("category_1")
     for category in sorted(rules().value("category_2")):
         p = proposal(end_products=[product(("FR", "1.00"), category=category)], contractor=_da(False))
         assert r_des_1(p, rules()).passed is False, category

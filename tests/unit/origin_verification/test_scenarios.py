@@ -1,23 +1,21 @@
 """The shared example scenarios without registry setup or financing, through the domain engine with
-reference data equivalent to the registry seed (SAFE_RULES.md §6)."""
+reference data equivalent to the registry seed (docs/safe-rules.md)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from services import scenarios as examples
 from shared.contracts import Proposal
 from tests.unit.origin_verification.support import failed, run
-
-SCENARIOS = Path("/work/shared/scenarios")
 
 
 def _cases() -> list[Any]:
     out = []
-    for path in sorted(SCENARIOS.glob("*.json")):
+    for path in examples.files():
         s = json.loads(path.read_text())
         if s.get("registry_setup") or s["proposal"].get("financing") or "rejected_at_intake" in s["expected_outcome"]:
             continue
@@ -28,7 +26,10 @@ def _cases() -> list[Any]:
 CASES = _cases()
 
 
-@pytest.mark.skipif(not CASES, reason=f"no scenarios under {SCENARIOS}")
+def test_there_are_scenarios_for_the_engine_alone() -> None:
+    assert len(CASES) >= 3, "the example scenarios are missing from services/scenarios"
+
+
 @pytest.mark.parametrize("scenario", CASES)
 def test_the_scenario_gets_its_expected_outcome(scenario: dict[str, Any]) -> None:
     v = run(Proposal.model_validate(scenario["proposal"]))

@@ -64,6 +64,7 @@ def test_partnership_levels_are_context_on_the_records(seed: seed_file.Seed) -> 
 
 
 def test_every_seed_row_has_a_source_and_a_confidence_and_a_known_group(seed: seed_file.Seed) -> None:
+    assert seed.countries and seed.agreements
     for record in seed.countries.values():
         assert record.source and record.confidence in registry.CONFIDENCE
         for m in record.memberships:
