@@ -32,6 +32,7 @@ import pytest
 
 from services.client import PlatformClient
 from services.launcher import CONSOLE_PORT, SERVICES, env_name
+from shared.kit import wire
 
 
 def _ephemeral_floor() -> int:
@@ -227,7 +228,7 @@ class Stack:
             data = payload
         client = aioredis.Redis.from_url(self.redis_url)
         try:
-            entry = await client.xadd(self.stream(stream), {"__data__": data})
+            entry = await client.xadd(self.stream(stream), {wire.DATA: data})
         finally:
             await client.aclose()
         return entry.decode() if isinstance(entry, bytes) else str(entry)

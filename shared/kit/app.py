@@ -360,73 +360,11 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        logs.configure(spec.name, settings.log_level, per_message=settings.log_messages)
-        logs.configure_tracing(spec.name)
-        app.state.tokens = TokenStore(settings.safe_tokens, dev=settings.is_dev)  # refuses to start without tokens
-        keyring = signing.Keyring(settings.safe_event_keys, service=spec.name, key_id=settings.event_key_id,
-                                  dev=settings.is_dev)  # refuses to start without event keys outside dev
-        messaging.keyring = keyring
-        await db.migrate(settings.database_url, spec.migrations)
-        runtime.engine = db.make_engine(settings.database_url)
-        logs.instrument(runtime.engine)  # Redis and SQLAlchemy spans, only when tracing is configured
-        runtime.factory = db.session_factory(runtime.engine)
-        messaging.factory = runtime.factory
-        runtime.redis = make_redis(settings)
-        runtime.relay = OutboxRelay(
-            runtime.factory, runtime.redis, prefix=settings.stream_prefix,
-            interval_s=settings.relay_interval_ms / 1000, after_publish=spec.after_publish,
-            postgres=not db.is_sqlite(settings.database_url), sign=keyring.sign,
-        )
-        if settings.redis_guard_interval_ms > 0:
-            runtime.guard = recovery.RedisGuard(
-                service=spec.name, redis=runtime.redis, engine=runtime.engine, streams_published=spec.publishes,
-                republish=runtime.relay.publish_rows, prefix=settings.stream_prefix,
-                interval_s=settings.redis_guard_interval_ms / 1000, margin_s=settings.redis_guard_margin_ms / 1000,
-                fallback_window_s=settings.redis_guard_fallback_window_s,
-            )
-            # its first look comes before this run publishes anything: rows already published are then a
-            # previous run's, and missing markers mean Redis lost them while the service was down
-            try:
-                await runtime.guard.start()
-            except Exception:  # Redis not answering yet: the guard's loop takes its first look later
-                log.warning("redis guard: first look failed; retried in the background", exc_info=True)
-        for hook in spec.on_startup:
-            await hook(runtime)
-        messaging.redis = runtime.redis
-        if os.environ.get("SAFE_PUBLISH_AFTER_BATCH", "1") != "0":
-            messaging.publish_after_commit = runtime.relay.publish_after_commit
-        await messaging.ensure_groups()
-        await broker.start()
-        await messaging.start_background(runtime.redis)
-        relay_task = asyncio.create_task(runtime.relay.run(), name="outbox-relay")
-        runtime.tasks.append(relay_task)
-        runtime.tasks.append(asyncio.create_task(governance_api.anchor_loop(runtime), name="audit-anchors"))
-        if runtime.guard is not None:
-            runtime.tasks.append(asyncio.create_task(runtime.guard.run(), name="redis-guard"))
-        for bg in spec.background:
-            runtime.tasks.append(asyncio.create_task(bg(runtime), name=bg.__name__))
-        if os.environ.get("SAFE_GC_FREEZE") == "1":  # set by services.runner.tune_gc in a service process
-            gc.collect()
-            gc.freeze()
-        log.info("service started", extra={"port": settings.port, "consumer": settings.consumer_name})
+        relay_task = await _start(spec, runtime, app)
         try:
             yield
         finally:
-            log.info("service stopping")
-            messaging.begin_stop()  # before the broker stops, or the group keeper restarts its subscribers
-            await broker.stop()  # waits up to graceful_timeout for in-flight handlers
-            await messaging.stop(settings.shutdown_timeout_s)
-            if runtime.guard is not None:
-                runtime.guard.stop()
-            others = [t for t in runtime.tasks if t is not relay_task]
-            for t in others:
-                t.cancel()
-            await asyncio.gather(*others, return_exceptions=True)
-            # The relay is not cancelled mid-transaction (on SQLite that leaves the write lock held by a
-            # connection nobody closes); it finishes its round, then the final flush runs.
-            await runtime.relay.stop(relay_task, timeout=settings.shutdown_timeout_s)
-            await runtime.redis.aclose()
-            await runtime.engine.dispose()
+            await _stop(runtime, relay_task)
 
     app = ServiceApp(direct=spec.direct_routes, body_limit=settings.max_body_bytes, title=spec.title,
                      description=spec.description, version="1.0.0", lifespan=lifespan)
@@ -441,6 +379,96 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
     except ImportError:
         app.add_middleware(Tracing)
 
+    _install_error_handlers(app)
+
+    app.include_router(ops_router(runtime))
+    app.include_router(governance_api.router(runtime))
+    app.include_router(approvals.router(runtime))
+    for router in spec.routers:
+        app.include_router(router)
+
+    _install_openapi(app, spec)
+    return app
+
+
+async def _start(spec: ServiceSpec, runtime: Runtime, app: FastAPI) -> asyncio.Task[None]:
+    """The lifespan's start: database, Redis, relay, guard, hooks, groups, broker, background tasks; the relay's
+    task is returned (it stops last)."""
+    settings, messaging, broker = spec.settings, runtime.messaging, runtime.broker
+    logs.configure(spec.name, settings.log_level, per_message=settings.log_messages)
+    logs.configure_tracing(spec.name)
+    app.state.tokens = TokenStore(settings.safe_tokens, dev=settings.is_dev)  # refuses to start without tokens
+    keyring = signing.Keyring(settings.safe_event_keys, service=spec.name, key_id=settings.event_key_id,
+                              dev=settings.is_dev)  # refuses to start without event keys outside dev
+    messaging.keyring = keyring
+    await db.migrate(settings.database_url, spec.migrations)
+    runtime.engine = db.make_engine(settings.database_url)
+    logs.instrument(runtime.engine)  # Redis and SQLAlchemy spans, only when tracing is configured
+    runtime.factory = db.session_factory(runtime.engine)
+    messaging.factory = runtime.factory
+    runtime.redis = make_redis(settings)
+    runtime.relay = OutboxRelay(
+        runtime.factory, runtime.redis, prefix=settings.stream_prefix,
+        interval_s=settings.relay_interval_ms / 1000, after_publish=spec.after_publish,
+        postgres=not db.is_sqlite(settings.database_url), sign=keyring.sign,
+    )
+    if settings.redis_guard_interval_ms > 0:
+        runtime.guard = recovery.RedisGuard(
+            service=spec.name, redis=runtime.redis, engine=runtime.engine, streams_published=spec.publishes,
+            republish=runtime.relay.publish_rows, prefix=settings.stream_prefix,
+            interval_s=settings.redis_guard_interval_ms / 1000, margin_s=settings.redis_guard_margin_ms / 1000,
+            fallback_window_s=settings.redis_guard_fallback_window_s,
+        )
+        # its first look comes before this run publishes anything: rows already published are then a
+        # previous run's, and missing markers mean Redis lost them while the service was down
+        try:
+            await runtime.guard.start()
+        except Exception:  # Redis not answering yet: the guard's loop takes its first look later
+            log.warning("redis guard: first look failed; retried in the background", exc_info=True)
+    for hook in spec.on_startup:
+        await hook(runtime)
+    messaging.redis = runtime.redis
+    if os.environ.get("SAFE_PUBLISH_AFTER_BATCH", "1") != "0":
+        messaging.publish_after_commit = runtime.relay.publish_after_commit
+    await messaging.ensure_groups()
+    await broker.start()
+    await messaging.start_background(runtime.redis)
+    relay_task = asyncio.create_task(runtime.relay.run(), name="outbox-relay")
+    runtime.tasks.append(relay_task)
+    runtime.tasks.append(asyncio.create_task(governance_api.anchor_loop(runtime), name="audit-anchors"))
+    if runtime.guard is not None:
+        runtime.tasks.append(asyncio.create_task(runtime.guard.run(), name="redis-guard"))
+    for bg in spec.background:
+        runtime.tasks.append(asyncio.create_task(bg(runtime), name=bg.__name__))
+    if os.environ.get("SAFE_GC_FREEZE") == "1":  # set by services.runner.tune_gc in a service process
+        gc.collect()
+        gc.freeze()
+    log.info("service started", extra={"port": settings.port, "consumer": settings.consumer_name})
+    return relay_task
+
+
+async def _stop(runtime: Runtime, relay_task: asyncio.Task[None]) -> None:
+    """The lifespan's end: no new work, in-flight handlers finish, then the tasks, the relay, the connections."""
+    settings, messaging, broker = runtime.settings, runtime.messaging, runtime.broker
+    assert runtime.relay is not None and runtime.redis is not None and runtime.engine is not None
+    log.info("service stopping")
+    messaging.begin_stop()  # before the broker stops, or the group keeper restarts its subscribers
+    await broker.stop()  # waits up to graceful_timeout for in-flight handlers
+    await messaging.stop(settings.shutdown_timeout_s)
+    if runtime.guard is not None:
+        runtime.guard.stop()
+    others = [t for t in runtime.tasks if t is not relay_task]
+    for t in others:
+        t.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+    # The relay is not cancelled mid-transaction (on SQLite that leaves the write lock held by a
+    # connection nobody closes); it finishes its round, then the final flush runs.
+    await runtime.relay.stop(relay_task, timeout=settings.shutdown_timeout_s)
+    await runtime.redis.aclose()
+    await runtime.engine.dispose()
+
+
+def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": validation_errors(exc.errors())}, status_code=422)
@@ -450,12 +478,9 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
         # a JSON body nested deeper than the parser's recursion limit: bad input, not a server error
         return JSONResponse({"detail": "JSON nested too deeply"}, status_code=422)
 
-    app.include_router(ops_router(runtime))
-    app.include_router(governance_api.router(runtime))
-    app.include_router(approvals.router(runtime))
-    for router in spec.routers:
-        app.include_router(router)
 
+def _install_openapi(app: FastAPI, spec: ServiceSpec) -> None:
+    """The OpenAPI document with the models the spec names beside the routes' own, and the error answers."""
     from fastapi.openapi.utils import get_openapi
 
     def openapi() -> dict[str, Any]:
@@ -472,7 +497,6 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    return app
 
 
 OPEN_PATHS = frozenset({"/health/live", "/health/ready", "/metrics", "/asyncapi.json"})

@@ -320,6 +320,12 @@ def router(runtime: Any) -> APIRouter:
     def now() -> datetime:
         return runtime.clock()
 
+    _read_routes(r, runtime, now)
+    _decision_routes(r, runtime, now)
+    return r
+
+
+def _read_routes(r: APIRouter, runtime: Any, now: Callable[[], datetime]) -> None:
     @r.get("/approvals", response_model=ApprovalPage, tags=["approvals"])
     async def list_approvals(
         status: str | None = Query(default=None, pattern="^(" + "|".join(STATUSES) + ")$"),
@@ -354,42 +360,47 @@ def router(runtime: Any) -> APIRouter:
             raise HTTPException(404, "no such approval")
         return _public(row, now())
 
-    async def _decide(approval_id: str, who: Principal, reason: str, approve: bool) -> ApprovalRow:
-        assert runtime.factory is not None
-        t = now()
-        expired = False
-        async with transaction(runtime.factory) as s:
-            row = await s.get(ApprovalRow, approval_id)
-            if row is None:
-                raise HTTPException(404, "no such approval")
-            if row.status != "pending":
-                raise HTTPException(409, f"approval is already {row.status}")
-            if who.key == row.maker_key:
-                raise HTTPException(403, "the operator who made the request cannot decide it: a second operator must")
-            if _as_utc(row.expires_at) <= t:  # type: ignore[operator]
-                expired = True
-                claimed = await s.execute(sa.update(ApprovalRow).where(
-                    col(ApprovalRow.id) == approval_id, col(ApprovalRow.status) == "pending").values(status="expired"))
-                if claimed.rowcount == 1:  # type: ignore[attr-defined]
-                    _audit(s, "system", "approval.expire", row, "expired before a decision",
-                           expires_at=_as_utc(row.expires_at).isoformat())  # type: ignore[union-attr]
-            else:
-                status = "approved" if approve else "rejected"
-                claimed = await s.execute(sa.update(ApprovalRow).where(
-                    col(ApprovalRow.id) == approval_id, col(ApprovalRow.status) == "pending",
-                ).values(status=status, checker_role=who.role, checker_key=who.key, decided_at=t,
-                         decision_reason=reason))
-                if claimed.rowcount != 1:  # type: ignore[attr-defined]
-                    raise HTTPException(409, "approval was decided by someone else meanwhile")
-                _audit(s, who, f"approval.{'approve' if approve else 'reject'}", row, reason,
-                       maker_key=row.maker_key)
-        if expired:
-            raise HTTPException(409, "approval expired before a decision; nothing was done")
-        async with runtime.factory() as s:
-            fresh = await s.get(ApprovalRow, approval_id)
-        assert fresh is not None
-        return fresh
 
+async def _decide(runtime: Any, now: Callable[[], datetime], approval_id: str, who: Principal, reason: str,
+                  approve: bool) -> ApprovalRow:
+    """Record a second operator's decision on a pending request (exactly one decision wins)."""
+    assert runtime.factory is not None
+    t = now()
+    expired = False
+    async with transaction(runtime.factory) as s:
+        row = await s.get(ApprovalRow, approval_id)
+        if row is None:
+            raise HTTPException(404, "no such approval")
+        if row.status != "pending":
+            raise HTTPException(409, f"approval is already {row.status}")
+        if who.key == row.maker_key:
+            raise HTTPException(403, "the operator who made the request cannot decide it: a second operator must")
+        if _as_utc(row.expires_at) <= t:  # type: ignore[operator]
+            expired = True
+            claimed = await s.execute(sa.update(ApprovalRow).where(
+                col(ApprovalRow.id) == approval_id, col(ApprovalRow.status) == "pending").values(status="expired"))
+            if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                _audit(s, "system", "approval.expire", row, "expired before a decision",
+                       expires_at=_as_utc(row.expires_at).isoformat())  # type: ignore[union-attr]
+        else:
+            status = "approved" if approve else "rejected"
+            claimed = await s.execute(sa.update(ApprovalRow).where(
+                col(ApprovalRow.id) == approval_id, col(ApprovalRow.status) == "pending",
+            ).values(status=status, checker_role=who.role, checker_key=who.key, decided_at=t,
+                     decision_reason=reason))
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                raise HTTPException(409, "approval was decided by someone else meanwhile")
+            _audit(s, who, f"approval.{'approve' if approve else 'reject'}", row, reason,
+                   maker_key=row.maker_key)
+    if expired:
+        raise HTTPException(409, "approval expired before a decision; nothing was done")
+    async with runtime.factory() as s:
+        fresh = await s.get(ApprovalRow, approval_id)
+    assert fresh is not None
+    return fresh
+
+
+def _decision_routes(r: APIRouter, runtime: Any, now: Callable[[], datetime]) -> None:
     @r.post("/approvals/{approval_id}/approve", response_model=ApprovalPublic, tags=["approvals"],
             responses={403: {"description": "The maker cannot approve their own request"},
                        409: {"description": "Already decided or expired"}})
@@ -397,7 +408,7 @@ def router(runtime: Any) -> APIRouter:
                       who: Principal = Depends(operator)) -> ApprovalPublic:
         """Approve a pending request made by another operator, with a reason; the action is then carried out
         once and its answer kept on the approval."""
-        row = await _decide(approval_id, who, body.reason, approve=True)
+        row = await _decide(runtime, now, approval_id, who, body.reason, approve=True)
         code, result = await _carry_out(request.app, row)
         assert runtime.factory is not None
         async with transaction(runtime.factory) as s:
@@ -417,10 +428,8 @@ def router(runtime: Any) -> APIRouter:
                        409: {"description": "Already decided or expired"}})
     async def reject(approval_id: str, body: DecisionRequest, who: Principal = Depends(operator)) -> ApprovalPublic:
         """Reject a pending request made by another operator, with a reason; nothing is carried out."""
-        row = await _decide(approval_id, who, body.reason, approve=False)
+        row = await _decide(runtime, now, approval_id, who, body.reason, approve=False)
         return _public(row, now())
-
-    return r
 
 
 # --- migration --------------------------------------------------------------------------------------

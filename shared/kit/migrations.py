@@ -37,6 +37,12 @@ def run_env() -> None:
 def create_kit_tables() -> None:
     """Outbox, inbox, failures, dead letters and audit: the reliability tables every service has."""
     ts = sa.DateTime(timezone=True)
+    _create_outbox_and_inbox(ts)
+    _create_failures_and_dead_letters(ts)
+    _create_audit_log(ts)
+
+
+def _create_outbox_and_inbox(ts: sa.DateTime) -> None:
     op.create_table(
         "outbox",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -56,6 +62,9 @@ def create_kit_tables() -> None:
         sa.Column("entry_id", sa.String(40), nullable=False),
         sa.Column("processed_at", ts, nullable=False),
     )
+
+
+def _create_failures_and_dead_letters(ts: sa.DateTime) -> None:
     op.create_table(
         "message_failures",
         sa.Column("stream", sa.String(200), primary_key=True),
@@ -88,6 +97,9 @@ def create_kit_tables() -> None:
     )
     op.create_index("ix_dead_letters_status", "dead_letters", ["status", "id"])
     op.create_index("ix_dead_letters_correlation", "dead_letters", ["correlation_id"])
+
+
+def _create_audit_log(ts: sa.DateTime) -> None:
     op.create_table(
         "audit_log",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),

@@ -18,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.contracts import streams
 from shared.contracts.events import Event
-from shared.kit import logs
+from shared.kit import logs, wire
 from shared.kit.db import add_row, fetch_all, short_transaction
 from shared.kit.tables import TS, OutboxRow, utcnow
 
@@ -185,10 +185,10 @@ class OutboxRelay:
         client-side bookkeeping, which costs about as much CPU as the XADD itself."""
         sign = self._sign
         commands: list[tuple[Any, ...]] = [
-            ("XADD", streams.qualified(row.stream, self._prefix), "*", "__data__", row.payload)
+            ("XADD", streams.qualified(row.stream, self._prefix), "*", wire.DATA, row.payload)
             if sign is None else
-            ("XADD", streams.qualified(row.stream, self._prefix), "*", "__data__", row.payload,
-             "__sig__", sign(row.stream, row.payload))
+            ("XADD", streams.qualified(row.stream, self._prefix), "*", wire.DATA, row.payload,
+             wire.SIGNATURE, sign(row.stream, row.payload))
             for row in rows]
         commands.extend(then)
         if not self._raw_multi:  # a cluster client

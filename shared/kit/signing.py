@@ -18,9 +18,10 @@ import hmac
 from collections.abc import Mapping
 
 from shared.contracts import streams
+from shared.kit import wire
 
 VERSION = "v1"
-FIELD = b"__sig__"
+FIELD = wire.SIGNATURE_KEY
 MIN_SECRET = 32
 DEV_SECRET = "dev-only-event-key-public-never-use-in-production"
 # client input, validated like HTTP: not signed
@@ -103,7 +104,7 @@ class Keyring:
         key = self._keys.get((signer, kid))
         if key is None:
             raise SignatureError(f"unknown key {signer}:{kid}")
-        payload = fields.get(b"__data__", b"")
+        payload = fields.get(wire.DATA_KEY, b"")
         if not hmac.compare_digest(_mac(key, stream, payload), mac):
             raise SignatureError("signature does not match the payload")
 

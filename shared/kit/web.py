@@ -180,10 +180,18 @@ DeadLetterId = Annotated[int, FastApiPath(ge=1, le=2**31 - 1)]
 
 
 def ops_router(runtime: Runtime) -> APIRouter:
-    from shared.kit import approvals  # imports this module
-
+    """The endpoints every service has: health, metrics and AsyncAPI, dead letters, audit trail."""
     r = APIRouter()
+    _health_routes(r, runtime)
+    _metrics_routes(r, runtime)
+    _dead_letter_list_route(r, runtime)
+    _dead_letter_routes(r, runtime)
+    _audit_routes(r, runtime)
+    _ = transaction  # kept for services that import it from here
+    return r
 
+
+def _health_routes(r: APIRouter, runtime: Runtime) -> None:
     @r.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:
         """The process is up."""
@@ -218,6 +226,8 @@ def ops_router(runtime: Runtime) -> APIRouter:
         return JSONResponse({"status": "ready" if ok else "not_ready", "service": runtime.spec.name, "checks": checks},
                             status_code=200 if ok else 503)
 
+
+def _metrics_routes(r: APIRouter, runtime: Runtime) -> None:
     @r.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
         """Prometheus metrics: FastStream's, stream health, dead letters, outbox, service gauges."""
@@ -254,6 +264,8 @@ def ops_router(runtime: Runtime) -> APIRouter:
         """This service's AsyncAPI 3.0 document: every stream it reads and writes, with payload schemas."""
         return JSONResponse(asyncapi_document(runtime))
 
+
+def _dead_letter_list_route(r: APIRouter, runtime: Runtime) -> None:
     @r.get("/dead-letters", response_model=DeadLetterPage, tags=["dead letters"])
     async def list_dead_letters(
         request: Request,
@@ -282,49 +294,61 @@ def ops_router(runtime: Runtime) -> APIRouter:
         if who.member_state is None:
             page = [_public(d) for d in rows[:limit]]
             return DeadLetterPage(items=page, next_cursor=encode_cursor(page[-1].id) if len(rows) > limit else None)
-        # A Member State: filtered as the rows come, in keyset batches, never cut before filtering. A request
-        # scans at most _SCAN rows; if its page is not full by then, next_cursor continues where it stopped.
-        found: list[DeadLetterPublic] = []
-        scanned = 0
-        while True:
-            async with runtime.factory() as s:
-                batch_q = q if after is None else q.where(col(DeadLetter.id) < after)
-                rows = (await s.exec(batch_q.limit(_BATCH))).all()
-            for d in rows:
-                item = _public(d)
-                if await _visible(item, who):
-                    found.append(item)
-                    if len(found) > limit:
-                        page = found[:limit]
-                        return DeadLetterPage(items=page, next_cursor=encode_cursor(page[-1].id))
-            scanned += len(rows)
-            if len(rows) < _BATCH:
-                return DeadLetterPage(items=found, next_cursor=None)
-            after = rows[-1].id
-            if scanned >= _SCAN:
-                return DeadLetterPage(items=found, next_cursor=encode_cursor(after))
+        return await _member_state_page(runtime, q, after, limit, who)
 
-    async def _visible(item: DeadLetterPublic, who: Principal) -> bool:
-        """A Member State sees a dead letter only when it participates in the case it concerns."""
-        if who.member_state is None:
-            return True
-        found = _participants(item.payload)
-        if runtime.spec.participants_of is not None and item.correlation_id:
-            found |= await runtime.spec.participants_of(runtime, item.correlation_id) or set()
-        return who.sees(found) if found else False
 
-    async def _get(dl_id: int, who: Principal) -> DeadLetter:
-        assert runtime.factory is not None
+async def _member_state_page(runtime: Runtime, q: Any, after: int | None, limit: int,
+                             who: Principal) -> DeadLetterPage:
+    """A Member State's page: filtered as the rows come, in keyset batches, never cut before filtering. A request
+    scans at most _SCAN rows; if its page is not full by then, next_cursor continues where it stopped."""
+    assert runtime.factory is not None
+    found: list[DeadLetterPublic] = []
+    scanned = 0
+    while True:
         async with runtime.factory() as s:
-            dl = await s.get(DeadLetter, dl_id)
-        if dl is None or not await _visible(_public(dl), who):
-            raise HTTPException(404, "no such dead letter")
-        return dl
+            batch_q = q if after is None else q.where(col(DeadLetter.id) < after)
+            rows = (await s.exec(batch_q.limit(_BATCH))).all()
+        for d in rows:
+            item = _public(d)
+            if await _visible(runtime, item, who):
+                found.append(item)
+                if len(found) > limit:
+                    page = found[:limit]
+                    return DeadLetterPage(items=page, next_cursor=encode_cursor(page[-1].id))
+        scanned += len(rows)
+        if len(rows) < _BATCH:
+            return DeadLetterPage(items=found, next_cursor=None)
+        after = rows[-1].id
+        if scanned >= _SCAN:
+            return DeadLetterPage(items=found, next_cursor=encode_cursor(after))
+
+
+async def _visible(runtime: Runtime, item: DeadLetterPublic, who: Principal) -> bool:
+    """A Member State sees a dead letter only when it participates in the case it concerns."""
+    if who.member_state is None:
+        return True
+    found = _participants(item.payload)
+    if runtime.spec.participants_of is not None and item.correlation_id:
+        found |= await runtime.spec.participants_of(runtime, item.correlation_id) or set()
+    return who.sees(found) if found else False
+
+
+async def _get(runtime: Runtime, dl_id: int, who: Principal) -> DeadLetter:
+    assert runtime.factory is not None
+    async with runtime.factory() as s:
+        dl = await s.get(DeadLetter, dl_id)
+    if dl is None or not await _visible(runtime, _public(dl), who):
+        raise HTTPException(404, "no such dead letter")
+    return dl
+
+
+def _dead_letter_routes(r: APIRouter, runtime: Runtime) -> None:
+    from shared.kit import approvals  # imports this module
 
     @r.get("/dead-letters/{dl_id}", response_model=DeadLetterPublic, tags=["dead letters"])
     async def get_dead_letter(dl_id: DeadLetterId, who: Principal = Depends(reader)) -> DeadLetterPublic:
         """One dead letter with its payload and error."""
-        return _public(await _get(dl_id, who))
+        return _public(await _get(runtime, dl_id, who))
 
     @r.post("/dead-letters/{dl_id}/replay", response_model=DeadLetterPublic, tags=["dead letters"],
             responses={409: _CONFLICT})
@@ -333,7 +357,7 @@ def ops_router(runtime: Runtime) -> APIRouter:
     async def replay(request: Request, dl_id: DeadLetterId, body: ReplayRequest | None = None,
                      who: Principal = Depends(operator)) -> DeadLetterPublic:
         """Publish the message again on its stream (optionally a corrected payload); audited."""
-        dl = await _get(dl_id, who)
+        dl = await _get(runtime, dl_id, who)
         if dl.status != "open":
             raise HTTPException(409, f"dead letter is already {dl.status}")
         payload = None
@@ -351,7 +375,7 @@ def ops_router(runtime: Runtime) -> APIRouter:
             responses={409: _CONFLICT})
     async def discard(dl_id: DeadLetterId, body: DiscardRequest, who: Principal = Depends(operator)) -> DeadLetterPublic:
         """Close the dead letter without replaying it, with a reason; audited."""
-        dl = await _get(dl_id, who)
+        dl = await _get(runtime, dl_id, who)
         if dl.status != "open":
             raise HTTPException(409, f"dead letter is already {dl.status}")
         try:
@@ -362,6 +386,8 @@ def ops_router(runtime: Runtime) -> APIRouter:
             raise HTTPException(404, "no such dead letter")
         return _public(done)
 
+
+def _audit_routes(r: APIRouter, runtime: Runtime) -> None:
     @r.get("/audit", response_model=AuditPage, tags=["audit"])
     async def list_audit(
         correlation_id: str | None = Query(default=None, max_length=100, description="Only actions on this case"),
@@ -402,13 +428,13 @@ def ops_router(runtime: Runtime) -> APIRouter:
         return AuditPage(items=[_audit_public(a) for a in page],
                          next_cursor=encode_cursor(page[-1].id) if len(rows) > limit and page else None)
 
-    _ = transaction  # kept for services that import it from here
-    return r
-
 
 def asyncapi_document(runtime: Runtime) -> dict[str, Any]:
-    """FastStream's generated AsyncAPI, with each subscription's payload set to its contract schema
-    (the subscribers take raw batches so that one bad entry cannot fail the others)."""
+    """FastStream's generated AsyncAPI, with each subscription's payload set to its contract schema.
+
+    FastStream derives a subscriber's payload from its handler's typed argument; the kit's batch consumers take
+    none, because each entry is decoded and validated on its own (shared/kit/wire.py, shared/kit/batches.py) so
+    that one bad entry cannot fail the others. The schema the stream carries is the subscription's model."""
     from faststream.specification import AsyncAPI
 
     spec = AsyncAPI(runtime.broker, title=f"{runtime.spec.title} (streams)", version="1.0.0",

@@ -17,6 +17,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from shared.kit import wire
+
 GROUP = "bench"
 
 
@@ -67,7 +69,7 @@ async def run_baseline(redis_url: str, *, messages: int, payload: bytes, hops: i
         for start in range(0, messages, 1000):
             pipe = r.pipeline(transaction=False)
             for _ in range(min(1000, messages - start)):
-                pipe.xadd(names[0], {"__data__": payload})
+                pipe.xadd(names[0], {wire.DATA: payload})
             await pipe.execute()
         sent_s = time.perf_counter() - t0
         deadline = time.monotonic() + 120

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import gc
 import importlib
-import json
 import os
 import re
 import statistics
@@ -44,6 +43,7 @@ from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
+from shared.kit import wire
 from shared.kit.messaging import Entry
 from tests import builders
 
@@ -58,7 +58,7 @@ _ids = iter(range(1, 10**9))
 
 
 def entry(event: Any) -> Entry:
-    return Entry(f"{next(_ids)}-0", {b"__data__": event.model_dump_json().encode()})
+    return Entry(f"{next(_ids)}-0", {wire.DATA_KEY: event.model_dump_json().encode()})
 
 
 async def measure(rt: Any, stream: str, make: Callable[[int], Awaitable[list[Entry]]], batches: int) -> dict[str, Any]:
@@ -159,7 +159,7 @@ async def origin_verification(work: Path, redis_url: str, prefix: str, batches: 
         for stream, events in ((streams.REFERENCE_DATA_PUBLISHED, [published]), (streams.COUNTRY_STATUS_CHANGED, countries),
                                (streams.PARTNER_AGREEMENT_RECORDED, agreements)):
             for ev in events:
-                await r.xadd(f"{prefix}{stream}", {"__data__": ev.model_dump_json()})
+                await r.xadd(f"{prefix}{stream}", {wire.DATA: ev.model_dump_json()})
         await r.aclose()
         async def ready() -> bool:
             return bool((await client.get("/replica")).json().get("ready"))
@@ -184,7 +184,7 @@ async def applications(work: Path, redis_url: str, prefix: str, batches: int) ->
             await rt.relay.publish_once()
             wanted, found = set(ids), {}
             for _, fields in await r.xrange(f"{prefix}{streams.PROCUREMENT_SUBMITTED}"):
-                ev = json.loads(fields[b"__data__"])
+                ev = wire.decoded(fields)
                 if ev["case_id"] in wanted:
                     found[ev["case_id"]] = ev["event_id"]
             return [(c, found[c]) for c in ids]
@@ -196,7 +196,7 @@ async def applications(work: Path, redis_url: str, prefix: str, batches: int) ->
 
         async def vc_and_keep(n: int) -> list[Entry]:
             out = await verified(n)
-            approvable.extend(json.loads(e.fields[b"__data__"])["case_id"] for e in out)
+            approvable.extend(wire.decoded(e.fields)["case_id"] for e in out)
             return out
 
         async def approved(n: int) -> list[Entry]:

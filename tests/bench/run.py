@@ -52,6 +52,7 @@ import redis.asyncio as aioredis
 from services.launcher import SERVICES
 from services.testing.plugin import Stack, make_stack
 from shared.contracts import streams
+from shared.kit import wire
 from tests import builders
 from tests.bench import batchcost, scale
 from tests.bench.baseline import run_baseline
@@ -204,7 +205,7 @@ async def stream_entries(redis: aioredis.Redis, key: str, start: str = "-") -> A
         if not batch:
             return
         for mid, fields in batch:
-            yield (mid.decode() if isinstance(mid, bytes) else mid), json.loads(fields[b"__data__"])
+            yield (mid.decode() if isinstance(mid, bytes) else mid), wire.decoded(fields)
         last = batch[-1][0]
         start = "(" + (last.decode() if isinstance(last, bytes) else last)
 
@@ -276,7 +277,7 @@ class Platform:
             now = time.time()
             for ref, body in bodies[start:start + 500]:
                 phase.due[ref] = now
-                pipe.xadd(key, {"__data__": body})
+                pipe.xadd(key, {wire.DATA: body})
             await pipe.execute()
         phase.submitted_s = time.time() - phase.started
 

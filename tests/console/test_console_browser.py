@@ -13,6 +13,7 @@ import redis
 
 from services.testing.plugin import Stack
 from shared.contracts import streams
+from shared.kit import wire
 from tests.console.conftest import AXE, SCREENSHOTS, TOKENS, Api
 
 pytestmark = pytest.mark.e2e
@@ -135,7 +136,7 @@ def test_a_poison_message_s_dead_letter_is_inspected_and_replayed(signed_in: Any
     poison = '{"reference": "POISON-1", "title": 42}'
     r = redis.Redis.from_url(stack.redis_url)
     try:
-        r.xadd(stack.stream(streams.SUBMIT_PROCUREMENT), {"__data__": poison})
+        r.xadd(stack.stream(streams.SUBMIT_PROCUREMENT), {wire.DATA: poison})
     finally:
         r.close()
     items = api.wait("applications", "/dead-letters",

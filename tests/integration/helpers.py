@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 from shared.contracts import streams
+from shared.kit import wire
 
 # Short retry backoff, but a long claim idle time: a test must pass on the primary read path; only tests
 # about recovery from dead consumers lower `claim_idle_ms`.
@@ -23,7 +24,7 @@ async def xadd(r: aioredis.Redis, prefix: str, stream: str, payload: BaseModel |
         data = json.dumps(payload)
     else:
         data = payload
-    entry = await r.xadd(f"{prefix}{stream}", {"__data__": data})
+    entry = await r.xadd(f"{prefix}{stream}", {wire.DATA: data})
     return entry.decode() if isinstance(entry, bytes) else str(entry)
 
 
@@ -33,13 +34,13 @@ async def signed_xadd(r: aioredis.Redis, prefix: str, stream: str, payload: Base
 
     data = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
     keyring = signing.Keyring(keys, service=signing.producer_of(stream), dev=False)
-    entry = await r.xadd(f"{prefix}{stream}", {"__data__": data, "__sig__": keyring.sign(stream, data)})
+    entry = await r.xadd(f"{prefix}{stream}", {wire.DATA: data, wire.SIGNATURE: keyring.sign(stream, data)})
     return entry.decode() if isinstance(entry, bytes) else str(entry)
 
 
 async def read_all(r: aioredis.Redis, prefix: str, stream: str) -> list[dict[str, Any]]:
     entries = await r.xrange(f"{prefix}{stream}")
-    return [json.loads(fields[b"__data__"]) for _, fields in entries]
+    return [wire.decoded(fields) for _, fields in entries]
 
 
 async def publish_registry_seed(r: aioredis.Redis, prefix: str) -> tuple[list[Any], list[Any], Any]:

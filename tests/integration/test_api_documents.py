@@ -24,6 +24,7 @@ import pytest
 import redis
 
 from services.testing.inprocess import running
+from shared.kit import wire
 from tests import dbs
 from tests.builders import proposal
 from tests.integration.helpers import FAST
@@ -160,7 +161,7 @@ def _seed(base: str, prefix: str, redis_url: str) -> dict[str, str]:
     body = proposal()
     case = requests.post(f"{base}/procurements", json=body, headers=OPERATOR, timeout=10).json()
     bad = proposal(participants=["PL", "ZZ"])
-    redis.Redis.from_url(redis_url).xadd(f"{prefix}applications.submit-procurement", {"__data__": json.dumps(bad)})
+    redis.Redis.from_url(redis_url).xadd(f"{prefix}applications.submit-procurement", {wire.DATA: json.dumps(bad)})
     return {"case_id": case["id"], "reference": case["reference"]}
 
 

@@ -16,6 +16,7 @@ from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
+from shared.kit import wire
 from shared.kit.tables import DeadLetter, InboxRow, OutboxRow
 from tests.builders import proposal, verification_completed
 from tests.integration.helpers import FAST, read_all, xadd
@@ -231,7 +232,7 @@ async def test_a_message_from_a_dead_consumer_is_reclaimed_and_processed(databas
     async with running(app) as (client, rt):
         body = proposal()
         key = f"{prefix}{streams.SUBMIT_PROCUREMENT}"
-        await redis_client.xadd(key, {"__data__": json.dumps(body)})
+        await redis_client.xadd(key, {wire.DATA: json.dumps(body)})
         # another consumer of the group takes it and dies without acknowledging
         await redis_client.xreadgroup("applications", "crashed-replica", {key: ">"}, count=10)
         await wait_for(lambda: _by_ref(client, body["reference"]), timeout=20, message="reclaimed after idle time")

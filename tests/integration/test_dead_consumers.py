@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared.kit import wire
 from shared.kit.consumers import remove_dead_consumers
 
 pytestmark = pytest.mark.integration
@@ -17,7 +18,7 @@ async def names(redis_client, key: str, group: str) -> set[str]:
 async def test_a_dead_consumer_is_removed_only_after_its_pending_entries_are_claimed(redis_client, prefix):
     key, group = f"{prefix}stream", "svc"
     await redis_client.xgroup_create(key, group, id="0", mkstream=True)
-    entry = await redis_client.xadd(key, {"__data__": "{}"})
+    entry = await redis_client.xadd(key, {wire.DATA: "{}"})
     await redis_client.xreadgroup(group, "old-pod", {key: ">"}, count=1)  # delivered, never acknowledged
     await redis_client.xgroup_createconsumer(key, group, "new-pod")  # the live consumer
 

@@ -20,7 +20,7 @@ from services.partner_registry.main import build_app as build_registry
 from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared.contracts import streams
-from shared.kit import approvals
+from shared.kit import approvals, wire
 from shared.kit.tables import utcnow
 from tests import dbs
 from tests.integration.helpers import FAST, xadd
@@ -229,7 +229,7 @@ async def test_a_dead_letter_replay_with_an_edited_payload_waits_but_a_plain_rep
         assert done["status"] == "executed" and done["result"]["status"] == "replayed"
         replayed = await redis_client.xrange(f"{prefix}{streams.LOAN_REQUESTED}", min=done["result"]["replay_entry_id"],
                                              max=done["result"]["replay_entry_id"])
-        assert json.loads(replayed[0][1][b"__data__"]) == {"fixed": True}
+        assert wire.decoded(replayed[0][1]) == {"fixed": True}
 
 
 def test_four_eyes_is_on_outside_dev_and_off_in_dev_unless_set() -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from shared.contracts import streams
-from shared.kit import db
+from shared.kit import db, wire
 from shared.kit.outbox import OutboxRelay
 from shared.kit.tables import OutboxRow
 from tests import dbs
@@ -60,7 +60,7 @@ async def test_a_round_over_streams_in_different_slots_publishes_every_event_and
     keys = [streams.qualified(s, prefix) for s in STREAMS]
     consumed = streams.qualified(streams.COUNTRY_STATUS_CHANGED, prefix)
     await client.xgroup_create(consumed, "g", id="0", mkstream=True)
-    entry = await client.xadd(consumed, {"__data__": "{}"})
+    entry = await client.xadd(consumed, {wire.DATA: "{}"})
     await client.xreadgroup("g", "c", {consumed: ">"})
     async with db.transaction(kit_factory) as s:
         for i in range(9):
@@ -72,7 +72,7 @@ async def test_a_round_over_streams_in_different_slots_publishes_every_event_and
         assert await relay.publish_after_commit(conn, [("XACK", consumed, "g", entry)])
 
     for i, key in enumerate(keys):
-        on_stream = [json.loads(f[b"__data__"])["event_id"] for _, f in await client.xrange(key)]
+        on_stream = [wire.decoded(f)["event_id"] for _, f in await client.xrange(key)]
         assert on_stream == [f"e{j}" for j in range(i, 9, 3)]  # each stream's events in outbox order
     assert (await client.xpending(consumed, "g"))["pending"] == 0  # the XACK rode along
     assert await _unsent(kit_factory) == 0

@@ -8,7 +8,7 @@ from sqlmodel import select
 
 from services.applications import main as applications_main
 from services.testing.waiting import wait_for
-from shared.kit import db
+from shared.kit import db, wire
 from shared.kit.tables import InboxRow, OutboxRow
 from tests import dbs
 
@@ -129,7 +129,7 @@ async def test_a_redelivered_event_in_an_optimistic_batch_is_acknowledged_as_a_d
     sub = m.subscriptions["kit.pings"]
 
     def entry(entry_id: str, event_id: str) -> Entry:
-        return Entry(entry_id, {b"__data__": Ping(event_id=event_id).model_dump_json().encode()})
+        return Entry(entry_id, {wire.DATA_KEY: Ping(event_id=event_id).model_dump_json().encode()})
 
     await m.process(sub, [entry("1-1", "a")])
     await m.process(sub, [entry("2-1", "a"), entry("2-2", "b")])  # "a" redelivered beside a fresh "b"

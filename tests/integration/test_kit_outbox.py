@@ -19,6 +19,7 @@ from shared.contracts import streams
 from shared.kit import db
 from shared.kit.outbox import OutboxRelay
 from shared.kit.tables import OutboxRow
+from shared.kit.wire import decoded
 from tests import dbs
 
 
@@ -105,7 +106,7 @@ async def test_a_round_of_several_events_reaches_a_blocked_reader_as_one_batch(f
         [(_, entries)] = await asyncio.wait_for(read, timeout=10)
     finally:
         await reader.aclose()
-    assert [json.loads(f[b"__data__"])["event_id"] for _, f in entries] == [f"e{i}" for i in range(5)]
+    assert [decoded(f)["event_id"] for _, f in entries] == [f"e{i}" for i in range(5)]
     assert wire.writes == [["MULTI", "XADD", "XADD", "XADD", "XADD", "XADD", "EXEC"]]
     assert await _unsent(factory) == 0
 
@@ -158,7 +159,7 @@ def _suspended_in(task: asyncio.Task[Any]) -> list[str]:
 
 async def _published(redis_client: Any, prefix: str) -> list[str]:
     key = streams.qualified(streams.PROCUREMENT_SUBMITTED, prefix)
-    return [json.loads(f[b"__data__"])["event_id"] for _, f in await redis_client.xrange(key)]
+    return [decoded(f)["event_id"] for _, f in await redis_client.xrange(key)]
 
 
 @pytest.mark.skipif(not dbs.on_postgres(), reason="SQLite: the pool's one connection already serializes rounds")

@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from shared.contracts import streams
-from shared.kit import db
+from shared.kit import db, wire
 from shared.kit.outbox import OutboxRelay
 from shared.kit.recovery import RedisGuard
 from shared.kit.tables import OutboxRow
@@ -51,11 +51,11 @@ async def _rows(factory: Any, published: datetime, ids: list[str]) -> None:
 async def _xadd(client: Any, key: str, at: datetime, ids: list[str]) -> None:
     ms = int(at.timestamp() * 1000)
     for seq, event_id in enumerate(ids):
-        await client.xadd(key, {"__data__": json.dumps({"event_id": event_id})}, id=f"{ms}-{seq}")
+        await client.xadd(key, {wire.DATA: json.dumps({"event_id": event_id})}, id=f"{ms}-{seq}")
 
 
 async def _on_stream(client: Any, key: str) -> list[str]:
-    return [json.loads(f[b"__data__"])["event_id"] for _, f in await client.xrange(key)]
+    return [wire.decoded(f)["event_id"] for _, f in await client.xrange(key)]
 
 
 def _guard(kit_factory: Any, client: Any) -> RedisGuard:

@@ -20,6 +20,7 @@ from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
+from shared.kit import wire
 from shared.kit.tables import AuditEntry, DeadLetter
 from tests.builders import loan_requested
 from tests.integration.helpers import FAST, read_all, xadd
@@ -328,7 +329,7 @@ async def request_loans(redis_client: Any, prefix: str, n: int, line: tuple[str,
     """`n` loan requests for `line` (Member State, amount) on the stream, in one round trip."""
     pipe = redis_client.pipeline(transaction=False)
     for _ in range(n):
-        pipe.xadd(f"{prefix}{streams.LOAN_REQUESTED}", {"__data__": loan_requested(line).model_dump_json()})
+        pipe.xadd(f"{prefix}{streams.LOAN_REQUESTED}", {wire.DATA: loan_requested(line).model_dump_json()})
     await pipe.execute()
 
 

@@ -3,7 +3,6 @@ corrections and history, published versions, and a replica catching up from the 
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +18,7 @@ from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared import contracts
 from shared.contracts import streams
+from shared.kit import wire
 from shared.kit.app import Runtime
 from shared.kit.tables import OutboxRow
 
@@ -57,7 +57,7 @@ async def lengths(redis: aioredis.Redis, prefix: str) -> dict[str, int]:
 
 
 async def entries(redis: aioredis.Redis, prefix: str, stream: str) -> list[dict[str, Any]]:
-    return [json.loads(f[b"__data__"]) for _, f in await redis.xrange(streams.qualified(stream, prefix))]
+    return [wire.decoded(f) for _, f in await redis.xrange(streams.qualified(stream, prefix))]
 
 
 async def test_time_travel_the_day_before_and_the_day_of_an_agreements_effect(
@@ -275,7 +275,7 @@ async def _catch_up(redis: aioredis.Redis, prefix: str, group: str) -> dict[str,
                 break
             for _, items in batch:
                 for entry_id, fields in items:
-                    out[stream].append(json.loads(fields[b"__data__"]))
+                    out[stream].append(wire.decoded(fields))
                     await redis.xack(key, group, entry_id)
     return out
 

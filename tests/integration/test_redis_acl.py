@@ -21,7 +21,7 @@ import redis
 from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared.contracts import streams
-from shared.kit import governance_api
+from shared.kit import governance_api, wire
 from tests.builders import proposal
 from tests.integration.test_auth_matrix import SERVICES, build, headers
 from tests.redis_servers import free_port, wait_ping
@@ -97,10 +97,10 @@ def _as(port: int, user: str) -> redis.Redis:
 
 def test_on_a_real_redis_the_intake_user_cannot_write_an_internal_stream(acl_redis):
     intake = _as(acl_redis, "intake")
-    assert intake.xadd(streams.SUBMIT_PROCUREMENT, {"__data__": "{}"})
+    assert intake.xadd(streams.SUBMIT_PROCUREMENT, {wire.DATA: "{}"})
     for stream in (streams.LOAN_REQUESTED, streams.PROCUREMENT_SUBMITTED, streams.LOAN_APPROVED, "anything"):
         with pytest.raises(redis.exceptions.NoPermissionError):
-            intake.xadd(stream, {"__data__": "{}"})
+            intake.xadd(stream, {wire.DATA: "{}"})
     for command in (("XRANGE", streams.SUBMIT_PROCUREMENT, "-", "+"), ("KEYS", "*"), ("FLUSHALL",),
                     ("XGROUP", "DESTROY", streams.SUBMIT_PROCUREMENT, "applications"), ("ACL", "LIST")):
         with pytest.raises(redis.exceptions.NoPermissionError):
@@ -108,10 +108,10 @@ def test_on_a_real_redis_the_intake_user_cannot_write_an_internal_stream(acl_red
     anonymous = redis.Redis(port=acl_redis)
     assert anonymous.ping()
     with pytest.raises(redis.exceptions.NoPermissionError):
-        anonymous.xadd(streams.SUBMIT_PROCUREMENT, {"__data__": "{}"})
+        anonymous.xadd(streams.SUBMIT_PROCUREMENT, {wire.DATA: "{}"})
     # a service user cannot write what another service publishes and it does not consume
     with pytest.raises(redis.exceptions.NoPermissionError):
-        _as(acl_redis, "origin_verification").xadd(streams.LOAN_APPROVED, {"__data__": "{}"})
+        _as(acl_redis, "origin_verification").xadd(streams.LOAN_APPROVED, {wire.DATA: "{}"})
     with pytest.raises(redis.exceptions.NoPermissionError):
         _as(acl_redis, "applications").execute_command("FLUSHALL")
 
@@ -160,7 +160,7 @@ async def test_on_a_real_redis_the_applications_service_does_its_job_as_its_own_
 
 
 async def xadd_sync(client: redis.Redis, body: dict) -> None:
-    client.xadd(streams.SUBMIT_PROCUREMENT, {"__data__": json.dumps(body)})
+    client.xadd(streams.SUBMIT_PROCUREMENT, {wire.DATA: json.dumps(body)})
 
 
 def test_the_deployments_use_this_acl_file_and_give_each_service_its_own_user():

@@ -17,7 +17,7 @@ import pytest
 from services.testing.inprocess import running
 from services.testing.waiting import wait_for
 from shared.contracts import streams
-from shared.kit import signing
+from shared.kit import signing, wire
 from tests.builders import loan_requested, proposal
 from tests.integration.helpers import read_all, signed_xadd, xadd
 from tests.integration.test_auth_matrix import EVENT_KEYS, build, headers
@@ -37,26 +37,26 @@ def test_a_signature_binds_the_payload_the_stream_and_the_producer():
     consumer = signing.Keyring(EVENT_KEYS, service="loan_disbursement", dev=False)
     data = loan_requested(("DK", "950000.00"), **DK_AND_SE).model_dump_json()
     sig = producer.sign(streams.LOAN_REQUESTED, data).encode()
-    consumer.verify(streams.LOAN_REQUESTED, {b"__data__": data.encode(), b"__sig__": sig})
+    consumer.verify(streams.LOAN_REQUESTED, {wire.DATA_KEY: data.encode(), wire.SIGNATURE_KEY: sig})
     cases = {
-        "unsigned entry": {b"__data__": data.encode()},
-        "does not match": {b"__data__": data.replace("950000.00", "950001.00").encode(), b"__sig__": sig},
-        "malformed": {b"__data__": data.encode(), b"__sig__": b"garbage"},
-        "unknown key": {b"__data__": data.encode(), b"__sig__": sig.replace(b":k1:", b":k9:")},
+        "unsigned entry": {wire.DATA_KEY: data.encode()},
+        "does not match": {wire.DATA_KEY: data.replace("950000.00", "950001.00").encode(), wire.SIGNATURE_KEY: sig},
+        "malformed": {wire.DATA_KEY: data.encode(), wire.SIGNATURE_KEY: b"garbage"},
+        "unknown key": {wire.DATA_KEY: data.encode(), wire.SIGNATURE_KEY: sig.replace(b":k1:", b":k9:")},
     }
     for reason, fields in cases.items():
         with pytest.raises(signing.SignatureError, match=reason):
             consumer.verify(streams.LOAN_REQUESTED, fields)
     # the same entry on another stream of the same producer does not verify
     with pytest.raises(signing.SignatureError, match="does not match"):
-        consumer.verify(streams.PROCUREMENT_WITHDRAWN, {b"__data__": data.encode(), b"__sig__": sig})
+        consumer.verify(streams.PROCUREMENT_WITHDRAWN, {wire.DATA_KEY: data.encode(), wire.SIGNATURE_KEY: sig})
     # a service may not sign another producer's events (origin verification forging a loan request)
     forger = signing.Keyring(EVENT_KEYS, service="origin_verification", dev=False)
     with pytest.raises(signing.SignatureError, match="does not publish"):
-        consumer.verify(streams.LOAN_REQUESTED, {b"__data__": data.encode(),
-                                                 b"__sig__": forger.sign(streams.LOAN_REQUESTED, data).encode()})
+        consumer.verify(streams.LOAN_REQUESTED, {wire.DATA_KEY: data.encode(),
+                                                 wire.SIGNATURE_KEY: forger.sign(streams.LOAN_REQUESTED, data).encode()})
     # the external intake stays unsigned: it is validated like HTTP
-    consumer.verify(streams.SUBMIT_PROCUREMENT, {b"__data__": b"{}"})
+    consumer.verify(streams.SUBMIT_PROCUREMENT, {wire.DATA_KEY: b"{}"})
 
 
 def test_keys_are_required_outside_dev_long_enough_and_never_shown():
@@ -83,13 +83,13 @@ def test_rotation_accepts_old_and_new_while_signers_move_to_the_new():
     during = signing.Keyring(f"{OLD},{NEW},{OTHERS}", service="loan_disbursement", dev=False)
     after = signing.Keyring(f"{NEW},{OTHERS}", service="loan_disbursement", dev=False)
     for signer in (old_signer, new_signer):
-        during.verify(streams.LOAN_REQUESTED, {b"__data__": data.encode(),
-                                               b"__sig__": signer.sign(streams.LOAN_REQUESTED, data).encode()})
-    after.verify(streams.LOAN_REQUESTED, {b"__data__": data.encode(),
-                                          b"__sig__": new_signer.sign(streams.LOAN_REQUESTED, data).encode()})
+        during.verify(streams.LOAN_REQUESTED, {wire.DATA_KEY: data.encode(),
+                                               wire.SIGNATURE_KEY: signer.sign(streams.LOAN_REQUESTED, data).encode()})
+    after.verify(streams.LOAN_REQUESTED, {wire.DATA_KEY: data.encode(),
+                                          wire.SIGNATURE_KEY: new_signer.sign(streams.LOAN_REQUESTED, data).encode()})
     with pytest.raises(signing.SignatureError, match="unknown key"):
-        after.verify(streams.LOAN_REQUESTED, {b"__data__": data.encode(),
-                                              b"__sig__": old_signer.sign(streams.LOAN_REQUESTED, data).encode()})
+        after.verify(streams.LOAN_REQUESTED, {wire.DATA_KEY: data.encode(),
+                                              wire.SIGNATURE_KEY: old_signer.sign(streams.LOAN_REQUESTED, data).encode()})
 
 
 # --- a running service --------------------------------------------------------------------------------------
@@ -119,13 +119,13 @@ async def test_forged_altered_or_wrongly_signed_loan_requests_are_dead_lettered_
         signer = signing.Keyring(EVENT_KEYS, service="applications", dev=False)
         good = altered.model_dump_json()
         await redis_client.xadd(f"{prefix}{streams.LOAN_REQUESTED}", {
-            "__data__": good.replace('"participants":["DK","SE"]', '"participants":["DK","FI"]'),
-            "__sig__": signer.sign(streams.LOAN_REQUESTED, good)})
+            wire.DATA: good.replace('"participants":["DK","SE"]', '"participants":["DK","FI"]'),
+            wire.SIGNATURE: signer.sign(streams.LOAN_REQUESTED, good)})
         impostor = loan_requested(("DK", "950000.00"), **DK_AND_SE)
         wrong = signing.Keyring(EVENT_KEYS, service="origin_verification", dev=False)
         data = impostor.model_dump_json()
         await redis_client.xadd(f"{prefix}{streams.LOAN_REQUESTED}",
-                                {"__data__": data, "__sig__": wrong.sign(streams.LOAN_REQUESTED, data)})
+                                {wire.DATA: data, wire.SIGNATURE: wrong.sign(streams.LOAN_REQUESTED, data)})
         expected = {forged.reference: "signature: unsigned entry on an internal stream",
                     altered.reference: "signature: signature does not match the payload",
                     impostor.reference: "signature: signed by origin_verification, which does not publish on "
@@ -165,7 +165,7 @@ async def test_the_relay_signs_what_a_service_publishes_and_a_replay_is_signed_b
         (_id, fields), = await wait_for(published, message="ProcurementSubmitted on its stream")
         consumer = signing.Keyring(EVENT_KEYS, service="origin_verification", dev=False)
         consumer.verify(streams.PROCUREMENT_SUBMITTED, fields)
-        assert fields[b"__sig__"].startswith(b"v1:applications:k1:")
+        assert fields[wire.SIGNATURE_KEY].startswith(b"v1:applications:k1:")
         # an internal event applications consumes, forged: dead-lettered; the operator's replay is signed by
         # applications itself (audited), so it is accepted and handled
         fake = {"event_type": "LoanApproved", "event_id": str(uuid.uuid4()), "correlation_id": r.json()["id"]}
@@ -181,4 +181,4 @@ async def test_the_relay_signs_what_a_service_publishes_and_a_replay_is_signed_b
         entries = await read_all(redis_client, prefix, streams.LOAN_APPROVED)
         assert len(entries) == 2
         last = (await redis_client.xrange(f"{prefix}{streams.LOAN_APPROVED}"))[-1][1]
-        assert last[b"__sig__"].startswith(b"v1:applications:k1:")
+        assert last[wire.SIGNATURE_KEY].startswith(b"v1:applications:k1:")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from services.testing.inprocess import running
 from services.testing.waiting import wait_for
-from shared.kit import signing
+from shared.kit import signing, wire
 from tests.integration.test_auth_matrix import EVENT_KEYS, SERVICES, build, headers
 
 PER_STREAM = 24
@@ -64,9 +64,9 @@ async def test_arbitrary_entries_on_every_consumed_stream_are_handled_or_dead_le
             keyring = signing.Keyring(EVENT_KEYS, service=signing.producer_of(sub.stream), dev=False) \
                 if sub.stream not in signing.UNSIGNED else None
             for i, payload in enumerate(_payloads(sub.model, PER_STREAM)):
-                entry: dict[str, Any] = {"__data__": payload}
+                entry: dict[str, Any] = {wire.DATA: payload}
                 if keyring is not None and i % 6:  # one in six goes unsigned
-                    entry["__sig__"] = keyring.sign(sub.stream, payload)
+                    entry[wire.SIGNATURE] = keyring.sign(sub.stream, payload)
                 await redis_client.xadd(f"{prefix}{sub.stream}", entry)
                 sent += 1
 
