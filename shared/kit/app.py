@@ -328,10 +328,11 @@ def validation_errors(errors: Any) -> list[dict[str, Any]]:
     return out
 
 
-def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runtime], None]) -> FastAPI:
+def _messaging(spec: ServiceSpec) -> Messaging:
+    """The service's messaging, configured from its settings; its session factory is bound in the lifespan,
+    once the engine exists."""
     settings = spec.settings
-    metrics = Metrics(spec.name)
-    messaging = Messaging(
+    return Messaging(
         service=spec.name,
         factory=None,  # type: ignore[arg-type]  # set in the lifespan
         consumer_name=settings.consumer_name,
@@ -345,6 +346,12 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
         reclaim_interval_ms=settings.reclaim_interval_ms,
         unit_of_work=spec.unit_of_work,
     )
+
+
+def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runtime], None]) -> FastAPI:
+    settings = spec.settings
+    metrics = Metrics(spec.name)
+    messaging = _messaging(spec)
     broker = make_broker(settings, metrics)
     runtime = Runtime(spec=spec, deps=spec.deps, settings=settings, messaging=messaging, broker=broker,
                       metrics=metrics)

@@ -261,6 +261,29 @@ async def advances(session: AsyncSession, facility: FacilityRow) -> Advances:
                     await cleared_of(session, facility.member_state))
 
 
+async def _ledger_by_loan(session: AsyncSession, loans: dict[str, Any]
+                          ) -> tuple[dict[str, dict[str, tuple[int, Decimal]]], list[books.Difference]]:
+    """The ledger summed per loan and kind, and the entries that name no loan, an unknown one or an unknown kind."""
+    per_loan: dict[str, dict[str, tuple[int, Decimal]]] = {}
+    orphans: list[books.Difference] = []
+    q = select(LedgerEntry.loan_id, LedgerEntry.member_state, LedgerEntry.kind, func.count(),
+               func.sum(LedgerEntry.amount)).group_by(
+        col(LedgerEntry.loan_id), col(LedgerEntry.member_state), col(LedgerEntry.kind))
+    for loan_id, ms, kind, n, total in (await session.exec(q)).all():
+        if kind not in books.KINDS:
+            orphans.append(books.Difference(ms, "ledger_kind", f"{n} ledger entries of unknown kind {kind!r}"))
+        if kind in ("reservation", "release", "instalment") and loan_id is None:
+            orphans.append(books.Difference(ms, "ledger_entry_without_loan",
+                                            f"{n} {kind} entries name no loan", "0", str(total)))
+        if loan_id is not None:
+            loan = loans.get(loan_id)
+            if loan is None or loan.member_state != ms:
+                orphans.append(books.Difference(ms, "ledger_entry_loan_mismatch",
+                                                f"{n} {kind} entries name loan {loan_id}, unknown for {ms}"))
+            per_loan.setdefault(loan_id, {})[kind] = (int(n), total or ZERO)
+    return per_loan, orphans
+
+
 async def reconcile(session: AsyncSession, *, pre_financing_share: Decimal = Decimal("0.15")) -> books.Report:
     """Recompute every facility's balances from the ledger and compare them with the approved loans and with the
     running totals (facility balances, plan lines drawn).
@@ -277,24 +300,8 @@ async def reconcile(session: AsyncSession, *, pre_financing_share: Decimal = Dec
         select(LoanRow.member_state, func.sum(LoanRow.amount_eur)).where(LoanRow.status == "active")
         .group_by(col(LoanRow.member_state))
     )).all())
-    per_loan: dict[str, dict[str, tuple[int, Decimal]]] = {}
-    orphans: list[books.Difference] = []
-    q = select(LedgerEntry.loan_id, LedgerEntry.member_state, LedgerEntry.kind, func.count(),
-               func.sum(LedgerEntry.amount)).group_by(
-        col(LedgerEntry.loan_id), col(LedgerEntry.member_state), col(LedgerEntry.kind))
     loans = {row.loan_id: row for row in (await session.exec(select(LoanRow))).all()}
-    for loan_id, ms, kind, n, total in (await session.exec(q)).all():
-        if kind not in books.KINDS:
-            orphans.append(books.Difference(ms, "ledger_kind", f"{n} ledger entries of unknown kind {kind!r}"))
-        if kind in ("reservation", "release", "instalment") and loan_id is None:
-            orphans.append(books.Difference(ms, "ledger_entry_without_loan",
-                                            f"{n} {kind} entries name no loan", "0", str(total)))
-        if loan_id is not None:
-            loan = loans.get(loan_id)
-            if loan is None or loan.member_state != ms:
-                orphans.append(books.Difference(ms, "ledger_entry_loan_mismatch",
-                                                f"{n} {kind} entries name loan {loan_id}, unknown for {ms}"))
-            per_loan.setdefault(loan_id, {})[kind] = (int(n), total or ZERO)
+    per_loan, orphans = await _ledger_by_loan(session, loans)
     for ms in sorted(set(bal) - known):
         orphans.append(books.Difference(ms, "ledger_without_facility", "ledger entries for a Member State without "
                                                                         "a facility"))

@@ -136,27 +136,9 @@ def financing_cap(event: contracts.LoanRequested) -> rules.FinancingCap | None:
     return None
 
 
-async def on_loan_requested(event: contracts.LoanRequested, uow: LoanUnitOfWork, reference: Reference, *,
-                            loans_from: str = lifecycle.DECIDED, check_financing_cap: bool = True) -> None:
-    """Decide the whole case in this transaction: every line approved and reserved, or nothing reserved.
-
-    Reads O(1) rows whatever the size of the ledger: the facilities (locked and read once per transaction, so a
-    batch of requests shares them), the case's earlier decision, and the running totals of the plan lines."""
-    state = await uow.ledger.decisions()  # every facility locked, in member_state order
-    existing, withdrawn_reason = await state.earlier_decision(event.case_id, uow.ledger.batch_cases)
-    if existing is not None:
-        # a second request for a decided case (new event id): never decide or reserve again
-        status, decided_by = existing
-        uow.audit(SERVICE, "loan_request.duplicate", f"loan-requests/{event.case_id}", correlation_id=event.correlation_id,
-                  reason=f"case already decided ({status}) by event {decided_by}",
-                  details={"event_id": str(event.event_id)})
-        log.warning("duplicate loan request ignored", extra={"event_id": str(event.event_id),
-                                                             "correlation_id": event.case_id})
-        return
-    lines = [rules.RequestedLine(countries.canonical(f.member_state), _cents(f.amount_eur)) for f in event.financing]
-    wanted = {line.member_state for line in lines} & state.facilities.keys()
-    plans = await state.plan_remaining(wanted)
-    states = {
+def _facility_states(state: Any, wanted: set[str], plans: dict[str, Any]) -> dict[str, rules.FacilityState]:
+    """What the loan rules need of each facility the request names."""
+    return {
         ms: rules.FacilityState(
             member_state=ms, max_eur=f.max_eur, approved_eur=f.approved, suspended=f.suspended,
             suspended_reason=f.suspended_reason, plan=plans.get(ms, {}), status=f.status,
@@ -165,16 +147,11 @@ async def on_loan_requested(event: contracts.LoanRequested, uow: LoanUnitOfWork,
         for ms in wanted
         for f in (state.facilities[ms],)
     }
-    decision = rules.decide_loan_request(
-        lines=lines, verification_outcome=event.verification_outcome, categories=event.categories,
-        facilities=states, eu_member_states=reference.eu_member_states, withdrawn_reason=withdrawn_reason,
-        participants=[countries.canonical(p) for p in event.participants], loans_from=loans_from,
-        financing_cap=financing_cap(event) if check_financing_cap else None,
-    )
-    now, event_id = utcnow(), str(event.event_id)
-    # the case's decision row first (in a batch its rows go in with the batch's bulk INSERT, parents first): a
-    # concurrent second decision of the case fails on its primary key, at once or at the batch's commit (the kit
-    # then redoes the batch message by message)
+
+
+async def _record_request(uow: LoanUnitOfWork, event: contracts.LoanRequested, lines: list[rules.RequestedLine],
+                          decision: Any, now: Any, event_id: str) -> None:
+    """The case's decision row: its primary key makes a second decision of the case fail."""
     await uow.ledger.insert(_REQUESTS, [{
         "case_id": event.case_id, "event_id": event_id, "reference": event.reference,
         "status": "approved" if decision.approved else "rejected", "verification_outcome": event.verification_outcome,
@@ -183,15 +160,11 @@ async def on_loan_requested(event: contracts.LoanRequested, uow: LoanUnitOfWork,
         "reasons": _reasons_json(decision.reasons), "decided_at": now, "withdrawn_at": None,
         "assumptions": json.dumps(list(decision.assumptions)),
     }])
-    state.record_decision(event.case_id, "approved" if decision.approved else "rejected", event_id)
-    if not decision.approved:
-        uow.emit(streams.LOAN_REJECTED, contracts.LoanRejected(
-            correlation_id=event.case_id, causation_id=event.event_id, case_id=event.case_id,
-            reasons=[contracts.LoanDecisionReason(member_state=r.member_state, rule=r.rule, message=r.message)
-                     for r in decision.reasons],
-            assumptions=list(decision.assumptions),
-        ))
-        return
+
+
+async def _approve(uow: LoanUnitOfWork, state: Any, event: contracts.LoanRequested,
+                   lines: list[rules.RequestedLine], decision: Any, now: Any, event_id: str) -> None:
+    """One loan per line, reserved on its facility's ledger, its category draws, and LoanApproved."""
     loans = [{"loan_id": new_id(), "case_id": event.case_id, "member_state": line.member_state,
               "amount_eur": line.amount_eur, "status": "active", "approved_at": now, "released_at": None}
              for line in lines]
@@ -214,6 +187,50 @@ async def on_loan_requested(event: contracts.LoanRequested, uow: LoanUnitOfWork,
                                       amount_eur=loan["amount_eur"]) for loan in loans],
         assumptions=list(decision.assumptions),
     ))
+
+
+async def on_loan_requested(event: contracts.LoanRequested, uow: LoanUnitOfWork, reference: Reference, *,
+                            loans_from: str = lifecycle.DECIDED, check_financing_cap: bool = True) -> None:
+    """Decide the whole case in this transaction: every line approved and reserved, or nothing reserved.
+
+    Reads O(1) rows whatever the size of the ledger: the facilities (locked and read once per transaction, so a
+    batch of requests shares them), the case's earlier decision, and the running totals of the plan lines."""
+    state = await uow.ledger.decisions()  # every facility locked, in member_state order
+    existing, withdrawn_reason = await state.earlier_decision(event.case_id, uow.ledger.batch_cases)
+    if existing is not None:
+        # a second request for a decided case (new event id): never decide or reserve again
+        status, decided_by = existing
+        uow.audit(SERVICE, "loan_request.duplicate", f"loan-requests/{event.case_id}", correlation_id=event.correlation_id,
+                  reason=f"case already decided ({status}) by event {decided_by}",
+                  details={"event_id": str(event.event_id)})
+        log.warning("duplicate loan request ignored", extra={"event_id": str(event.event_id),
+                                                             "correlation_id": event.case_id})
+        return
+    lines = [rules.RequestedLine(countries.canonical(f.member_state), _cents(f.amount_eur)) for f in event.financing]
+    wanted = {line.member_state for line in lines} & state.facilities.keys()
+    plans = await state.plan_remaining(wanted)
+    states = _facility_states(state, wanted, plans)
+    decision = rules.decide_loan_request(
+        lines=lines, verification_outcome=event.verification_outcome, categories=event.categories,
+        facilities=states, eu_member_states=reference.eu_member_states, withdrawn_reason=withdrawn_reason,
+        participants=[countries.canonical(p) for p in event.participants], loans_from=loans_from,
+        financing_cap=financing_cap(event) if check_financing_cap else None,
+    )
+    now, event_id = utcnow(), str(event.event_id)
+    # the case's decision row first (in a batch its rows go in with the batch's bulk INSERT, parents first): a
+    # concurrent second decision of the case fails on its primary key, at once or at the batch's commit (the kit
+    # then redoes the batch message by message)
+    await _record_request(uow, event, lines, decision, now, event_id)
+    state.record_decision(event.case_id, "approved" if decision.approved else "rejected", event_id)
+    if not decision.approved:
+        uow.emit(streams.LOAN_REJECTED, contracts.LoanRejected(
+            correlation_id=event.case_id, causation_id=event.event_id, case_id=event.case_id,
+            reasons=[contracts.LoanDecisionReason(member_state=r.member_state, rule=r.rule, message=r.message)
+                     for r in decision.reasons],
+            assumptions=list(decision.assumptions),
+        ))
+        return
+    await _approve(uow, state, event, lines, decision, now, event_id)
 
 
 async def on_procurement_withdrawn(event: contracts.ProcurementWithdrawn, uow: LoanUnitOfWork) -> None:
