@@ -7,7 +7,7 @@ export PY
 .PHONY: run test test-unit test-integration test-e2e test-ha test-pg bench soak chaos lint venv clean redis lock deps-check
 
 # Installs exactly what requirements-dev.lock pins (hash-checked), then the project itself without deps.
-$(VENV)/.installed: pyproject.toml requirements-dev.lock
+$(VENV)/.installed: pyproject.toml setup.py requirements-dev.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1 || true

@@ -22,9 +22,9 @@ from typing import Any
 
 import httpx
 
-from services.client import PlatformClient, is_final
-from services.launcher import SERVICES, Launcher, run_up
-from services.profiles import ProfileError, Target, resolve
+from safe_procurement.services.client import PlatformClient, is_final
+from safe_procurement.services.launcher import SERVICES, Launcher, run_up
+from safe_procurement.services.profiles import ProfileError, Target, resolve
 
 DEMO = Path(__file__).parent / "demo" / "proposal.json"
 STAGES = ["submitted", "verifying", "origin_verified", "loan_requested", "loan_approved"]
@@ -254,7 +254,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from services import governance_cli
+    from safe_procurement.services import governance_cli
 
     async def go() -> int:
         target = _target(args)
@@ -277,7 +277,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_whatif(args: argparse.Namespace) -> int:
-    from services import governance_cli
+    from safe_procurement.services import governance_cli
 
     async def go() -> int:
         target = _target(args)
@@ -309,8 +309,8 @@ def _ledger_url(args: argparse.Namespace) -> str:
 
 
 def cmd_ledger_check(args: argparse.Namespace) -> int:
-    from services.loan_disbursement.config import Settings
-    from services.loan_disbursement.reconcile import run
+    from safe_procurement.services.loan_disbursement.config import Settings
+    from safe_procurement.services.loan_disbursement.reconcile import run
 
     settings = Settings(database_url=_ledger_url(args))
     try:
@@ -328,8 +328,8 @@ def cmd_ledger_check(args: argparse.Namespace) -> int:
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
-    from services import scenarios as examples
-    from services.testing import scenarios
+    from safe_procurement.services import scenarios as examples
+    from safe_procurement.services.testing import scenarios
 
     if args.action == "list":
         files = examples.files()

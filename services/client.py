@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from services.launcher import SERVICES
+from safe_procurement.services.launcher import SERVICES
 
 FINAL = {"origin_rejected", "loan_approved", "loan_rejected", "withdrawn"}
 

@@ -60,7 +60,7 @@ async def whatif(http: httpx.AsyncClient, base: str, rules_path: str | None, reg
 
     import yaml
 
-    from services.origin_verification.service_layer.whatif import table
+    from safe_procurement.services.origin_verification.service_layer.whatif import table
 
     body: dict[str, Any] = {}
     if rules_path:

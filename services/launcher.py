@@ -1,6 +1,6 @@
 """`safe-procurement up`: the four services as child processes, supervised.
 
-Starts each service (optionally several replicas) with `python -m services.<name>`, waits until every
+Starts each service (optionally several replicas) with `python -m safe_procurement.services.<name>`, waits until every
 `/health/ready` answers, prints the URLs, restarts a child that dies, and stops them all cleanly on
 SIGINT/SIGTERM. Writes its children (pids, ports) to `<var>/launcher.json` so tools can find them."""
 
@@ -114,7 +114,7 @@ class Launcher:
         assert child.log_path is not None
         log = open(child.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         child.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", f"services.{child.service}", env=child.env, stdout=log, stderr=log,
+            sys.executable, "-m", f"safe_procurement.services.{child.service}", env=child.env, stdout=log, stderr=log,
             start_new_session=True,
         )
         log.close()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from services.launcher import SERVICES
+from safe_procurement.services.launcher import SERVICES
 
 DEV_TOKEN = "dev-operator"
 

@@ -1,4 +1,4 @@
-"""Run one service process with uvicorn (what `python -m services.<name>` and the launcher use)."""
+"""Run one service process with uvicorn (what `python -m safe_procurement.services.<name>` and the launcher use)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import uvicorn
 
-from shared.kit import logs
-from shared.kit.settings import ServiceSettings
+from safe_procurement.shared.kit import logs
+from safe_procurement.shared.kit.settings import ServiceSettings
 
 
 def tune_gc() -> None:

@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from shared import contracts
+from safe_procurement.shared import contracts
 
 DEMO_PATH = Path(__file__).resolve().parents[1] / "services" / "demo" / "proposal.json"
 NOW = datetime(2031, 1, 1, 12, 0, tzinfo=UTC)

@@ -19,15 +19,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Dependencies first, so the layer stays cached while only the code changes.
 WORKDIR /src
 # requirements.lock pins every runtime dependency with its hashes (`make lock` writes it).
-COPY pyproject.toml requirements.lock ./
+COPY pyproject.toml setup.py requirements.lock ./
 RUN pip install --require-hashes -r requirements.lock
 
-# Then the project itself (a regular install: `python -m services.<name>` runs from site-packages),
+# Then the project itself (a regular install: `python -m safe_procurement.services.<name>` runs from site-packages),
 # with an import check so a wrong SERVICE fails the build, not the container.
 COPY shared ./shared
 COPY services ./services
 RUN pip install --no-deps . \
-    && python -c "import importlib, os; importlib.import_module('services.' + os.environ['SERVICE'] + '.main')" \
+    && python -c "import importlib, os; importlib.import_module('safe_procurement.services.' + os.environ['SERVICE'] + '.main')" \
     && rm -rf /src
 
 # Non-root. `var/` is the only place a service may write (the SQLite fallback when no DATABASE_URL is set).
@@ -50,8 +50,8 @@ EXPOSE ${PORT}
 # slim has no curl: probe /health/ready with the standard library, on <SERVICE>_PORT when set, else the
 # service's default port.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=40s --retries=5 \
-    CMD ["python", "-c", "import os, sys, urllib.request; from services.launcher import SERVICES; s = os.environ['SERVICE']; p = os.environ.get(s.upper() + '_PORT') or SERVICES[s]; sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{p}/health/ready', timeout=2).status == 200 else 1)"]
+    CMD ["python", "-c", "import os, sys, urllib.request; from safe_procurement.services.launcher import SERVICES; s = os.environ['SERVICE']; p = os.environ.get(s.upper() + '_PORT') or SERVICES[s]; sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{p}/health/ready', timeout=2).status == 200 else 1)"]
 
 # exec: python becomes PID 1 and receives SIGTERM itself (graceful shutdown: SHUTDOWN_TIMEOUT_S).
 STOPSIGNAL SIGTERM
-CMD ["sh", "-c", "exec python -m services.${SERVICE}"]
+CMD ["sh", "-c", "exec python -m safe_procurement.services.${SERVICE}"]

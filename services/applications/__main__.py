@@ -1,6 +1,6 @@
-from services.applications.config import Settings
-from services.applications.main import build_app
-from services.runner import serve
+from safe_procurement.services.applications.config import Settings
+from safe_procurement.services.applications.main import build_app
+from safe_procurement.services.runner import serve
 
 if __name__ == "__main__":
     serve(build_app, Settings())

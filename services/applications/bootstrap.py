@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from services.applications.config import Settings
-from services.applications.service_layer.intake import SubmitBatcher
-from shared.kit.runtime import Runtime, runtime_of
+from safe_procurement.services.applications.config import Settings
+from safe_procurement.services.applications.service_layer.intake import SubmitBatcher
+from safe_procurement.shared.kit.runtime import Runtime, runtime_of
 
 
 @dataclass

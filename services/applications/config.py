@@ -1,8 +1,8 @@
 from pydantic import field_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.applications.domain import sla
-from shared.kit.settings import ServiceSettings
+from safe_procurement.services.applications.domain import sla
+from safe_procurement.shared.kit.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):

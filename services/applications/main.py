@@ -8,18 +8,23 @@ from fastapi import FastAPI
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from services.applications.adapters.repository import ApplicationsUnitOfWork
-from services.applications.adapters.tables import CaseParticipant, CaseRow
-from services.applications.bootstrap import bootstrap
-from services.applications.config import Settings
-from services.applications.domain import sla
-from services.applications.domain.case import Status, is_final
-from services.applications.entrypoints import admin_api, admin_schemas, case_index_api, subscribers
-from shared import contracts
-from shared.contracts import streams
-from shared.kit import db
-from shared.kit.app import Runtime, ServiceSpec, create_app
-from shared.kit.auth import require_operator
+from safe_procurement.services.applications.adapters.repository import ApplicationsUnitOfWork
+from safe_procurement.services.applications.adapters.tables import CaseParticipant, CaseRow
+from safe_procurement.services.applications.bootstrap import bootstrap
+from safe_procurement.services.applications.config import Settings
+from safe_procurement.services.applications.domain import sla
+from safe_procurement.services.applications.domain.case import Status, is_final
+from safe_procurement.services.applications.entrypoints import (
+    admin_api,
+    admin_schemas,
+    case_index_api,
+    subscribers,
+)
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import db
+from safe_procurement.shared.kit.app import Runtime, ServiceSpec, create_app
+from safe_procurement.shared.kit.auth import require_operator
 
 PUBLISHES = {
     streams.PROCUREMENT_SUBMITTED: contracts.ProcurementSubmitted,

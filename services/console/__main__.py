@@ -1,6 +1,6 @@
-from services.console.app import build_app
-from services.console.config import ConsoleSettings
-from services.runner import serve
+from safe_procurement.services.console.app import build_app
+from safe_procurement.services.console.config import ConsoleSettings
+from safe_procurement.services.runner import serve
 
 if __name__ == "__main__":
     serve(build_app, ConsoleSettings())

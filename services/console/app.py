@@ -13,10 +13,18 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from services.console.config import ConsoleSettings
-from services.console.routes import cases, dead_letters, facilities, health, registry, signin, system
-from services.console.upstream import Upstream
-from services.console.web import HERE, Console, error_pages, security_headers
+from safe_procurement.services.console.config import ConsoleSettings
+from safe_procurement.services.console.routes import (
+    cases,
+    dead_letters,
+    facilities,
+    health,
+    registry,
+    signin,
+    system,
+)
+from safe_procurement.services.console.upstream import Upstream
+from safe_procurement.services.console.web import HERE, Console, error_pages, security_headers
 
 AREAS = (health, signin, cases, dead_letters, facilities, registry, system)
 

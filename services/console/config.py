@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.launcher import SERVICES
+from safe_procurement.services.launcher import SERVICES
 
 
 class ConsoleSettings(BaseSettings):

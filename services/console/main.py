@@ -1,5 +1,5 @@
-"""Composition of the console (the module every service image imports: `services.<name>.main`)."""
+"""Composition of the console (the module every service image imports: `safe_procurement.services.<name>.main`)."""
 
-from services.console.app import build_app
+from safe_procurement.services.console.app import build_app
 
 __all__ = ["build_app"]

@@ -11,7 +11,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from shared.kit.auth import Principal
+from safe_procurement.shared.kit.auth import Principal
 
 COOKIE = "safe_console"
 PRE_COOKIE = "safe_console_signin"  # double-submit CSRF token of the sign-in form (no session yet)

@@ -10,7 +10,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.kit.auth import Principal
+from safe_procurement.shared.kit.auth import Principal
 
 # the case statuses (docs/interface.md) in flow order; needs_review: the rules could not decide
 STATUSES = ("submitted", "verifying", "needs_review", "origin_rejected", "origin_verified", "loan_requested",

@@ -16,11 +16,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.console import views
-from services.console.config import ConsoleSettings
-from services.console.sessions import COOKIE, Session, SessionStore
-from services.console.upstream import SERVICE_TITLES, Upstream, UpstreamError
-from shared.kit.auth import TokenStore
+from safe_procurement.services.console import views
+from safe_procurement.services.console.config import ConsoleSettings
+from safe_procurement.services.console.sessions import COOKIE, Session, SessionStore
+from safe_procurement.services.console.upstream import SERVICE_TITLES, Upstream, UpstreamError
+from safe_procurement.shared.kit.auth import TokenStore
 
 log = logging.getLogger("safe.console")
 HERE = Path(__file__).parent

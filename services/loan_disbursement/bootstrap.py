@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.loan_disbursement.config import Settings
-from services.loan_disbursement.domain.reference import Reference
+from safe_procurement.services.loan_disbursement.config import Settings
+from safe_procurement.services.loan_disbursement.domain.reference import Reference
 
 
 @dataclass

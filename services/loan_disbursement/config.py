@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic_settings import SettingsConfigDict
 
-from shared.kit.settings import ServiceSettings
+from safe_procurement.shared.kit.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):

@@ -10,17 +10,22 @@ from typing import Any
 import yaml
 from fastapi import FastAPI
 
-from services.loan_disbursement.adapters.repository import LoanUnitOfWork
-from services.loan_disbursement.bootstrap import bootstrap
-from services.loan_disbursement.config import Settings
-from services.loan_disbursement.domain import reference
-from services.loan_disbursement.entrypoints import admin_api, admin_schemas, scope, subscribers
-from services.loan_disbursement.service_layer import handlers
-from shared import contracts
-from shared.contracts import streams
-from shared.kit import db
-from shared.kit.app import Runtime, ServiceSpec, create_app
-from shared.kit.uow import begin
+from safe_procurement.services.loan_disbursement.adapters.repository import LoanUnitOfWork
+from safe_procurement.services.loan_disbursement.bootstrap import bootstrap
+from safe_procurement.services.loan_disbursement.config import Settings
+from safe_procurement.services.loan_disbursement.domain import reference
+from safe_procurement.services.loan_disbursement.entrypoints import (
+    admin_api,
+    admin_schemas,
+    scope,
+    subscribers,
+)
+from safe_procurement.services.loan_disbursement.service_layer import handlers
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import db
+from safe_procurement.shared.kit.app import Runtime, ServiceSpec, create_app
+from safe_procurement.shared.kit.uow import begin
 
 PUBLISHES = {
     streams.LOAN_APPROVED: contracts.LoanApproved,

@@ -1,4 +1,4 @@
-"""`python -m services.loan_disbursement.reconcile [--json]`: recompute every facility's balances from the
+"""`python -m safe_procurement.services.loan_disbursement.reconcile [--json]`: recompute every facility's balances from the
 ledger, compare them with the approved loans, print the report. Exit 0: no difference; 1: differences;
 2: the database could not be read. Uses the service's settings (LOAN_DISBURSEMENT_DATABASE_URL…)."""
 
@@ -9,10 +9,10 @@ import asyncio
 import json
 import sys
 
-from services.loan_disbursement.adapters.ledger import reconcile
-from services.loan_disbursement.config import Settings
-from services.loan_disbursement.domain.reconcile import Report
-from shared.kit import db
+from safe_procurement.services.loan_disbursement.adapters.ledger import reconcile
+from safe_procurement.services.loan_disbursement.config import Settings
+from safe_procurement.services.loan_disbursement.domain.reconcile import Report
+from safe_procurement.shared.kit import db
 
 __all__ = ["main", "reconcile", "run"]
 
@@ -27,7 +27,7 @@ async def run(settings: Settings) -> Report:
 
 
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.loan_disbursement.reconcile", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m safe_procurement.services.loan_disbursement.reconcile", description=__doc__)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     # known args only: `safe-procurement ledger-check` calls main() with its own argv still in sys.argv
     args, _rest = parser.parse_known_args(argv)

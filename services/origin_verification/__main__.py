@@ -1,6 +1,6 @@
-from services.origin_verification.config import Settings
-from services.origin_verification.main import build_app
-from services.runner import serve
+from safe_procurement.services.origin_verification.config import Settings
+from safe_procurement.services.origin_verification.main import build_app
+from safe_procurement.services.runner import serve
 
 if __name__ == "__main__":
     serve(build_app, Settings())

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 
 from fastapi import Request
 
-from services.origin_verification.adapters.replica import Readiness
-from services.origin_verification.adapters.rules_file import load_rulebook
-from services.origin_verification.config import Settings
-from services.origin_verification.domain.reference import ReferenceData
-from services.origin_verification.domain.rulebook import RuleBook
-from shared.kit.runtime import runtime_of
+from safe_procurement.services.origin_verification.adapters.replica import Readiness
+from safe_procurement.services.origin_verification.adapters.rules_file import load_rulebook
+from safe_procurement.services.origin_verification.config import Settings
+from safe_procurement.services.origin_verification.domain.reference import ReferenceData
+from safe_procurement.services.origin_verification.domain.rulebook import RuleBook
+from safe_procurement.shared.kit.runtime import runtime_of
 
 Clock = Callable[[], datetime]
 

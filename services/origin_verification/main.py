@@ -8,19 +8,22 @@ from fastapi import FastAPI
 from sqlalchemy import func
 from sqlmodel import select
 
-from services.origin_verification.adapters import replica
-from services.origin_verification.adapters.repository import VerificationUnitOfWork, reports_of
-from services.origin_verification.adapters.tables import ReportRow
-from services.origin_verification.bootstrap import Clock, Dependencies, bootstrap
-from services.origin_verification.config import Settings
-from services.origin_verification.domain.rulebook import RuleBook
-from services.origin_verification.entrypoints import admin_api, subscribers, whatif_api
-from services.origin_verification.service_layer import handlers
-from shared import contracts
-from shared.contracts import streams
-from shared.kit import db
-from shared.kit.app import Runtime, ServiceSpec, create_app
-from shared.kit.messaging import Messaging
+from safe_procurement.services.origin_verification.adapters import replica
+from safe_procurement.services.origin_verification.adapters.repository import (
+    VerificationUnitOfWork,
+    reports_of,
+)
+from safe_procurement.services.origin_verification.adapters.tables import ReportRow
+from safe_procurement.services.origin_verification.bootstrap import Clock, Dependencies, bootstrap
+from safe_procurement.services.origin_verification.config import Settings
+from safe_procurement.services.origin_verification.domain.rulebook import RuleBook
+from safe_procurement.services.origin_verification.entrypoints import admin_api, subscribers, whatif_api
+from safe_procurement.services.origin_verification.service_layer import handlers
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import db
+from safe_procurement.shared.kit.app import Runtime, ServiceSpec, create_app
+from safe_procurement.shared.kit.messaging import Messaging
 
 PUBLISHES = {
     streams.ORIGIN_VERIFICATION_COMPLETED: contracts.OriginVerificationCompleted,

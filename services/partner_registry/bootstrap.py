@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.partner_registry.config import Settings
+from safe_procurement.services.partner_registry.config import Settings
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 from pydantic_settings import SettingsConfigDict
 
-from shared.kit.settings import ServiceSettings
+from safe_procurement.shared.kit.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):

@@ -7,17 +7,17 @@ import logging
 
 from fastapi import FastAPI
 
-from services.partner_registry.adapters import repository as repo
-from services.partner_registry.adapters import seed as seed_file
-from services.partner_registry.bootstrap import Dependencies, bootstrap
-from services.partner_registry.config import Settings
-from services.partner_registry.entrypoints import admin_api, admin_schemas, subscribers
-from services.partner_registry.service_layer import handlers
-from shared import contracts
-from shared.contracts import streams
-from shared.kit import db
-from shared.kit.app import Runtime, ServiceSpec, create_app
-from shared.kit.uow import begin
+from safe_procurement.services.partner_registry.adapters import repository as repo
+from safe_procurement.services.partner_registry.adapters import seed as seed_file
+from safe_procurement.services.partner_registry.bootstrap import Dependencies, bootstrap
+from safe_procurement.services.partner_registry.config import Settings
+from safe_procurement.services.partner_registry.entrypoints import admin_api, admin_schemas, subscribers
+from safe_procurement.services.partner_registry.service_layer import handlers
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import db
+from safe_procurement.shared.kit.app import Runtime, ServiceSpec, create_app
+from safe_procurement.shared.kit.uow import begin
 
 log = logging.getLogger("safe.partner_registry")
 

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
-from shared.kit.app import Runtime
+from safe_procurement.shared.kit.app import Runtime
 
 OPERATOR = {"Authorization": "Bearer dev-operator"}
 

@@ -30,9 +30,9 @@ from typing import Any
 import httpx
 import pytest
 
-from services.client import PlatformClient
-from services.launcher import CONSOLE_PORT, SERVICES, env_name
-from shared.kit import wire
+from safe_procurement.services.client import PlatformClient
+from safe_procurement.services.launcher import CONSOLE_PORT, SERVICES, env_name
+from safe_procurement.shared.kit import wire
 
 
 def _ephemeral_floor() -> int:
@@ -121,7 +121,7 @@ class Stack:
 
     def start(self, timeout: float = 90.0) -> Stack:
         self.preflight()
-        args = [sys.executable, "-m", "services.cli", "--port-offset", str(self.port_offset), "up",
+        args = [sys.executable, "-m", "safe_procurement.services.cli", "--port-offset", str(self.port_offset), "up",
                 "--var", str(self.var_dir)]
         for svc, n in self.replicas.items():
             args += ["--replicas", f"{svc}={n}"]

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from services.client import PlatformClient
+from safe_procurement.services.client import PlatformClient
 
 
 @dataclass

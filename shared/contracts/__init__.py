@@ -1,7 +1,7 @@
 """THE wire format: pydantic events, the proposal and stream names. No I/O, no tables."""
 
-from shared.contracts import streams
-from shared.contracts.events import (
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.contracts.events import (
     ApprovedLoan,
     AssumptionUsed,
     CountryStatusChanged,
@@ -23,7 +23,7 @@ from shared.contracts.events import (
     ReverificationRequested,
     VerificationResult,
 )
-from shared.contracts.proposal import Category, Proposal
+from safe_procurement.shared.contracts.proposal import Category, Proposal
 
 __all__ = [
     "ApprovedLoan",

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.contracts.events import Event
+from safe_procurement.shared.contracts.events import Event
 
 
 class AuditAnchorPublished(Event):

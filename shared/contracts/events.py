@@ -8,9 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.contracts.decimals import MoneyOut, ShareOut
-from shared.contracts.ids import uuid7
-from shared.contracts.proposal import Proposal
+from safe_procurement.shared.contracts.decimals import MoneyOut, ShareOut
+from safe_procurement.shared.contracts.ids import uuid7
+from safe_procurement.shared.contracts.proposal import Proposal
 
 SCHEMA_VERSION = 1
 

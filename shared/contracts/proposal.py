@@ -18,9 +18,9 @@ from pydantic import (
     model_validator,
 )
 
-from shared.contracts import countries
-from shared.contracts.decimals import money, plain
-from shared.contracts.formats import date_text, decimal_text
+from safe_procurement.shared.contracts import countries
+from safe_procurement.shared.contracts.decimals import money, plain
+from safe_procurement.shared.contracts.formats import date_text, decimal_text
 
 MAX_END_PRODUCTS = 1_000
 MAX_COMPONENTS_PER_END_PRODUCT = 20_000

@@ -26,7 +26,7 @@ OPERATOR_ACTION_RECORDED = {
     "loan_disbursement": "loan-disbursement.operator-action-recorded",
 }
 
-# every service's audit chain head, published periodically and kept by the other services (shared.kit.audit_chain)
+# every service's audit chain head, published periodically and kept by the other services (safe_procurement.shared.kit.audit_chain)
 AUDIT_ANCHORS = "audit.anchors"
 
 ALL: tuple[str, ...] = (

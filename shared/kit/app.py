@@ -20,17 +20,17 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
-from shared.kit import approvals, db, governance_api, logs, recovery, signing
-from shared.kit.auth import TokenStore, authenticate
-from shared.kit.messaging import Messaging
-from shared.kit.metrics import Metrics
-from shared.kit.outbox import OutboxRelay
-from shared.kit.runtime import DirectRoute, Runtime, ServiceSpec, runtime_of
+from safe_procurement.shared.kit import approvals, db, governance_api, logs, recovery, signing
+from safe_procurement.shared.kit.auth import TokenStore, authenticate
+from safe_procurement.shared.kit.messaging import Messaging
+from safe_procurement.shared.kit.metrics import Metrics
+from safe_procurement.shared.kit.outbox import OutboxRelay
+from safe_procurement.shared.kit.runtime import DirectRoute, Runtime, ServiceSpec, runtime_of
 
 __all__ = ["DirectRoute", "Runtime", "ServiceSpec", "create_app", "make_broker", "make_redis", "runtime_of", "validation_errors"]
-from shared.kit.settings import ServiceSettings
-from shared.kit.strict import StrictJson
-from shared.kit.web import ops_router
+from safe_procurement.shared.kit.settings import ServiceSettings
+from safe_procurement.shared.kit.strict import StrictJson
+from safe_procurement.shared.kit.web import ops_router
 
 log = logging.getLogger("safe.app")
 
@@ -447,7 +447,7 @@ async def _start(spec: ServiceSpec, runtime: Runtime, app: FastAPI) -> asyncio.T
         runtime.tasks.append(asyncio.create_task(runtime.guard.run(), name="redis-guard"))
     for bg in spec.background:
         runtime.tasks.append(asyncio.create_task(bg(runtime), name=bg.__name__))
-    if os.environ.get("SAFE_GC_FREEZE") == "1":  # set by services.runner.tune_gc in a service process
+    if os.environ.get("SAFE_GC_FREEZE") == "1":  # set by safe_procurement.services.runner.tune_gc in a service process
         gc.collect()
         gc.freeze()
     log.info("service started", extra={"port": settings.port, "consumer": settings.consumer_name})

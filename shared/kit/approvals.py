@@ -33,10 +33,10 @@ from pydantic import BaseModel, Field
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel, col, select
 
-from shared.kit.auth import Principal, operator, staff
-from shared.kit.db import transaction
-from shared.kit.tables import TS, AuditEntry, utcnow
-from shared.kit.web import UtcDateTime, _as_utc
+from safe_procurement.shared.kit.auth import Principal, operator, staff
+from safe_procurement.shared.kit.db import transaction
+from safe_procurement.shared.kit.tables import TS, AuditEntry, utcnow
+from safe_procurement.shared.kit.web import UtcDateTime, _as_utc
 
 log = logging.getLogger("safe.approvals")
 

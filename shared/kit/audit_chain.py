@@ -25,7 +25,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, object_session
 from sqlmodel import Field, SQLModel
 
-from shared.kit.tables import TS, AuditEntry, utcnow
+from safe_procurement.shared.kit.tables import TS, AuditEntry, utcnow
 
 GENESIS = "0" * 64
 _HEAD = "safe.audit_chain.head"

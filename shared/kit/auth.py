@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPBearer
 
-from shared.contracts import countries
+from safe_procurement.shared.contracts import countries
 
 ROLES = ("operator", "auditor")
 

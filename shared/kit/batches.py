@@ -27,12 +27,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.kit import logs, signing, strict, wire
-from shared.kit.dead_letters import dead_letter
-from shared.kit.subscriptions import Defer, Poison, Subscription
-from shared.kit.tables import InboxRow
-from shared.kit.uow import Delivery, UnitOfWork
-from shared.kit.uow import begin as uow_begin
+from safe_procurement.shared.kit import logs, signing, strict, wire
+from safe_procurement.shared.kit.dead_letters import dead_letter
+from safe_procurement.shared.kit.subscriptions import Defer, Poison, Subscription
+from safe_procurement.shared.kit.tables import InboxRow
+from safe_procurement.shared.kit.uow import Delivery, UnitOfWork
+from safe_procurement.shared.kit.uow import begin as uow_begin
 
 log = logging.getLogger("safe.messaging")
 

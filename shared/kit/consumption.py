@@ -27,14 +27,14 @@ from faststream import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from redis.exceptions import ResponseError
 
-from shared.kit import wire
-from shared.kit.consumers import remove_dead_consumers
-from shared.kit.db import transaction
-from shared.kit.dead_letters import dead_letter
-from shared.kit.subscriptions import Subscription
+from safe_procurement.shared.kit import wire
+from safe_procurement.shared.kit.consumers import remove_dead_consumers
+from safe_procurement.shared.kit.db import transaction
+from safe_procurement.shared.kit.dead_letters import dead_letter
+from safe_procurement.shared.kit.subscriptions import Subscription
 
 if TYPE_CHECKING:
-    from shared.kit.messaging import Messaging
+    from safe_procurement.shared.kit.messaging import Messaging
 
 log = logging.getLogger("safe.messaging")
 

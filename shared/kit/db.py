@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.kit import sqlite_inline
+from safe_procurement.shared.kit import sqlite_inline
 
 
 def is_sqlite(url: str) -> bool:
@@ -34,7 +34,7 @@ class Checkpointer(threading.Thread):
     """Moves the WAL into the database file from its own thread and connection.
 
     SQLite's automatic checkpoint runs inside the COMMIT that crosses 1 000 WAL pages, and a checkpoint
-    fsyncs the database file. With statements on the event loop's thread (shared.kit.sqlite_inline), that would
+    fsyncs the database file. With statements on the event loop's thread (safe_procurement.shared.kit.sqlite_inline), that would
     stall the whole service, and the stall would become every queued message's latency. Here a PASSIVE checkpoint (it never waits for readers or
     writers) runs every `interval_s` beside the service's connection, which commits without fsync
     (WAL, synchronous=NORMAL: durable against a process crash, as before)."""

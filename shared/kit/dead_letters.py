@@ -23,10 +23,10 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.kit import logs, wire
-from shared.kit.db import transaction
-from shared.kit.subscriptions import Subscription
-from shared.kit.tables import DeadLetter, MessageFailure, utcnow
+from safe_procurement.shared.kit import logs, wire
+from safe_procurement.shared.kit.db import transaction
+from safe_procurement.shared.kit.subscriptions import Subscription
+from safe_procurement.shared.kit.tables import DeadLetter, MessageFailure, utcnow
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -1,6 +1,6 @@
 """The audit chain on every service: anchors published and kept, `GET /audit/verify`, `GET /audit/anchors`.
 
-Wired in by `shared.kit.app.create_app`: each service publishes its chain head to `audit.anchors` (through its
+Wired in by `safe_procurement.shared.kit.app.create_app`: each service publishes its chain head to `audit.anchors` (through its
 outbox, every `audit_anchor_interval_s` when the head moved) and keeps the heads the other services publish.
 """
 
@@ -17,12 +17,12 @@ from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from sqlmodel import col, select
 
-from shared.contracts import streams
-from shared.contracts.audit import AuditAnchorPublished
-from shared.kit import audit_chain
-from shared.kit.auth import staff
-from shared.kit.db import transaction
-from shared.kit.web import UtcDateTime
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.contracts.audit import AuditAnchorPublished
+from safe_procurement.shared.kit import audit_chain
+from safe_procurement.shared.kit.auth import staff
+from safe_procurement.shared.kit.db import transaction
+from safe_procurement.shared.kit.web import UtcDateTime
 
 log = logging.getLogger("safe.audit")
 
@@ -75,7 +75,7 @@ async def publish_anchor(runtime: Any) -> bool:
     The replica that takes the lease (a Redis key, SET NX with that expiry) publishes; the last anchored `seq`
     is kept beside it, so a head another replica anchored already is not anchored twice. Both keys lost (Redis
     flushed) only means one more anchor of the same head: the receivers keep each, harmlessly."""
-    from shared.kit import outbox
+    from safe_procurement.shared.kit import outbox
 
     assert runtime.factory is not None
     async with runtime.factory() as session:

@@ -24,15 +24,15 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.contracts import streams
-from shared.kit import consumption, logs, outbox, replay, signing, wire
-from shared.kit.batches import BatchRunner, Outcome, decode
-from shared.kit.dead_letters import Retries, backoff_s, count_failure
-from shared.kit.replay import AlreadyResolved
-from shared.kit.subscriptions import Defer, E, Handler, Poison, Prefetch, Subscription
-from shared.kit.tables import DeadLetter
-from shared.kit.uow import UnitOfWork
-from shared.kit.wire import Entry
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import consumption, logs, outbox, replay, signing, wire
+from safe_procurement.shared.kit.batches import BatchRunner, Outcome, decode
+from safe_procurement.shared.kit.dead_letters import Retries, backoff_s, count_failure
+from safe_procurement.shared.kit.replay import AlreadyResolved
+from safe_procurement.shared.kit.subscriptions import Defer, E, Handler, Poison, Prefetch, Subscription
+from safe_procurement.shared.kit.tables import DeadLetter
+from safe_procurement.shared.kit.uow import UnitOfWork
+from safe_procurement.shared.kit.wire import Entry
 
 __all__ = [
     "AlreadyResolved", "Defer", "Entry", "Handler", "Messaging", "Poison", "Prefetch",

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.engine import Connection
 
-from shared.kit.db import is_sqlite, make_engine
+from safe_procurement.shared.kit.db import is_sqlite, make_engine
 
 
 def run_env() -> None:

@@ -16,11 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.contracts import streams
-from shared.contracts.events import Event
-from shared.kit import logs, wire
-from shared.kit.db import add_row, fetch_all, short_transaction
-from shared.kit.tables import TS, OutboxRow, utcnow
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.contracts.events import Event
+from safe_procurement.shared.kit import logs, wire
+from safe_procurement.shared.kit.db import add_row, fetch_all, short_transaction
+from safe_procurement.shared.kit.tables import TS, OutboxRow, utcnow
 
 log = logging.getLogger("safe.outbox")
 
@@ -206,7 +206,7 @@ class OutboxRelay:
 
     async def publish_rows(self, rows: Sequence[Published]) -> None:
         """Publish rows again as a round publishes them, without marking anything (recovery after Redis lost
-        writes: shared.kit.recovery); raises if Redis refused any."""
+        writes: safe_procurement.shared.kit.recovery); raises if Redis refused any."""
         for i in range(0, len(rows), self._batch):
             await self._publish(rows[i:i + self._batch], ())
 

@@ -43,8 +43,8 @@ from redis.exceptions import ResponseError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.contracts import streams
-from shared.kit.outbox import Published
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit.outbox import Published
 
 log = logging.getLogger("safe.recovery")
 

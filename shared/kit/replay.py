@@ -13,14 +13,14 @@ from sqlalchemy import update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.contracts import streams
-from shared.contracts.events import OperatorActionRecorded
-from shared.kit import outbox, wire
-from shared.kit.db import transaction
-from shared.kit.tables import AuditEntry, DeadLetter, utcnow
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.contracts.events import OperatorActionRecorded
+from safe_procurement.shared.kit import outbox, wire
+from safe_procurement.shared.kit.db import transaction
+from safe_procurement.shared.kit.tables import AuditEntry, DeadLetter, utcnow
 
 if TYPE_CHECKING:
-    from shared.kit.messaging import Messaging
+    from safe_procurement.shared.kit.messaging import Messaging
 
 
 class AlreadyResolved(Exception):

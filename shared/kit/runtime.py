@@ -1,5 +1,5 @@
 """The one runtime type of the kit: what a service declares (`ServiceSpec`) and what a running process holds
-(`Runtime`), built by `shared.kit.app.create_app` from the service's bootstrap."""
+(`Runtime`), built by `safe_procurement.shared.kit.app.create_app` from the service's bootstrap."""
 
 from __future__ import annotations
 
@@ -17,15 +17,15 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.kit import recovery
-from shared.kit.auth import Principal
-from shared.kit.budget import Budget
-from shared.kit.messaging import Messaging
-from shared.kit.metrics import Metrics
-from shared.kit.outbox import AfterPublish, OutboxRelay
-from shared.kit.settings import ServiceSettings
-from shared.kit.tables import utcnow
-from shared.kit.uow import UnitOfWork
+from safe_procurement.shared.kit import recovery
+from safe_procurement.shared.kit.auth import Principal
+from safe_procurement.shared.kit.budget import Budget
+from safe_procurement.shared.kit.messaging import Messaging
+from safe_procurement.shared.kit.metrics import Metrics
+from safe_procurement.shared.kit.outbox import AfterPublish, OutboxRelay
+from safe_procurement.shared.kit.settings import ServiceSettings
+from safe_procurement.shared.kit.tables import utcnow
+from safe_procurement.shared.kit.uow import UnitOfWork
 
 D = TypeVar("D")
 

@@ -45,7 +45,7 @@ class ServiceSettings(BaseSettings):
     claim_idle_ms: int = 15_000
     reclaim_interval_ms: int = 1_000
     relay_interval_ms: int = 200
-    # recovery after Redis lost writes (shared.kit.recovery): how often to look, the clock margin, and how far
+    # recovery after Redis lost writes (safe_procurement.shared.kit.recovery): how often to look, the clock margin, and how far
     # back to re-publish when the loss happened before this process's first look; 0 turns the guard off
     redis_guard_interval_ms: int = 1_000
     redis_guard_margin_ms: int = 5_000

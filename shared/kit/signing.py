@@ -17,8 +17,8 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
-from shared.contracts import streams
-from shared.kit import wire
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import wire
 
 VERSION = "v1"
 FIELD = wire.SIGNATURE_KEY

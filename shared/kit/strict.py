@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from shared.contracts.formats import (  # the field types, with the wire contracts
+from safe_procurement.shared.contracts.formats import (  # the field types, with the wire contracts
     date_text,
     decimal_text,
     not_blank,

@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from shared.kit.uow import UnitOfWork
+from safe_procurement.shared.kit.uow import UnitOfWork
 
 E = TypeVar("E", bound=BaseModel)
 

@@ -76,10 +76,10 @@ class AuditEntry(SQLModel, table=True):
     correlation_id: str | None = None
     reason: str | None = None
     details: str | None = None
-    # the tamper-evident chain (shared.kit.audit_chain fills these in as the entry is inserted)
+    # the tamper-evident chain (safe_procurement.shared.kit.audit_chain fills these in as the entry is inserted)
     seq: int | None = Field(default=None, unique=True)
     prev_hash: str | None = None
     hash: str | None = None
 
 
-from shared.kit import audit_chain  # noqa: E402,F401  (registers the chaining of AuditEntry inserts)
+from safe_procurement.shared.kit import audit_chain  # noqa: E402,F401  (registers the chaining of AuditEntry inserts)

@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.contracts.events import Event
-from shared.kit import outbox
-from shared.kit.db import BATCH, add_row, transaction
-from shared.kit.tables import AuditEntry, InboxRow
+from safe_procurement.shared.contracts.events import Event
+from safe_procurement.shared.kit import outbox
+from safe_procurement.shared.kit.db import BATCH, add_row, transaction
+from safe_procurement.shared.kit.tables import AuditEntry, InboxRow
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class UnitOfWork:
     def __init__(self, session: AsyncSession, *, batch: bool = False) -> None:
         self.session = session
         self.batch = batch
-        session.info[BATCH] = batch  # read by the kit's row helpers (shared.kit.db)
+        session.info[BATCH] = batch  # read by the kit's row helpers (safe_procurement.shared.kit.db)
         self.emitted = 0
         self.delivery: Delivery | None = None
 

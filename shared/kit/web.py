@@ -19,13 +19,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import func, text
 from sqlmodel import col, select
 
-from shared.contracts.events import Event
-from shared.kit import strict
-from shared.kit.auth import Principal, operator, reader, staff
-from shared.kit.db import transaction
-from shared.kit.messaging import AlreadyResolved
-from shared.kit.runtime import Runtime
-from shared.kit.tables import AuditEntry, DeadLetter, OutboxRow
+from safe_procurement.shared.contracts.events import Event
+from safe_procurement.shared.kit import strict
+from safe_procurement.shared.kit.auth import Principal, operator, reader, staff
+from safe_procurement.shared.kit.db import transaction
+from safe_procurement.shared.kit.messaging import AlreadyResolved
+from safe_procurement.shared.kit.runtime import Runtime
+from safe_procurement.shared.kit.tables import AuditEntry, DeadLetter, OutboxRow
 
 _CONFLICT = {"description": "Already replayed or discarded",
              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
@@ -343,7 +343,7 @@ async def _get(runtime: Runtime, dl_id: int, who: Principal) -> DeadLetter:
 
 
 def _dead_letter_routes(r: APIRouter, runtime: Runtime) -> None:
-    from shared.kit import approvals  # imports this module
+    from safe_procurement.shared.kit import approvals  # imports this module
 
     @r.get("/dead-letters/{dl_id}", response_model=DeadLetterPublic, tags=["dead letters"])
     async def get_dead_letter(dl_id: DeadLetterId, who: Principal = Depends(reader)) -> DeadLetterPublic:

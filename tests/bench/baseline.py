@@ -17,7 +17,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from shared.kit import wire
+from safe_procurement.shared.kit import wire
 
 GROUP = "bench"
 

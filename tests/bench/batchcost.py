@@ -38,13 +38,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from services.runner import tune_gc
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared import contracts
-from shared.contracts import streams
-from shared.kit import wire
-from shared.kit.messaging import Entry
+from safe_procurement.services.runner import tune_gc
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import wire
+from safe_procurement.shared.kit.messaging import Entry
 from tests import builders
 
 QUIET = dict(log_level="WARNING", relay_interval_ms=1000, poll_interval_ms=100, claim_idle_ms=600_000, reclaim_interval_ms=60_000)
@@ -125,9 +125,9 @@ def read_dumps(directory: Path) -> dict[str, dict[int, float]]:
 
 
 def build(service: str, work: Path, redis_url: str, prefix: str) -> Any:
-    """The service's app (services.<service>.main.build_app) on a SQLite file in `work`, quiet background loops."""
-    config = importlib.import_module(f"services.{service}.config")
-    main = importlib.import_module(f"services.{service}.main")
+    """The service's app (safe_procurement.services.<service>.main.build_app) on a SQLite file in `work`, quiet background loops."""
+    config = importlib.import_module(f"safe_procurement.services.{service}.config")
+    main = importlib.import_module(f"safe_procurement.services.{service}.main")
     return main.build_app(config.Settings(database_url=f"sqlite+aiosqlite:///{work}/{service}.db", stream_prefix=prefix,
                                           consumer_name="batchcost", **{"REDIS_URL": redis_url}, **QUIET))
 

@@ -23,11 +23,11 @@ from typing import Any
 import httpx
 from sqlalchemy import insert
 
-from services.applications.adapters.tables import CaseParticipant, CaseRow
-from services.console.app import build_app as build_console
-from services.console.config import ConsoleSettings
-from services.console.upstream import Upstream
-from services.testing.inprocess import running
+from safe_procurement.services.applications.adapters.tables import CaseParticipant, CaseRow
+from safe_procurement.services.console.app import build_app as build_console
+from safe_procurement.services.console.config import ConsoleSettings
+from safe_procurement.services.console.upstream import Upstream
+from safe_procurement.services.testing.inprocess import running
 from tests import builders, dbs
 
 TARGET_MS = 200.0
@@ -60,8 +60,8 @@ async def _fill(engine: Any, n: int) -> str:
 
 
 async def measure(cases: int, repeat: int = 15, workdir: Path | None = None) -> dict[str, Any]:
-    from services.applications.config import Settings
-    from services.applications.main import build_app
+    from safe_procurement.services.applications.config import Settings
+    from safe_procurement.services.applications.main import build_app
 
     workdir = workdir or Path(tempfile.mkdtemp(prefix="console-bench-"))
     settings = Settings(database_url=dbs.url(workdir, "applications"), stream_prefix=f"cb{uuid.uuid4().hex[:8]}:",

@@ -49,10 +49,10 @@ import psutil
 import redis as redis_sync
 import redis.asyncio as aioredis
 
-from services.launcher import SERVICES
-from services.testing.plugin import Stack, make_stack
-from shared.contracts import streams
-from shared.kit import wire
+from safe_procurement.services.launcher import SERVICES
+from safe_procurement.services.testing.plugin import Stack, make_stack
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import wire
 from tests import builders
 from tests.bench import batchcost, scale
 from tests.bench.baseline import run_baseline
@@ -803,7 +803,7 @@ async def soak_phase(opts: argparse.Namespace, platform: Platform, pids: dict[st
 
 def bench_bom(components: int = 10_000, repeat: int = 5) -> dict[str, Any]:
     """One bill of materials of `components` components through the origin verification engine."""
-    from services.origin_verification.domain.engine import verify
+    from safe_procurement.services.origin_verification.domain.engine import verify
     from tests.unit.origin_verification.seed import seed_reference
     from tests.unit.origin_verification.support import proposal, rules
 
@@ -825,7 +825,7 @@ def _seed_cases(url: str, n: int) -> None:
     """`n` cases straight into the applications tables (bulk INSERT, one transaction)."""
     import sqlalchemy as sa
 
-    from services.applications.adapters.tables import CaseParticipant, CaseRow
+    from safe_procurement.services.applications.adapters.tables import CaseParticipant, CaseRow
 
     engine = sa.create_engine(url.replace("+aiosqlite", ""))
     statuses = ["loan_approved", "loan_rejected", "origin_rejected", "verifying", "loan_requested"]
@@ -850,11 +850,11 @@ def _seed_cases(url: str, n: int) -> None:
 
 async def bench_list(cases: int, redis_url: str, repeat: int = 30) -> dict[str, Any]:
     """GET /procurements?limit=50 with `cases` stored: the first page and a page half-way down."""
-    from services.applications.config import Settings
-    from services.applications.main import build_app
-    from services.testing.inprocess import running
-    from shared.kit import db
-    from shared.kit.web import encode_cursor
+    from safe_procurement.services.applications.config import Settings
+    from safe_procurement.services.applications.main import build_app
+    from safe_procurement.services.testing.inprocess import running
+    from safe_procurement.shared.kit import db
+    from safe_procurement.shared.kit.web import encode_cursor
 
     tmp = Path(tempfile.mkdtemp(prefix="safe-bench-list-"))
     url = f"sqlite+aiosqlite:///{tmp}/applications.db"

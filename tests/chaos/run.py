@@ -30,9 +30,9 @@ from typing import Any
 
 import httpx
 
-from services.client import PlatformClient, is_final
-from services.launcher import SERVICES
-from services.testing.plugin import Stack, make_stack
+from safe_procurement.services.client import PlatformClient, is_final
+from safe_procurement.services.launcher import SERVICES
+from safe_procurement.services.testing.plugin import Stack, make_stack
 from tests import builders, dbs
 
 KILL_ORDER = ("applications", "origin_verification", "loan_disbursement", "partner_registry")

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.testing.plugin import Stack, make_stack
+from safe_procurement.services.testing.plugin import Stack, make_stack
 from tests.builders import proposal
 
 ROOT = Path(__file__).resolve().parents[2]

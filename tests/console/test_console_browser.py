@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import redis
 
-from services.testing.plugin import Stack
-from shared.contracts import streams
-from shared.kit import wire
+from safe_procurement.services.testing.plugin import Stack
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import wire
 from tests.console.conftest import AXE, SCREENSHOTS, TOKENS, Api
 
 pytestmark = pytest.mark.e2e

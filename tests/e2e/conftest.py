@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.launcher import SERVICES
-from services.testing.plugin import Stack, make_stack
+from safe_procurement.services.launcher import SERVICES
+from safe_procurement.services.testing.plugin import Stack, make_stack
 from tests import dbs
 
 

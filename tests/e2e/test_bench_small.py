@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from services.launcher import SERVICES
+from safe_procurement.services.launcher import SERVICES
 from tests.bench import run as bench
 
 pytestmark = pytest.mark.e2e

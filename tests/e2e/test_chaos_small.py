@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.launcher import SERVICES
+from safe_procurement.services.launcher import SERVICES
 from tests import dbs
 from tests.chaos import run as chaos
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from services import scenarios as examples
+from safe_procurement.services import scenarios as examples
 from tests.builders import proposal
 
 pytestmark = pytest.mark.e2e
@@ -22,7 +22,7 @@ async def cli(stack, *args: str, env: dict[str, str] | None = None) -> subproces
     full_env = {**os.environ, "SAFE_CONFIG": "/nonexistent", **(env or {})}
     for var in ("SAFE_URL", "SAFE_PROFILE", "SAFE_TOKEN"):
         full_env.pop(var, None)
-    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "services.cli", *args, *urls],
+    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "safe_procurement.services.cli", *args, *urls],
                                    capture_output=True, text=True, env=full_env, timeout=180)
 
 

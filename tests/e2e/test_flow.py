@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from services import scenarios as examples
-from services.testing import scenarios
-from services.testing.waiting import wait_for
-from shared.contracts import streams
+from safe_procurement.services import scenarios as examples
+from safe_procurement.services.testing import scenarios
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared.contracts import streams
 from tests.builders import proposal
 
 pytestmark = pytest.mark.e2e

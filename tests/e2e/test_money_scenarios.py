@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.testing import scenarios
+from safe_procurement.services.testing import scenarios
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 import redis
 
-from services.testing.plugin import StackError, make_stack
+from safe_procurement.services.testing.plugin import StackError, make_stack
 from tests.builders import proposal
 
 pytestmark = pytest.mark.e2e

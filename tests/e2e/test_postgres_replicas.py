@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.launcher import SERVICES
+from safe_procurement.services.launcher import SERVICES
 from tests import builders, dbs
 
 pytestmark = pytest.mark.e2e

@@ -22,8 +22,8 @@ import httpx
 import pytest
 import redis
 
-from services.testing.waiting import wait_for
-from shared.contracts import streams
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared.contracts import streams
 from tests.chaos import run as chaos
 from tests.redis_servers import free_port, wait_ping
 

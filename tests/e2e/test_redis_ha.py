@@ -4,7 +4,7 @@ Each test starts its own Redis topology on free loopback ports (tests/redis_serv
 services as processes with `REDIS_MODE=cluster` / `REDIS_MODE=sentinel`. Mid-run — cases waiting in a stream for
 origin verification (paused), more arriving — the primary serving that stream is killed with SIGKILL, and its
 replica is promoted (by the cluster, or by the sentinels). Whatever the failover dropped of the last acknowledged
-writes, the Redis guard of each service (shared.kit.recovery) re-publishes from its outbox. Then every case must
+writes, the Redis guard of each service (safe_procurement.shared.kit.recovery) re-publishes from its outbox. Then every case must
 reach its expected final status, none doubled (events per case, loans per case), the ledger reconciled (over HTTP
 and with `safe ledger check` on the loan database), no open dead letter. The seconds from the kill to the
 promotion, to the re-publication and to every case final are printed."""
@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 from redis.crc import key_slot
 
-from services.testing.plugin import Stack, StackError, make_stack
-from services.testing.waiting import wait_for
-from shared.contracts import streams
+from safe_procurement.services.testing.plugin import Stack, StackError, make_stack
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared.contracts import streams
 from tests.chaos import run as chaos
 from tests.redis_servers import Cluster, SentinelGroup, Server, Servers, require_redis_server
 
@@ -158,7 +158,7 @@ async def _through_a_failover(stack: Stack, failover: Failover, *, label: str) -
 
     ledger = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "services.cli", "ledger", "check", "--database-url",
+        [sys.executable, "-m", "safe_procurement.services.cli", "ledger", "check", "--database-url",
          f"sqlite+aiosqlite:///{stack.var_dir.resolve()}/loan_disbursement.db"],
         capture_output=True, text=True, timeout=120, env={**stack.env, "REDIS_MODE": "single"})
     assert ledger.returncode == 0, ledger.stdout + ledger.stderr

@@ -1,6 +1,6 @@
 """Redis loses acknowledged writes — FLUSHALL, a restart without persistence — while cases wait in a stream for a
 paused service: every case still reaches its final status without an operator, because each service's Redis guard
-(shared.kit.recovery) notices the loss and re-publishes from its outbox what its consumers had not handled.
+(safe_procurement.shared.kit.recovery) notices the loss and re-publishes from its outbox what its consumers had not handled.
 
 The four services run as processes on a redis-server this test starts on a private port (no AOF, no RDB); the
 flush and the restart happen there, never on the shared Redis."""
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from services.testing.waiting import wait_for
-from shared.contracts import streams
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared.contracts import streams
 from tests.chaos import run as chaos
 from tests.redis_servers import Servers, require_redis_server
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from services.launcher import SERVICES
-from services.testing.plugin import make_stack
-from services.testing.waiting import wait_for
-from shared.contracts import streams
+from safe_procurement.services.launcher import SERVICES
+from safe_procurement.services.testing.plugin import make_stack
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared.contracts import streams
 from tests import builders, dbs
 from tests.otlp import Receiver
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from services.applications import main as applications_main
-from shared.kit import db
+from safe_procurement.services.applications import main as applications_main
+from safe_procurement.shared.kit import db
 from tests import dbs
 
 

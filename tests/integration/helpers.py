@@ -8,8 +8,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from shared.contracts import streams
-from shared.kit import wire
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import wire
 
 # Short retry backoff, but a long claim idle time: a test must pass on the primary read path; only tests
 # about recovery from dead consumers lower `claim_idle_ms`.
@@ -30,7 +30,7 @@ async def xadd(r: aioredis.Redis, prefix: str, stream: str, payload: BaseModel |
 
 async def signed_xadd(r: aioredis.Redis, prefix: str, stream: str, payload: BaseModel | dict, keys: str) -> str:
     """XADD an internal event signed as its producer would sign it (shared/kit/signing.py), with `keys`."""
-    from shared.kit import signing
+    from safe_procurement.shared.kit import signing
 
     data = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
     keyring = signing.Keyring(keys, service=signing.producer_of(stream), dev=False)

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import redis
 
-from services.testing.inprocess import running
-from shared.kit import wire
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.shared.kit import wire
 from tests import dbs
 from tests.builders import proposal
 from tests.integration.helpers import FAST
@@ -120,8 +120,8 @@ def _served(service: str, tmp_path, prefix: str) -> Iterator[str]:  # type: igno
     """A service on a real local port (uvicorn in a thread, lifespan included); yields its base URL."""
     import uvicorn
 
-    main = importlib.import_module(f"services.{service}.main")
-    config = importlib.import_module(f"services.{service}.config")
+    main = importlib.import_module(f"safe_procurement.services.{service}.main")
+    config = importlib.import_module(f"safe_procurement.services.{service}.config")
     app = main.build_app(config.Settings(database_url=dbs.url(tmp_path, service), stream_prefix=prefix,
                                          consumer_name="t1", **FAST))
     port = _free_port()

@@ -10,13 +10,13 @@ from decimal import Decimal
 import pytest
 from sqlmodel import select
 
-from services.applications.config import Settings
-from services.applications.main import build_app
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared import contracts
-from shared.contracts import streams
-from shared.kit.tables import AuditEntry
+from safe_procurement.services.applications.config import Settings
+from safe_procurement.services.applications.main import build_app
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit.tables import AuditEntry
 from tests.builders import proposal, verification_completed
 from tests.integration.helpers import FAST, read_all, signed_xadd
 from tests.integration.test_auth_matrix import EVENT_KEYS

@@ -9,15 +9,15 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import select
 
-from services.applications.adapters.tables import CaseRow
-from services.applications.config import Settings
-from services.applications.main import build_app
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared import contracts
-from shared.contracts import streams
-from shared.kit import wire
-from shared.kit.tables import DeadLetter, InboxRow, OutboxRow
+from safe_procurement.services.applications.adapters.tables import CaseRow
+from safe_procurement.services.applications.config import Settings
+from safe_procurement.services.applications.main import build_app
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import wire
+from safe_procurement.shared.kit.tables import DeadLetter, InboxRow, OutboxRow
 from tests.builders import proposal, verification_completed
 from tests.integration.helpers import FAST, read_all, xadd
 
@@ -277,7 +277,7 @@ async def test_when_a_shared_intake_transaction_fails_each_request_is_redone_alo
     gets its own answer from the single-request path."""
     import asyncio
 
-    from services.applications.service_layer import handlers
+    from safe_procurement.services.applications.service_layer import handlers
 
     real = handlers.prefetch_references
     calls = {"n": 0}

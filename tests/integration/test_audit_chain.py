@@ -13,13 +13,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from services import governance_cli
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared.contracts import streams
-from shared.kit import audit_chain, governance_api
-from shared.kit.db import transaction
-from shared.kit.tables import AuditEntry
+from safe_procurement.services import governance_cli
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import audit_chain, governance_api
+from safe_procurement.shared.kit.db import transaction
+from safe_procurement.shared.kit.tables import AuditEntry
 from tests import dbs
 from tests.integration.helpers import FAST
 
@@ -29,8 +29,8 @@ AUDITOR = {"Authorization": "Bearer aud-1"}
 
 
 def build(service: str, tmp_path: Any, prefix: str, **extra: Any) -> Any:
-    main = importlib.import_module(f"services.{service}.main")
-    config = importlib.import_module(f"services.{service}.config")
+    main = importlib.import_module(f"safe_procurement.services.{service}.main")
+    config = importlib.import_module(f"safe_procurement.services.{service}.config")
     settings = config.Settings(database_url=dbs.url(tmp_path, service), stream_prefix=prefix, safe_tokens=TOKENS,
                                **{"consumer_name": "t1", **FAST, **extra})
     return main.build_app(settings)
@@ -183,11 +183,11 @@ async def test_the_migration_chains_the_entries_written_before_it(tmp_path):
     from alembic import command
     from alembic.config import Config
 
-    from shared.kit.db import make_engine, migrations_dir
+    from safe_procurement.shared.kit.db import make_engine, migrations_dir
 
     url = dbs.url(tmp_path, "migrated")
     cfg = Config()
-    cfg.set_main_option("script_location", migrations_dir(importlib.import_module("services.loan_disbursement.main").__file__))
+    cfg.set_main_option("script_location", migrations_dir(importlib.import_module("safe_procurement.services.loan_disbursement.main").__file__))
     cfg.set_main_option("sqlalchemy.url", url)
     cfg.attributes["configure_logger"] = False
     await asyncio.to_thread(command.upgrade, cfg, "0002")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from services.applications.config import Settings
-from services.applications.main import build_app
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared.contracts import streams
+from safe_procurement.services.applications.config import Settings
+from safe_procurement.services.applications.main import build_app
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared.contracts import streams
 from tests import dbs
 from tests.builders import proposal
 from tests.integration.helpers import FAST, xadd

@@ -19,11 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared.contracts import streams
-from shared.kit import auth
-from shared.kit.logs import JsonFormatter
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import auth
+from safe_procurement.shared.kit.logs import JsonFormatter
 from tests import dbs
 from tests.builders import proposal, proposal_led_by
 from tests.integration.helpers import FAST, xadd
@@ -42,10 +42,10 @@ WHO = ["operator", "auditor", "member-state-PL", "member-state-DE", "none", "bad
 
 # service name → (module with build_app, module with Settings)
 SERVICES = {
-    "applications": ("services.applications.main", "services.applications.config"),
-    "origin_verification": ("services.origin_verification.main", "services.origin_verification.config"),
-    "partner_registry": ("services.partner_registry.main", "services.partner_registry.config"),
-    "loan_disbursement": ("services.loan_disbursement.main", "services.loan_disbursement.config"),
+    "applications": ("safe_procurement.services.applications.main", "safe_procurement.services.applications.config"),
+    "origin_verification": ("safe_procurement.services.origin_verification.main", "safe_procurement.services.origin_verification.config"),
+    "partner_registry": ("safe_procurement.services.partner_registry.main", "safe_procurement.services.partner_registry.config"),
+    "loan_disbursement": ("safe_procurement.services.loan_disbursement.main", "safe_procurement.services.loan_disbursement.config"),
 }
 
 

@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from services.console.app import build_app as build_console
-from services.console.config import ConsoleSettings
-from services.console.upstream import Upstream
-from services.testing.inprocess import running
-from shared.kit import auth
+from safe_procurement.services.console.app import build_app as build_console
+from safe_procurement.services.console.config import ConsoleSettings
+from safe_procurement.services.console.upstream import Upstream
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.shared.kit import auth
 from tests.builders import proposal, proposal_led_by
 from tests.integration.test_auth_matrix import SAFE_TOKENS, TOKENS, _call, build
 

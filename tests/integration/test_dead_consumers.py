@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.kit import wire
-from shared.kit.consumers import remove_dead_consumers
+from safe_procurement.shared.kit import wire
+from safe_procurement.shared.kit.consumers import remove_dead_consumers
 
 pytestmark = pytest.mark.integration
 

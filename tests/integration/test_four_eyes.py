@@ -13,15 +13,15 @@ from typing import Any
 import httpx
 import pytest
 
-from services.loan_disbursement.config import Settings as LoanSettings
-from services.loan_disbursement.main import build_app as build_loans
-from services.partner_registry.config import Settings as RegistrySettings
-from services.partner_registry.main import build_app as build_registry
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared.contracts import streams
-from shared.kit import approvals, wire
-from shared.kit.tables import utcnow
+from safe_procurement.services.loan_disbursement.config import Settings as LoanSettings
+from safe_procurement.services.loan_disbursement.main import build_app as build_loans
+from safe_procurement.services.partner_registry.config import Settings as RegistrySettings
+from safe_procurement.services.partner_registry.main import build_app as build_registry
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import approvals, wire
+from safe_procurement.shared.kit.tables import utcnow
 from tests import dbs
 from tests.integration.helpers import FAST, xadd
 

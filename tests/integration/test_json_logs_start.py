@@ -44,7 +44,7 @@ def json_lines(text: str) -> list[dict]:
 
 def test_a_start_and_stop_log_json_only_and_quietly(tmp_path, redis_url, prefix):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "services.partner_registry"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "safe_procurement.services.partner_registry"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env=service_env(tmp_path, port, prefix, redis_url))
     try:
         deadline = time.monotonic() + 60
@@ -70,7 +70,7 @@ def test_a_port_in_use_is_reported_as_json(tmp_path, redis_url, prefix):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "services.partner_registry"], capture_output=True, text=True,
+        r = subprocess.run([sys.executable, "-m", "safe_procurement.services.partner_registry"], capture_output=True, text=True,
                            env=service_env(tmp_path, port, prefix, redis_url), timeout=90)
     assert r.returncode != 0
     records = json_lines(r.stdout + r.stderr)

@@ -12,10 +12,10 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from sqlalchemy import func
 from sqlmodel import select
 
-from shared.contracts import streams
-from shared.kit import db, wire
-from shared.kit.outbox import OutboxRelay
-from shared.kit.tables import OutboxRow
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import db, wire
+from safe_procurement.shared.kit.outbox import OutboxRelay
+from safe_procurement.shared.kit.tables import OutboxRow
 from tests import dbs
 from tests.redis_servers import Cluster, Servers, require_redis_server
 

@@ -6,10 +6,10 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import select
 
-from services.applications import main as applications_main
-from services.testing.waiting import wait_for
-from shared.kit import db, wire
-from shared.kit.tables import InboxRow, OutboxRow
+from safe_procurement.services.applications import main as applications_main
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared.kit import db, wire
+from safe_procurement.shared.kit.tables import InboxRow, OutboxRow
 from tests import dbs
 
 
@@ -111,7 +111,7 @@ async def test_a_redelivered_event_in_an_optimistic_batch_is_acknowledged_as_a_d
     handler runs. The fresh event of the same batch is handled, once."""
     from pydantic import BaseModel
 
-    from shared.kit.messaging import Entry, Messaging
+    from safe_procurement.shared.kit.messaging import Entry, Messaging
 
     class Ping(BaseModel):
         event_id: str
@@ -153,8 +153,8 @@ async def test_executemany_on_sqlite_stores_what_a_core_execute_stores(tmp_path)
 
     import sqlalchemy as sa
 
-    from services.loan_disbursement.adapters.types import Money
-    from shared.kit.tables import TS
+    from safe_procurement.services.loan_disbursement.adapters.types import Money
+    from safe_procurement.shared.kit.tables import TS
 
     meta = sa.MetaData()
 
@@ -209,8 +209,8 @@ async def test_fetch_all_reads_what_a_core_execute_reads(tmp_path):
 
     import sqlalchemy as sa
 
-    from services.loan_disbursement.adapters.types import Money
-    from shared.kit.tables import TS
+    from safe_procurement.services.loan_disbursement.adapters.types import Money
+    from safe_procurement.shared.kit.tables import TS
 
     meta = sa.MetaData()
     t = sa.Table("t", meta, sa.Column("id", sa.Integer, primary_key=True), sa.Column("k", sa.String),
@@ -301,7 +301,7 @@ async def test_a_short_transaction_commits_what_ran_in_it_and_rolls_back_on_erro
     connection's own transaction, SQLAlchemy's connection idle) commit together, or not at all."""
     from sqlalchemy import bindparam, update
 
-    from shared.kit.tables import TS, utcnow
+    from safe_procurement.shared.kit.tables import TS, utcnow
 
     outbox = OutboxRow.__table__  # type: ignore[attr-defined]
     mark = update(outbox).where(outbox.c.event_id == bindparam("e")).values(published_at=bindparam("at", type_=TS))
@@ -369,7 +369,7 @@ async def test_direct_statements_and_orm_rows_of_one_transaction_commit_or_roll_
     """`transaction(factory, connection=conn)`: rows written with the kit's direct statements (`executemany`, queued
     rows) and ORM rows are one transaction: committed together, or on an error rolled back together, and the
     connection takes the next transaction. A savepoint is its own per-transaction scope."""
-    from shared.kit.tables import utcnow
+    from safe_procurement.shared.kit.tables import utcnow
 
     engine = db.make_engine(dbs.url(tmp_path, "together"))
     factory = db.session_factory(engine)

@@ -14,12 +14,12 @@ from redis.exceptions import ResponseError
 from sqlalchemy import func, text
 from sqlmodel import select
 
-from services.testing.waiting import wait_for
-from shared.contracts import streams
-from shared.kit import db
-from shared.kit.outbox import OutboxRelay
-from shared.kit.tables import OutboxRow
-from shared.kit.wire import decoded
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import db
+from safe_procurement.shared.kit.outbox import OutboxRelay
+from safe_procurement.shared.kit.tables import OutboxRow
+from safe_procurement.shared.kit.wire import decoded
 from tests import dbs
 
 

@@ -7,7 +7,7 @@ import asyncio
 
 from sqlalchemy import column, func, select, table
 
-from shared.kit import db
+from safe_procurement.shared.kit import db
 
 COUNT = db.FixedQuery(select(func.count()).select_from(table("t", column("x"))))
 

@@ -1,4 +1,4 @@
-"""The Redis guard (shared.kit.recovery) on a private redis-server and a real database (SQLite, or PostgreSQL in
+"""The Redis guard (safe_procurement.shared.kit.recovery) on a private redis-server and a real database (SQLite, or PostgreSQL in
 the PostgreSQL pass): what it counts as a loss, which outbox rows it re-publishes, and which it leaves alone."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from shared.contracts import streams
-from shared.kit import db, wire
-from shared.kit.outbox import OutboxRelay
-from shared.kit.recovery import RedisGuard
-from shared.kit.tables import OutboxRow
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import db, wire
+from safe_procurement.shared.kit.outbox import OutboxRelay
+from safe_procurement.shared.kit.recovery import RedisGuard
+from safe_procurement.shared.kit.tables import OutboxRow
 from tests import dbs
 from tests.redis_servers import Server, Servers, require_redis_server
 

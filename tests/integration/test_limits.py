@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from services.applications.config import Settings
-from services.applications.main import build_app
-from services.testing.inprocess import running
-from shared.contracts import proposal as limits
+from safe_procurement.services.applications.config import Settings
+from safe_procurement.services.applications.main import build_app
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.shared.contracts import proposal as limits
 from tests import dbs
 from tests.builders import proposal
 from tests.integration.helpers import FAST

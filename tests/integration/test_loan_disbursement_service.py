@@ -12,16 +12,21 @@ import pytest
 from sqlalchemy import func, text
 from sqlmodel import select
 
-from services.loan_disbursement import reconcile as reconcile_cli
-from services.loan_disbursement.adapters.tables import FacilityRow, LedgerEntry, LoanRow, PlanLineRow
-from services.loan_disbursement.config import Settings
-from services.loan_disbursement.main import build_app
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared import contracts
-from shared.contracts import streams
-from shared.kit import wire
-from shared.kit.tables import AuditEntry, DeadLetter
+from safe_procurement.services.loan_disbursement import reconcile as reconcile_cli
+from safe_procurement.services.loan_disbursement.adapters.tables import (
+    FacilityRow,
+    LedgerEntry,
+    LoanRow,
+    PlanLineRow,
+)
+from safe_procurement.services.loan_disbursement.config import Settings
+from safe_procurement.services.loan_disbursement.main import build_app
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import wire
+from safe_procurement.shared.kit.tables import AuditEntry, DeadLetter
 from tests.builders import loan_requested
 from tests.integration.helpers import FAST, read_all, xadd
 

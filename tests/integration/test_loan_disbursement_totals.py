@@ -19,11 +19,11 @@ from alembic import command
 from alembic.config import Config
 from sqlmodel import func, select
 
-from services.loan_disbursement import main as loan_main
-from services.loan_disbursement import reconcile as reconcile_cli
-from services.loan_disbursement.adapters import ledger
-from services.loan_disbursement.adapters.repository import LoanUnitOfWork
-from services.loan_disbursement.adapters.tables import (
+from safe_procurement.services.loan_disbursement import main as loan_main
+from safe_procurement.services.loan_disbursement import reconcile as reconcile_cli
+from safe_procurement.services.loan_disbursement.adapters import ledger
+from safe_procurement.services.loan_disbursement.adapters.repository import LoanUnitOfWork
+from safe_procurement.services.loan_disbursement.adapters.tables import (
     FacilityRow,
     LedgerEntry,
     LoanRequestRow,
@@ -31,17 +31,17 @@ from services.loan_disbursement.adapters.tables import (
     PlanDrawRow,
     PlanDrawTotalRow,
 )
-from services.loan_disbursement.adapters.types import Money
-from services.loan_disbursement.domain.reference import Reference
-from services.loan_disbursement.main import build_app, load_reference
-from services.loan_disbursement.service_layer import handlers
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared import contracts
-from shared.contracts import streams
-from shared.kit import db
-from shared.kit.tables import TS, AuditEntry, OutboxRow
-from shared.kit.uow import begin
+from safe_procurement.services.loan_disbursement.adapters.types import Money
+from safe_procurement.services.loan_disbursement.domain.reference import Reference
+from safe_procurement.services.loan_disbursement.main import build_app, load_reference
+from safe_procurement.services.loan_disbursement.service_layer import handlers
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import db
+from safe_procurement.shared.kit.tables import TS, AuditEntry, OutboxRow
+from safe_procurement.shared.kit.uow import begin
 from tests.builders import loan_requested
 from tests.integration.helpers import xadd
 from tests.integration.test_loan_disbursement_service import (

@@ -11,12 +11,12 @@ from decimal import Decimal
 
 from sqlmodel import select
 
-from services.loan_disbursement.main import build_app
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared import contracts
-from shared.contracts import streams
-from shared.kit.tables import AuditEntry
+from safe_procurement.services.loan_disbursement.main import build_app
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit.tables import AuditEntry
 from tests.builders import loan_requested
 from tests.integration.helpers import xadd
 from tests.integration.test_loan_disbursement_service import decided, settings, sign

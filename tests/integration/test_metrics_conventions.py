@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared.contracts import streams
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared.contracts import streams
 from tests.builders import proposal
 from tests.integration.helpers import xadd
 from tests.integration.test_observability import applications

@@ -19,18 +19,18 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.applications.config import Settings
-from services.applications.main import build_app
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared import contracts
-from shared.contracts import streams
-from shared.kit import db
-from shared.kit.app import ServiceSpec, create_app
-from shared.kit.logs import JsonFormatter
-from shared.kit.messaging import Messaging
-from shared.kit.settings import ServiceSettings
-from shared.kit.uow import UnitOfWork
+from safe_procurement.services.applications.config import Settings
+from safe_procurement.services.applications.main import build_app
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import db
+from safe_procurement.shared.kit.app import ServiceSpec, create_app
+from safe_procurement.shared.kit.logs import JsonFormatter
+from safe_procurement.shared.kit.messaging import Messaging
+from safe_procurement.shared.kit.settings import ServiceSettings
+from safe_procurement.shared.kit.uow import UnitOfWork
 from tests import dbs
 from tests.builders import proposal
 from tests.integration.helpers import FAST, read_all, xadd

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from services.origin_verification import main as ov_main
-from services.origin_verification.adapters import replica
-from shared import contracts
-from shared.kit import db
+from safe_procurement.services.origin_verification import main as ov_main
+from safe_procurement.services.origin_verification.adapters import replica
+from safe_procurement.shared import contracts
+from safe_procurement.shared.kit import db
 from tests.unit.origin_verification.seed import seed_events
 
 MIGRATIONS = db.migrations_dir(ov_main.__file__)

@@ -14,14 +14,14 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import select
 
-from services.origin_verification.adapters.tables import ReportRow
-from services.origin_verification.config import Settings
-from services.origin_verification.main import build_app
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared import contracts
-from shared.contracts import streams
-from shared.kit.tables import DeadLetter, MessageFailure
+from safe_procurement.services.origin_verification.adapters.tables import ReportRow
+from safe_procurement.services.origin_verification.config import Settings
+from safe_procurement.services.origin_verification.main import build_app
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit.tables import DeadLetter, MessageFailure
 from tests.builders import proposal_model, submitted
 from tests.integration.helpers import FAST, publish_registry_seed, read_all, xadd
 

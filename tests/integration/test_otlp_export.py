@@ -37,7 +37,7 @@ def test_a_service_exports_its_spans_over_otlp_http_with_the_callers_trace(tmp_p
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     })
-    proc = subprocess.Popen([sys.executable, "-m", "services.partner_registry"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "safe_procurement.services.partner_registry"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     trace_id = secrets.token_hex(16)
     try:

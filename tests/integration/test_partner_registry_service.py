@@ -11,16 +11,16 @@ import redis.asyncio as aioredis
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from services.partner_registry.adapters import seed as seed_file
-from services.partner_registry.config import Settings
-from services.partner_registry.main import build_app
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared import contracts
-from shared.contracts import streams
-from shared.kit import wire
-from shared.kit.app import Runtime
-from shared.kit.tables import OutboxRow
+from safe_procurement.services.partner_registry.adapters import seed as seed_file
+from safe_procurement.services.partner_registry.config import Settings
+from safe_procurement.services.partner_registry.main import build_app
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import wire
+from safe_procurement.shared.kit.app import Runtime
+from safe_procurement.shared.kit.tables import OutboxRow
 
 pytestmark = pytest.mark.integration
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared.contracts import streams
-from shared.kit import governance_api, wire
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import governance_api, wire
 from tests.builders import proposal
 from tests.integration.test_auth_matrix import SERVICES, build, headers
 from tests.redis_servers import free_port, wait_ping

@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import select
 
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared import contracts
-from shared.contracts import streams
-from shared.kit.tables import DeadLetter, InboxRow, OutboxRow
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit.tables import DeadLetter, InboxRow, OutboxRow
 from tests import dbs
 from tests.builders import NOW, loan_requested, proposal, reverification, submitted, verification_completed
 from tests.integration.helpers import FAST, publish_registry_seed, read_all, xadd
@@ -33,7 +33,7 @@ def as_json(event: Any) -> dict[str, Any]:
 
 def _anchor() -> dict[str, Any]:
     """A chain head another service published (every service keeps the others' heads)."""
-    from shared.contracts.audit import AuditAnchorPublished
+    from safe_procurement.shared.contracts.audit import AuditAnchorPublished
 
     return as_json(AuditAnchorPublished(correlation_id="audit/elsewhere", producer="elsewhere", service="elsewhere",
                                         seq=1, hash="a" * 64))
@@ -124,8 +124,8 @@ def version_letter(dls: list[DeadLetter]) -> DeadLetter:
 
 @pytest.fixture
 def apps_app(tmp_path, prefix, redis_url):
-    from services.applications.config import Settings
-    from services.applications.main import build_app
+    from safe_procurement.services.applications.config import Settings
+    from safe_procurement.services.applications.main import build_app
 
     return build_app(Settings(database_url=dbs.url(tmp_path, "apps"), stream_prefix=prefix,
                               consumer_name="rel-apps", **FAST))
@@ -288,7 +288,7 @@ async def test_applications_every_event_type_delivered_twice_changes_nothing(app
 async def test_a_crash_between_xadd_and_marking_the_row_sent_republishes_and_consumers_process_it_once(
     apps_app, redis_client, prefix, monkeypatch
 ):
-    from shared.kit.outbox import OutboxRelay
+    from safe_procurement.shared.kit.outbox import OutboxRelay
 
     crashed: list[int] = []
     real_send = OutboxRelay._send
@@ -370,8 +370,8 @@ async def test_an_xadd_refused_inside_the_publish_round_leaves_the_rows_unsent_u
 
 @pytest.fixture
 def ov_app(tmp_path, prefix, redis_url):
-    from services.origin_verification import main as ov
-    from services.origin_verification.config import Settings
+    from safe_procurement.services.origin_verification import main as ov
+    from safe_procurement.services.origin_verification.config import Settings
 
     settings = Settings(database_url=dbs.url(tmp_path, "ov"), stream_prefix=prefix,
                         consumer_name="rel-ov", replica_retry_s=0.1, **FAST)
@@ -451,7 +451,7 @@ async def test_origin_verification_every_event_type_delivered_twice_changes_noth
 
 
 def _loan_settings(tmp_path: Path, prefix: str, consumer: str = "rel-loans", **changes: Any) -> Any:
-    from services.loan_disbursement.config import Settings
+    from safe_procurement.services.loan_disbursement.config import Settings
 
     return Settings(database_url=dbs.url(tmp_path, "loans"), stream_prefix=prefix,
                     consumer_name=consumer, **{**FAST, **changes})
@@ -459,7 +459,7 @@ def _loan_settings(tmp_path: Path, prefix: str, consumer: str = "rel-loans", **c
 
 @pytest.fixture
 def loans_module():
-    from services.loan_disbursement import main
+    from safe_procurement.services.loan_disbursement import main
 
     return main
 
@@ -680,8 +680,8 @@ async def test_a_long_deferred_entry_taken_over_from_a_dead_consumer_is_not_dead
     # kit bug: every deferral re-claimed the entry with a plain XCLAIM, which counts as a delivery; an entry
     # deferred a dozen times and then taken over by XAUTOCLAIM was dead-lettered as "delivered N times
     # without completing (consumer crashed?)" although it had never failed.
-    from services.origin_verification.config import Settings
-    from services.origin_verification.main import build_app
+    from safe_procurement.services.origin_verification.config import Settings
+    from safe_procurement.services.origin_verification.main import build_app
 
     deferrals: list[int] = []
     event = submitted()

@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared.contracts import streams
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared.contracts import streams
 from tests import builders
 from tests.integration.helpers import signed_xadd, xadd
 from tests.integration.test_auth_matrix import EVENT_KEYS, SERVICES, build, headers
@@ -300,8 +300,8 @@ async def test_a_member_state_sees_origin_verifications_dead_letter_about_its_ca
     tmp_path, prefix, redis_client
 ):
     """Defect 6: the dead letter's payload names no participants; the case's reports do."""
-    from services.origin_verification.config import Settings as OriginSettings
-    from services.origin_verification.main import build_app as build_origin
+    from safe_procurement.services.origin_verification.config import Settings as OriginSettings
+    from safe_procurement.services.origin_verification.main import build_app as build_origin
     from tests import dbs
     from tests.integration.helpers import FAST, publish_registry_seed
     from tests.integration.test_origin_verification_service import _completed
@@ -329,7 +329,7 @@ async def test_a_member_state_pages_through_its_dead_letters_past_many_of_other_
 ):
     """Defect 7's kin on the dead letters: rows were cut at 2 000 before the Member State filter. Now they are
     filtered in keyset batches; with tiny batches (2 rows, 4 per request) every own letter is still reached."""
-    from shared.kit import web
+    from safe_procurement.shared.kit import web
 
     monkeypatch.setattr(web, "_BATCH", 2)
     monkeypatch.setattr(web, "_SCAN", 4)
@@ -360,8 +360,8 @@ async def test_a_member_state_pages_through_its_dead_letters_past_many_of_other_
 async def test_a_lender_sees_the_case_it_lends_to_without_participating(tmp_path, prefix):
     """Defect 6: 'a loan financed by DK on a PL-led case is invisible to DK'. The money rules may refuse to make
     such a loan; the scope rule must still hold, so the rows are written directly here."""
-    from services.loan_disbursement.adapters.tables import LoanRequestRow, LoanRow
-    from shared.kit.db import transaction
+    from safe_procurement.services.loan_disbursement.adapters.tables import LoanRequestRow, LoanRow
+    from safe_procurement.shared.kit.db import transaction
 
     app = build("loan_disbursement", tmp_path, prefix, safe_tokens=SAFE_TOKENS)
     async with running(app) as (client, rt):

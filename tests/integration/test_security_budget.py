@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from services.loan_disbursement.adapters import ledger
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
+from safe_procurement.services.loan_disbursement.adapters import ledger
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
 from tests.integration.test_auth_matrix import build, headers
 
 

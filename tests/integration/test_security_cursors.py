@@ -13,7 +13,7 @@ import pytest
 import requests
 from hypothesis import strategies as st
 
-from shared.kit.web import decode_cursor, encode_cursor
+from safe_procurement.shared.kit.web import decode_cursor, encode_cursor
 from tests.integration.test_api_documents import OPERATOR, _served
 
 # service → its paged routes

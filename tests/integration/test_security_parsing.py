@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared.contracts import streams
-from shared.kit import strict
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import strict
 from tests.builders import proposal
 from tests.integration.helpers import xadd
 from tests.integration.test_auth_matrix import build, headers

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from services.testing.inprocess import running
-from shared.contracts import streams
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.shared.contracts import streams
 from tests.builders import proposal
 from tests.integration.helpers import xadd
 from tests.integration.test_auth_matrix import _letter_for, build, headers

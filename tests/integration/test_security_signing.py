@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared.contracts import streams
-from shared.kit import signing, wire
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import signing, wire
 from tests.builders import loan_requested, proposal
 from tests.integration.helpers import read_all, signed_xadd, xadd
 from tests.integration.test_auth_matrix import EVENT_KEYS, build, headers

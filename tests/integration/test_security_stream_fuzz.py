@@ -14,9 +14,9 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared.kit import signing, wire
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared.kit import signing, wire
 from tests.integration.test_auth_matrix import EVENT_KEYS, SERVICES, build, headers
 
 PER_STREAM = 24

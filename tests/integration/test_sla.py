@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from services.applications.config import Settings
-from services.applications.main import build_app
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared.kit.tables import utcnow
+from safe_procurement.services.applications.config import Settings
+from safe_procurement.services.applications.main import build_app
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared.kit.tables import utcnow
 from tests import dbs
 from tests.builders import proposal
 from tests.integration.helpers import FAST

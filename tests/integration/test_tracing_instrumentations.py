@@ -20,7 +20,7 @@ from opentelemetry import trace
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
-from shared.kit import logs
+from safe_procurement.shared.kit import logs
 
 logs.configure_tracing("probe")
 exporter = None

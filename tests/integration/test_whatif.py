@@ -12,15 +12,15 @@ import httpx
 import sqlalchemy as sa
 import yaml
 
-from services import governance_cli
-from services import scenarios as examples
-from services.origin_verification.adapters.rules_file import DEFAULT_PATH
-from services.origin_verification.config import Settings
-from services.origin_verification.main import build_app
-from services.testing.inprocess import running
-from services.testing.waiting import wait_for
-from shared import contracts
-from shared.contracts import streams
+from safe_procurement.services import governance_cli
+from safe_procurement.services import scenarios as examples
+from safe_procurement.services.origin_verification.adapters.rules_file import DEFAULT_PATH
+from safe_procurement.services.origin_verification.config import Settings
+from safe_procurement.services.origin_verification.main import build_app
+from safe_procurement.services.testing.inprocess import running
+from safe_procurement.services.testing.waiting import wait_for
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
 from tests import dbs
 from tests.builders import submitted
 from tests.integration.helpers import FAST, publish_registry_seed, read_all, xadd

@@ -9,12 +9,12 @@ from faststream.redis import TestRedisBroker
 from sqlalchemy import func
 from sqlmodel import select
 
-from services.applications.adapters.tables import CaseParticipant, CaseRow
-from services.applications.config import Settings
-from services.applications.main import build_app
-from shared.contracts import streams
-from shared.kit import db
-from shared.kit.tables import DeadLetter, OutboxRow
+from safe_procurement.services.applications.adapters.tables import CaseParticipant, CaseRow
+from safe_procurement.services.applications.config import Settings
+from safe_procurement.services.applications.main import build_app
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit import db
+from safe_procurement.shared.kit.tables import DeadLetter, OutboxRow
 from tests import dbs
 from tests.builders import proposal, verification_completed
 
@@ -112,7 +112,7 @@ async def test_the_loan_request_carries_the_stored_proposals_terms_exactly(wired
 
     from sqlalchemy import update
 
-    from shared import contracts
+    from safe_procurement.shared import contracts
 
     body = proposal()
     first = dict(body["end_products"][0])

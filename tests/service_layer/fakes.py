@@ -12,14 +12,18 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from services.applications.adapters.repository import Case
-from services.applications.adapters.tables import ProposalRevisionRow
-from services.loan_disbursement.adapters import ledger
-from services.loan_disbursement.domain.money import ZERO
-from services.origin_verification.adapters import replica
-from services.origin_verification.domain.reference import ReferenceData
-from services.partner_registry.adapters.tables import AgreementVersionRow, CountryVersionRow, RegistryMetaRow
-from shared.kit.uow import Delivery
+from safe_procurement.services.applications.adapters.repository import Case
+from safe_procurement.services.applications.adapters.tables import ProposalRevisionRow
+from safe_procurement.services.loan_disbursement.adapters import ledger
+from safe_procurement.services.loan_disbursement.domain.money import ZERO
+from safe_procurement.services.origin_verification.adapters import replica
+from safe_procurement.services.origin_verification.domain.reference import ReferenceData
+from safe_procurement.services.partner_registry.adapters.tables import (
+    AgreementVersionRow,
+    CountryVersionRow,
+    RegistryMetaRow,
+)
+from safe_procurement.shared.kit.uow import Delivery
 
 
 class FakeUnitOfWork:

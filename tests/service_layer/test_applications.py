@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from services.applications.domain.case import Status, TransitionRefused
-from services.applications.service_layer import handlers
-from shared import contracts
-from shared.contracts import streams
-from shared.kit.messaging import Poison
-from shared.kit.uow import Delivery
+from safe_procurement.services.applications.domain.case import Status, TransitionRefused
+from safe_procurement.services.applications.service_layer import handlers
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit.messaging import Poison
+from safe_procurement.shared.kit.uow import Delivery
 from tests.service_layer.fakes import FakeApplicationsUnitOfWork
 
 DEMO = Path(__file__).resolve().parents[2] / "services" / "demo" / "proposal.json"

@@ -7,11 +7,11 @@ import uuid
 from datetime import date
 from decimal import Decimal
 
-from services.loan_disbursement.domain import rules
-from services.loan_disbursement.main import load_reference
-from services.loan_disbursement.service_layer import handlers
-from shared import contracts
-from shared.contracts import streams
+from safe_procurement.services.loan_disbursement.domain import rules
+from safe_procurement.services.loan_disbursement.main import load_reference
+from safe_procurement.services.loan_disbursement.service_layer import handlers
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
 from tests.service_layer.fakes import FakeLoanUnitOfWork
 
 MAX = Decimal("1000000.00")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from services.origin_verification.bootstrap import Dependencies
-from services.origin_verification.service_layer import handlers
-from shared import contracts
-from shared.contracts import streams
-from shared.kit.messaging import Defer
+from safe_procurement.services.origin_verification.bootstrap import Dependencies
+from safe_procurement.services.origin_verification.service_layer import handlers
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit.messaging import Defer
 from tests.service_layer.fakes import FakeVerificationUnitOfWork
 from tests.unit.origin_verification.seed import seed_reference
 from tests.unit.origin_verification.support import NOW, rulebook

@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import pytest
 
-from services.partner_registry.adapters import seed as seed_file
-from services.partner_registry.domain import registry
-from services.partner_registry.service_layer import handlers
-from shared.contracts import streams
+from safe_procurement.services.partner_registry.adapters import seed as seed_file
+from safe_procurement.services.partner_registry.domain import registry
+from safe_procurement.services.partner_registry.service_layer import handlers
+from safe_procurement.shared.contracts import streams
 from tests.service_layer.fakes import FakeRegistryUnitOfWork
 
 

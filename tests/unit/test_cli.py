@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from services import cli
-from services.launcher import SERVICES
-from services.profiles import DEV_TOKEN, ProfileError, parse_urls, resolve
+from safe_procurement.services import cli
+from safe_procurement.services.launcher import SERVICES
+from safe_procurement.services.profiles import DEV_TOKEN, ProfileError, parse_urls, resolve
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -23,7 +23,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     for var in ("SAFE_URL", "SAFE_TOKEN", "SAFE_PROFILE", "SAFE_DEBUG", "LOAN_DISBURSEMENT_DATABASE_URL"):
         if var not in (env or {}):
             full_env.pop(var, None)
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "safe_procurement.services.cli", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=60)
 
 
@@ -184,7 +184,7 @@ def test_ledger_check_on_an_unmigrated_database_is_one_line(tmp_path):
 
 
 def test_scenario_files_are_validated_one_by_one_and_named(tmp_path):
-    from services.testing import scenarios
+    from safe_procurement.services.testing import scenarios
 
     bad_json = tmp_path / "broken.json"
     bad_json.write_text('{"expected_outcome": ["eligible"], "proposal": {')
@@ -200,8 +200,8 @@ def test_scenario_files_are_validated_one_by_one_and_named(tmp_path):
 
 
 def test_the_example_scenarios_ship_in_the_package_and_are_valid():
-    from services import scenarios as examples
-    from services.testing import scenarios
+    from safe_procurement.services import scenarios as examples
+    from safe_procurement.services.testing import scenarios
 
     files = examples.files()
     assert len(files) >= 10

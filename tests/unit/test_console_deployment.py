@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from services.console.config import ConsoleSettings
-from services.launcher import CONSOLE, CONSOLE_PORT, SERVICES, Launcher
-from shared.kit.auth import TokenStore
+from safe_procurement.services.console.config import ConsoleSettings
+from safe_procurement.services.launcher import CONSOLE, CONSOLE_PORT, SERVICES, Launcher
+from safe_procurement.shared.kit.auth import TokenStore
 from tests.unit.test_deployment_files import DOCKERFILE, ROOT, compose_services, container_ports, environment
 
 

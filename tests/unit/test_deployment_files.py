@@ -18,7 +18,7 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
-from services.launcher import SERVICES
+from safe_procurement.services.launcher import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -44,7 +44,7 @@ REQUIRED_EXAMPLES = {"SAFE_TOKENS": "operator:a-real-operator-token,auditor:a-re
 
 
 def settings_class(service: str) -> Any:
-    config = importlib.import_module(f"services.{service}.config")
+    config = importlib.import_module(f"safe_procurement.services.{service}.config")
     return config.Settings
 
 
@@ -211,7 +211,7 @@ def test_a_container_environment_yields_valid_settings_for_production(name: str,
 
     s = settings_cls()
 
-    from shared.kit.auth import TokenStore
+    from safe_procurement.shared.kit.auth import TokenStore
 
     assert s.safe_env == "production"
     TokenStore(s.safe_tokens, dev=s.is_dev)  # the default tokens parse, so the service starts
@@ -220,7 +220,7 @@ def test_a_container_environment_yields_valid_settings_for_production(name: str,
     assert s.database_url.startswith("postgresql+asyncpg://")
     # the service's own Redis user (infra/redis/users.acl), and event keys it can sign with
     assert s.redis_url.startswith(f"redis://{service}:") and "@redis:6379/" in s.redis_url
-    from shared.kit.signing import Keyring
+    from safe_procurement.shared.kit.signing import Keyring
 
     Keyring(s.safe_event_keys, service=service, key_id=s.event_key_id, dev=s.is_dev)
 
@@ -398,7 +398,7 @@ def test_the_dockerfile_is_one_recipe_for_every_service() -> None:
     assert any("pip install" in run and " ." in run for run in by_keyword["RUN"]), "installs the project"
     assert by_keyword["EXPOSE"], "EXPOSE the service port"
     cmd = by_keyword["CMD"][-1]
-    assert "python -m services.${SERVICE}" in cmd
+    assert "python -m safe_procurement.services.${SERVICE}" in cmd
     assert "exec " in cmd, "python must be PID 1 to receive SIGTERM"
 
 

@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from services.origin_verification.adapters import mapping
-from shared import contracts
-from shared.kit.outbox import dump_json
+from safe_procurement.services.origin_verification.adapters import mapping
+from safe_procurement.shared import contracts
+from safe_procurement.shared.kit.outbox import dump_json
 from tests.unit.origin_verification.support import proposal, run
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 import uuid
 
-from shared import contracts
-from shared.contracts.ids import new_id, uuid7
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts.ids import new_id, uuid7
 
 
 def test_uuid7_is_a_version_7_rfc_uuid_carrying_its_creation_millisecond() -> None:

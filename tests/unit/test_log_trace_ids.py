@@ -13,7 +13,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from shared.kit import logs
+from safe_procurement.shared.kit import logs
 
 MESSAGE_TRACE = "0af7651916cd43dd8448eb211c80319c"
 MESSAGE_SPAN = "b7ad6b7169203331"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BASELINE = Path(__file__).with_name("private_api_baseline.txt")
-OWN = ("services", "shared", "tests")
+OWN = ("safe_procurement", "tests")
 NAMEDTUPLE_API = {"_make", "_replace", "_asdict", "_fields", "_field_defaults"}
 INTERNAL_MODULES = ("faststream.redis.parser", "sqlalchemy.sql.base", "sqlalchemy.engine.default")
 

@@ -11,8 +11,8 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.loan_disbursement.entrypoints import admin_schemas as loan_schemas
-from shared import contracts
+from safe_procurement.services.loan_disbursement.entrypoints import admin_schemas as loan_schemas
+from safe_procurement.shared import contracts
 
 MONEY = re.compile(r"^\d+\.\d{2}$")
 PLAIN = re.compile(r"^\d+(\.\d+)?$")

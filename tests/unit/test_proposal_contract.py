@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from shared.contracts import Proposal
+from safe_procurement.shared.contracts import Proposal
 from tests import builders
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "services" / "scenarios"  # shipped with the package

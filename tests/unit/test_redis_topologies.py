@@ -14,10 +14,10 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import SentinelConnectionPool
 
-from services.launcher import SERVICES
-from shared.kit.app import make_broker, make_redis
-from shared.kit.metrics import Metrics
-from shared.kit.settings import ServiceSettings
+from safe_procurement.services.launcher import SERVICES
+from safe_procurement.shared.kit.app import make_broker, make_redis
+from safe_procurement.shared.kit.metrics import Metrics
+from safe_procurement.shared.kit.settings import ServiceSettings
 
 
 @pytest.fixture(autouse=True)
@@ -164,7 +164,7 @@ def test_a_redis_url_without_a_host_is_refused() -> None:
 async def test_every_service_reads_the_topology_from_the_shared_environment_variables(
     service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = importlib.import_module(f"services.{service}.config")
+    config = importlib.import_module(f"safe_procurement.services.{service}.config")
     prefix = service.upper()
     monkeypatch.setenv("REDIS_MODE", "sentinel")
     monkeypatch.setenv("REDIS_URL", "redis+sentinel://sentinel-a.invalid:26379,sentinel-b.invalid:26379/0")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from opentelemetry import trace
 
-from shared.kit import logs
+from safe_procurement.shared.kit import logs
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"

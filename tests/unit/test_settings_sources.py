@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.applications.config import Settings as ApplicationsSettings
-from services.launcher import SERVICES, Launcher
+from safe_procurement.services.applications.config import Settings as ApplicationsSettings
+from safe_procurement.services.launcher import SERVICES, Launcher
 
 
 def test_dotenv_in_the_working_directory_is_read_and_the_environment_wins(tmp_path, monkeypatch):

@@ -23,6 +23,12 @@ def test_the_wheel_has_complete_metadata_and_ships_the_scenarios(tmp_path):
     assert meta.get_payload().strip()  # the README is the long description
     assert meta["License-Expression"] == "EUPL-1.2"
     assert "Framework :: Pytest" in meta.get_all("Classifier")
-    shipped = {Path(n).name for n in names if n.startswith("services/scenarios/")}
+    shipped = {Path(n).name for n in names if n.startswith("safe_procurement/services/scenarios/")}
     examples = {p.name for p in (ROOT / "services" / "scenarios").iterdir() if p.suffix in (".json", ".md")}
     assert examples and examples <= shipped
+    console = ROOT / "services" / "console"  # the console's pages and assets, without which it cannot start
+    assets = {"safe_procurement/services/console/" + str(f.relative_to(console)) for d in ("static", "templates")
+              for f in (console / d).rglob("*") if f.is_file()}
+    assert assets and assets <= set(names), sorted(assets - set(names))
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"safe_procurement"}  # never a top-level `services` or `shared` in the user's site-packages

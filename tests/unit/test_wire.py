@@ -7,7 +7,7 @@ import json
 
 from faststream.redis import BinaryMessageFormatV1
 
-from shared.kit import wire
+from safe_procurement.shared.kit import wire
 
 EVENT = {"event_id": "e-1", "correlation_id": "case-1", "amount_eur": "950000.00"}
 

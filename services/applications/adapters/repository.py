@@ -20,11 +20,23 @@ from sqlalchemy.orm.attributes import set_attribute
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.applications.adapters.tables import CaseParticipant, CaseRow, ProposalRevisionRow, TimelineRow
-from services.applications.domain.case import Status
-from shared.kit.db import add_row, at_commit, connection_of, defer_rows, executemany, fetch_all
-from shared.kit.tables import utcnow
-from shared.kit.uow import UnitOfWork
+from safe_procurement.services.applications.adapters.tables import (
+    CaseParticipant,
+    CaseRow,
+    ProposalRevisionRow,
+    TimelineRow,
+)
+from safe_procurement.services.applications.domain.case import Status
+from safe_procurement.shared.kit.db import (
+    add_row,
+    at_commit,
+    connection_of,
+    defer_rows,
+    executemany,
+    fetch_all,
+)
+from safe_procurement.shared.kit.tables import utcnow
+from safe_procurement.shared.kit.uow import UnitOfWork
 
 
 @dataclass(eq=False)

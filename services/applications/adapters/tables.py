@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy.orm import foreign, relationship
 from sqlmodel import Field, SQLModel
 
-from shared.kit.tables import TS, utcnow
+from safe_procurement.shared.kit.tables import TS, utcnow
 
 
 class CaseRow(SQLModel, table=True):

@@ -14,25 +14,25 @@ from pydantic import ValidationError
 from redis.exceptions import ResponseError
 from sqlmodel import col, select
 
-from services.applications.adapters.repository import (
+from safe_procurement.services.applications.adapters.repository import (
     ApplicationsUnitOfWork,
     Case,
     SqlCaseRepository,
     SqlRevisions,
 )
-from services.applications.adapters.tables import CaseParticipant, CaseRow, TimelineRow
-from services.applications.bootstrap import intake_of, runtime_from
-from services.applications.domain import sla
-from services.applications.domain.case import Status, TransitionRefused, is_final
-from services.applications.entrypoints import admin_schemas as schemas
-from services.applications.service_layer import handlers, review
-from shared import contracts
-from shared.contracts import countries, streams
-from shared.kit import approvals
-from shared.kit.app import Runtime, runtime_of, validation_errors
-from shared.kit.auth import Principal, operator, reader
-from shared.kit.uow import begin
-from shared.kit.web import decode_cursor, encode_cursor
+from safe_procurement.services.applications.adapters.tables import CaseParticipant, CaseRow, TimelineRow
+from safe_procurement.services.applications.bootstrap import intake_of, runtime_from
+from safe_procurement.services.applications.domain import sla
+from safe_procurement.services.applications.domain.case import Status, TransitionRefused, is_final
+from safe_procurement.services.applications.entrypoints import admin_schemas as schemas
+from safe_procurement.services.applications.service_layer import handlers, review
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import countries, streams
+from safe_procurement.shared.kit import approvals
+from safe_procurement.shared.kit.app import Runtime, runtime_of, validation_errors
+from safe_procurement.shared.kit.auth import Principal, operator, reader
+from safe_procurement.shared.kit.uow import begin
+from safe_procurement.shared.kit.web import decode_cursor, encode_cursor
 
 router = APIRouter(tags=["procurements"])
 

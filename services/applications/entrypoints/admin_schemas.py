@@ -6,9 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from shared import contracts
-from shared.kit import strict
-from shared.kit.web import UtcDateTime
+from safe_procurement.shared import contracts
+from safe_procurement.shared.kit import strict
+from safe_procurement.shared.kit.web import UtcDateTime
 
 
 class CaseCreated(BaseModel):

@@ -9,11 +9,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from services.applications.adapters.tables import CaseParticipant, CaseRow
-from shared.contracts import countries
-from shared.kit.app import runtime_of
-from shared.kit.auth import Principal, reader
-from shared.kit.web import UtcDateTime
+from safe_procurement.services.applications.adapters.tables import CaseParticipant, CaseRow
+from safe_procurement.shared.contracts import countries
+from safe_procurement.shared.kit.app import runtime_of
+from safe_procurement.shared.kit.auth import Principal, reader
+from safe_procurement.shared.kit.web import UtcDateTime
 
 router = APIRouter(tags=["procurements"])
 

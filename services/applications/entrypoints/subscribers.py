@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.applications.adapters.repository import ApplicationsUnitOfWork
-from services.applications.service_layer import handlers
-from shared import contracts
-from shared.contracts import streams
-from shared.kit.messaging import Messaging
+from safe_procurement.services.applications.adapters.repository import ApplicationsUnitOfWork
+from safe_procurement.services.applications.service_layer import handlers
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit.messaging import Messaging
 
 
 def _submit_key(_proposal: Any, entry_id: str) -> str:

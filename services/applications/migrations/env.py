@@ -1,3 +1,3 @@
-from shared.kit.migrations import run_env
+from safe_procurement.shared.kit.migrations import run_env
 
 run_env()

@@ -10,14 +10,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.applications.adapters.repository import ApplicationsUnitOfWork, Case
-from services.applications.domain.case import CaseState, Status, TransitionRefused
-from shared import contracts
-from shared.contracts import streams
-from shared.contracts.events import SCHEMA_VERSION
-from shared.contracts.ids import new_id
-from shared.kit.messaging import Poison
-from shared.kit.tables import utcnow
+from safe_procurement.services.applications.adapters.repository import ApplicationsUnitOfWork, Case
+from safe_procurement.services.applications.domain.case import CaseState, Status, TransitionRefused
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.contracts.events import SCHEMA_VERSION
+from safe_procurement.shared.contracts.ids import new_id
+from safe_procurement.shared.kit.messaging import Poison
+from safe_procurement.shared.kit.tables import utcnow
 
 SERVICE = "applications"
 

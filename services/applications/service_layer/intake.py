@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.applications.adapters.repository import ApplicationsUnitOfWork, Case
-from services.applications.service_layer import handlers
-from shared import contracts
-from shared.kit.uow import begin
+from safe_procurement.services.applications.adapters.repository import ApplicationsUnitOfWork, Case
+from safe_procurement.services.applications.service_layer import handlers
+from safe_procurement.shared import contracts
+from safe_procurement.shared.kit.uow import begin
 
 log = logging.getLogger("safe.applications.intake")
 

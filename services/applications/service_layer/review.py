@@ -10,15 +10,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
-from services.applications.adapters.repository import ApplicationsUnitOfWork
-from services.applications.adapters.tables import ProposalRevisionRow
-from services.applications.domain.case import TransitionRefused
-from services.applications.service_layer import handlers
-from services.applications.service_layer.handlers import Case, NotFound
-from shared import contracts
-from shared.contracts import streams
-from shared.contracts.ids import new_id
-from shared.kit.tables import utcnow
+from safe_procurement.services.applications.adapters.repository import ApplicationsUnitOfWork
+from safe_procurement.services.applications.adapters.tables import ProposalRevisionRow
+from safe_procurement.services.applications.domain.case import TransitionRefused
+from safe_procurement.services.applications.service_layer import handlers
+from safe_procurement.services.applications.service_layer.handlers import Case, NotFound
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.contracts.ids import new_id
+from safe_procurement.shared.kit.tables import utcnow
 
 Decision = Literal["eligible", "ineligible"]
 

@@ -11,10 +11,10 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.console import views
-from services.console.sessions import Session
-from services.console.upstream import Upstream, UpstreamError
-from services.console.web import Console, PageError, back, confirmed
+from safe_procurement.services.console import views
+from safe_procurement.services.console.sessions import Session
+from safe_procurement.services.console.upstream import Upstream, UpstreamError
+from safe_procurement.services.console.web import Console, PageError, back, confirmed
 
 
 def router(c: Console) -> APIRouter:

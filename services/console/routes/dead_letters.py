@@ -10,10 +10,10 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.console.sessions import Session
-from services.console.upstream import SERVICE_TITLES, Upstream, UpstreamError
-from services.console.web import Console, PageError, back, confirmed
-from services.launcher import SERVICES
+from safe_procurement.services.console.sessions import Session
+from safe_procurement.services.console.upstream import SERVICE_TITLES, Upstream, UpstreamError
+from safe_procurement.services.console.web import Console, PageError, back, confirmed
+from safe_procurement.services.launcher import SERVICES
 
 STATUSES = ("open", "replayed", "discarded", "all")
 Answer = tuple[str, dict[str, Any] | None, str | None]  # (service, its page of dead letters | None, error | None)

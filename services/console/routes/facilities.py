@@ -9,8 +9,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.console import views
-from services.console.web import Console, PageError
+from safe_procurement.services.console import views
+from safe_procurement.services.console.web import Console, PageError
 
 
 def router(c: Console) -> APIRouter:

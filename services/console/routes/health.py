@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from services.console.web import Console
+from safe_procurement.services.console.web import Console
 
 
 def router(c: Console) -> APIRouter:

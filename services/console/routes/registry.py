@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.console.web import Console, PageError, back
+from safe_procurement.services.console.web import Console, PageError, back
 
 
 def router(c: Console) -> APIRouter:

@@ -8,8 +8,8 @@ import secrets
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.console.sessions import COOKIE, PRE_COOKIE
-from services.console.web import Console, PageError, back, posted
+from safe_procurement.services.console.sessions import COOKIE, PRE_COOKIE
+from safe_procurement.services.console.web import Console, PageError, back, posted
 
 
 def local(target: str) -> str:

@@ -9,10 +9,10 @@ import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.console import views
-from services.console.upstream import SERVICE_TITLES, Upstream, UpstreamError
-from services.console.web import Console
-from services.launcher import SERVICES
+from safe_procurement.services.console import views
+from safe_procurement.services.console.upstream import SERVICE_TITLES, Upstream, UpstreamError
+from safe_procurement.services.console.web import Console
+from safe_procurement.services.launcher import SERVICES
 
 
 def router(c: Console) -> APIRouter:

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.loan_disbursement.adapters.tables import (
+from safe_procurement.services.loan_disbursement.adapters.tables import (
     ClearingRow,
     FacilityRow,
     LedgerEntry,
@@ -36,12 +36,12 @@ from services.loan_disbursement.adapters.tables import (
     PlanDrawTotalRow,
     PlanLineRow,
 )
-from services.loan_disbursement.domain import reconcile as books
-from services.loan_disbursement.domain.lifecycle import Advances
-from services.loan_disbursement.domain.money import ZERO
-from services.loan_disbursement.domain.reconcile import Balance
-from shared.kit.db import connection_of, fetch_all, transaction_scope
-from shared.kit.tables import utcnow
+from safe_procurement.services.loan_disbursement.domain import reconcile as books
+from safe_procurement.services.loan_disbursement.domain.lifecycle import Advances
+from safe_procurement.services.loan_disbursement.domain.money import ZERO
+from safe_procurement.services.loan_disbursement.domain.reconcile import Balance
+from safe_procurement.shared.kit.db import connection_of, fetch_all, transaction_scope
+from safe_procurement.shared.kit.tables import utcnow
 
 log = logging.getLogger("safe.loan_disbursement.ledger")
 

@@ -15,17 +15,17 @@ from sqlalchemy import delete, text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.loan_disbursement.adapters import ledger
-from services.loan_disbursement.adapters.tables import (
+from safe_procurement.services.loan_disbursement.adapters import ledger
+from safe_procurement.services.loan_disbursement.adapters.tables import (
     CaseWithdrawalRow,
     FacilityRow,
     LoanRequestRow,
     LoanRow,
     PlanLineRow,
 )
-from services.loan_disbursement.domain.lifecycle import Advances
-from shared.kit import db
-from shared.kit.uow import UnitOfWork
+from safe_procurement.services.loan_disbursement.domain.lifecycle import Advances
+from safe_procurement.shared.kit import db
+from safe_procurement.shared.kit.uow import UnitOfWork
 
 
 class SqlLedger:

@@ -16,9 +16,9 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from services.loan_disbursement.adapters.types import Money
-from services.loan_disbursement.domain.money import ZERO
-from shared.kit.tables import TS, utcnow
+from safe_procurement.services.loan_disbursement.adapters.types import Money
+from safe_procurement.services.loan_disbursement.domain.money import ZERO
+from safe_procurement.shared.kit.tables import TS, utcnow
 
 
 class FacilityRow(SQLModel, table=True):

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-from services.loan_disbursement.domain.money import CENT
+from safe_procurement.services.loan_disbursement.domain.money import CENT
 
 _LIMIT = Decimal("10") ** 16  # EUR; 10^18 cents still fits SQLite's int64 (SAFE totals EUR 1.5 × 10^11)
 

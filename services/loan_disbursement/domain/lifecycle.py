@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from services.loan_disbursement.domain.money import ZERO, exact, fmt
-from services.loan_disbursement.domain.reasons import Reason
+from safe_procurement.services.loan_disbursement.domain.money import ZERO, exact, fmt
+from safe_procurement.services.loan_disbursement.domain.reasons import Reason
 
 L8, L9, L10 = "L-8", "L-9", "L-10"
 

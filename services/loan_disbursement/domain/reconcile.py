@@ -9,8 +9,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from services.loan_disbursement.domain.money import ZERO
-from services.loan_disbursement.domain.rules import pre_financing_cap
+from safe_procurement.services.loan_disbursement.domain.money import ZERO
+from safe_procurement.services.loan_disbursement.domain.rules import pre_financing_cap
 
 KINDS = ("reservation", "release", "pre_financing", "instalment")
 

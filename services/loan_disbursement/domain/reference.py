@@ -7,8 +7,8 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from services.loan_disbursement.domain import lifecycle
-from services.loan_disbursement.domain.money import exact, in_cents
+from safe_procurement.services.loan_disbursement.domain import lifecycle
+from safe_procurement.services.loan_disbursement.domain.money import exact, in_cents
 
 CONFIDENCE = ("official", "secondary", "assumed")
 

@@ -12,9 +12,17 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
-from services.loan_disbursement.domain import lifecycle
-from services.loan_disbursement.domain.money import ZERO, cents_floor, exact, fmt, in_cents, pct, share_of
-from services.loan_disbursement.domain.reasons import Reason
+from safe_procurement.services.loan_disbursement.domain import lifecycle
+from safe_procurement.services.loan_disbursement.domain.money import (
+    ZERO,
+    cents_floor,
+    exact,
+    fmt,
+    in_cents,
+    pct,
+    share_of,
+)
+from safe_procurement.services.loan_disbursement.domain.reasons import Reason
 
 L1, L2, L3, L4, L5, L6, L7, L8, PLAN = "L-1", "L-2", "L-3", "L-4", "L-5", "L-6", "L-7", "L-8", "PLAN"
 ELIGIBLE = "eligible"

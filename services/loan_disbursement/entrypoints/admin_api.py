@@ -16,29 +16,29 @@ from fastapi.responses import JSONResponse
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.loan_disbursement.adapters import ledger
-from services.loan_disbursement.adapters.repository import LoanUnitOfWork
-from services.loan_disbursement.adapters.tables import (
+from safe_procurement.services.loan_disbursement.adapters import ledger
+from safe_procurement.services.loan_disbursement.adapters.repository import LoanUnitOfWork
+from safe_procurement.services.loan_disbursement.adapters.tables import (
     FacilityRow,
     FacilityStatusChangeRow,
     LedgerEntry,
     LoanRequestRow,
     LoanRow,
 )
-from services.loan_disbursement.config import Settings
-from services.loan_disbursement.domain import lifecycle, rules
-from services.loan_disbursement.domain.money import CENT, ZERO, cents_floor
-from services.loan_disbursement.entrypoints import admin_schemas as schemas
-from services.loan_disbursement.entrypoints import scope
-from services.loan_disbursement.service_layer import handlers
-from shared.contracts import Category, countries
-from shared.kit import approvals
-from shared.kit.app import Runtime, runtime_of
-from shared.kit.auth import Principal, operator, reader, staff
-from shared.kit.budget import TOO_MANY, budget_of
-from shared.kit.db import transaction
-from shared.kit.uow import begin
-from shared.kit.web import decode_cursor, decode_text_cursor, encode_cursor
+from safe_procurement.services.loan_disbursement.config import Settings
+from safe_procurement.services.loan_disbursement.domain import lifecycle, rules
+from safe_procurement.services.loan_disbursement.domain.money import CENT, ZERO, cents_floor
+from safe_procurement.services.loan_disbursement.entrypoints import admin_schemas as schemas
+from safe_procurement.services.loan_disbursement.entrypoints import scope
+from safe_procurement.services.loan_disbursement.service_layer import handlers
+from safe_procurement.shared.contracts import Category, countries
+from safe_procurement.shared.kit import approvals
+from safe_procurement.shared.kit.app import Runtime, runtime_of
+from safe_procurement.shared.kit.auth import Principal, operator, reader, staff
+from safe_procurement.shared.kit.budget import TOO_MANY, budget_of
+from safe_procurement.shared.kit.db import transaction
+from safe_procurement.shared.kit.uow import begin
+from safe_procurement.shared.kit.web import decode_cursor, decode_text_cursor, encode_cursor
 
 router = APIRouter()
 # loan ids are time-ordered UUIDs (version 7): the keyset of GET /loans

@@ -20,14 +20,14 @@ from pydantic import (
     model_validator,
 )
 
-from services.loan_disbursement.domain.money import CENT
-from shared.contracts import Category
-from shared.contracts.decimals import MoneyOut
-from shared.contracts.formats import decimal_text
-from shared.contracts.proposal import Day, validate_money
-from shared.kit import strict
-from shared.kit.app import validation_errors
-from shared.kit.web import UtcDateTime
+from safe_procurement.services.loan_disbursement.domain.money import CENT
+from safe_procurement.shared.contracts import Category
+from safe_procurement.shared.contracts.decimals import MoneyOut
+from safe_procurement.shared.contracts.formats import decimal_text
+from safe_procurement.shared.contracts.proposal import Day, validate_money
+from safe_procurement.shared.kit import strict
+from safe_procurement.shared.kit.app import validation_errors
+from safe_procurement.shared.kit.web import UtcDateTime
 
 M = TypeVar("M", bound=BaseModel)
 ZERO_EUR = Decimal("0.00")

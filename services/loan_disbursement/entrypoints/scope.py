@@ -14,9 +14,9 @@ from sqlalchemy import ColumnElement, exists, or_, true
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.loan_disbursement.adapters.tables import LoanRequestRow, LoanRow
-from shared.contracts import countries
-from shared.kit.auth import Principal
+from safe_procurement.services.loan_disbursement.adapters.tables import LoanRequestRow, LoanRow
+from safe_procurement.shared.contracts import countries
+from safe_procurement.shared.kit.auth import Principal
 
 
 def _codes(ms: str) -> list[str]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from services.loan_disbursement.adapters.repository import LoanUnitOfWork
-from services.loan_disbursement.bootstrap import Dependencies
-from services.loan_disbursement.service_layer import handlers
-from shared import contracts
-from shared.contracts import streams
-from shared.kit.app import Runtime
-from shared.kit.messaging import Messaging
+from safe_procurement.services.loan_disbursement.adapters.repository import LoanUnitOfWork
+from safe_procurement.services.loan_disbursement.bootstrap import Dependencies
+from safe_procurement.services.loan_disbursement.service_layer import handlers
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit.app import Runtime
+from safe_procurement.shared.kit.messaging import Messaging
 
 
 def register(m: Messaging, runtime: Runtime[Dependencies]) -> None:

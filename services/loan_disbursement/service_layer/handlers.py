@@ -11,9 +11,9 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from services.loan_disbursement.adapters import ledger
-from services.loan_disbursement.adapters.repository import LoanUnitOfWork
-from services.loan_disbursement.adapters.tables import (
+from safe_procurement.services.loan_disbursement.adapters import ledger
+from safe_procurement.services.loan_disbursement.adapters.repository import LoanUnitOfWork
+from safe_procurement.services.loan_disbursement.adapters.tables import (
     CaseWithdrawalRow,
     ClearingRow,
     FacilityRow,
@@ -24,13 +24,13 @@ from services.loan_disbursement.adapters.tables import (
     PlanDrawRow,
     PlanLineRow,
 )
-from services.loan_disbursement.domain import lifecycle, rules
-from services.loan_disbursement.domain.money import CENT, ZERO, fmt, in_cents
-from services.loan_disbursement.domain.reference import Reference
-from shared import contracts
-from shared.contracts import Category, countries, streams
-from shared.contracts.ids import new_id
-from shared.kit.tables import utcnow
+from safe_procurement.services.loan_disbursement.domain import lifecycle, rules
+from safe_procurement.services.loan_disbursement.domain.money import CENT, ZERO, fmt, in_cents
+from safe_procurement.services.loan_disbursement.domain.reference import Reference
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import Category, countries, streams
+from safe_procurement.shared.contracts.ids import new_id
+from safe_procurement.shared.kit.tables import utcnow
 
 SERVICE = "loan_disbursement"
 log = logging.getLogger("safe.loan_disbursement")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.origin_verification.domain.model import Verdict
-from shared import contracts
+from safe_procurement.services.origin_verification.domain.model import Verdict
+from safe_procurement.shared import contracts
 
 
 def to_result(verdict: Verdict) -> contracts.VerificationResult:

@@ -13,18 +13,23 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.origin_verification.adapters.tables import (
+from safe_procurement.services.origin_verification.adapters.tables import (
     ReplicaAgreement,
     ReplicaAgreementVersion,
     ReplicaCountry,
     ReplicaCountryVersion,
     ReplicaPublication,
 )
-from services.origin_verification.domain.reference import Agreement, CountryRecord, Membership, ReferenceData
-from shared import contracts
-from shared.contracts import countries as codes
-from shared.kit.db import FixedQuery
-from shared.kit.tables import utcnow
+from safe_procurement.services.origin_verification.domain.reference import (
+    Agreement,
+    CountryRecord,
+    Membership,
+    ReferenceData,
+)
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import countries as codes
+from safe_procurement.shared.kit.db import FixedQuery
+from safe_procurement.shared.kit.tables import utcnow
 
 
 @dataclass(frozen=True)

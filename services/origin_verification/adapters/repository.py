@@ -8,12 +8,12 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.origin_verification.adapters import replica
-from services.origin_verification.adapters.tables import ReportRow
-from services.origin_verification.domain.reference import ReferenceData
-from shared import contracts
-from shared.kit.db import add_row, connection_of, fetch_all
-from shared.kit.uow import UnitOfWork
+from safe_procurement.services.origin_verification.adapters import replica
+from safe_procurement.services.origin_verification.adapters.tables import ReportRow
+from safe_procurement.services.origin_verification.domain.reference import ReferenceData
+from safe_procurement.shared import contracts
+from safe_procurement.shared.kit.db import add_row, connection_of, fetch_all
+from safe_procurement.shared.kit.uow import UnitOfWork
 
 _ANSWERED_AMONG = sa.select(ReportRow.__table__.c.request_event_id).where(  # type: ignore[attr-defined]
     ReportRow.__table__.c.request_event_id.in_(sa.bindparam("ids", expanding=True)))  # type: ignore[attr-defined]

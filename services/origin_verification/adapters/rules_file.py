@@ -7,7 +7,11 @@ from pathlib import Path
 
 import yaml
 
-from services.origin_verification.domain.rulebook import RuleBook, RulebookError, parse_rulebook
+from safe_procurement.services.origin_verification.domain.rulebook import (
+    RuleBook,
+    RulebookError,
+    parse_rulebook,
+)
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "safe_rules.yaml"
 

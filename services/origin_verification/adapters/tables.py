@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 from sqlmodel import Field, SQLModel
 
-from shared.kit.tables import TS, utcnow
+from safe_procurement.shared.kit.tables import TS, utcnow
 
 
 class ReportRow(SQLModel, table=True):

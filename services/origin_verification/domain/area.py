@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
-from services.origin_verification.domain.reference import Agreement, ReferenceData
-from services.origin_verification.domain.rulebook import RuleSet
+from safe_procurement.services.origin_verification.domain.reference import Agreement, ReferenceData
+from safe_procurement.services.origin_verification.domain.rulebook import RuleSet
 
 Tri = bool | None  # True yes, False no, None unknown (reference data not configured)
 

@@ -7,11 +7,16 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Context, DivisionByZero, InvalidOperation, Overflow, localcontext
 
-from services.origin_verification.domain.area import Area
-from services.origin_verification.domain.model import Outcome, ProposalLike, RuleFinding, Verdict
-from services.origin_verification.domain.reference import ReferenceData
-from services.origin_verification.domain.rulebook import RuleSet
-from services.origin_verification.domain.rules import (
+from safe_procurement.services.origin_verification.domain.area import Area
+from safe_procurement.services.origin_verification.domain.model import (
+    Outcome,
+    ProposalLike,
+    RuleFinding,
+    Verdict,
+)
+from safe_procurement.services.origin_verification.domain.reference import ReferenceData
+from safe_procurement.services.origin_verification.domain.rulebook import RuleSet
+from safe_procurement.services.origin_verification.domain.rules import (
     assess_end_product,
     r_con_1,
     r_con_2_3,

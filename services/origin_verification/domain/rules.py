@@ -8,16 +8,16 @@ from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 
-from services.origin_verification.domain.area import Area, EntityStatus, tri_and, tri_or
-from services.origin_verification.domain.model import (
+from safe_procurement.services.origin_verification.domain.area import Area, EntityStatus, tri_and, tri_or
+from safe_procurement.services.origin_verification.domain.model import (
     ComponentLike,
     EndProductLike,
     ProductResult,
     ProposalLike,
     RuleFinding,
 )
-from services.origin_verification.domain.reference import IN_FORCE, Agreement
-from services.origin_verification.domain.rulebook import RuleSet
+from safe_procurement.services.origin_verification.domain.reference import IN_FORCE, Agreement
+from safe_procurement.services.origin_verification.domain.rulebook import RuleSet
 
 ZERO = Decimal(0)
 NEAR_CAP = Decimal("0.0001")  # within this of the cap a displayed percentage can mislead (R-ORIG-3)

@@ -9,16 +9,19 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from services.origin_verification.adapters import replica
-from services.origin_verification.adapters.repository import VerificationUnitOfWork, reports_of
-from services.origin_verification.adapters.tables import ReportRow
-from services.origin_verification.bootstrap import Dependencies, deps_of
-from services.origin_verification.entrypoints import admin_schemas as schemas
-from services.origin_verification.service_layer import handlers
-from shared import contracts
-from shared.kit.app import runtime_of, validation_errors
-from shared.kit.auth import Principal, reader, staff
-from shared.kit.budget import TOO_MANY, budget_of
+from safe_procurement.services.origin_verification.adapters import replica
+from safe_procurement.services.origin_verification.adapters.repository import (
+    VerificationUnitOfWork,
+    reports_of,
+)
+from safe_procurement.services.origin_verification.adapters.tables import ReportRow
+from safe_procurement.services.origin_verification.bootstrap import Dependencies, deps_of
+from safe_procurement.services.origin_verification.entrypoints import admin_schemas as schemas
+from safe_procurement.services.origin_verification.service_layer import handlers
+from safe_procurement.shared import contracts
+from safe_procurement.shared.kit.app import runtime_of, validation_errors
+from safe_procurement.shared.kit.auth import Principal, reader, staff
+from safe_procurement.shared.kit.budget import TOO_MANY, budget_of
 
 router = APIRouter(tags=["origin verification"])
 

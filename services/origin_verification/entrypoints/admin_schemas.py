@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from shared import contracts
-from shared.kit.web import UtcDateTime
+from safe_procurement.shared import contracts
+from safe_procurement.shared.kit.web import UtcDateTime
 
 
 class ReportPublic(BaseModel):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from services.origin_verification.adapters.repository import VerificationUnitOfWork
-from services.origin_verification.bootstrap import Dependencies
-from services.origin_verification.service_layer import handlers
-from shared import contracts
-from shared.contracts import streams
-from shared.kit.app import Runtime
-from shared.kit.messaging import Messaging
+from safe_procurement.services.origin_verification.adapters.repository import VerificationUnitOfWork
+from safe_procurement.services.origin_verification.bootstrap import Dependencies
+from safe_procurement.services.origin_verification.service_layer import handlers
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit.app import Runtime
+from safe_procurement.shared.kit.messaging import Messaging
 
 
 def register(m: Messaging, runtime: Runtime) -> None:

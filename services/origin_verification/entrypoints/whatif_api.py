@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field, ValidationError
 
-from services.origin_verification.bootstrap import deps_of
-from services.origin_verification.domain.rulebook import RulebookError, parse_rulebook
-from services.origin_verification.service_layer import whatif
-from shared.kit.app import runtime_of, validation_errors
-from shared.kit.auth import Principal, operator
+from safe_procurement.services.origin_verification.bootstrap import deps_of
+from safe_procurement.services.origin_verification.domain.rulebook import RulebookError, parse_rulebook
+from safe_procurement.services.origin_verification.service_layer import whatif
+from safe_procurement.shared.kit.app import runtime_of, validation_errors
+from safe_procurement.shared.kit.auth import Principal, operator
 
 router = APIRouter(tags=["what-if"])
 

@@ -6,13 +6,13 @@ import json
 import logging
 from typing import Any
 
-from services.origin_verification.adapters import mapping, replica
-from services.origin_verification.adapters.repository import VerificationUnitOfWork
-from services.origin_verification.bootstrap import Dependencies
-from services.origin_verification.domain import engine
-from shared import contracts
-from shared.contracts import streams
-from shared.kit.messaging import Defer
+from safe_procurement.services.origin_verification.adapters import mapping, replica
+from safe_procurement.services.origin_verification.adapters.repository import VerificationUnitOfWork
+from safe_procurement.services.origin_verification.bootstrap import Dependencies
+from safe_procurement.services.origin_verification.domain import engine
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit.messaging import Defer
 
 SERVICE = "origin_verification"
 READY_CHECK = "registry_replica"

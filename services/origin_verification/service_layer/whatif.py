@@ -21,18 +21,22 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.origin_verification.adapters import replica
-from services.origin_verification.adapters.tables import (
+from safe_procurement.services.origin_verification.adapters import replica
+from safe_procurement.services.origin_verification.adapters.tables import (
     ReplicaAgreementVersion,
     ReplicaCountryVersion,
     ReportRow,
 )
-from services.origin_verification.domain import engine
-from services.origin_verification.domain.model import RuleFinding, Verdict
-from services.origin_verification.domain.reference import Agreement, CountryRecord, ReferenceData
-from services.origin_verification.domain.rulebook import RuleBook, RuleSet
-from shared import contracts
-from shared.contracts import countries as codes
+from safe_procurement.services.origin_verification.domain import engine
+from safe_procurement.services.origin_verification.domain.model import RuleFinding, Verdict
+from safe_procurement.services.origin_verification.domain.reference import (
+    Agreement,
+    CountryRecord,
+    ReferenceData,
+)
+from safe_procurement.services.origin_verification.domain.rulebook import RuleBook, RuleSet
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import countries as codes
 
 _RANK = {r: i for i, r in enumerate(engine.RULE_ORDER)}
 
@@ -240,7 +244,7 @@ def parse_rules_document(text: str, name: str = "rules") -> RuleBook:
     """A candidate rulebook from YAML or JSON text (the same format as safe_rules.yaml)."""
     import yaml
 
-    from services.origin_verification.domain.rulebook import RulebookError, parse_rulebook
+    from safe_procurement.services.origin_verification.domain.rulebook import RulebookError, parse_rulebook
 
     data = json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
     if not isinstance(data, dict):

@@ -10,10 +10,14 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.partner_registry.adapters.tables import AgreementVersionRow, CountryVersionRow, RegistryMetaRow
-from services.partner_registry.domain import registry
-from shared import contracts
-from shared.kit.uow import UnitOfWork
+from safe_procurement.services.partner_registry.adapters.tables import (
+    AgreementVersionRow,
+    CountryVersionRow,
+    RegistryMetaRow,
+)
+from safe_procurement.services.partner_registry.domain import registry
+from safe_procurement.shared import contracts
+from safe_procurement.shared.kit.uow import UnitOfWork
 
 # --- rows ⇄ domain --------------------------------------------------------------------------------
 

@@ -11,9 +11,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.partner_registry.domain import registry
-from shared.contracts import countries
-from shared.contracts.events import GROUPS
+from safe_procurement.services.partner_registry.domain import registry
+from safe_procurement.shared.contracts import countries
+from safe_procurement.shared.contracts.events import GROUPS
 
 DEFAULT_SEED = Path(__file__).resolve().parent.parent / "seed" / "registry.yaml"
 

@@ -9,7 +9,7 @@ from datetime import date, datetime
 
 from sqlmodel import Field, SQLModel
 
-from shared.kit.tables import TS, utcnow
+from safe_procurement.shared.kit.tables import TS, utcnow
 
 
 class CountryVersionRow(SQLModel, table=True):

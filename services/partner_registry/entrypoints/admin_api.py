@@ -11,18 +11,18 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlmodel import col, or_, select
 
-from services.partner_registry.adapters import repository as repo
-from services.partner_registry.adapters.tables import AgreementVersionRow, CountryVersionRow
-from services.partner_registry.domain import registry
-from services.partner_registry.entrypoints import admin_schemas as schemas
-from services.partner_registry.service_layer import handlers
-from shared.contracts import countries
-from shared.contracts.events import GROUPS
-from shared.kit import approvals
-from shared.kit.app import runtime_of, validation_errors
-from shared.kit.auth import Principal, operator, reader
-from shared.kit.tables import AuditEntry
-from shared.kit.uow import begin
+from safe_procurement.services.partner_registry.adapters import repository as repo
+from safe_procurement.services.partner_registry.adapters.tables import AgreementVersionRow, CountryVersionRow
+from safe_procurement.services.partner_registry.domain import registry
+from safe_procurement.services.partner_registry.entrypoints import admin_schemas as schemas
+from safe_procurement.services.partner_registry.service_layer import handlers
+from safe_procurement.shared.contracts import countries
+from safe_procurement.shared.contracts.events import GROUPS
+from safe_procurement.shared.kit import approvals
+from safe_procurement.shared.kit.app import runtime_of, validation_errors
+from safe_procurement.shared.kit.auth import Principal, operator, reader
+from safe_procurement.shared.kit.tables import AuditEntry
+from safe_procurement.shared.kit.uow import begin
 
 router = APIRouter(tags=["partner registry"])
 

@@ -8,9 +8,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from shared.contracts import countries
-from shared.contracts.decimals import ShareOut
-from shared.kit.web import UtcDateTime
+from safe_procurement.shared.contracts import countries
+from safe_procurement.shared.contracts.decimals import ShareOut
+from safe_procurement.shared.kit.web import UtcDateTime
 
 
 def _country(value: str) -> str:

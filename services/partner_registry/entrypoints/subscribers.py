@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.kit.messaging import Messaging
+from safe_procurement.shared.kit.messaging import Messaging
 
 
 def register(_m: Messaging, _runtime: Any = None) -> None:

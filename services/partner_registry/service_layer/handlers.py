@@ -10,14 +10,18 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.partner_registry.adapters import repository as repo
-from services.partner_registry.adapters.repository import RegistryUnitOfWork
-from services.partner_registry.adapters.seed import Seed
-from services.partner_registry.adapters.tables import AgreementVersionRow, CountryVersionRow, RegistryMetaRow
-from services.partner_registry.domain import registry
-from shared import contracts
-from shared.contracts import streams
-from shared.kit.tables import utcnow
+from safe_procurement.services.partner_registry.adapters import repository as repo
+from safe_procurement.services.partner_registry.adapters.repository import RegistryUnitOfWork
+from safe_procurement.services.partner_registry.adapters.seed import Seed
+from safe_procurement.services.partner_registry.adapters.tables import (
+    AgreementVersionRow,
+    CountryVersionRow,
+    RegistryMetaRow,
+)
+from safe_procurement.services.partner_registry.domain import registry
+from safe_procurement.shared import contracts
+from safe_procurement.shared.contracts import streams
+from safe_procurement.shared.kit.tables import utcnow
 
 log = logging.getLogger("safe.partner_registry")
 

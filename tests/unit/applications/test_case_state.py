@@ -1,6 +1,6 @@
 import pytest
 
-from services.applications.domain.case import CaseState, Status, TransitionRefused, is_final
+from safe_procurement.services.applications.domain.case import CaseState, Status, TransitionRefused, is_final
 
 
 @pytest.mark.parametrize(("outcome", "financing", "status", "final"), [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.applications.domain.case import CaseState, Status, TransitionRefused
+from safe_procurement.services.applications.domain.case import CaseState, Status, TransitionRefused
 
 
 def test_an_eligible_review_moves_a_financed_case_to_the_loan_request_and_an_unfinanced_one_to_verified():

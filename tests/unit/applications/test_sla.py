@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.applications.domain import sla
+from safe_procurement.services.applications.domain import sla
 
 T = sla.parse_targets("verifying=5m,needs_review=5wd,loan_requested=1m,origin_verified=2h")
 FRIDAY = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)

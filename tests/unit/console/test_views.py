@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from services.console import views
-from services.console.sessions import SessionStore
-from services.console.upstream import plain_message
-from shared.kit.auth import Principal
+from safe_procurement.services.console import views
+from safe_procurement.services.console.sessions import SessionStore
+from safe_procurement.services.console.upstream import plain_message
+from safe_procurement.shared.kit.auth import Principal
 
 OPERATOR = Principal("operator", "operator")
 AUDITOR = Principal("auditor", "auditor")

@@ -10,10 +10,14 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.loan_disbursement.domain import lifecycle, rules
-from services.loan_disbursement.domain.lifecycle import Advances, StatusChange
-from services.loan_disbursement.domain.rules import FacilityState, FinancingCap, RequestedLine
-from shared.contracts import Category
+from safe_procurement.services.loan_disbursement.domain import lifecycle, rules
+from safe_procurement.services.loan_disbursement.domain.lifecycle import Advances, StatusChange
+from safe_procurement.services.loan_disbursement.domain.rules import (
+    FacilityState,
+    FinancingCap,
+    RequestedLine,
+)
+from safe_procurement.shared.contracts import Category
 
 D = Decimal
 EU = frozenset("AT BE BG HR CY CZ DK EE FI FR DE EL HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split())

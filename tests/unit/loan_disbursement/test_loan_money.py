@@ -10,11 +10,11 @@ import pytest
 import sqlalchemy as sa
 from pydantic import BaseModel
 
-from services.loan_disbursement.adapters.types import Money
-from services.loan_disbursement.domain import rules
-from services.loan_disbursement.domain.money import exact
-from services.loan_disbursement.entrypoints import admin_schemas as schemas
-from shared.kit import db
+from safe_procurement.services.loan_disbursement.adapters.types import Money
+from safe_procurement.services.loan_disbursement.domain import rules
+from safe_procurement.services.loan_disbursement.domain.money import exact
+from safe_procurement.services.loan_disbursement.entrypoints import admin_schemas as schemas
+from safe_procurement.shared.kit import db
 
 
 def test_the_domain_refuses_a_float_amount_instead_of_converting_it():

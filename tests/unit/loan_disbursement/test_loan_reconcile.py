@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from services.loan_disbursement.domain.reconcile import (
+from safe_procurement.services.loan_disbursement.domain.reconcile import (
     Balance,
     FacilityBooks,
     LoanBooks,

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from services.loan_disbursement.domain import reference
-from services.loan_disbursement.main import load_reference
+from safe_procurement.services.loan_disbursement.domain import reference
+from safe_procurement.services.loan_disbursement.main import load_reference
 
 D = Decimal
 

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from services.loan_disbursement.domain import rules
-from services.loan_disbursement.domain.rules import FacilityState, RequestedLine
-from shared.contracts import Category
+from safe_procurement.services.loan_disbursement.domain import rules
+from safe_procurement.services.loan_disbursement.domain.rules import FacilityState, RequestedLine
+from safe_procurement.shared.contracts import Category
 
 D = Decimal
 EU = frozenset("AT BE BG HR CY CZ DK EE FI FR DE EL HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split())

@@ -7,8 +7,13 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from services.origin_verification.domain.reference import Agreement, CountryRecord, Membership, ReferenceData
-from shared import contracts
+from safe_procurement.services.origin_verification.domain.reference import (
+    Agreement,
+    CountryRecord,
+    Membership,
+    ReferenceData,
+)
+from safe_procurement.shared import contracts
 
 EU = "AT BE BG HR CY CZ DK EE FI FR DE EL HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split()
 EEA_EFTA = ["IS", "LI", "NO"]

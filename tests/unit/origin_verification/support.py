@@ -7,13 +7,13 @@ from datetime import UTC, date, datetime
 from functools import cache
 from typing import Any
 
-from services.origin_verification.adapters.rules_file import load_rulebook
-from services.origin_verification.domain.area import Area
-from services.origin_verification.domain.engine import verify
-from services.origin_verification.domain.model import Verdict
-from services.origin_verification.domain.reference import ReferenceData
-from services.origin_verification.domain.rulebook import RuleBook, RuleSet
-from shared.contracts import Proposal
+from safe_procurement.services.origin_verification.adapters.rules_file import load_rulebook
+from safe_procurement.services.origin_verification.domain.area import Area
+from safe_procurement.services.origin_verification.domain.engine import verify
+from safe_procurement.services.origin_verification.domain.model import Verdict
+from safe_procurement.services.origin_verification.domain.reference import ReferenceData
+from safe_procurement.services.origin_verification.domain.rulebook import RuleBook, RuleSet
+from safe_procurement.shared.contracts import Proposal
 from tests.unit.origin_verification.seed import seed_reference
 
 NOW = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)

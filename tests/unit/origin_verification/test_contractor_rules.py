@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.origin_verification.domain.rules import (
+from safe_procurement.services.origin_verification.domain.rules import (
     r_con_1,
     r_con_2_3,
     r_con_4,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.origin_verification.domain.rules import r_des_1
+from safe_procurement.services.origin_verification.domain.rules import r_des_1
 from tests.unit.origin_verification.support import failed, product, proposal, rules, run
 
 CAT2 = [product(("FR", "900.00"), ("US", "100.00"), category="air_and_missile_defence", name="sam")]

@@ -6,9 +6,9 @@ import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from services.origin_verification.adapters.mapping import to_result
-from services.origin_verification.domain.engine import decide, verify
-from services.origin_verification.domain.model import RuleFinding
+from safe_procurement.services.origin_verification.adapters.mapping import to_result
+from safe_procurement.services.origin_verification.domain.engine import decide, verify
+from safe_procurement.services.origin_verification.domain.model import RuleFinding
 from tests.unit.origin_verification.seed import seed_reference
 from tests.unit.origin_verification.support import failed, product, proposal, rules, run
 

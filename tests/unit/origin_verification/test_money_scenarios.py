@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.contracts import Proposal
+from safe_procurement.shared.contracts import Proposal
 from tests.unit.origin_verification.support import findings, run
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"

@@ -7,8 +7,8 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from services.origin_verification.domain.engine import EXACT
-from services.origin_verification.domain.rules import (
+from safe_procurement.services.origin_verification.domain.engine import EXACT
+from safe_procurement.services.origin_verification.domain.rules import (
     count_origin,
     r_orig_1,
     tally_components,

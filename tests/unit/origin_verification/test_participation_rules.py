@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from datetime import date
 
-from services.origin_verification.domain.rules import r_part_1, r_part_2, r_part_3, transitional_window_open
+from safe_procurement.services.origin_verification.domain.rules import (
+    r_part_1,
+    r_part_2,
+    r_part_3,
+    transitional_window_open,
+)
 from tests.unit.origin_verification.support import area, failed, proposal, rules, run
 
 

@@ -10,8 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
-from services.origin_verification.adapters.rules_file import DEFAULT_PATH, load_rulebook
-from services.origin_verification.domain.rulebook import SCHEMA, RulebookError, parse_rulebook
+from safe_procurement.services.origin_verification.adapters.rules_file import DEFAULT_PATH, load_rulebook
+from safe_procurement.services.origin_verification.domain.rulebook import (
+    SCHEMA,
+    RulebookError,
+    parse_rulebook,
+)
 
 
 def _raw() -> dict[str, Any]:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from services import scenarios as examples
-from shared.contracts import Proposal
+from safe_procurement.services import scenarios as examples
+from safe_procurement.shared.contracts import Proposal
 from tests.unit.origin_verification.support import failed, run
 
 

@@ -7,9 +7,9 @@ from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
-from services.origin_verification.adapters.mapping import to_result
-from services.origin_verification.domain.engine import verify
-from services.origin_verification.domain.rulebook import RuleSet, Setting
+from safe_procurement.services.origin_verification.adapters.mapping import to_result
+from safe_procurement.services.origin_verification.domain.engine import verify
+from safe_procurement.services.origin_verification.domain.rulebook import RuleSet, Setting
 from tests.unit.origin_verification.seed import seed_reference
 from tests.unit.origin_verification.support import NOW, findings, product, proposal, rules, run
 

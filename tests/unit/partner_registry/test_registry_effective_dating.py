@@ -8,8 +8,13 @@ from decimal import Decimal
 
 import pytest
 
-from services.partner_registry.domain import registry
-from services.partner_registry.domain.registry import Agreement, AgreementTerms, CountryRecord, Membership
+from safe_procurement.services.partner_registry.domain import registry
+from safe_procurement.services.partner_registry.domain.registry import (
+    Agreement,
+    AgreementTerms,
+    CountryRecord,
+    Membership,
+)
 
 D = date.fromisoformat
 

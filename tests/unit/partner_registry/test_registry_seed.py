@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from services.partner_registry.adapters import seed as seed_file
-from services.partner_registry.domain import registry
-from shared.contracts.events import GROUPS
+from safe_procurement.services.partner_registry.adapters import seed as seed_file
+from safe_procurement.services.partner_registry.domain import registry
+from safe_procurement.shared.contracts.events import GROUPS
 
 D = date.fromisoformat
 TODAY = D("2026-06-01")

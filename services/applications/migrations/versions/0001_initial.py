@@ -7,7 +7,7 @@ Revises:
 import sqlalchemy as sa
 from alembic import op
 
-from shared.kit.migrations import create_kit_tables
+from safe_procurement.shared.kit.migrations import create_kit_tables
 
 revision = "0001"
 down_revision = None

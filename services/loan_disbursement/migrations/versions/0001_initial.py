@@ -7,8 +7,8 @@ Revises:
 import sqlalchemy as sa
 from alembic import op
 
-from services.loan_disbursement.adapters.types import Money
-from shared.kit.migrations import create_kit_tables
+from safe_procurement.services.loan_disbursement.adapters.types import Money
+from safe_procurement.shared.kit.migrations import create_kit_tables
 
 revision = "0001"
 down_revision = None

@@ -13,7 +13,7 @@ Revises: 0001
 import sqlalchemy as sa
 from alembic import op
 
-from services.loan_disbursement.adapters.types import Money
+from safe_procurement.services.loan_disbursement.adapters.types import Money
 
 revision = "0002"
 down_revision = "0001"

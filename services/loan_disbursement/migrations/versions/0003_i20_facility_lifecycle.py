@@ -13,8 +13,8 @@ Revises: 0002
 import sqlalchemy as sa
 from alembic import op
 
-from services.loan_disbursement.adapters.types import Money
-from shared.kit.tables import TS
+from safe_procurement.services.loan_disbursement.adapters.types import Money
+from safe_procurement.shared.kit.tables import TS
 
 revision = "0003_i20_facility_lifecycle"
 down_revision = "0002"

@@ -5,7 +5,7 @@ Revision ID: 0003_i25_audit_chain
 Revises: 0003_i20_facility_lifecycle
 """
 
-from shared.kit.audit_chain import migrate_down, migrate_up
+from safe_procurement.shared.kit.audit_chain import migrate_down, migrate_up
 
 revision = "0003_i25_audit_chain"
 down_revision = "0003_i20_facility_lifecycle"

@@ -1,10 +1,10 @@
-"""four-eyes approvals: requests of one operator waiting for a second (shared.kit.approvals)
+"""four-eyes approvals: requests of one operator waiting for a second (safe_procurement.shared.kit.approvals)
 
 Revision ID: 0004_i25_approvals
 Revises: 0003_i25_audit_chain
 """
 
-from shared.kit.approvals import migrate_down, migrate_up
+from safe_procurement.shared.kit.approvals import migrate_down, migrate_up
 
 revision = "0004_i25_approvals"
 down_revision = "0003_i25_audit_chain"
