@@ -124,8 +124,16 @@ async def anchor_loop(runtime: Any) -> None:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("publishing the audit anchor failed; next round retries")
+            if not _cancelling():
+                log.exception("publishing the audit anchor failed; next round retries")
+        if _cancelling():  # redis-py can turn our cancellation into its own (suppressed) error: stop, as asked
+            raise asyncio.CancelledError
         await asyncio.sleep(interval)
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _parse_anchors(values: list[str]) -> list[audit_chain.Anchor]:
