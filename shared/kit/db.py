@@ -12,8 +12,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import Insert, event, insert
+from sqlalchemy import Insert, bindparam, event, func, insert, select
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -200,6 +201,8 @@ def at_commit(session: AsyncSession, key: str, fn: Callable[[AsyncConnection], A
 
 
 _INSERTS: dict[Any, Any] = {}
+_PLAIN_INSERTS: dict[Any, Any] = {}  # an INSERT of insert_of → its table
+_UNNEST: dict[tuple[Any, tuple[str, ...]], Any] = {}  # (INSERT, columns) → its one-statement form, or None
 
 
 class _Plan(NamedTuple):
@@ -317,7 +320,36 @@ async def executemany(conn: AsyncConnection, statement: Any, rows: list[dict[str
             except sqlite3.Error as e:
                 raise _as_core_error(e, plan.sql, params[0]) from e
             return
+    if len(rows) > 1 and conn.dialect.name == "postgresql":
+        bulk = _unnest_insert(statement, rows)
+        if bulk is not None:
+            insert_rows, keys = bulk
+            await conn.execute(insert_rows, {f"u_{i}": [r[k] for r in rows] for i, k in enumerate(keys)})
+            return
     await conn.execute(statement, rows)
+
+
+def _unnest_insert(statement: Any, rows: list[dict[str, Any]]) -> tuple[Any, tuple[str, ...]] | None:
+    """For a plain INSERT of `insert_of` whose rows all name the same columns: one statement that inserts them all
+    from one array per column (`INSERT … SELECT unnest($1::T[]), unnest($2::U[]), …`), so PostgreSQL parses, plans
+    and executes once per batch instead of once per row. None where that would change what is inserted: a
+    column left out that has a Python-side default (the per-row INSERT applies it; this one could not)."""
+    table = _PLAIN_INSERTS.get(statement)
+    if table is None:
+        return None
+    keys = tuple(rows[0])
+    if any(len(r) != len(keys) or any(k not in r for k in keys) for r in rows[1:]):
+        return None
+    key = (statement, keys)
+    if key not in _UNNEST:
+        if any(c.default is not None for c in table.columns if c.name not in keys) or any(k not in table.c for k in keys):
+            _UNNEST[key] = None
+        else:
+            cols = [table.c[k] for k in keys]
+            arrays = select(*[func.unnest(bindparam(f"u_{i}", type_=ARRAY(c.type))) for i, c in enumerate(cols)])
+            _UNNEST[key] = insert(table).from_select(cols, arrays, include_defaults=False)
+    bulk = _UNNEST[key]
+    return None if bulk is None else (bulk, keys)
 
 
 async def fetch_all(conn: AsyncConnection, statement: Any, params: dict[str, Any]) -> list[Any]:
@@ -419,7 +451,9 @@ async def read_beside(engine: AsyncEngine, factory: async_sessionmaker[AsyncSess
 def insert_of(key: Any) -> Any:
     """A model's or table's INSERT statement, built once (an executemany key for `executemany`)."""
     if key not in _INSERTS:
-        _INSERTS[key] = insert(getattr(key, "__table__", key))
+        table = getattr(key, "__table__", key)
+        _INSERTS[key] = insert(table)
+        _PLAIN_INSERTS[_INSERTS[key]] = table
     return _INSERTS[key]
 
 
