@@ -550,13 +550,19 @@ async def check_integrity(platform: Platform, phases: list[Phase]) -> dict[str, 
     rejected_ids = {cases[r]["id"] for r in refs if r in cases and cases[r]["status"] == "loan_rejected"}
     ours = {cases[r]["id"] for r in refs if r in cases}
 
-    async def case_ids(stream: str) -> list[str]:
-        return [data.get("case_id") async for _, data in stream_entries(platform.redis, platform.stack.stream(stream))
-                if data.get("case_id") in ours]
+    async def events(stream: str) -> list[tuple[str, str]]:
+        return [(data.get("case_id"), data.get("event_id")) async for _, data in
+                stream_entries(platform.redis, platform.stack.stream(stream)) if data.get("case_id") in ours]
 
-    approved_events = await case_ids(streams.LOAN_APPROVED)
-    rejected_events = await case_ids(streams.LOAN_REJECTED)
-    verified_events = await case_ids(streams.ORIGIN_VERIFICATION_COMPLETED)
+    def decisions(entries: list[tuple[str, str]]) -> tuple[list[str], int]:
+        """One case id per distinct event (two events for one case: a doubled decision), and how many entries
+        repeated an event already on the stream (published again, at least once: consumers deduplicate)."""
+        distinct = set(entries)
+        return [case for case, _ in distinct], len(entries) - len(distinct)
+
+    approved_events, approved_again = decisions(await events(streams.LOAN_APPROVED))
+    rejected_events, rejected_again = decisions(await events(streams.LOAN_REJECTED))
+    verified_events, verified_again = decisions(await events(streams.ORIGIN_VERIFICATION_COMPLETED))
     doubled_events = (len(approved_events) - len(set(approved_events))) + (len(rejected_events) - len(set(rejected_events)))
     ok = (not missing and not not_final and doubled_events == 0 and len(set(approved_events)) == len(approved_ids)
           and set(approved_events) == approved_ids and set(rejected_events) == rejected_ids
@@ -564,6 +570,7 @@ async def check_integrity(platform: Platform, phases: list[Phase]) -> dict[str, 
     return {
         "submitted": submitted, "listed": len(refs) - len(missing), "lost": len(missing), "not_final": len(not_final),
         "doubled": doubled_events + (len(verified_events) - len(set(verified_events))),
+        "published_again": approved_again + rejected_again + verified_again,
         "approved_cases": len(approved_ids), "loan_approved_events": len(approved_events),
         "rejected_cases": len(rejected_ids), "loan_rejected_events": len(rejected_events),
         "verification_completed_events": len(verified_events), "ok": ok,
@@ -992,7 +999,9 @@ def render(report: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"integrity: {i['submitted']} submitted, {i['lost']} lost, {i['not_final']} not final, {i['doubled']} doubled; "
                      f"{i['approved_cases']} approved cases / {i['loan_approved_events']} LoanApproved events, "
-                     f"{i['rejected_cases']} rejected / {i['loan_rejected_events']} LoanRejected → {'OK' if i['ok'] else 'FAILED'}")
+                     f"{i['rejected_cases']} rejected / {i['loan_rejected_events']} LoanRejected; "
+                     f"{i.get('published_again', 0)} entries an event already on its stream (published again, deduplicated) "
+                     f"→ {'OK' if i['ok'] else 'FAILED'}")
     if report.get("batch_cost"):
         big = batchcost.SIZES[-1]
         lines.append("")

@@ -77,6 +77,11 @@ _PARTICIPANTS = insert(CaseParticipant.__table__).from_select(  # type: ignore[a
     select(_CASES.c.seq, bindparam("p_country", type_=String)).where(_CASES.c.id == bindparam("p_case_id")))
 _COLUMNS = tuple(_CASES.c.keys())  # of a row of _LOAD
 _LOAD = {key: select(_CASES).where(_CASES.c[key].in_(bindparam("keys", expanding=True))) for key in ("id", "reference")}
+# On PostgreSQL the cases a unit of work reads are about to be changed by it: read with their row locks (in one
+# order, by seq), so that another transaction changing the same case (an operator's action beside a flow event,
+# or another replica) waits for this one's commit and then reads what it wrote, instead of overwriting it with a
+# status computed from what it read before. SQLite needs none: each transaction there begins with the write lock.
+_LOAD_LOCKED = {key: q.order_by(_CASES.c.seq).with_for_update() for key, q in _LOAD.items()}
 _CHANGING = ("status", "status_since", "verification", "verification_request_id", "loan", "updated_at")
 _SAVE = update(_CASES).where(_CASES.c.seq == bindparam("b_seq")).values(
     {name: bindparam(f"b_{name}", type_=_CASES.c[name].type) for name in _CHANGING})
@@ -84,7 +89,8 @@ _SAVE_IF = update(_CASES).where(_CASES.c.seq == bindparam("b_seq"), _CASES.c.sta
     {name: bindparam(f"b_{name}", type_=_CASES.c[name].type) for name in _CHANGING})
 async def _load(session: AsyncSession, keys: list[str], by: str = "id") -> dict[str, Case]:
     """The cases whose `by` column ("id" or "reference") is one of `keys`, by that value."""
-    rows = await fetch_all(await connection_of(session), _LOAD[by], {"keys": keys})
+    conn = await connection_of(session)
+    rows = await fetch_all(conn, (_LOAD_LOCKED if conn.dialect.name == "postgresql" else _LOAD)[by], {"keys": keys})
     cases = [Case(**dict(zip(_COLUMNS, row, strict=True))) for row in rows]
     return {getattr(case, by): case for case in cases}
 
