@@ -152,17 +152,14 @@ class RedisGuard:
             return None
         if not groups:
             return None
-        last_generated: int | None = None
         lowest: int | None = None
         for g in groups:
-            # the first entry after the group's last-delivered id; none: it has been given everything
+            # the first entry after the group's last-delivered id; none: it has been given everything, and what it
+            # has not acknowledged is pending (below): then nothing published on the stream until now waits on it
+            # (an empty stream's last id is 0-0: taken as the stream's progress, it would put the watermark at
+            # 1970 and make a loss re-publish the whole outbox)
             after = await self._redis.xrange(key, min=f"({_text(g['last-delivered-id'])}", count=1)
-            if after:
-                candidate = _ms(after[0][0])
-            else:
-                if last_generated is None:
-                    last_generated = _ms((await self._redis.xinfo_stream(key))["last-generated-id"])
-                candidate = last_generated
+            candidate = _ms(after[0][0]) if after else int(time.time() * 1000)
             if int(g.get("pending") or 0):
                 summary = await self._redis.xpending(key, _text(g["name"]))
                 if summary.get("min"):

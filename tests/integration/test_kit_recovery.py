@@ -125,3 +125,29 @@ async def test_a_service_started_after_redis_lost_everything_re_publishes_its_re
     await guard.start()  # no marker: Redis is empty, and this service had published before
     assert await _on_stream(client, STREAM) == ["recent"]
     assert guard.resets_detected == 1
+
+
+async def test_a_stream_whose_groups_were_given_everything_does_not_hold_the_watermark_back(kit_factory, client):
+    """A consumed stream nothing waits on (here: one nothing was published on yet, as a service's reverification
+    stream usually is) says nothing is unhandled on it: the watermark follows the other streams, and a loss
+    re-publishes only what came after it, not the whole outbox."""
+    other = streams.REVERIFICATION_REQUESTED
+    relay = OutboxRelay(kit_factory, client, prefix="", postgres=dbs.on_postgres())
+    guard = RedisGuard(service="applications", redis=client, engine=kit_factory.kw["bind"],
+                       streams_published=[STREAM, other], republish=relay.publish_rows, margin_s=1.0,
+                       fallback_window_s=60.0)
+    await guard.start()
+    old = datetime.now(UTC) - timedelta(hours=1)
+    await _rows(kit_factory, old, ["h1", "h2"])
+    await _xadd(client, STREAM, old, ["h1", "h2"])
+    await client.xgroup_create(STREAM, "origin_verification", id="0")
+    read = await client.xreadgroup("origin_verification", "c1", {STREAM: ">"})
+    await client.xack(STREAM, "origin_verification", *[mid for mid, _ in read[0][1]])
+    await client.xgroup_create(other, "origin_verification", id="0", mkstream=True)
+    checked_at_ms = int(time.time() * 1000)
+    assert await guard.check_once() is False
+    assert guard.watermark_ms is not None and guard.watermark_ms >= checked_at_ms - 1000
+
+    await client.flushall()
+    assert await guard.check_once() is True
+    assert guard.last_republished == 0 and await _on_stream(client, STREAM) == []
