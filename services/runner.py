@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +31,12 @@ def serve(build: Callable[[Any], Any], settings: ServiceSettings) -> None:
     # JSON logs from the first line: uvicorn's own start/stop/errors included (log_config=None: uvicorn
     # leaves logging to us; its loggers propagate to the root's JSON handler)
     logs.configure(settings.service_name, settings.log_level, per_message=settings.log_messages)
-    app = build(settings)
+    try:
+        app = build(settings)  # refuses a service outside dev without its tokens or event keys
+    except Exception:
+        # in the JSON log and with uvicorn's exit code, as a failure in the lifespan's start
+        logging.getLogger("safe.app").exception("service refused to start")
+        raise SystemExit(3) from None
     uvicorn.run(
         app,
         log_config=None,

@@ -7,7 +7,8 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,6 +133,17 @@ class Servers:
     def stop_all(self) -> None:
         for s in self.all:
             s.kill()
+
+
+@contextmanager
+def started_servers(root: Path) -> Iterator[Servers]:
+    """A test's own redis-servers (state below `root`), every one killed when it ends; skips without the binary."""
+    require_redis_server()
+    servers = Servers(root)
+    try:
+        yield servers
+    finally:
+        servers.stop_all()
 
 
 def _wait(condition: Callable[[], object], *, timeout: float, what: str, logs: Sequence[Path] = ()) -> object:

@@ -13,8 +13,8 @@ from safe_procurement.shared.kit.runtime import Runtime, runtime_of
 
 @dataclass
 class Dependencies:
-    # the HTTP intake's group commit: built on the first submission (it needs the running service's
-    # database and relay), one per process
+    # the HTTP intake's group commit, one per process; built on the first submission from the runtime's session
+    # factory and relay (the runtime is composed after these dependencies, from the spec that carries them)
     intake: SubmitBatcher | None = None
 
 
@@ -24,7 +24,6 @@ def bootstrap(_settings: Settings) -> Dependencies:
 
 def intake_of(rt: Runtime[Dependencies]) -> SubmitBatcher:
     if rt.deps.intake is None:
-        assert rt.factory is not None
         rt.deps.intake = SubmitBatcher(rt.factory, on_committed=rt.wake_relay,
                                        publish_after_commit=rt.messaging.publish_after_commit)
     return rt.deps.intake

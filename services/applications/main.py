@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi import FastAPI
+from redis.asyncio import Redis
 from sqlalchemy import func
 from sqlmodel import col, select
 
@@ -40,7 +41,6 @@ _CASES_BY_STATUS = db.FixedQuery(select(CaseRow.status, func.count()).group_by(C
 
 async def _case_gauges(rt: Runtime) -> dict[str, dict[tuple[str, ...], float]]:
     """Cases per status. On SQLite, counted beside the service's connection (a scrape must not stall the batches)."""
-    assert rt.factory is not None and rt.engine is not None
     rows = await db.read_beside(rt.engine, rt.factory, _CASES_BY_STATUS)
     return {"safe_cases": {(status,): float(n) for status, n in rows},
             "safe_cases_over_sla": await cases_over_sla(rt)}
@@ -48,7 +48,6 @@ async def _case_gauges(rt: Runtime) -> dict[str, dict[tuple[str, ...], float]]:
 
 async def cases_over_sla(rt: Runtime) -> dict[tuple[str, ...], float]:
     """Cases in each status with a target that have been in it longer than the target (0 for none)."""
-    assert rt.factory is not None
     now = rt.clock()
     out: dict[tuple[str, ...], float] = {}
     async with rt.factory() as s:
@@ -68,7 +67,6 @@ async def cases_over_sla(rt: Runtime) -> dict[tuple[str, ...], float]:
 
 async def _participants_of(rt: Runtime, case_id: str) -> set[str] | None:
     """Who takes part in a case: lets member-state tokens see the dead letters of their own cases."""
-    assert rt.factory is not None
     async with rt.factory() as s:
         rows = (await s.exec(
             select(CaseParticipant.country).join(CaseRow, col(CaseRow.seq) == col(CaseParticipant.case_seq))
@@ -82,7 +80,8 @@ async def _register_gauges(rt: Runtime) -> None:
     rt.metrics.gauge("safe_cases_over_sla", "Cases in their status longer than its SLA target", ("status",))
 
 
-def build_app(settings: Settings | None = None) -> FastAPI:
+def build_app(settings: Settings | None = None, *, redis: Redis | None = None) -> FastAPI:
+    """The applications service; `redis` replaces the client its settings describe (a test's stand-in)."""
     settings = settings or Settings()
     spec = ServiceSpec(
         deps=bootstrap(settings),
@@ -101,7 +100,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         # the intake request, served without FastAPI's routing and dependency resolution (ServiceApp)
         direct_routes={("POST", "/procurements"): (require_operator, admin_api.submit_procurement)},
     )
-    return create_app(spec, messaging_setup=subscribers.register)
+    return create_app(spec, messaging_setup=subscribers.register, redis=redis)
 
 
 

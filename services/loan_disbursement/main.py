@@ -47,14 +47,12 @@ async def _seed(rt: Runtime) -> None:
     settings: Settings = rt.settings  # type: ignore[assignment]
     ref = await asyncio.to_thread(load_reference, settings.facilities_file or None)
     rt.deps.reference = ref
-    assert rt.factory is not None
     async with begin(rt.factory, LoanUnitOfWork) as uow:
         await handlers.seed(uow, ref)
 
 
 async def _participants_of(rt: Runtime, case_id: str) -> set[str] | None:
     """Participants and lenders of a case: the Member States that see its dead letters (entrypoints/scope.py)."""
-    assert rt.factory is not None
     async with rt.factory() as session:
         return await scope.participants_of(session, case_id)
 

@@ -34,13 +34,11 @@ PUBLISHES = {
 async def _startup(rt: Runtime) -> None:
     rt.metrics.gauge("safe_verification_reports", "Verification reports per outcome", ("outcome",))
     rt.metrics.gauge("safe_registry_replica_ready", "1 when the registry replica is complete", ("registry",))
-    assert rt.factory is not None
     async with rt.factory() as session:
         handlers.note_readiness(rt.deps, await replica.readiness(session))
 
 
 async def _gauges(rt: Runtime) -> dict[str, dict[tuple[str, ...], float]]:
-    assert rt.factory is not None
     async with rt.factory() as s:
         rows = (await s.exec(select(ReportRow.outcome, func.count()).group_by(ReportRow.outcome))).all()
         status = await replica.readiness(s)
@@ -54,7 +52,6 @@ async def _gauges(rt: Runtime) -> dict[str, dict[tuple[str, ...], float]]:
 async def _participants_of(rt: Runtime, case_id: str) -> set[str] | None:
     """Who takes part in a case (from its reports): lets Member State tokens see the dead letters of their cases,
     the same rule as the applications and loan services (docs/security.md)."""
-    assert rt.factory is not None
     async with rt.factory() as session:
         rows = await reports_of(session, case_id)
     return {p for r in rows for p in json.loads(r.participants)} or None
@@ -67,8 +64,6 @@ def build_app(settings: Settings | None = None, *, clock: Clock | None = None, r
     def setup(m: Messaging, rt: Runtime[Dependencies]) -> None:
         async def replica_probe() -> bool:
             # read from the database: with several replicas, another one may have completed the replica
-            if rt.factory is None:
-                return False
             async with rt.factory() as session:
                 status = await replica.readiness(session)
             handlers.note_readiness(deps, status)

@@ -33,7 +33,6 @@ async def _load_seed(rt: Runtime[Dependencies]) -> None:
     if not rt.deps.load_seed:
         return
     seed = await asyncio.to_thread(seed_file.load, rt.deps.seed_path)
-    assert rt.factory is not None
     async with begin(rt.factory, repo.RegistryUnitOfWork) as uow:
         published = await handlers.load_seed(seed, uow)
     if published is None:
@@ -51,7 +50,6 @@ async def _register_gauges(rt: Runtime) -> None:
 
 
 async def _gauges(rt: Runtime) -> dict[str, dict[tuple[str, ...], float]]:
-    assert rt.factory is not None
     async with rt.factory() as s:
         meta = await repo.meta(s)
     return {

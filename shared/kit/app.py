@@ -19,6 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from safe_procurement.shared.kit import approvals, db, governance_api, logs, recovery, signing
 from safe_procurement.shared.kit.auth import TokenStore, authenticate
@@ -328,13 +330,17 @@ def validation_errors(errors: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _messaging(spec: ServiceSpec) -> Messaging:
-    """The service's messaging, configured from its settings; its session factory is bound in the lifespan,
-    once the engine exists."""
+def _messaging(spec: ServiceSpec, *, factory: async_sessionmaker[AsyncSession], redis: Redis,
+               keyring: signing.Keyring, relay: OutboxRelay) -> Messaging:
+    """The service's messaging, configured from its settings. A batch that emitted events publishes them right
+    after its commit on its own connection (`SAFE_PUBLISH_AFTER_BATCH=0`: the relay task does, woken)."""
     settings = spec.settings
+    after_batch = os.environ.get("SAFE_PUBLISH_AFTER_BATCH", "1") != "0"
     return Messaging(
         service=spec.name,
-        factory=None,  # type: ignore[arg-type]  # set in the lifespan
+        factory=factory,
+        redis=redis,
+        keyring=keyring,
         consumer_name=settings.consumer_name,
         prefix=settings.stream_prefix,
         batch_size=settings.batch_size,
@@ -344,18 +350,55 @@ def _messaging(spec: ServiceSpec) -> Messaging:
         retry_backoff_max_ms=settings.retry_backoff_max_ms,
         claim_idle_ms=settings.claim_idle_ms,
         reclaim_interval_ms=settings.reclaim_interval_ms,
+        on_emitted=relay.wake,
+        publish_after_commit=relay.publish_after_commit if after_batch else None,
         unit_of_work=spec.unit_of_work,
     )
 
 
-def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runtime], None]) -> FastAPI:
+def _guard(spec: ServiceSpec, engine: AsyncEngine, redis: Redis, relay: OutboxRelay) -> recovery.RedisGuard | None:
+    """The Redis guard (shared/kit/recovery.py), or None with REDIS_GUARD_INTERVAL_MS=0."""
     settings = spec.settings
+    if settings.redis_guard_interval_ms <= 0:
+        return None
+    return recovery.RedisGuard(
+        service=spec.name, redis=redis, engine=engine, streams_published=spec.publishes,
+        republish=relay.publish_rows, prefix=settings.stream_prefix,
+        interval_s=settings.redis_guard_interval_ms / 1000, margin_s=settings.redis_guard_margin_ms / 1000,
+        fallback_window_s=settings.redis_guard_fallback_window_s,
+    )
+
+
+def _runtime(spec: ServiceSpec, redis: Redis | None) -> Runtime:
+    """Every part of the service, without I/O. Refuses to build a service outside dev without its tokens
+    (first), then without its event keys."""
+    settings = spec.settings
+    tokens = TokenStore(settings.safe_tokens, dev=settings.is_dev)
+    keyring = signing.Keyring(settings.safe_event_keys, service=spec.name, key_id=settings.event_key_id,
+                              dev=settings.is_dev)
+    engine = db.make_engine(settings.database_url)
+    factory = db.session_factory(engine)
+    redis = make_redis(settings) if redis is None else redis
+    relay = OutboxRelay(
+        factory, redis, prefix=settings.stream_prefix, interval_s=settings.relay_interval_ms / 1000,
+        after_publish=spec.after_publish, postgres=not db.is_sqlite(settings.database_url), sign=keyring.sign,
+    )
     metrics = Metrics(spec.name)
-    messaging = _messaging(spec)
-    broker = make_broker(settings, metrics)
-    runtime = Runtime(spec=spec, deps=spec.deps, settings=settings, messaging=messaging, broker=broker,
-                      metrics=metrics)
-    messaging.on_emitted = runtime.wake_relay
+    return Runtime(
+        spec=spec, deps=spec.deps, settings=settings, tokens=tokens,
+        messaging=_messaging(spec, factory=factory, redis=redis, keyring=keyring, relay=relay),
+        broker=make_broker(settings, metrics), metrics=metrics, engine=engine, factory=factory, redis=redis,
+        relay=relay, guard=_guard(spec, engine, redis, relay),
+    )
+
+
+def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runtime], None],
+               redis: Redis | None = None) -> FastAPI:
+    """The service's app: its runtime (see `_runtime`), subscriptions, routes and lifespan. `redis`: the client
+    to use instead of the one the settings describe (a test's stand-in)."""
+    settings = spec.settings
+    runtime = _runtime(spec, redis)
+    messaging, broker, metrics = runtime.messaging, runtime.broker, runtime.metrics
     messaging_setup(messaging, runtime)
     governance_api.register(messaging, runtime)
     messaging.attach(broker)
@@ -367,7 +410,7 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        relay_task = await _start(spec, runtime, app)
+        relay_task = await _start(spec, runtime)
         try:
             yield
         finally:
@@ -376,7 +419,6 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
     app = ServiceApp(direct=spec.direct_routes, body_limit=settings.max_body_bytes, title=spec.title,
                      description=spec.description, version="1.0.0", lifespan=lifespan)
     app.state.runtime = runtime
-    app.state.settings = settings
     app.http_metrics = metrics
     metrics.subscriptions = lambda: messaging.subscriptions.values()
     app.add_middleware(StrictJson)  # inside BodyLimit: the size is checked before the body is buffered
@@ -398,34 +440,15 @@ def create_app(spec: ServiceSpec, *, messaging_setup: Callable[[Messaging, Runti
     return app
 
 
-async def _start(spec: ServiceSpec, runtime: Runtime, app: FastAPI) -> asyncio.Task[None]:
-    """The lifespan's start: database, Redis, relay, guard, hooks, groups, broker, background tasks; the relay's
+async def _start(spec: ServiceSpec, runtime: Runtime) -> asyncio.Task[None]:
+    """The lifespan's start, what does I/O: migrations, guard, hooks, groups, broker, background tasks; the relay's
     task is returned (it stops last)."""
     settings, messaging, broker = spec.settings, runtime.messaging, runtime.broker
     logs.configure(spec.name, settings.log_level, per_message=settings.log_messages)
     logs.configure_tracing(spec.name)
-    app.state.tokens = TokenStore(settings.safe_tokens, dev=settings.is_dev)  # refuses to start without tokens
-    keyring = signing.Keyring(settings.safe_event_keys, service=spec.name, key_id=settings.event_key_id,
-                              dev=settings.is_dev)  # refuses to start without event keys outside dev
-    messaging.keyring = keyring
-    await db.migrate(settings.database_url, spec.migrations)
-    runtime.engine = db.make_engine(settings.database_url)
     logs.instrument(runtime.engine)  # Redis and SQLAlchemy spans, only when tracing is configured
-    runtime.factory = db.session_factory(runtime.engine)
-    messaging.factory = runtime.factory
-    runtime.redis = make_redis(settings)
-    runtime.relay = OutboxRelay(
-        runtime.factory, runtime.redis, prefix=settings.stream_prefix,
-        interval_s=settings.relay_interval_ms / 1000, after_publish=spec.after_publish,
-        postgres=not db.is_sqlite(settings.database_url), sign=keyring.sign,
-    )
-    if settings.redis_guard_interval_ms > 0:
-        runtime.guard = recovery.RedisGuard(
-            service=spec.name, redis=runtime.redis, engine=runtime.engine, streams_published=spec.publishes,
-            republish=runtime.relay.publish_rows, prefix=settings.stream_prefix,
-            interval_s=settings.redis_guard_interval_ms / 1000, margin_s=settings.redis_guard_margin_ms / 1000,
-            fallback_window_s=settings.redis_guard_fallback_window_s,
-        )
+    await db.migrate(settings.database_url, spec.migrations)
+    if runtime.guard is not None:
         # its first look comes before this run publishes anything: rows already published are then a
         # previous run's, and missing markers mean Redis lost them while the service was down
         try:
@@ -434,13 +457,11 @@ async def _start(spec: ServiceSpec, runtime: Runtime, app: FastAPI) -> asyncio.T
             log.warning("redis guard: first look failed; retried in the background", exc_info=True)
     for hook in spec.on_startup:
         await hook(runtime)
-    messaging.redis = runtime.redis
-    if os.environ.get("SAFE_PUBLISH_AFTER_BATCH", "1") != "0":
-        messaging.publish_after_commit = runtime.relay.publish_after_commit
+    messaging.begin_start()
     await messaging.ensure_groups()
     await broker.start()
-    await messaging.start_background(runtime.redis)
-    relay_task = asyncio.create_task(runtime.relay.run(), name="outbox-relay")
+    messaging.start_background()
+    relay_task = runtime.relay.start()
     runtime.tasks.append(relay_task)
     runtime.tasks.append(asyncio.create_task(governance_api.anchor_loop(runtime), name="audit-anchors"))
     if runtime.guard is not None:
@@ -455,9 +476,9 @@ async def _start(spec: ServiceSpec, runtime: Runtime, app: FastAPI) -> asyncio.T
 
 
 async def _stop(runtime: Runtime, relay_task: asyncio.Task[None]) -> None:
-    """The lifespan's end: no new work, in-flight handlers finish, then the tasks, the relay, the connections."""
+    """The lifespan's end: no new work, in-flight handlers finish, then the tasks, the relay, the connections.
+    The engine and the Redis client stay usable: a disposed pool and a closed client connect again on use."""
     settings, messaging, broker = runtime.settings, runtime.messaging, runtime.broker
-    assert runtime.relay is not None and runtime.redis is not None and runtime.engine is not None
     log.info("service stopping")
     messaging.begin_stop()  # before the broker stops, or the group keeper restarts its subscribers
     await broker.stop()  # waits up to graceful_timeout for in-flight handlers
@@ -471,6 +492,7 @@ async def _stop(runtime: Runtime, relay_task: asyncio.Task[None]) -> None:
     # The relay is not cancelled mid-transaction (on SQLite that leaves the write lock held by a
     # connection nobody closes); it finishes its round, then the final flush runs.
     await runtime.relay.stop(relay_task, timeout=settings.shutdown_timeout_s)
+    runtime.tasks.clear()
     await runtime.redis.aclose()
     await runtime.engine.dispose()
 

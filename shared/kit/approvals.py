@@ -334,7 +334,6 @@ def _read_routes(r: APIRouter, runtime: Any, now: Callable[[], datetime]) -> Non
         _who: Principal = Depends(staff),
     ) -> ApprovalPage:
         """Four-eyes requests, newest first (`status=pending`: those waiting for a second operator)."""
-        assert runtime.factory is not None
         t = now()
         async with runtime.factory() as s:
             q = select(ApprovalRow).order_by(col(ApprovalRow.created_at).desc())
@@ -353,7 +352,6 @@ def _read_routes(r: APIRouter, runtime: Any, now: Callable[[], datetime]) -> Non
     @r.get("/approvals/{approval_id}", response_model=ApprovalPublic, tags=["approvals"])
     async def get_approval(approval_id: str, _who: Principal = Depends(staff)) -> ApprovalPublic:
         """One four-eyes request with its decision and, once carried out, the action's answer."""
-        assert runtime.factory is not None
         async with runtime.factory() as s:
             row = await s.get(ApprovalRow, approval_id)
         if row is None:
@@ -364,7 +362,6 @@ def _read_routes(r: APIRouter, runtime: Any, now: Callable[[], datetime]) -> Non
 async def _decide(runtime: Any, now: Callable[[], datetime], approval_id: str, who: Principal, reason: str,
                   approve: bool) -> ApprovalRow:
     """Record a second operator's decision on a pending request (exactly one decision wins)."""
-    assert runtime.factory is not None
     t = now()
     expired = False
     async with transaction(runtime.factory) as s:
@@ -410,7 +407,6 @@ def _decision_routes(r: APIRouter, runtime: Any, now: Callable[[], datetime]) ->
         once and its answer kept on the approval."""
         row = await _decide(runtime, now, approval_id, who, body.reason, approve=True)
         code, result = await _carry_out(request.app, row)
-        assert runtime.factory is not None
         async with transaction(runtime.factory) as s:
             await s.execute(sa.update(ApprovalRow).where(col(ApprovalRow.id) == approval_id).values(
                 status="executed" if code < 400 else "failed", result_status=code,

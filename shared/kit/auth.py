@@ -101,7 +101,7 @@ bearer = HTTPBearer(
 
 def authenticate(request: Request) -> Principal:
     """The caller of `request`, from its bearer token; 401 without a known one."""
-    store: TokenStore = request.app.state.tokens
+    store: TokenStore = request.app.state.runtime.tokens  # the service's Runtime (shared/kit/runtime.py)
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,12 +131,7 @@ class BatchRunner:
         if sub.prefetch is not None and parsed:
             await sub.prefetch(uow, [ev for _, ev in parsed])
         seen: set[str] = set()
-        for entry, event in parsed:
-            event_id = sub.key_of(event, entry.entry_id)
-            if event_id in seen:
-                outcome.duplicates += 1
-                outcome.ack.append(entry.entry_id)
-                continue
+        for entry, event, event_id in _unseen(sub, parsed, seen, outcome):
             delivery = uow.delivery = Delivery(sub.stream, entry.entry_id)
             emitted = uow.emitted
             try:
@@ -156,12 +151,7 @@ class BatchRunner:
         seen: set[str] = set()
         if ids:
             seen = set((await session.exec(select(InboxRow.event_id).where(col(InboxRow.event_id).in_(ids)))).all())
-        for entry, event in parsed:
-            event_id = sub.key_of(event, entry.entry_id)
-            if event_id in seen:
-                outcome.duplicates += 1
-                outcome.ack.append(entry.entry_id)
-                continue
+        for entry, event, event_id in _unseen(sub, parsed, seen, outcome):
             emitted = uow.emitted
             span = await self._one(uow, sub, entry, event, event_id, outcome)
             if span is not None:
@@ -182,8 +172,7 @@ class BatchRunner:
             return span
         except IntegrityError as ie:
             if _is_inbox_conflict(ie):
-                outcome.duplicates += 1
-                outcome.ack.append(entry.entry_id)
+                _duplicate(outcome, entry)
             else:
                 outcome.failures.append((entry, error_text(ie), event_id))
         except Defer as d:
@@ -194,6 +183,24 @@ class BatchRunner:
         except Exception as ex:
             outcome.failures.append((entry, error_text(ex), event_id))
         return None
+
+
+def _unseen(sub: Subscription[Any], parsed: Parsed, seen: set[str],
+            outcome: Outcome) -> Iterator[tuple[wire.Entry, Any, str]]:
+    """Each entry with its event and key, but for those whose key is in `seen` (read as it grows: the keys handled
+    earlier in the batch, or found in the inbox), which are duplicates."""
+    for entry, event in parsed:
+        event_id = sub.key_of(event, entry.entry_id)
+        if event_id in seen:
+            _duplicate(outcome, entry)
+        else:
+            yield entry, event, event_id
+
+
+def _duplicate(outcome: Outcome, entry: wire.Entry) -> None:
+    """An event processed before: acknowledged and counted, its handler not run."""
+    outcome.duplicates += 1
+    outcome.ack.append(entry.entry_id)
 
 
 def _handled(outcome: Outcome, sub: Subscription[Any], entry: wire.Entry, event: Any, event_id: str,

@@ -70,7 +70,6 @@ def _consumer_of(m: Messaging, broker: RedisBroker, sub: Subscription[Any]) -> C
 
 
 async def ensure_groups(m: Messaging) -> None:
-    assert m.redis is not None
     for sub in m.subscriptions.values():
         try:
             await m.redis.xgroup_create(m.key(sub.stream), m.group, id="0", mkstream=True)
@@ -83,7 +82,6 @@ async def ensure_groups(m: Messaging) -> None:
 
 async def recover_own_pending(m: Messaging) -> None:
     """After a restart, this consumer's unacknowledged entries are processed first."""
-    assert m.redis is not None
     for sub in list(m.subscriptions.values()):
         last = "0"
         while not m.stopping:
@@ -103,7 +101,6 @@ async def recover_own_pending(m: Messaging) -> None:
 
 async def reclaim_once(m: Messaging, sub: Subscription[Any]) -> int:
     """Take over entries idle longer than `claim_idle_ms` in any consumer of the group."""
-    assert m.redis is not None
     start = "0-0"
     total = 0
     while not m.stopping:
@@ -129,7 +126,6 @@ async def _dead_letter_overdelivered(m: Messaging, sub: Subscription[Any],
                                      entries: list[wire.Entry]) -> set[str]:
     """An entry delivered far more often than the cap never completes (it kills its consumer): dead-lettered and
     acknowledged; the ids of those are returned."""
-    assert m.redis is not None
     limit = m.max_attempts_of(sub) * 2 + 2
     pending = await m.redis.xpending_range(m.key(sub.stream), m.group, min=entries[0].entry_id,
                                            max=entries[-1].entry_id, count=len(entries) * 4)
@@ -178,7 +174,7 @@ async def keeper_loop(m: Messaging) -> None:
             stopped = [s for s in subs if s.subscriber is not None and not s.subscriber.running]
             keys = [m.key(sub.stream) for sub in subs]
             # one round trip for all streams: EXISTS counts the keys that exist
-            missing = bool(keys) and await m.redis.exists(*keys) < len(keys)  # type: ignore[union-attr]
+            missing = bool(keys) and await m.redis.exists(*keys) < len(keys)
             if missing or stopped:
                 await ensure_groups(m)
             for sub in stopped:
@@ -194,7 +190,6 @@ async def keeper_loop(m: Messaging) -> None:
 
 async def stream_health(m: Messaging) -> dict[str, dict[str, float]]:
     """Pending count, lag and oldest pending age per subscribed stream (for /metrics and /explain)."""
-    assert m.redis is not None
     now_ms = time.time() * 1000
     out: dict[str, dict[str, float]] = {}
     for sub in m.subscriptions.values():

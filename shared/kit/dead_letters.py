@@ -102,9 +102,9 @@ def backoff_s(attempts: int, base_ms: int, max_ms: int) -> float:
 class Retries:
     """Pending entries handled again after a delay, by this consumer (XCLAIM), unless the service is stopping."""
 
-    def __init__(self, *, key: Callable[[str], str], group: str, consumer: str,
+    def __init__(self, *, redis: Redis, key: Callable[[str], str], group: str, consumer: str,
                  process: Callable[[Subscription[Any], list[wire.Entry]], Awaitable[None]]) -> None:
-        self.redis: Redis | None = None
+        self.redis = redis
         self.stopping = False
         self._key, self._group, self._consumer, self._process = key, group, consumer, process
         self._tasks: set[asyncio.Task[None]] = set()
@@ -121,7 +121,7 @@ class Retries:
 
     async def _later(self, sub: Subscription[Any], entry_id: str, delay: float, count_delivery: bool) -> None:
         await asyncio.sleep(delay)
-        if self.stopping or self.redis is None:
+        if self.stopping:
             return
         key = self._key(sub.stream)
         try:

@@ -77,7 +77,6 @@ async def publish_anchor(runtime: Any) -> bool:
     flushed) only means one more anchor of the same head: the receivers keep each, harmlessly."""
     from safe_procurement.shared.kit import outbox
 
-    assert runtime.factory is not None
     async with runtime.factory() as session:
         seq, _ = await audit_chain.head(session)
     if seq == 0 or runtime.anchor_seq == seq:
@@ -162,7 +161,6 @@ def router(runtime: Any) -> APIRouter:
     ) -> VerifyPublic:
         """Walk this service's audit chain and name the first entry edited, deleted or re-ordered."""
         anchors = _parse_anchors(anchor)
-        assert runtime.factory is not None
         async with runtime.factory() as s:
             v = await audit_chain.verify(s, anchors)
         b = v.first_break
@@ -177,7 +175,6 @@ def router(runtime: Any) -> APIRouter:
         _who: Any = Depends(staff),
     ) -> list[AnchorPublic]:
         """Chain heads another service published (newest first), kept here as witnesses."""
-        assert runtime.factory is not None
         async with runtime.factory() as s:
             rows = (await s.exec(select(audit_chain.AuditAnchor).where(audit_chain.AuditAnchor.service == service)
                                  .order_by(col(audit_chain.AuditAnchor.seq).desc()).limit(limit))).all()

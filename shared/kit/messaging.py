@@ -46,9 +46,10 @@ class Messaging:
     """The subscriptions of one service and the machinery that makes them reliable."""
 
     def __init__(
-        self, *, service: str, factory: async_sessionmaker[AsyncSession], consumer_name: str, prefix: str = "",
-        batch_size: int = 100, poll_interval_ms: int = 100, max_attempts: int = 5, retry_backoff_ms: int = 500,
-        retry_backoff_max_ms: int = 30_000, claim_idle_ms: int = 15_000, reclaim_interval_ms: int = 1_000,
+        self, *, service: str, factory: async_sessionmaker[AsyncSession], redis: Redis, consumer_name: str,
+        prefix: str = "", batch_size: int = 100, poll_interval_ms: int = 100, max_attempts: int = 5,
+        retry_backoff_ms: int = 500, retry_backoff_max_ms: int = 30_000, claim_idle_ms: int = 15_000,
+        reclaim_interval_ms: int = 1_000, keyring: signing.Keyring | None = None,
         on_emitted: Callable[[], None] | None = None,
         publish_after_commit: Callable[..., Awaitable[bool]] | None = None,
         unit_of_work: Callable[..., UnitOfWork] = UnitOfWork,
@@ -66,13 +67,14 @@ class Messaging:
         self.on_emitted = on_emitted
         # one relay round on the batch's connection right after its commit (OutboxRelay.publish_after_commit)
         self.publish_after_commit = publish_after_commit
-        # verifies internal entries before they are parsed, signs replays (set in the lifespan; shared/kit/signing.py)
-        self.keyring: signing.Keyring | None = None
+        # verifies internal entries before they are parsed, signs replays (shared/kit/signing.py); None: unsigned
+        self.keyring = keyring
         self.subscriptions: dict[str, Subscription[Any]] = {}
         self.broker: RedisBroker | None = None
         self.groups_ready = False
         self._batches = BatchRunner(service=service, group=service, factory=factory, unit_of_work=unit_of_work)
-        self._retries = Retries(key=self.key, group=self.group, consumer=consumer_name, process=self.process)
+        self._retries = Retries(redis=redis, key=self.key, group=self.group, consumer=consumer_name,
+                                process=self.process)
         self._tasks: list[asyncio.Task[None]] = []
         self._busy = 0
         self._idle = asyncio.Event()
@@ -83,17 +85,9 @@ class Messaging:
     def factory(self) -> async_sessionmaker[AsyncSession]:
         return self._batches.factory
 
-    @factory.setter
-    def factory(self, factory: async_sessionmaker[AsyncSession]) -> None:
-        self._batches.factory = factory
-
     @property
-    def redis(self) -> Redis | None:
+    def redis(self) -> Redis:
         return self._retries.redis
-
-    @redis.setter
-    def redis(self, redis: Redis | None) -> None:
-        self._retries.redis = redis
 
     @property
     def stopping(self) -> bool:
@@ -133,9 +127,12 @@ class Messaging:
     async def ensure_groups(self) -> None:
         await consumption.ensure_groups(self)
 
-    async def start_background(self, redis: Redis) -> None:
+    def begin_start(self) -> None:
+        """Work is taken again (a start, also after a stop): retries are scheduled, the background loops run."""
+        self._retries.stopping = False
+
+    def start_background(self) -> None:
         """After the broker started: own pending entries, reclaimer, group keeper."""
-        self.redis = redis
         self._tasks.append(asyncio.create_task(consumption.recover_own_pending(self), name="recover-own-pending"))
         self._tasks.append(asyncio.create_task(consumption.reclaim_loop(self), name="reclaimer"))
         self._tasks.append(asyncio.create_task(consumption.keeper_loop(self), name="group-keeper"))
@@ -158,6 +155,7 @@ class Messaging:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
 
     # --- processing ---------------------------------------------------------------------------
 
@@ -230,7 +228,6 @@ class Messaging:
 
     async def ack(self, sub: Subscription[Any], entry_ids: list[str]) -> None:
         """XACK; on failure the entries stay pending, and their redelivery is harmless (inbox)."""
-        assert self.redis is not None
         try:
             if isinstance(self.redis, Redis):  # not a cluster client: straight on a pooled connection (outbox.send)
                 await outbox.send(self.redis, [("XACK", self.key(sub.stream), self.group, *entry_ids)])

@@ -105,6 +105,11 @@ class OutboxRelay:
     def wake(self) -> None:
         self._wake.set()
 
+    def start(self) -> asyncio.Task[None]:
+        """The relay task of one run of the service (a stopped relay starts again)."""
+        self._stopping = False
+        return asyncio.create_task(self.run(), name="outbox-relay")
+
     async def run(self) -> None:
         while not self._stopping:
             try:

@@ -175,8 +175,10 @@ class RedisGuard:
     # --- the loop --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """The first look: remember the epoch; markers missing while this service has published before means
-        Redis lost data while it was down (or this is the first start with the guard)."""
+        """The first look of a run of the service: remember the epoch; markers missing while this service has
+        published before means Redis lost data while it was down (or this is the first start with the guard).
+        Until it succeeds, `run` takes it again on each tick."""
+        self._stopping = self.started = False
         self.epoch = await self._epoch()
         present = await self._markers_present()
         await self._set_markers()

@@ -34,7 +34,6 @@ class AlreadyResolved(Exception):
 async def replay(m: Messaging, dead_letter_id: int, actor: str, payload: str | None = None) -> DeadLetter | None:
     """Put a dead letter back on its stream (optionally corrected); audited. Raises `AlreadyResolved` when
     another action resolved it first (decided inside the transaction)."""
-    assert m.redis is not None
     async with transaction(m.factory) as session:
         dl = await _claim(session, dead_letter_id, "replayed")
         if dl is None or dl.status != "replayed":

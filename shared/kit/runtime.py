@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from safe_procurement.shared.kit import recovery
-from safe_procurement.shared.kit.auth import Principal
+from safe_procurement.shared.kit.auth import Principal, TokenStore
 from safe_procurement.shared.kit.budget import Budget
 from safe_procurement.shared.kit.messaging import Messaging
 from safe_procurement.shared.kit.metrics import Metrics
@@ -68,19 +68,21 @@ DirectRoute = tuple[Callable[[Principal], Principal], Callable[[Request, Princip
 @dataclass
 class Runtime(Generic[D]):
     """Everything a route or hook may need, built once per process: the kit's parts and the service's own
-    dependencies (`deps`), each a typed field."""
+    dependencies (`deps`), each a typed field. Building them does no I/O (the engine and the Redis client
+    connect on first use); the lifespan starts and stops them, and may start them again."""
 
     spec: ServiceSpec[D]
     deps: D
     settings: ServiceSettings
+    tokens: TokenStore  # the bearer tokens the service accepts (shared/kit/auth.py)
     messaging: Messaging
     broker: RedisBroker
     metrics: Metrics
-    engine: AsyncEngine | None = None
-    factory: async_sessionmaker[AsyncSession] | None = None
-    redis: Redis | None = None
-    relay: OutboxRelay | None = None
-    guard: recovery.RedisGuard | None = None
+    engine: AsyncEngine
+    factory: async_sessionmaker[AsyncSession]
+    redis: Redis
+    relay: OutboxRelay
+    guard: recovery.RedisGuard | None = None  # None with REDIS_GUARD_INTERVAL_MS=0
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     # the time approvals and SLA clocks read (tests move it forward)
     clock: Callable[[], datetime] = utcnow
@@ -92,8 +94,7 @@ class Runtime(Generic[D]):
     anchor_seq: int | None = None
 
     def wake_relay(self) -> None:
-        if self.relay is not None:
-            self.relay.wake()
+        self.relay.wake()
 
 
 

@@ -202,14 +202,12 @@ def _health_routes(r: APIRouter, runtime: Runtime) -> None:
         """Database and Redis reachable, consumer groups declared, subscribers running."""
         checks: dict[str, bool] = {}
         try:
-            assert runtime.engine is not None
             async with runtime.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
             checks["database"] = True
         except Exception:
             checks["database"] = False
         try:
-            assert runtime.redis is not None
             checks["redis"] = bool(await runtime.redis.ping())
         except Exception:
             checks["redis"] = False
@@ -241,14 +239,13 @@ def _metrics_routes(r: APIRouter, runtime: Runtime) -> None:
                 m.length.labels(svc, stream).set(info["length"])
         except Exception:
             pass
-        if runtime.factory is not None:
-            async with runtime.factory() as s:
-                dead = (await s.exec(select(func.count()).select_from(DeadLetter).where(DeadLetter.status == "open"))).one()
-                unsent = (
-                    await s.exec(select(func.count()).select_from(OutboxRow).where(col(OutboxRow.published_at).is_(None)))
-                ).one()
-            m.dead.labels(svc).set(dead)
-            m.outbox.labels(svc).set(unsent)
+        async with runtime.factory() as s:
+            dead = (await s.exec(select(func.count()).select_from(DeadLetter).where(DeadLetter.status == "open"))).one()
+            unsent = (
+                await s.exec(select(func.count()).select_from(OutboxRow).where(col(OutboxRow.published_at).is_(None)))
+            ).one()
+        m.dead.labels(svc).set(dead)
+        m.outbox.labels(svc).set(unsent)
         if runtime.spec.gauges is not None:
             for name, series in (await runtime.spec.gauges(runtime)).items():
                 g = m.custom.get(name)
@@ -278,7 +275,6 @@ def _dead_letter_list_route(r: APIRouter, runtime: Runtime) -> None:
     ) -> DeadLetterPage:
         """Dead letters, newest first, with filters."""
         after = decode_cursor(cursor)
-        assert runtime.factory is not None
         async with runtime.factory() as s:
             q = select(DeadLetter).order_by(col(DeadLetter.id).desc())
             if status:
@@ -301,7 +297,6 @@ async def _member_state_page(runtime: Runtime, q: Any, after: int | None, limit:
                              who: Principal) -> DeadLetterPage:
     """A Member State's page: filtered as the rows come, in keyset batches, never cut before filtering. A request
     scans at most _SCAN rows; if its page is not full by then, next_cursor continues where it stopped."""
-    assert runtime.factory is not None
     found: list[DeadLetterPublic] = []
     scanned = 0
     while True:
@@ -334,7 +329,6 @@ async def _visible(runtime: Runtime, item: DeadLetterPublic, who: Principal) -> 
 
 
 async def _get(runtime: Runtime, dl_id: int, who: Principal) -> DeadLetter:
-    assert runtime.factory is not None
     async with runtime.factory() as s:
         dl = await s.get(DeadLetter, dl_id)
     if dl is None or not await _visible(runtime, _public(dl), who):
@@ -404,7 +398,6 @@ def _audit_routes(r: APIRouter, runtime: Runtime) -> None:
     ) -> AuditPage:
         """The audit trail of operator writes (who, when, what, why), newest first."""
         after = decode_cursor(cursor)
-        assert runtime.factory is not None
         async with runtime.factory() as s:
             q = select(AuditEntry).order_by(col(AuditEntry.id).desc())
             if correlation_id:

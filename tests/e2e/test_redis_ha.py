@@ -29,7 +29,7 @@ from safe_procurement.services.testing.plugin import Stack, StackError, make_sta
 from safe_procurement.services.testing.waiting import wait_for
 from safe_procurement.shared.contracts import streams
 from tests.chaos import run as chaos
-from tests.redis_servers import Cluster, SentinelGroup, Server, Servers, require_redis_server
+from tests.redis_servers import Cluster, SentinelGroup, Server, Servers, started_servers
 
 pytestmark = pytest.mark.e2e
 
@@ -38,12 +38,8 @@ PAUSED = "origin_verification"
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[Servers]:
-    require_redis_server()
-    s = Servers(tmp_path / "redis")
-    try:
+    with started_servers(tmp_path / "redis") as s:
         yield s
-    finally:
-        s.stop_all()
 
 
 @pytest.fixture

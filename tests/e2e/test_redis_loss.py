@@ -20,19 +20,15 @@ import pytest
 from safe_procurement.services.testing.waiting import wait_for
 from safe_procurement.shared.contracts import streams
 from tests.chaos import run as chaos
-from tests.redis_servers import Servers, require_redis_server
+from tests.redis_servers import Servers, started_servers
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[Servers]:
-    require_redis_server()
-    s = Servers(tmp_path / "redis")
-    try:
+    with started_servers(tmp_path / "redis") as s:
         yield s
-    finally:
-        s.stop_all()
 
 
 async def _explain(client, case_id: str) -> dict:  # type: ignore[no-untyped-def]

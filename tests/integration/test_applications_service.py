@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from functools import partial
 
 import pytest
 from sqlalchemy import func
@@ -44,6 +45,24 @@ async def test_a_valid_proposal_is_stored_and_published_for_verification(app, re
         assert event.case_id == body["id"] and event.correlation_id == body["id"]
         case = await wait_for(lambda: _status(client, body["id"], "verifying"), message="verifying")
         assert case["verification"] is None and case["loan"] is None
+
+
+async def test_the_same_app_starts_again_after_a_stop(database_url, prefix, redis_url, monkeypatch):
+    """The engine, the Redis client, the relay and the messaging are built once, with the app; a stop disposes the
+    pool and closes the client, and the next start connects them again and runs the relay, the subscribers and
+    the background loops again."""
+    monkeypatch.setenv("SAFE_PUBLISH_AFTER_BATCH", "0")  # the events go out through the relay task
+    app = build_app(Settings(database_url=database_url, stream_prefix=prefix, consumer_name="t1", **FAST))
+    for run in range(2):
+        async with running(app) as (client, rt):
+            r = await client.post("/procurements", json=proposal(f"T-AGAIN-{run}-{uuid.uuid4().hex[:6]}"))
+            assert r.status_code == 201, r.text
+            # published by the relay task and read back by the service's own subscriber
+            await wait_for(partial(_status, client, r.json()["id"], "verifying"), message=f"run {run}: verifying")
+            ready = await client.get("/health/ready")
+            assert ready.status_code == 200, ready.json()
+            assert not rt.messaging.stopping and rt.guard is not None and rt.guard.started
+    assert await count(rt, CaseRow) == 2
 
 
 async def _status(client, case_id, status):

@@ -116,11 +116,12 @@ def test_member_state_roles_accept_the_greek_and_british_aliases():
 
 
 @pytest.mark.parametrize("service", list(SERVICES))
-async def test_a_service_refuses_to_start_outside_dev_without_tokens(service, tmp_path, prefix, redis_url):
-    app = build(service, tmp_path, prefix, safe_tokens=None, safe_env="production")
+def test_a_service_refuses_to_start_outside_dev_without_tokens(service, tmp_path, prefix):
+    """Refused when its app is built, before anything starts: the tokens are checked first, the event keys then."""
     with pytest.raises(auth.TokenError, match="SAFE_TOKENS"):
-        async with app.router.lifespan_context(app):
-            pass
+        build(service, tmp_path, prefix, safe_tokens=None, safe_env="production")
+    with pytest.raises(auth.TokenError, match="SAFE_TOKENS"):
+        build(service, tmp_path, prefix, safe_tokens=None, safe_env="production", safe_event_keys=None)
 
 
 async def test_the_comparison_runs_over_every_token_on_every_request(tmp_path, prefix, redis_url, monkeypatch):

@@ -1,5 +1,5 @@
 """A service process logs JSON only, from the first line: uvicorn's and alembic's lines included, a quiet
-start (no alembic INFO chatter), and a failed start (port taken) is JSON too."""
+start (no alembic INFO chatter), and a failed start (port taken, no tokens outside dev) is JSON too."""
 
 from __future__ import annotations
 
@@ -76,3 +76,14 @@ def test_a_port_in_use_is_reported_as_json(tmp_path, redis_url, prefix):
     records = json_lines(r.stdout + r.stderr)
     assert any("address already in use" in json.dumps(rec).lower() or "errno 98" in json.dumps(rec).lower()
                for rec in records), records
+
+
+def test_a_start_refused_without_tokens_outside_dev_is_reported_as_json(tmp_path, redis_url, prefix):
+    env = service_env(tmp_path, free_port(), prefix, redis_url)
+    env.pop("SAFE_TOKENS", None)
+    env["SAFE_ENV"] = "production"
+    r = subprocess.run([sys.executable, "-m", "safe_procurement.services.partner_registry"], capture_output=True,
+                       text=True, env=env, timeout=90)
+    assert r.returncode == 3
+    records = json_lines(r.stdout + r.stderr)
+    assert any("SAFE_TOKENS is required" in json.dumps(rec) for rec in records), records

@@ -117,7 +117,7 @@ async def test_a_redelivered_event_in_an_optimistic_batch_is_acknowledged_as_a_d
         event_id: str
 
     calls: list[str] = []
-    m = Messaging(service="kit-test", factory=factory, consumer_name="t", prefix=prefix)
+    m = Messaging(service="kit-test", factory=factory, redis=redis_client, consumer_name="t", prefix=prefix)
 
     @m.subscribe("kit.pings", Ping)
     async def on_ping(event: Ping, uow) -> None:  # type: ignore[no-untyped-def]
@@ -125,7 +125,6 @@ async def test_a_redelivered_event_in_an_optimistic_batch_is_acknowledged_as_a_d
         db.add_row(uow.session, OutboxRow, event_id=f"out-{event.event_id}", stream="x", event_type="T",
                    correlation_id="c", payload="{}")
 
-    m.redis = redis_client
     sub = m.subscriptions["kit.pings"]
 
     def entry(entry_id: str, event_id: str) -> Entry:

@@ -19,19 +19,15 @@ from safe_procurement.shared.kit.outbox import OutboxRelay
 from safe_procurement.shared.kit.recovery import RedisGuard
 from safe_procurement.shared.kit.tables import OutboxRow
 from tests import dbs
-from tests.redis_servers import Server, Servers, require_redis_server
+from tests.redis_servers import Server, started_servers
 
 STREAM = streams.PROCUREMENT_SUBMITTED
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    require_redis_server()
-    s = Servers(tmp_path / "redis")
-    try:
+    with started_servers(tmp_path / "redis") as s:
         yield s.start("guard")
-    finally:
-        s.stop_all()
 
 
 @pytest.fixture

@@ -43,7 +43,6 @@ def agreement(**overrides: Any) -> dict[str, Any]:
 
 async def drained(rt: Runtime) -> None:
     async def nothing_unsent() -> bool:
-        assert rt.factory is not None
         async with rt.factory() as s:
             n = (await s.exec(select(func.count()).select_from(OutboxRow)
                               .where(col(OutboxRow.published_at).is_(None)))).one()

@@ -33,12 +33,9 @@ class RecordingRedis:
 @pytest.fixture
 async def wired(tmp_path):
     settings = Settings(database_url=dbs.url(tmp_path, "a"), consumer_name="t")
-    app = build_app(settings)
+    app = build_app(settings, redis=RecordingRedis())  # type: ignore[arg-type]
     rt = app.state.runtime
-    await db.migrate(settings.database_url, rt.spec.migrations)
-    rt.engine = db.make_engine(settings.database_url)
-    rt.factory = rt.messaging.factory = db.session_factory(rt.engine)
-    rt.messaging.redis = RecordingRedis()
+    await db.migrate(settings.database_url, rt.spec.migrations)  # the lifespan's first step; the broker is the test's
     yield rt
     await rt.engine.dispose()
 

@@ -126,7 +126,6 @@ async def list_procurements(
         raise HTTPException(422, f"unknown status {status!r}")
     after = decode_cursor(cursor)
     rt = runtime_of(request)
-    assert rt.factory is not None
     q = select(CaseRow.seq, CaseRow.id, CaseRow.reference, CaseRow.status, CaseRow.lead_member_state,
                CaseRow.created_at, CaseRow.updated_at, CaseRow.status_since, CaseRow.financing_requested)
     scopes = [countries.canonical(c) for c in (member_state, who.member_state) if c]
@@ -157,7 +156,6 @@ async def list_procurements(
 async def get_by_reference(reference: str, request: Request, who: Principal = Depends(reader)) -> schemas.CasePublic:
     """The case with this business reference."""
     rt = runtime_of(request)
-    assert rt.factory is not None
     async with rt.factory() as session:
         row = await SqlCaseRepository(session).by_reference(reference)
     return _public(_visible(row, who))
@@ -167,7 +165,6 @@ async def get_by_reference(reference: str, request: Request, who: Principal = De
 async def get_procurement(case_id: str, request: Request, who: Principal = Depends(reader)) -> schemas.CasePublic:
     """The case: status, proposal, verification report and loan."""
     rt = runtime_of(request)
-    assert rt.factory is not None
     async with rt.factory() as session:
         row = await SqlCaseRepository(session).get(case_id)
     return _public(_visible(row, who))
@@ -177,7 +174,6 @@ async def get_procurement(case_id: str, request: Request, who: Principal = Depen
 async def get_timeline(case_id: str, request: Request, who: Principal = Depends(reader)) -> schemas.Timeline:
     """Every event of the case, in the order it was recorded."""
     rt = runtime_of(request)
-    assert rt.factory is not None
     async with rt.factory() as session:
         row = _visible(await SqlCaseRepository(session).get(case_id), who)
         items = (await session.exec(
@@ -193,7 +189,6 @@ async def _operator_action(
     request: Request, case_id: str, action: Callable[..., Awaitable[Case]], reason: str, who: Principal
 ) -> schemas.CasePublic:
     rt = runtime_of(request)
-    assert rt.factory is not None
     try:
         async with begin(rt.factory, ApplicationsUnitOfWork) as uow:
             row = await action(case_id, uow, reason=reason, actor=who.name)
@@ -268,7 +263,6 @@ async def amend_procurement(case_id: str, request: Request, who: Principal = Dep
     if not who.can_write and who.member_state is None:
         raise HTTPException(403, "operator or member-state role required")
     rt = runtime_of(request)
-    assert rt.factory is not None
     async with rt.factory() as session:
         current = _visible(await SqlCaseRepository(session).get(case_id), who)
     body: schemas.AmendmentRequest = await _json_body(request, schemas.AmendmentRequest)
@@ -285,7 +279,6 @@ async def get_revisions(case_id: str, request: Request, who: Principal = Depends
     """Every revision of the case's proposal, oldest first (none until the first amendment: the case's proposal is
     then revision 1)."""
     rt = runtime_of(request)
-    assert rt.factory is not None
     async with rt.factory() as session:
         row = _visible(await SqlCaseRepository(session).get(case_id), who)
         rows = await SqlRevisions(session).of_case(row.id)
@@ -309,7 +302,6 @@ _WAITING = {
 async def explain_procurement(case_id: str, request: Request, who: Principal = Depends(reader)) -> schemas.Explanation:
     """Why is this case where it is: what it waits for, since when, on which stream, and what an operator can do."""
     rt = runtime_of(request)
-    assert rt.factory is not None
     async with rt.factory() as session:
         row = _visible(await SqlCaseRepository(session).get(case_id), who)
         last = (await session.exec(
@@ -319,7 +311,7 @@ async def explain_procurement(case_id: str, request: Request, who: Principal = D
     final = is_final(status, financing_requested=row.financing_requested)
     waiting, service, stream, group = _WAITING.get(status, (None, None, None, None))
     state: dict[str, Any] | None = None
-    if stream and group and rt.redis is not None:
+    if stream and group:
         state = {}
         try:
             for g in await rt.redis.xinfo_groups(streams.qualified(stream, rt.settings.stream_prefix)):

@@ -53,7 +53,6 @@ async def procurement_counts(
 ) -> StatusCounts:
     """How many cases are in each status (a Member State token counts only its own cases)."""
     rt = runtime_of(request)
-    assert rt.factory is not None
     q = _scoped(select(CaseRow.status, func.count()), who, member_state).group_by(CaseRow.status)
     async with rt.factory() as session:
         rows = (await session.exec(q)).all()
@@ -68,7 +67,6 @@ async def procurement_search(
 ) -> CaseHits:
     """Cases whose reference starts with `reference` (case-sensitive), in reference order."""
     rt = runtime_of(request)
-    assert rt.factory is not None
     # a range on the unique reference index (LIKE would not use it on SQLite, where LIKE ignores case)
     q = select(CaseRow.id, CaseRow.reference, CaseRow.status, CaseRow.lead_member_state, CaseRow.status_since,
                CaseRow.created_at, CaseRow.updated_at).where(col(CaseRow.reference) >= reference,

@@ -54,7 +54,6 @@ def _body(model: type[Any]) -> dict[str, Any]:
 
 def _rt(request: Request) -> tuple[Runtime, Settings]:
     rt = runtime_of(request)
-    assert rt.factory is not None
     return rt, rt.settings  # type: ignore[return-value]
 
 

@@ -43,7 +43,6 @@ def _public(row: ReportRow) -> schemas.ReportPublic:
 async def get_verifications(case_id: str, request: Request, who: Principal = Depends(reader)) -> schemas.VerificationHistory:
     """Every verification report of a case, oldest first; a re-verification adds one, the old ones stay."""
     rt = runtime_of(request)
-    assert rt.factory is not None
     async with rt.factory() as session:
         rows = await reports_of(session, case_id)
     rows = [r for r in rows if who.sees(json.loads(r.participants))]
@@ -72,7 +71,6 @@ async def get_rules(
 async def get_replica(request: Request, _: Principal = Depends(reader)) -> schemas.ReplicaStatus:
     """Readiness of the partner-registry replica: the publication it follows and what it holds."""
     rt = runtime_of(request)
-    assert rt.factory is not None
     async with rt.factory() as session:
         status = await replica.readiness(session)
     handlers.note_readiness(_deps(request), status)
@@ -86,7 +84,6 @@ async def get_replica_agreements(
 ) -> dict[str, object]:
     """Every version of every participation agreement the replica received (history included)."""
     rt = runtime_of(request)
-    assert rt.factory is not None
     async with rt.factory() as session:
         items = await replica.agreement_history(session, country)
     return {"items": items}
@@ -107,7 +104,6 @@ async def preview_verification(request: Request, _: Principal = Depends(staff)) 
     except ValidationError as e:
         return JSONResponse({"detail": validation_errors(e.errors(include_url=False))}, status_code=422)
     rt = runtime_of(request)
-    assert rt.factory is not None
     # CPU-bound on up to 50 000 components: four at a time per process, more answer 429
     async with budget_of(rt.budgets, "preview", 4).slot(), rt.factory() as session:
         try:

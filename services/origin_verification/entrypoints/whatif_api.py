@@ -50,7 +50,6 @@ async def what_if(request: Request,
         except RulebookError as e:
             return JSONResponse({"detail": [{"loc": ["body", "rules"], "field": "rules", "msg": str(e),
                                              "type": "value_error"}]}, status_code=422)
-    assert rt.factory is not None
     async with rt.factory() as session:
         report = await whatif.replay(session, deps.rules, candidate=candidate, registry_at=body.registry_at,
                                      since=body.since, checked_at=deps.clock())

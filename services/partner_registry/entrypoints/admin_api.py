@@ -111,7 +111,6 @@ async def get_country(
     """The country's groups, SDP, partnership level and agreements in force on a date (aliases EL/GR, UK/GB)."""
     canonical = _code(code)
     rt = runtime_of(request)
-    assert rt.factory is not None
     async with rt.factory() as session:
         rv = await _registry_version(session, registry_version)
         rows = repo.latest_countries(await repo.country_rows(session, country=canonical, as_of=rv))
@@ -133,7 +132,6 @@ async def list_countries(
                                    "msg": f"unknown group; groups are {', '.join(GROUPS)}", "type": "value_error"}])
     day = on or _today()
     rt = runtime_of(request)
-    assert rt.factory is not None
     async with rt.factory() as session:
         rv = await _registry_version(session, registry_version)
         rows = repo.latest_countries(await repo.country_rows(session, as_of=rv))
@@ -183,7 +181,6 @@ async def record_agreement(request: Request, who: Principal = Depends(operator))
     except ValidationError as e:
         return JSONResponse({"detail": validation_errors(e.errors(include_url=False))}, status_code=422)
     rt = runtime_of(request)
-    assert rt.factory is not None
     try:
         async with begin(rt.factory, repo.RegistryUnitOfWork) as uow:
             published = await handlers.record_agreement(_terms(body, body.country), uow, actor=who.name)
@@ -209,7 +206,6 @@ async def correct_agreement(agreement_id: str, request: Request, who: Principal 
     except ValidationError as e:
         return JSONResponse({"detail": validation_errors(e.errors(include_url=False))}, status_code=422)
     rt = runtime_of(request)
-    assert rt.factory is not None
     try:
         async with begin(rt.factory, repo.RegistryUnitOfWork) as uow:
             rows = await uow.registry.agreements(agreement_id=agreement_id)
@@ -239,7 +235,6 @@ async def list_agreements(
     """Every version of every agreement (history included), by agreement then version; `current` marks the latest."""
     code = _code(country, "country") if country is not None else None
     rt = runtime_of(request)
-    assert rt.factory is not None
     async with rt.factory() as session:
         rows = await repo.agreement_rows(session, country=code)
     latest = {k: v.version for k, v in repo.latest_agreements(rows).items()}
@@ -250,7 +245,6 @@ async def list_agreements(
 async def get_agreement(agreement_id: str, request: Request, _: Principal = Depends(reader)) -> Any:
     """Every version of one agreement, oldest first."""
     rt = runtime_of(request)
-    assert rt.factory is not None
     async with rt.factory() as session:
         rows = await repo.agreement_rows(session, agreement_id=agreement_id)
     if not rows:
@@ -278,7 +272,6 @@ async def history(
     """Who changed what, when, on which source: every country and agreement version and the audit trail, newest first."""
     code = _code(country, "country") if country is not None else None
     rt = runtime_of(request)
-    assert rt.factory is not None
     async with rt.factory() as session:
         c_rows = await repo.country_rows(session, country=code)
         a_rows = await repo.agreement_rows(session, country=code)
