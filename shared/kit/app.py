@@ -380,7 +380,7 @@ def _runtime(spec: ServiceSpec, redis: Redis | None) -> Runtime:
     factory = db.session_factory(engine)
     redis = make_redis(settings) if redis is None else redis
     relay = OutboxRelay(
-        factory, redis, prefix=settings.stream_prefix, interval_s=settings.relay_interval_ms / 1000,
+        engine, redis, prefix=settings.stream_prefix, interval_s=settings.relay_interval_ms / 1000,
         after_publish=spec.after_publish, postgres=not db.is_sqlite(settings.database_url), sign=keyring.sign,
     )
     metrics = Metrics(spec.name)

@@ -137,11 +137,6 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
-def engine_of(factory: async_sessionmaker[AsyncSession]) -> AsyncEngine:
-    """The engine a session factory of `session_factory` binds its sessions to."""
-    return factory.kw["bind"]  # type: ignore[no-any-return]
-
-
 # `session.info[BATCH]` is True while many messages (or HTTP submissions) run together in one optimistic
 # transaction that is redone one by one, each in its own savepoint, if anything in it fails. Such a transaction
 # may skip per-message savepoints and flushes, and queues its append-only rows (outbox, inbox, timeline) for

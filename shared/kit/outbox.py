@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from sqlalchemy import bindparam, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -67,7 +67,7 @@ class OutboxRelay:
 
     def __init__(
         self,
-        factory: async_sessionmaker[AsyncSession],
+        engine: AsyncEngine,
         redis: Redis,
         *,
         prefix: str = "",
@@ -77,7 +77,6 @@ class OutboxRelay:
         postgres: bool = False,
         sign: Callable[[str, str], str] | None = None,
     ) -> None:
-        self._factory = factory
         self._redis = redis
         self._prefix = prefix
         self._interval = interval_s
@@ -85,7 +84,7 @@ class OutboxRelay:
         self._after_publish = after_publish
         self._postgres = postgres
         self._sign = sign  # the `__sig__` of an entry (shared/kit/signing.py)
-        self._engine = factory.kw["bind"]
+        self._engine = engine
         self._mark = _mark_oldest_locked(batch) if postgres else _mark_oldest(batch)
         # a round's commands written by `send` (see _publish); a cluster client (not a `Redis`) goes through
         # `publish_on_cluster`

@@ -23,11 +23,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def kit_factory(tmp_path) -> AsyncIterator[Any]:
-    """A session factory on a fresh database (SQLite, or PostgreSQL in the PostgreSQL pass) with a service's
-    tables, which include the kit's (outbox, inbox, dead letters…)."""
+async def kit_engine(tmp_path) -> AsyncIterator[Any]:
+    """An engine on a fresh database (SQLite, or PostgreSQL in the PostgreSQL pass) with a service's tables, which
+    include the kit's (outbox, inbox, dead letters…)."""
     url = dbs.url(tmp_path, "kit")
     await db.migrate(url, db.migrations_dir(applications_main.__file__))
     engine = db.make_engine(url)
-    yield db.session_factory(engine)
+    yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+def kit_factory(kit_engine) -> Any:
+    """A session factory of `kit_engine`."""
+    return db.session_factory(kit_engine)

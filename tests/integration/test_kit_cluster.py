@@ -55,7 +55,7 @@ async def _unsent(factory: Any) -> int:
             OutboxRow.published_at.is_(None)))).one()  # type: ignore[union-attr]
 
 
-async def test_a_round_over_streams_in_different_slots_publishes_every_event_and_its_acks(kit_factory, client):
+async def test_a_round_over_streams_in_different_slots_publishes_every_event_and_its_acks(kit_factory, kit_engine, client):
     prefix = _spread(client, "round")
     keys = [streams.qualified(s, prefix) for s in STREAMS]
     consumed = streams.qualified(streams.COUNTRY_STATUS_CHANGED, prefix)
@@ -66,9 +66,9 @@ async def test_a_round_over_streams_in_different_slots_publishes_every_event_and
         for i in range(9):
             s.add(OutboxRow(event_id=f"e{i}", stream=STREAMS[i % 3], event_type="T", correlation_id=f"e{i}",
                             payload=json.dumps({"event_id": f"e{i}"})))
-    relay = OutboxRelay(kit_factory, client, prefix=prefix, postgres=dbs.on_postgres())
+    relay = OutboxRelay(kit_engine, client, prefix=prefix, postgres=dbs.on_postgres())
 
-    async with kit_factory.kw["bind"].connect() as conn:
+    async with kit_engine.connect() as conn:
         assert await relay.publish_after_commit(conn, [("XACK", consumed, "g", entry)])
 
     for i, key in enumerate(keys):
@@ -78,7 +78,7 @@ async def test_a_round_over_streams_in_different_slots_publishes_every_event_and
     assert await _unsent(kit_factory) == 0
 
 
-async def test_a_refused_command_leaves_the_round_unsent(kit_factory, client):
+async def test_a_refused_command_leaves_the_round_unsent(kit_factory, kit_engine, client):
     prefix = _spread(client, "refused")
     wrong = streams.qualified(streams.LOAN_REQUESTED, prefix)
     await client.set(wrong, "not a stream")  # XADD to it answers WRONGTYPE
@@ -86,7 +86,7 @@ async def test_a_refused_command_leaves_the_round_unsent(kit_factory, client):
         for i, stream in enumerate((streams.PROCUREMENT_SUBMITTED, streams.LOAN_REQUESTED)):
             s.add(OutboxRow(event_id=f"r{i}", stream=stream, event_type="T", correlation_id=f"r{i}",
                             payload=json.dumps({"event_id": f"r{i}"})))
-    relay = OutboxRelay(kit_factory, client, prefix=prefix, postgres=dbs.on_postgres())
+    relay = OutboxRelay(kit_engine, client, prefix=prefix, postgres=dbs.on_postgres())
     with pytest.raises(Exception, match="WRONGTYPE"):
         await relay.publish_once()
     assert await _unsent(kit_factory) == 2  # the mark rolled back: both go out again once Redis takes them

@@ -295,7 +295,7 @@ async def test_a_transaction_waits_for_another_process_holding_the_sqlite_write_
     con.close()
 
 
-async def test_a_short_transaction_commits_what_ran_in_it_and_rolls_back_on_error(factory):
+async def test_a_short_transaction_commits_what_ran_in_it_and_rolls_back_on_error(factory, kit_engine):
     """`short_transaction`: statements run in it with `executemany` / `fetch_all` (on SQLite the driver
     connection's own transaction, SQLAlchemy's connection idle) commit together, or not at all."""
     from sqlalchemy import bindparam, update
@@ -307,7 +307,7 @@ async def test_a_short_transaction_commits_what_ran_in_it_and_rolls_back_on_erro
     async with db.transaction(factory) as s:
         for i in range(3):
             s.add(OutboxRow(event_id=f"s{i}", stream="x", event_type="T", correlation_id="c", payload="{}"))
-    engine = factory.kw["bind"]
+    engine = kit_engine
     async with engine.connect() as conn:
         async with db.short_transaction(conn):
             await db.executemany(conn, mark, [{"e": "s0", "at": utcnow()}, {"e": "s1", "at": utcnow()}])

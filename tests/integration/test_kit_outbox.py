@@ -66,8 +66,8 @@ async def wire(redis_url):
     await w.redis.aclose()
 
 
-def _relay(factory: Any, redis: Any, prefix: str) -> OutboxRelay:
-    return OutboxRelay(factory, redis, prefix=prefix, postgres=dbs.on_postgres())
+def _relay(kit_engine: Any, redis: Any, prefix: str) -> OutboxRelay:
+    return OutboxRelay(kit_engine, redis, prefix=prefix, postgres=dbs.on_postgres())
 
 
 async def _queue(factory: Any, *rows: tuple[str, str]) -> None:
@@ -84,11 +84,11 @@ async def _unsent(factory: Any) -> int:
             OutboxRow.published_at.is_(None)))).one()  # type: ignore[union-attr]
 
 
-async def test_a_round_of_several_events_reaches_a_blocked_reader_as_one_batch(factory, redis_client, redis_url, prefix,
+async def test_a_round_of_several_events_reaches_a_blocked_reader_as_one_batch(factory, kit_engine, redis_client, redis_url, prefix,
                                                                             wire):
     """Inside MULTI/EXEC, Redis serves a reader blocked on the stream once EXEC appended them all; as plain
     pipelined XADDs it would be served after the first (a batch of one, then the rest)."""
-    relay = _relay(factory, wire.redis, prefix)
+    relay = _relay(kit_engine, wire.redis, prefix)
     key = streams.qualified(streams.PROCUREMENT_SUBMITTED, prefix)
     await redis_client.xadd(key, {"x": "0"})
     reader = aioredis.Redis.from_url(redis_url)
@@ -111,14 +111,14 @@ async def test_a_round_of_several_events_reaches_a_blocked_reader_as_one_batch(f
     assert await _unsent(factory) == 0
 
 
-async def test_a_round_of_one_event_goes_without_multi_and_its_xack_rides_along(factory, redis_client, prefix, wire):
-    relay = _relay(factory, wire.redis, prefix)
+async def test_a_round_of_one_event_goes_without_multi_and_its_xack_rides_along(factory, kit_engine, redis_client, prefix, wire):
+    relay = _relay(kit_engine, wire.redis, prefix)
     source = f"{prefix}source"
     await redis_client.xgroup_create(source, "g", id="0", mkstream=True)
     entry = await redis_client.xadd(source, {"x": "1"})
     await redis_client.xreadgroup("g", "c", {source: ">"})
     await _queue(factory, (streams.PROCUREMENT_SUBMITTED, "one"))
-    async with factory.kw["bind"].connect() as conn:
+    async with kit_engine.connect() as conn:
         assert await relay.publish_after_commit(conn, [("XACK", source, "g", entry)]) is True
     assert wire.writes == [["XADD", "XACK"]]
     assert (await redis_client.xpending(source, "g"))["pending"] == 0
@@ -127,11 +127,11 @@ async def test_a_round_of_one_event_goes_without_multi_and_its_xack_rides_along(
 
 
 @pytest.mark.parametrize("events", [1, 3])
-async def test_a_refused_command_fails_the_round_and_leaves_every_row_unsent(factory, redis_client, prefix, events):
+async def test_a_refused_command_fails_the_round_and_leaves_every_row_unsent(factory, kit_engine, redis_client, prefix, events):
     """With one event (no MULTI) Redis refuses the XADD itself; with several, it fails inside EXEC. Either way the
     round raises, its transaction rolls back, and the next round publishes the rows once Redis takes them; the
     relay's connection to Redis works on (the one that saw the error was closed, replies unread)."""
-    relay = _relay(factory, redis_client, prefix)
+    relay = _relay(kit_engine, redis_client, prefix)
     bad = streams.qualified(streams.LOAN_REQUESTED, prefix)
     await redis_client.set(bad, "not a stream")
     await _queue(factory, *[(streams.PROCUREMENT_SUBMITTED, f"ok{i}") for i in range(events - 1)],
@@ -164,14 +164,14 @@ async def _published(redis_client: Any, prefix: str) -> list[str]:
 
 @pytest.mark.skipif(not dbs.on_postgres(), reason="SQLite: the pool's one connection already serializes rounds")
 async def test_a_round_after_a_commit_waits_for_its_process_round_under_way_and_publishes_its_own_rows(
-        factory, redis_client, prefix, wire):
+        factory, kit_engine, redis_client, prefix, wire):
     """Two batches of one service commit on two pooled connections; the second's round starts while the first's
     holds the PostgreSQL relay lock (its XADDs held at the gate, its transaction open). It waits for that round
     and publishes its batch's event itself; were it to give up (the try-lock failing), the event would wait for
     whatever round came next, and with no relay task running here: never."""
-    relay = _relay(factory, wire.redis, prefix)
+    relay = _relay(kit_engine, wire.redis, prefix)
     wire.gate.clear()
-    engine = factory.kw["bind"]
+    engine = kit_engine
     await _queue(factory, (streams.PROCUREMENT_SUBMITTED, "first"))
     async with engine.connect() as c1, engine.connect() as c2:
         first = asyncio.create_task(relay.publish_after_commit(c1))
@@ -191,15 +191,15 @@ async def test_a_round_after_a_commit_waits_for_its_process_round_under_way_and_
 
 
 @pytest.mark.skipif(not dbs.on_postgres(), reason="the PostgreSQL relay lock: SQLite's writers wait for its write lock")
-async def test_the_relay_task_tries_again_soon_when_another_process_relay_holds_the_lock(factory, redis_client, prefix,
+async def test_the_relay_task_tries_again_soon_when_another_process_relay_holds_the_lock(factory, kit_engine, redis_client, prefix,
                                                                                       wire):
     """Another process's relay (here a second relay on the same database) holds the PostgreSQL relay lock when this
     relay is woken for a new row: it tries again after 1, 2, 4 … ms instead of waiting for its next tick (30 s
     here), so the row goes out as soon as the other round is done."""
-    other = _relay(factory, wire.redis, prefix)
+    other = _relay(kit_engine, wire.redis, prefix)
     wire.gate.clear()
-    relay = OutboxRelay(factory, redis_client, prefix=prefix, postgres=True, interval_s=30)
-    engine = factory.kw["bind"].sync_engine
+    relay = OutboxRelay(kit_engine, redis_client, prefix=prefix, postgres=True, interval_s=30)
+    engine = kit_engine.sync_engine
     tries: list[str] = []  # the relay lock's try-locks the database was sent, by either relay
 
     def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -233,7 +233,7 @@ async def test_the_relay_task_tries_again_soon_when_another_process_relay_holds_
 
 
 @pytest.mark.skipif(not dbs.on_postgres(), reason="PostgreSQL's synchronous_commit")
-async def test_only_the_relay_round_commits_without_waiting_for_the_wal_flush(factory, redis_client, prefix):
+async def test_only_the_relay_round_commits_without_waiting_for_the_wal_flush(factory, kit_engine, redis_client, prefix):
     """The round's mark may be lost in a PostgreSQL crash (its rows then go out again); the connection's next
     transaction, a batch's state change, commits synchronously again."""
     seen: list[str] = []
@@ -241,9 +241,9 @@ async def test_only_the_relay_round_commits_without_waiting_for_the_wal_flush(fa
     async def after_publish(conn: Any, rows: Any) -> None:
         seen.append((await conn.execute(text("SHOW synchronous_commit"))).scalar())
 
-    relay = OutboxRelay(factory, redis_client, prefix=prefix, postgres=True, after_publish=after_publish)
+    relay = OutboxRelay(kit_engine, redis_client, prefix=prefix, postgres=True, after_publish=after_publish)
     await _queue(factory, (streams.PROCUREMENT_SUBMITTED, "one"))
-    async with factory.kw["bind"].connect() as conn:
+    async with kit_engine.connect() as conn:
         assert await relay.publish_after_commit(conn) is False  # published; no `then` commands to report
         async with conn.begin():
             after = (await conn.execute(text("SHOW synchronous_commit"))).scalar()

@@ -54,14 +54,14 @@ async def _on_stream(client: Any, key: str) -> list[str]:
     return [wire.decoded(f)["event_id"] for _, f in await client.xrange(key)]
 
 
-def _guard(kit_factory: Any, client: Any) -> RedisGuard:
-    relay = OutboxRelay(kit_factory, client, prefix="", postgres=dbs.on_postgres())
-    return RedisGuard(service="applications", redis=client, engine=kit_factory.kw["bind"], streams_published=[STREAM],
+def _guard(kit_engine: Any, client: Any) -> RedisGuard:
+    relay = OutboxRelay(kit_engine, client, prefix="", postgres=dbs.on_postgres())
+    return RedisGuard(service="applications", redis=client, engine=kit_engine, streams_published=[STREAM],
                       republish=relay.publish_rows, margin_s=1.0, fallback_window_s=60.0)
 
 
-async def test_after_a_flush_only_what_some_group_had_not_handled_is_published_again(kit_factory, client):
-    guard = _guard(kit_factory, client)
+async def test_after_a_flush_only_what_some_group_had_not_handled_is_published_again(kit_factory, kit_engine, client):
+    guard = _guard(kit_engine, client)
     await guard.start()  # a running service: markers set, nothing lost so far
     assert guard.resets_detected == 0
     now = datetime.now(UTC)
@@ -84,8 +84,8 @@ async def test_after_a_flush_only_what_some_group_had_not_handled_is_published_a
     assert await guard.check_once() is False  # markers back: one loss, one re-publication
 
 
-async def test_a_restart_without_persistence_is_seen_by_the_epoch_and_the_markers(kit_factory, server, client):
-    guard = _guard(kit_factory, client)
+async def test_a_restart_without_persistence_is_seen_by_the_epoch_and_the_markers(kit_factory, kit_engine, server, client):
+    guard = _guard(kit_engine, client)
     await guard.start()
     now = datetime.now(UTC)
     await _rows(kit_factory, now - timedelta(seconds=20), ["a", "b"])
@@ -101,8 +101,8 @@ async def test_a_restart_without_persistence_is_seen_by_the_epoch_and_the_marker
     assert guard.last_recovery_ms is not None and guard.last_recovery_ms < (time.monotonic() - started) * 1000 + 1
 
 
-async def test_without_a_loss_nothing_is_published_again(kit_factory, client):
-    guard = _guard(kit_factory, client)
+async def test_without_a_loss_nothing_is_published_again(kit_factory, kit_engine, client):
+    guard = _guard(kit_engine, client)
     await guard.start()
     now = datetime.now(UTC)
     await _rows(kit_factory, now - timedelta(seconds=5), ["x"])
@@ -113,23 +113,23 @@ async def test_without_a_loss_nothing_is_published_again(kit_factory, client):
     assert await _on_stream(client, STREAM) == ["x"] and guard.republished_total == 0
 
 
-async def test_a_service_started_after_redis_lost_everything_re_publishes_its_recent_window(kit_factory, client):
+async def test_a_service_started_after_redis_lost_everything_re_publishes_its_recent_window(kit_factory, kit_engine, client):
     now = datetime.now(UTC)
     await _rows(kit_factory, now - timedelta(hours=2), ["too-old"])
     await _rows(kit_factory, now - timedelta(seconds=10), ["recent"])
-    guard = _guard(kit_factory, client)
+    guard = _guard(kit_engine, client)
     await guard.start()  # no marker: Redis is empty, and this service had published before
     assert await _on_stream(client, STREAM) == ["recent"]
     assert guard.resets_detected == 1
 
 
-async def test_a_stream_whose_groups_were_given_everything_does_not_hold_the_watermark_back(kit_factory, client):
+async def test_a_stream_whose_groups_were_given_everything_does_not_hold_the_watermark_back(kit_factory, kit_engine, client):
     """A consumed stream nothing waits on (here: one nothing was published on yet, as a service's reverification
     stream usually is) says nothing is unhandled on it: the watermark follows the other streams, and a loss
     re-publishes only what came after it, not the whole outbox."""
     other = streams.REVERIFICATION_REQUESTED
-    relay = OutboxRelay(kit_factory, client, prefix="", postgres=dbs.on_postgres())
-    guard = RedisGuard(service="applications", redis=client, engine=kit_factory.kw["bind"],
+    relay = OutboxRelay(kit_engine, client, prefix="", postgres=dbs.on_postgres())
+    guard = RedisGuard(service="applications", redis=client, engine=kit_engine,
                        streams_published=[STREAM, other], republish=relay.publish_rows, margin_s=1.0,
                        fallback_window_s=60.0)
     await guard.start()
