@@ -51,13 +51,23 @@ class Readiness:
         return out
 
 
+async def _current(session: AsyncSession, table: Any, key: str) -> Any:
+    """The stored record an upsert compares its version with, read with its row lock (PostgreSQL) and afresh: two
+    replicas of this service can apply two versions of one record at once (the consumer group hands consecutive
+    entries to different consumers). The second waits for the first one's commit and compares with what it wrote;
+    without the lock an older version could read the record before a newer one committed and then overwrite it.
+    A record not there yet has no row to lock: two first versions collide on the primary key, and the loser's batch
+    is redone, reading the winner's row. (SQLite: the writer already holds the database's write lock.)"""
+    return await session.get(table, key, with_for_update=True, populate_existing=True)
+
+
 async def upsert_country(session: AsyncSession, event: contracts.CountryStatusChanged) -> bool:
     """Keep the highest version of the country record; every version goes to the history. True if applied."""
     code = codes.canonical(event.country)
     payload = event.model_dump_json()
     if await session.get(ReplicaCountryVersion, (code, event.version)) is None:
         session.add(ReplicaCountryVersion(country=code, version=event.version, payload=payload))
-    row = await session.get(ReplicaCountry, code)
+    row = await _current(session, ReplicaCountry, code)
     if row is not None and row.version >= event.version:
         return False
     memberships = json.dumps([m.model_dump(mode="json") for m in event.memberships])
@@ -78,7 +88,7 @@ async def upsert_agreement(session: AsyncSession, event: contracts.PartnerAgreem
     if await session.get(ReplicaAgreementVersion, (event.agreement_id, event.version)) is None:
         session.add(ReplicaAgreementVersion(agreement_id=event.agreement_id, version=event.version,
                                             payload=event.model_dump_json()))
-    row = await session.get(ReplicaAgreement, event.agreement_id)
+    row = await _current(session, ReplicaAgreement, event.agreement_id)
     if row is not None and row.version >= event.version:
         await session.flush()
         return False
