@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from safe_procurement.services.origin_verification import main as ov_main
 from safe_procurement.services.origin_verification.adapters import replica
@@ -112,3 +113,20 @@ async def _blocked_or_done(factory: Any, task: asyncio.Task) -> bool:
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
         ))).scalar_one()
     return bool(n)
+
+
+@pytest.mark.parametrize("record", sorted(CASES))
+async def test_two_first_versions_at_once_collide_and_the_redone_older_one_leaves_the_newer(factory, deps, record):
+    """A record not stored yet has no row to lock: both writers see none and insert. The primary key refuses the
+    second insert; the kit redoes that batch, which then reads the newer version and keeps it."""
+    event_of, handler, stored, expected = CASES[record]
+    older: asyncio.Task | None = None
+    async with uow.begin(factory, VerificationUnitOfWork, batch=True) as newer:
+        await handler(event_of(2), newer, deps)
+        older = asyncio.create_task(_apply(factory, deps, handler, event_of(1)))
+        await wait_for(lambda: _blocked_or_done(factory, older), timeout=10,
+                       message="version 1 committed or waits for version 2's transaction")
+    await asyncio.wait([older])
+    assert isinstance(older.exception(), IntegrityError)
+    await _apply(factory, deps, handler, event_of(1))  # the batch redone
+    assert await stored(factory) == expected(2)
