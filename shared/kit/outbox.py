@@ -302,6 +302,10 @@ def _mark_oldest(batch: int) -> Any:
 # once, as after any crash between the XADD and the mark. The batches whose state changes wrote the rows keep the
 # synchronous commit: their events must never outlive them. Its rows: (lock taken, then the columns of `Published`
 # or NULLs when nothing was marked); at least one row, so that a lock held elsewhere is told from nothing to send.
+# The statement reads the unsent rows as of its start, and takes the lock only inside it: another relay's round may
+# commit its marks (releasing the lock) in between. The UPDATE therefore checks `published_at IS NULL` again itself,
+# on each row's latest version (PostgreSQL re-evaluates the UPDATE's own conditions on a row changed meanwhile, not
+# the subquery's), and leaves a row that round marked instead of publishing it a second time.
 _PG_RELAY_LOCK_KEY = 424242
 
 
@@ -315,6 +319,7 @@ def _mark_oldest_locked(batch: int) -> Any:
             UPDATE outbox SET published_at = :now
             WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND (SELECT ok FROM lk)
                          ORDER BY id LIMIT {int(batch)})
+              AND published_at IS NULL
             RETURNING id, event_id, stream, event_type, correlation_id, payload)
         SELECT lk.ok, m.id, m.event_id, m.stream, m.event_type, m.correlation_id, m.payload
         FROM lk LEFT JOIN marked m ON true
