@@ -10,6 +10,8 @@ transaction there begins with the write lock.)"""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -20,27 +22,16 @@ from safe_procurement.services.applications.domain.case import Status
 from safe_procurement.services.applications.service_layer import handlers
 from safe_procurement.services.testing.waiting import wait_for
 from safe_procurement.shared.contracts import streams
-from safe_procurement.shared.kit import db, uow
-from tests import builders, dbs
+from safe_procurement.shared.kit import uow
+from tests import builders, dbs, pg_races
 
 pytestmark = pytest.mark.skipif(not dbs.on_postgres(), reason="SQLite serializes every writing transaction")
 
 
 @pytest.fixture
-async def factory(tmp_path):
-    url = dbs.url(tmp_path, "races")
-    await db.migrate(url, db.migrations_dir(applications_main.__file__))
-    engine = db.make_engine(url)
-    yield db.session_factory(engine)
-    await engine.dispose()
-
-
-async def _waiting_on_a_lock(factory) -> bool:  # type: ignore[no-untyped-def]
-    async with factory() as s:
-        n = (await s.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        ))).scalar_one()
-    return bool(n)
+async def factory(tmp_path) -> AsyncIterator[Any]:  # type: ignore[no-untyped-def]
+    async with pg_races.migrated_factory(tmp_path, "races", applications_main.__file__) as f:
+        yield f
 
 
 async def _status_and_events(factory, case_id: str) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
@@ -61,7 +52,7 @@ async def test_a_withdrawal_during_a_batch_of_verdicts_is_not_undone_by_the_verd
         await handlers.prefetch_cases(flow, [verdict])  # as the kit does for a batch: the cases read up front
         # the flow has read the case (submitted); the operator withdraws it meanwhile, in a transaction of its own
         withdrawal = asyncio.create_task(_withdraw(factory, case.id))
-        await wait_for(lambda: _blocked_or_done(factory, withdrawal), timeout=10,
+        await wait_for(lambda: pg_races.blocked_or_done(factory, withdrawal), timeout=10,
                        message="the withdrawal committed or waits for the flow's transaction")
         await handlers.on_verification_completed(verdict, flow)
     await withdrawal
@@ -76,7 +67,3 @@ async def test_a_withdrawal_during_a_batch_of_verdicts_is_not_undone_by_the_verd
 async def _withdraw(factory, case_id: str) -> None:  # type: ignore[no-untyped-def]
     async with uow.begin(factory, ApplicationsUnitOfWork) as op:
         await handlers.withdraw(case_id, op, reason="test", actor="operator")
-
-
-async def _blocked_or_done(factory, task: asyncio.Task) -> bool:  # type: ignore[no-untyped-def]
-    return task.done() or await _waiting_on_a_lock(factory)

@@ -32,7 +32,7 @@ from safe_procurement.services.testing.waiting import wait_for
 from safe_procurement.shared import contracts
 from safe_procurement.shared.kit import db
 from safe_procurement.shared.kit.uow import begin
-from tests import dbs
+from tests import dbs, pg_races
 from tests.builders import loan_requested
 
 pytestmark = pytest.mark.skipif(not dbs.on_postgres(), reason="SQLite serializes every writing transaction")
@@ -44,14 +44,10 @@ Step = Callable[[LoanUnitOfWork], Awaitable[Any]]
 
 @pytest.fixture
 async def loans(tmp_path) -> AsyncIterator[Any]:  # type: ignore[no-untyped-def]
-    url = dbs.url(tmp_path, "loan_races")
-    await db.migrate(url, db.migrations_dir(loan_main.__file__))
-    engine = db.make_engine(url)
-    factory = db.session_factory(engine)
-    async with begin(factory, LoanUnitOfWork) as uow:
-        await handlers.seed(uow, REFERENCE)
-    yield factory
-    await engine.dispose()
+    async with pg_races.migrated_factory(tmp_path, "loan_races", loan_main.__file__) as factory:
+        async with begin(factory, LoanUnitOfWork) as uow:
+            await handlers.seed(uow, REFERENCE)
+        yield factory
 
 
 REFERENCE = load_reference()
@@ -64,7 +60,7 @@ async def _race(factory: Any, first: Step, second: Step, *, batch: tuple[bool, b
     async with begin(factory, LoanUnitOfWork, batch=batch[0]) as uow:
         out = await first(uow)
         task = asyncio.create_task(_in_transaction(factory, second, batch[1]))
-        await wait_for(lambda: _blocked_or_done(factory, task), timeout=10,
+        await wait_for(lambda: pg_races.blocked_or_done(factory, task), timeout=10,
                        message="the second transaction committed or waits for the first")
     return out, await task
 
@@ -72,16 +68,6 @@ async def _race(factory: Any, first: Step, second: Step, *, batch: tuple[bool, b
 async def _in_transaction(factory: Any, step: Step, batch: bool) -> Any:
     async with begin(factory, LoanUnitOfWork, batch=batch) as uow:
         return await step(uow)
-
-
-async def _blocked_or_done(factory: Any, task: asyncio.Task) -> bool:
-    if task.done():
-        return True
-    async with factory() as s:
-        n = (await s.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        ))).scalar_one()
-    return bool(n)
 
 
 def _request(event: contracts.LoanRequested) -> Step:

@@ -22,20 +22,16 @@ from safe_procurement.services.partner_registry.adapters.repository import Regis
 from safe_procurement.services.partner_registry.domain import registry
 from safe_procurement.services.partner_registry.service_layer import handlers
 from safe_procurement.services.testing.waiting import wait_for
-from safe_procurement.shared.kit import db
 from safe_procurement.shared.kit.uow import begin
-from tests import dbs
+from tests import dbs, pg_races
 
 pytestmark = pytest.mark.skipif(not dbs.on_postgres(), reason="SQLite serializes every writing transaction")
 
 
 @pytest.fixture
 async def factory(tmp_path) -> AsyncIterator[Any]:  # type: ignore[no-untyped-def]
-    url = dbs.url(tmp_path, "registry_races")
-    await db.migrate(url, db.migrations_dir(registry_main.__file__))
-    engine = db.make_engine(url)
-    yield db.session_factory(engine)
-    await engine.dispose()
+    async with pg_races.migrated_factory(tmp_path, "registry_races", registry_main.__file__) as f:
+        yield f
 
 
 def _terms(country: str, effective_from: date) -> registry.AgreementTerms:
@@ -56,7 +52,7 @@ async def _race(factory: Any, first: Callable[[RegistryUnitOfWork], Awaitable[An
     async with begin(factory, RegistryUnitOfWork) as uow:
         out = await first(uow)
         task = asyncio.create_task(_in_transaction(factory, second))
-        await wait_for(lambda: _blocked_or_done(factory, task), timeout=10,
+        await wait_for(lambda: pg_races.blocked_or_done(factory, task), timeout=10,
                        message="the second writer committed or waits for the first")
     await asyncio.wait([task])
     return out, task
@@ -65,16 +61,6 @@ async def _race(factory: Any, first: Callable[[RegistryUnitOfWork], Awaitable[An
 async def _in_transaction(factory: Any, step: Callable[[RegistryUnitOfWork], Awaitable[Any]]) -> Any:
     async with begin(factory, RegistryUnitOfWork) as uow:
         return await step(uow)
-
-
-async def _blocked_or_done(factory: Any, task: asyncio.Task) -> bool:
-    if task.done():
-        return True
-    async with factory() as s:
-        n = (await s.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        ))).scalar_one()
-    return bool(n)
 
 
 async def test_an_agreement_overlapping_one_recorded_at_the_same_moment_is_refused(factory):

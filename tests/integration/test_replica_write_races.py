@@ -29,19 +29,16 @@ from safe_procurement.services.origin_verification.bootstrap import Dependencies
 from safe_procurement.services.origin_verification.service_layer import handlers
 from safe_procurement.services.testing.waiting import wait_for
 from safe_procurement.shared import contracts
-from safe_procurement.shared.kit import db, uow
-from tests import dbs
+from safe_procurement.shared.kit import uow
+from tests import dbs, pg_races
 
 pytestmark = pytest.mark.skipif(not dbs.on_postgres(), reason="SQLite serializes every writing transaction")
 
 
 @pytest.fixture
 async def factory(tmp_path) -> AsyncIterator[Any]:  # type: ignore[no-untyped-def]
-    url = dbs.url(tmp_path, "replica_races")
-    await db.migrate(url, db.migrations_dir(ov_main.__file__))
-    engine = db.make_engine(url)
-    yield db.session_factory(engine)
-    await engine.dispose()
+    async with pg_races.migrated_factory(tmp_path, "replica_races", ov_main.__file__) as f:
+        yield f
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +90,7 @@ async def test_an_older_version_applied_beside_a_newer_one_does_not_replace_it(f
         await handler(event_of(3), newer, deps)
         # another replica applies version 2 meanwhile, in its own transaction: it must wait for this one
         older = asyncio.create_task(_apply(factory, deps, handler, event_of(2)))
-        await wait_for(lambda: _blocked_or_done(factory, older), timeout=10,
+        await wait_for(lambda: pg_races.blocked_or_done(factory, older), timeout=10,
                        message="version 2 committed or waits for version 3's transaction")
     await older
 
@@ -105,16 +102,6 @@ async def _apply(factory: Any, deps: Dependencies, handler: Callable[..., Any], 
         await handler(event, w, deps)
 
 
-async def _blocked_or_done(factory: Any, task: asyncio.Task) -> bool:
-    if task.done():
-        return True
-    async with factory() as s:
-        n = (await s.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        ))).scalar_one()
-    return bool(n)
-
-
 @pytest.mark.parametrize("record", sorted(CASES))
 async def test_two_first_versions_at_once_collide_and_the_redone_older_one_leaves_the_newer(factory, deps, record):
     """A record not stored yet has no row to lock: both writers see none and insert. The primary key refuses the
@@ -124,7 +111,7 @@ async def test_two_first_versions_at_once_collide_and_the_redone_older_one_leave
     async with uow.begin(factory, VerificationUnitOfWork, batch=True) as newer:
         await handler(event_of(2), newer, deps)
         older = asyncio.create_task(_apply(factory, deps, handler, event_of(1)))
-        await wait_for(lambda: _blocked_or_done(factory, older), timeout=10,
+        await wait_for(lambda: pg_races.blocked_or_done(factory, older), timeout=10,
                        message="version 1 committed or waits for version 2's transaction")
     await asyncio.wait([older])
     assert isinstance(older.exception(), IntegrityError)
