@@ -332,9 +332,10 @@ def _unnest_insert(statement: Any, rows: list[dict[str, Any]]) -> tuple[Any, tup
     table = _PLAIN_INSERTS.get(statement)
     if table is None:
         return None
-    keys = tuple(rows[0])
-    if any(len(r) != len(keys) or any(k not in r for k in keys) for r in rows[1:]):
+    first = rows[0].keys()
+    if any(r.keys() != first for r in rows):  # as the row-by-row INSERT requires (it refuses them otherwise)
         return None
+    keys = tuple(first)
     key = (statement, keys)
     if key not in _UNNEST:
         if any(c.default is not None for c in table.columns if c.name not in keys) or any(k not in table.c for k in keys):
